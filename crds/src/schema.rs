@@ -1,0 +1,43 @@
+//! Schema fragments shared by the kinds: the regular expressions and limits the API server
+//! enforces, kept next to each other so the code-side checks in [`crate::validate`] use the same.
+
+/// Route target / route distinguisher: `ASN:nn` or `IPv4:nn` (RFC 4364 type 0, 1, 2). Number
+/// ranges are checked in code; the pattern keeps newlines and FRR syntax out.
+pub const RT_RD_PATTERN: &str =
+    r"^([0-9]{1,10}|([0-9]{1,3}\.){3}[0-9]{1,3}):[0-9]{1,10}$";
+/// `255.255.255.255:65535` is the longest valid form.
+pub const RT_RD_MAX_LEN: u32 = 21;
+/// Route targets per list (import, export or both).
+pub const MAX_ROUTE_TARGETS: u32 = 32;
+/// Route distinguishers per BGPVPN (networking-bgpvpn allows a list; one is used per VRF).
+pub const MAX_ROUTE_DISTINGUISHERS: u32 = 8;
+
+/// VXLAN network identifier: 24 bits, 0 is reserved.
+pub const VNI_MIN: u32 = 1;
+pub const VNI_MAX: u32 = 16_777_215;
+
+/// A Neutron resource id (UUID, any case).
+pub const UUID_PATTERN: &str =
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+pub const UUID_LEN: u32 = 36;
+
+/// RFC 1123 subdomain (names of BGPVPNs and Nodes).
+pub const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub const DNS_SUBDOMAIN_MAX_LEN: u32 = 253;
+
+/// An IPv4 or IPv6 address (shape only; parsed in code).
+pub const IP_PATTERN: &str = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:.]{2,45})$";
+pub const IP_MAX_LEN: u32 = 45;
+/// An IPv4 or IPv6 prefix in CIDR notation (shape only; parsed in code).
+pub const CIDR_PATTERN: &str = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:.]{2,45})/[0-9]{1,3}$";
+pub const CIDR_MAX_LEN: u32 = 49;
+/// Extra prefixes a binding may advertise.
+pub const MAX_ADVERTISED_PREFIXES: u32 = 64;
+
+/// Linux interface names: at most 15 bytes, no `/`, whitespace or `:`.
+pub const IFNAME_PATTERN: &str = r"^[A-Za-z0-9_.-]{1,15}$";
+pub const IFNAME_MAX_LEN: u32 = 15;
+
+/// Keeps a status list from growing without bound.
+pub const MAX_STATUS_ITEMS: u32 = 4096;

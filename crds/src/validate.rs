@@ -1,0 +1,425 @@
+//! Pure validation of the API objects: the schema rules again (objects may predate the CRD, or
+//! come from Neutron rather than the API server) plus the cross-field rules the v1.20 API server
+//! cannot express. Nothing that fails here reaches netlink or frr.conf.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::binding::BindingTarget;
+use crate::schema::*;
+use crate::{BgpvpnSpec, EvpnNodeStateSpec, VniBindingSpec, VpnType};
+
+/// One problem with one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `spec.routeTargets[1]`.
+    pub field: String,
+    pub message: String,
+}
+
+/// All problems found in an object, so a user fixes them in one go.
+#[derive(Clone, Debug, Default, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl ValidationErrors {
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.into(), message: message.into() });
+    }
+
+    fn into_result<T>(self, ok: T) -> Result<T, ValidationErrors> {
+        if self.0.is_empty() { Ok(ok) } else { Err(self) }
+    }
+}
+
+/// A parsed route target or route distinguisher (RFC 4364 section 4.2 forms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteTargetOrDistinguisher {
+    /// Type 0: 2-byte ASN, 4-byte number.
+    As2(u16, u32),
+    /// Type 1: IPv4 address, 2-byte number.
+    Ipv4(Ipv4Addr, u16),
+    /// Type 2: 4-byte ASN (above 65535), 2-byte number.
+    As4(u32, u16),
+}
+
+impl fmt::Display for RouteTargetOrDistinguisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::As2(asn, n) => write!(f, "{asn}:{n}"),
+            Self::Ipv4(ip, n) => write!(f, "{ip}:{n}"),
+            Self::As4(asn, n) => write!(f, "{asn}:{n}"),
+        }
+    }
+}
+
+/// Parses `ASN2:nn4`, `IPv4:nn2` or `ASN4:nn2`.
+pub fn parse_rt_rd(s: &str) -> Result<RouteTargetOrDistinguisher, String> {
+    let (admin, number) = s.split_once(':').ok_or_else(|| format!("{s:?} is not of the form ASN:nn or IPv4:nn"))?;
+    let number_ok = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+    if !number_ok {
+        return Err(format!("{s:?}: the assigned number {number:?} is not a decimal number"));
+    }
+    if admin.contains('.') {
+        let ip: Ipv4Addr = admin.parse().map_err(|_| format!("{s:?}: {admin:?} is not an IPv4 address"))?;
+        let n: u16 = number.parse().map_err(|_| format!("{s:?}: with an IPv4 administrator the number must be 0..65535"))?;
+        return Ok(RouteTargetOrDistinguisher::Ipv4(ip, n));
+    }
+    if admin.is_empty() || !admin.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{s:?}: the administrator {admin:?} is neither an AS number nor an IPv4 address"));
+    }
+    let asn: u32 = admin.parse().map_err(|_| format!("{s:?}: AS number {admin} is above 4294967295"))?;
+    if let Ok(asn2) = u16::try_from(asn) {
+        let n: u32 = number.parse().map_err(|_| format!("{s:?}: with a 2-byte AS number the number must be 0..4294967295"))?;
+        Ok(RouteTargetOrDistinguisher::As2(asn2, n))
+    } else {
+        let n: u16 = number.parse().map_err(|_| format!("{s:?}: with a 4-byte AS number the number must be 0..65535"))?;
+        Ok(RouteTargetOrDistinguisher::As4(asn, n))
+    }
+}
+
+fn check_rt_list(errors: &mut ValidationErrors, field: &str, list: &[String], max: u32) {
+    if list.len() > max as usize {
+        errors.push(field, format!("at most {max} entries, got {}", list.len()));
+    }
+    for (i, rt) in list.iter().enumerate() {
+        if let Err(e) = parse_rt_rd(rt) {
+            errors.push(format!("{field}[{i}]"), e);
+        }
+    }
+}
+
+/// Checks a BGPVPN spec on its own.
+pub fn validate_bgpvpn(spec: &BgpvpnSpec) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    if !(VNI_MIN..=VNI_MAX).contains(&spec.vni) {
+        errors.push("spec.vni", format!("{} is outside {VNI_MIN}..{VNI_MAX}", spec.vni));
+    }
+    check_rt_list(&mut errors, "spec.routeTargets", &spec.route_targets, MAX_ROUTE_TARGETS);
+    check_rt_list(&mut errors, "spec.importTargets", &spec.import_targets, MAX_ROUTE_TARGETS);
+    check_rt_list(&mut errors, "spec.exportTargets", &spec.export_targets, MAX_ROUTE_TARGETS);
+    check_rt_list(&mut errors, "spec.routeDistinguishers", &spec.route_distinguishers, MAX_ROUTE_DISTINGUISHERS);
+    // FRR's automatic RT is <own AS>:<VNI>, which differs between eBGP peers, so an implicit RT
+    // would silently import nothing.
+    if spec.effective_import_targets().is_empty() || spec.effective_export_targets().is_empty() {
+        errors.push(
+            "spec.routeTargets",
+            "at least one import and one export route target is needed (routeTargets, or importTargets and exportTargets): \
+             FRR's automatic <own AS>:<VNI> differs between ASes",
+        );
+    }
+    errors.into_result(())
+}
+
+/// Types the dataplane can program. Kept apart from [`validate_bgpvpn`]: an `l2` BGPVPN is a
+/// valid object that this version does not program, and says so.
+pub fn check_supported(spec: &BgpvpnSpec) -> Result<(), String> {
+    match spec.vpn_type {
+        VpnType::L3 => Ok(()),
+        VpnType::L2 => Err("type l2 (EVPN type-2 / L2VNI) is not programmed by this version; only l3".to_string()),
+    }
+}
+
+/// `spec.vni` may not change once programmed: every node's VRF, RD and routes hang off it.
+pub fn validate_vni_unchanged(programmed: Option<u32>, spec_vni: u32) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    if let Some(old) = programmed.filter(|old| *old != spec_vni) {
+        errors.push("spec.vni", format!("is immutable: programmed as {old}, now {spec_vni}; delete and re-create the BGPVPN to change it"));
+    }
+    errors.into_result(())
+}
+
+/// Checks a VNIBinding spec and returns its one target.
+pub fn validate_binding<'a>(spec: &'a VniBindingSpec) -> Result<BindingTarget<'a>, ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    check_dns_subdomain(&mut errors, "spec.bgpvpn", &spec.bgpvpn);
+    let mut targets = Vec::new();
+    if let Some(sel) = &spec.pod_selector {
+        targets.push(BindingTarget::Pods(sel));
+    }
+    let neutron_ids: [(&str, Option<&'a str>, fn(&'a str) -> BindingTarget<'a>); 3] = [
+        ("spec.networkId", spec.network_id.as_deref(), BindingTarget::Network),
+        ("spec.routerId", spec.router_id.as_deref(), BindingTarget::Router),
+        ("spec.portId", spec.port_id.as_deref(), BindingTarget::Port),
+    ];
+    for (field, value, make) in neutron_ids {
+        if let Some(id) = value {
+            if is_uuid(id) {
+                targets.push(make(id));
+            } else {
+                errors.push(field, format!("{id:?} is not a Neutron id (UUID)"));
+            }
+        }
+    }
+    let set = [spec.pod_selector.is_some(), spec.network_id.is_some(), spec.router_id.is_some(), spec.port_id.is_some()];
+    match set.iter().filter(|s| **s).count() {
+        0 => errors.push("spec", "exactly one of podSelector, networkId, routerId, portId is required; none is set"),
+        1 => {}
+        n => errors.push("spec", format!("exactly one of podSelector, networkId, routerId, portId is allowed; {n} are set")),
+    }
+    if spec.advertise_prefixes.len() > MAX_ADVERTISED_PREFIXES as usize {
+        errors.push("spec.advertisePrefixes", format!("at most {MAX_ADVERTISED_PREFIXES} entries"));
+    }
+    for (i, p) in spec.advertise_prefixes.iter().enumerate() {
+        if let Err(e) = parse_cidr(p) {
+            errors.push(format!("spec.advertisePrefixes[{i}]"), e);
+        }
+    }
+    if errors.0.is_empty() {
+        Ok(targets.pop().expect("exactly one target"))
+    } else {
+        Err(errors)
+    }
+}
+
+/// Checks a node's desired state as the agent receives it, before anything is programmed.
+pub fn validate_node_state(spec: &EvpnNodeStateSpec) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+    let u = &spec.underlay;
+    if u.asn == 0 {
+        errors.push("spec.underlay.asn", "0 is not a valid AS number");
+    }
+    if u.router_id.parse::<Ipv4Addr>().is_err() {
+        errors.push("spec.underlay.routerId", format!("{:?} is not an IPv4 address", u.router_id));
+    }
+    if u.vtep_ip.parse::<IpAddr>().is_err() {
+        errors.push("spec.underlay.vtepIp", format!("{:?} is not an IP address", u.vtep_ip));
+    }
+    for (i, n) in u.neighbors.iter().enumerate() {
+        let f = format!("spec.underlay.neighbors[{i}]");
+        match (&n.address, &n.interface) {
+            (Some(a), None) if a.parse::<IpAddr>().is_err() => errors.push(format!("{f}.address"), format!("{a:?} is not an IP address")),
+            (None, Some(ifname)) => check_ifname(&mut errors, &format!("{f}.interface"), ifname),
+            (Some(_), None) => {}
+            _ => errors.push(&f, "exactly one of address and interface is required"),
+        }
+        if n.remote_asn == 0 {
+            errors.push(format!("{f}.remoteAsn"), "0 is not a valid AS number");
+        }
+    }
+    let (mut vnis, mut vrfs, mut rds) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let mut endpoint_ips = BTreeSet::new();
+    for (i, v) in spec.l3vnis.iter().enumerate() {
+        let f = format!("spec.l3vnis[{i}]");
+        if !(VNI_MIN..=VNI_MAX).contains(&v.vni) {
+            errors.push(format!("{f}.vni"), format!("{} is outside {VNI_MIN}..{VNI_MAX}", v.vni));
+        }
+        if !vnis.insert(v.vni) {
+            errors.push(format!("{f}.vni"), format!("VNI {} appears twice", v.vni));
+        }
+        check_ifname(&mut errors, &format!("{f}.vrf"), &v.vrf);
+        if !vrfs.insert(v.vrf.as_str()) {
+            errors.push(format!("{f}.vrf"), format!("VRF {} appears twice", v.vrf));
+        }
+        for (field, list) in [("importTargets", &v.import_targets), ("exportTargets", &v.export_targets)] {
+            if list.is_empty() {
+                errors.push(format!("{f}.{field}"), "at least one route target is needed");
+            }
+            check_rt_list(&mut errors, &format!("{f}.{field}"), list, MAX_ROUTE_TARGETS);
+        }
+        match parse_rt_rd(&v.route_distinguisher) {
+            Ok(rd) if !rds.insert(rd) => errors.push(format!("{f}.routeDistinguisher"), format!("RD {rd} is used by two VRFs")),
+            Ok(_) => {}
+            Err(e) => errors.push(format!("{f}.routeDistinguisher"), e),
+        }
+        for (j, ep) in v.endpoints.iter().enumerate() {
+            match ep.ip.parse::<IpAddr>() {
+                // one pod IP in two VRFs would need two policy rules for the same source
+                Ok(ip) if !endpoint_ips.insert(ip) => errors.push(format!("{f}.endpoints[{j}].ip"), format!("{ip} is an endpoint of two VNIs")),
+                Ok(_) => {}
+                Err(_) => errors.push(format!("{f}.endpoints[{j}].ip"), format!("{:?} is not an IP address", ep.ip)),
+            }
+            if let Some(ifname) = &ep.interface {
+                check_ifname(&mut errors, &format!("{f}.endpoints[{j}].interface"), ifname);
+            }
+        }
+        for (j, p) in v.prefixes.iter().enumerate() {
+            if let Err(e) = parse_cidr(&p.prefix) {
+                errors.push(format!("{f}.prefixes[{j}].prefix"), e);
+            }
+            if let Some(nh) = &p.next_hop
+                && nh.parse::<IpAddr>().is_err()
+            {
+                errors.push(format!("{f}.prefixes[{j}].nextHop"), format!("{nh:?} is not an IP address"));
+            }
+        }
+    }
+    errors.into_result(())
+}
+
+/// Parses `addr/len`, refusing host bits (a typo that would route or advertise the wrong prefix).
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = s.split_once('/').ok_or_else(|| format!("{s:?} is not in CIDR notation (addr/len)"))?;
+    let ip: IpAddr = addr.parse().map_err(|_| format!("{s:?}: {addr:?} is not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len: u8 = len.parse().ok().filter(|l| *l <= max).ok_or_else(|| format!("{s:?}: prefix length must be 0..{max}"))?;
+    let host_bits_set = match ip {
+        IpAddr::V4(v4) => len < 32 && u32::from(v4) & (u32::MAX >> len) != 0,
+        IpAddr::V6(v6) => len < 128 && u128::from(v6) & (u128::MAX >> len) != 0,
+    };
+    if host_bits_set {
+        return Err(format!("{s:?} has host bits set"));
+    }
+    Ok((ip, len))
+}
+
+/// A Neutron id.
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+fn check_ifname(errors: &mut ValidationErrors, field: &str, name: &str) {
+    let ok = !name.is_empty()
+        && name.len() <= IFNAME_MAX_LEN as usize
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !ok {
+        errors.push(field, format!("{name:?} is not a valid interface name (1..15 of [A-Za-z0-9_.-])"));
+    }
+}
+
+fn check_dns_subdomain(errors: &mut ValidationErrors, field: &str, name: &str) {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > DNS_SUBDOMAIN_MAX_LEN as usize || !name.split('.').all(label_ok) {
+        errors.push(field, format!("{name:?} is not a valid object name (RFC 1123 subdomain)"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Endpoint, L3Vni, Neighbor, Underlay};
+
+    fn vpn(vni: u32, rts: &[&str]) -> BgpvpnSpec {
+        BgpvpnSpec {
+            vpn_type: VpnType::L3,
+            vni,
+            route_targets: rts.iter().map(|s| s.to_string()).collect(),
+            import_targets: vec![],
+            export_targets: vec![],
+            route_distinguishers: vec![],
+            local_pref: None,
+            allowed_namespaces: Default::default(),
+        }
+    }
+
+    #[test]
+    fn rt_rd_forms() {
+        use RouteTargetOrDistinguisher::*;
+        assert_eq!(parse_rt_rd("65000:1001"), Ok(As2(65000, 1001)));
+        assert_eq!(parse_rt_rd("65000:4294967295"), Ok(As2(65000, u32::MAX)));
+        assert_eq!(parse_rt_rd("192.0.2.1:7"), Ok(Ipv4("192.0.2.1".parse().unwrap(), 7)));
+        assert_eq!(parse_rt_rd("4200000000:65535"), Ok(As4(4_200_000_000, 65535)));
+        for bad in ["", "65000", ":1", "65000:", "4200000000:65536", "192.0.2.1:65536", "300.0.0.1:1", "4294967296:1", "a:1", "65000:1\n", "65000:-1"] {
+            assert!(parse_rt_rd(bad).is_err(), "{bad:?} must not parse");
+        }
+    }
+
+    #[test]
+    fn bgpvpn_needs_route_targets_and_valid_vni() {
+        assert!(validate_bgpvpn(&vpn(1001, &["65000:1001"])).is_ok());
+        let err = validate_bgpvpn(&vpn(0, &[])).unwrap_err().to_string();
+        assert!(err.contains("spec.vni") && err.contains("route target"), "{err}");
+        let err = validate_bgpvpn(&vpn(16_777_216, &["65000:1"])).unwrap_err().to_string();
+        assert!(err.contains("16777216"), "{err}");
+        let mut split = vpn(5, &[]);
+        split.import_targets = vec!["65000:5".into()];
+        assert!(validate_bgpvpn(&split).is_err(), "export missing");
+        split.export_targets = vec!["65000:6".into()];
+        assert!(validate_bgpvpn(&split).is_ok());
+    }
+
+    #[test]
+    fn vni_is_immutable_once_programmed() {
+        assert!(validate_vni_unchanged(None, 5).is_ok());
+        assert!(validate_vni_unchanged(Some(5), 5).is_ok());
+        assert!(validate_vni_unchanged(Some(5), 6).unwrap_err().to_string().contains("immutable"));
+    }
+
+    fn binding() -> VniBindingSpec {
+        VniBindingSpec { bgpvpn: "vpn-a".into(), pod_selector: None, network_id: None, router_id: None, port_id: None, advertise_prefixes: vec![] }
+    }
+
+    #[test]
+    fn binding_needs_exactly_one_target() {
+        let none = binding();
+        assert!(validate_binding(&none).unwrap_err().to_string().contains("none is set"));
+        let mut two = binding();
+        two.pod_selector = Some(Default::default());
+        two.router_id = Some("2a9d2ad8-5d35-4a52-9e6f-2a0e5f8b1c11".into());
+        assert!(validate_binding(&two).unwrap_err().to_string().contains("2 are set"));
+        let mut one = binding();
+        one.port_id = Some("2a9d2ad8-5d35-4a52-9e6f-2a0e5f8b1c11".into());
+        assert_eq!(validate_binding(&one).unwrap(), BindingTarget::Port("2a9d2ad8-5d35-4a52-9e6f-2a0e5f8b1c11"));
+        one.port_id = Some("not-a-uuid".into());
+        assert!(validate_binding(&one).unwrap_err().to_string().contains("spec.portId"));
+        let mut bad_name = binding();
+        bad_name.bgpvpn = "Bad Name".into();
+        bad_name.pod_selector = Some(Default::default());
+        assert!(validate_binding(&bad_name).unwrap_err().to_string().contains("spec.bgpvpn"));
+    }
+
+    #[test]
+    fn cidr_parsing() {
+        assert!(parse_cidr("10.0.0.0/24").is_ok());
+        assert!(parse_cidr("2001:db8::/32").is_ok());
+        assert!(parse_cidr("10.0.0.1/24").unwrap_err().contains("host bits"));
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("10.0.0.0").is_err());
+    }
+
+    fn node() -> EvpnNodeStateSpec {
+        EvpnNodeStateSpec {
+            underlay: Underlay {
+                asn: 65001,
+                router_id: "172.30.0.1".into(),
+                vtep_ip: "172.30.0.1".into(),
+                neighbors: vec![Neighbor { address: Some("172.30.0.2".into()), interface: None, remote_asn: 64999, bfd: false }],
+            },
+            l3vnis: vec![L3Vni {
+                bgpvpn: "vpn-a".into(),
+                vni: 1001,
+                vrf: "vrf-1001".into(),
+                import_targets: vec!["65000:1001".into()],
+                export_targets: vec!["65000:1001".into()],
+                route_distinguisher: "172.30.0.1:1001".into(),
+                local_pref: None,
+                endpoints: vec![Endpoint { ip: "10.0.0.84".into(), interface: None, pod: Some("demo/web".into()) }],
+                prefixes: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn node_state_rules() {
+        assert!(validate_node_state(&node()).is_ok());
+        let mut s = node();
+        s.l3vnis.push(s.l3vnis[0].clone());
+        let err = validate_node_state(&s).unwrap_err().to_string();
+        assert!(err.contains("appears twice") && err.contains("used by two VRFs") && err.contains("two VNIs"), "{err}");
+        let mut s = node();
+        s.l3vnis[0].vrf = "vrf-with-a-very-long-name".into();
+        s.l3vnis[0].import_targets.clear();
+        s.underlay.neighbors[0].interface = Some("eth0".into());
+        let err = validate_node_state(&s).unwrap_err().to_string();
+        assert!(err.contains(".vrf") && err.contains("importTargets") && err.contains("exactly one of address"), "{err}");
+    }
+}
