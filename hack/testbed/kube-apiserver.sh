@@ -6,6 +6,8 @@
 #   kube-apiserver.sh start <rundir> start etcd + kube-apiserver on free ports, write
 #                                    <rundir>/kubeconfig and <rundir>/env, wait for /readyz
 #   kube-apiserver.sh stop  <rundir> stop the processes recorded in <rundir>/env
+#   kube-apiserver.sh kubectl        print the path of a kubectl matching the server (v1.20.2, from
+#                                    Debian's kubernetes-client .deb, unpacked into the cache)
 #
 # Env: TESTBED_CACHE (artifact cache), KUBE_BIND_ADDRESS (default 127.0.0.1; set it to an address
 #      inside a network namespace you created, e.g. a tap address for a UML guest), READY_TIMEOUT (s),
@@ -229,8 +231,27 @@ cmd_stop() {
   log "stopped (state left in $RUN)"
 }
 
+# kubectl from the same Debian source as the server: no version skew, and nothing is installed
+# (the .deb is only unpacked), so a kubectl the host already has is left alone.
+cmd_kubectl() {
+  local d=$CACHE/kubectl-$K8S_VERSION
+  if [ ! -x "$d/usr/bin/kubectl" ]; then
+    mkdir -p "$d"
+    exec 8>"$d.lock"; flock 8
+    if [ ! -x "$d/usr/bin/kubectl" ]; then
+      local dl; dl=$(mktemp -d)
+      (cd "$dl" && apt-get download -qq -o APT::Sandbox::User=root kubernetes-client) \
+        || { apt-get update -qq && (cd "$dl" && apt-get download -qq -o APT::Sandbox::User=root kubernetes-client); }
+      dpkg-deb -x "$dl"/kubernetes-client_*.deb "$d"
+      rm -rf "$dl"
+    fi
+  fi
+  echo "$d/usr/bin/kubectl"
+}
+
 case ${1:-} in
-  build) cmd_build ;;
+  build) cmd_build; cmd_kubectl >/dev/null ;;
+  kubectl) cmd_kubectl ;;
   start) cmd_start "${2:-}" ;;
   stop)  cmd_stop "${2:-}" ;;
   *) sed -n '2,/^set -euo/p' "$HERE/$(basename "$0")" | grep '^#' >&2; exit 64 ;;

@@ -1,0 +1,186 @@
+//! Test-only helpers for the real-parts tiers.
+//!
+//! [`client`] starts one real kube-apiserver v1.20.2 + etcd per test binary (through
+//! `hack/testbed/kube-apiserver.sh`, on free loopback ports), applies the committed CRDs from
+//! `crds/`, and hands each test its own client. A watcher process stops both daemons and removes
+//! their state when the test binary exits.
+//!
+//! Without a built apiserver the tests print `SKIPPED: …` and return, unless
+//! `BGPVPN_REQUIRE_APISERVER=1` (set by `hack/test.sh`, so CI never skips), which makes that a
+//! failure.
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+
+/// A running apiserver, shared by the tests of one binary.
+#[derive(Debug)]
+pub struct ApiServer {
+    pub kubeconfig: PathBuf,
+    /// A kubectl of the server's own version (Debian's kubernetes-client, unpacked).
+    pub kubectl: PathBuf,
+}
+
+static SERVER: OnceLock<Result<ApiServer, String>> = OnceLock::new();
+
+/// The repository root (where `hack/`, `crds/` and `examples/` are).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit lives in the workspace").to_path_buf()
+}
+
+fn script() -> PathBuf {
+    repo_root().join("hack/testbed/kube-apiserver.sh")
+}
+
+fn start() -> Result<ApiServer, String> {
+    let dir = tempfile::Builder::new().prefix("bgpvpn-kube-").tempdir().map_err(|e| e.to_string())?.keep();
+    let rundir = dir.join("kube");
+    let out = Command::new(script()).arg("start").arg(&rundir).stdin(Stdio::null()).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(format!("kube-apiserver.sh start failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    // Stops etcd + apiserver once this test binary is gone (statics are never dropped).
+    let watcher = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {script} stop {run} >/dev/null 2>&1; rm -rf {dir}",
+        pid = std::process::id(),
+        script = script().display(),
+        run = rundir.display(),
+        dir = dir.display(),
+    );
+    Command::new("bash")
+        .args(["-c", &watcher])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the cleanup watcher: {e}"))?;
+    let kubectl = Command::new(script()).arg("kubectl").output().map_err(|e| e.to_string())?;
+    if !kubectl.status.success() {
+        return Err(format!("no kubectl: {}", String::from_utf8_lossy(&kubectl.stderr).trim()));
+    }
+    let server = ApiServer {
+        kubeconfig: rundir.join("kubeconfig"),
+        kubectl: PathBuf::from(String::from_utf8_lossy(&kubectl.stdout).trim()),
+    };
+    Ok(server)
+}
+
+/// The shared apiserver, or `None` (with a printed reason) when the tier is skipped.
+pub fn server() -> Option<&'static ApiServer> {
+    match SERVER.get_or_init(start) {
+        Ok(s) => Some(s),
+        Err(reason) if std::env::var("BGPVPN_REQUIRE_APISERVER").as_deref() == Ok("1") => {
+            panic!("BGPVPN_REQUIRE_APISERVER=1 but the real apiserver did not start: {reason}")
+        }
+        Err(reason) => {
+            eprintln!("SKIPPED: real kube-apiserver tier not available ({reason}); run `hack/test.sh` as root");
+            None
+        }
+    }
+}
+
+/// A fresh client of the shared apiserver with the project's CRDs established, or `None` when
+/// the tier is skipped. Each test gets its own client: a client is bound to the runtime that
+/// made it, and every `#[tokio::test]` has its own runtime.
+pub async fn client() -> Option<kube::Client> {
+    let server = server()?;
+    let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig written by kube-apiserver.sh");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("valid kubeconfig");
+    let client = kube::Client::try_from(config).expect("client from kubeconfig");
+    apply_crds(&client).await;
+    Some(client)
+}
+
+/// `let client = testkit::client_or_skip!();` returns from the test when the tier is skipped.
+#[macro_export]
+macro_rules! client_or_skip {
+    () => {
+        match $crate::client().await {
+            Some(c) => c,
+            None => return,
+        }
+    };
+}
+
+/// The committed CRD files, as a user applies them.
+pub fn committed_crds() -> Vec<CustomResourceDefinition> {
+    let dir = repo_root().join("crds");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("crds/ exists")
+        .map(|e| e.expect("readable dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).expect("readable CRD file");
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{} is not a CRD: {e}", p.display()))
+        })
+        .collect()
+}
+
+/// Applies the committed CRDs (server-side apply, idempotent) and waits until each is established.
+pub async fn apply_crds(client: &kube::Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in committed_crds() {
+        let name = crd.metadata.name.clone().expect("CRD has a name");
+        api.patch(&name, &PatchParams::apply("bgpvpn-testkit").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        tokio::time::timeout(Duration::from_secs(30), await_condition(api.clone(), &name, conditions::is_crd_established()))
+            .await
+            .unwrap_or_else(|_| panic!("CRD {name} not established within 30 s"))
+            .expect("watch CRD");
+    }
+}
+
+/// Runs the server's kubectl with the test kubeconfig.
+pub fn kubectl(args: &[&str]) -> Output {
+    let server = server().expect("kubectl() needs the apiserver tier");
+    Command::new(&server.kubectl)
+        .args(args)
+        .env("KUBECONFIG", &server.kubeconfig)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kubectl")
+}
+
+/// A name no other test (or earlier run) uses: `<prefix>-<8 hex>`.
+pub fn unique_name(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    format!("{prefix}-{:08x}", h.finish() as u32)
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, or panics after `timeout` with `what`.
+/// Tests wait for an observable state this way, never for a fixed time.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
