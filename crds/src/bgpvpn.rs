@@ -15,7 +15,7 @@ use crate::schema::*;
     plural = "bgpvpns",
     singular = "bgpvpn",
     shortname = "bvpn",
-    category = "bgpvpn",
+    category = "evpn",
     status = "BgpvpnStatus",
     printcolumn = r#"{"name":"VNI","type":"integer","jsonPath":".spec.vni"}"#,
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,

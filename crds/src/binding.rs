@@ -17,7 +17,7 @@ use crate::schema::*;
     plural = "vnibindings",
     singular = "vnibinding",
     shortname = "vnib",
-    category = "bgpvpn",
+    category = "evpn",
     namespaced,
     status = "VniBindingStatus",
     printcolumn = r#"{"name":"BGPVPN","type":"string","jsonPath":".spec.bgpvpn"}"#,

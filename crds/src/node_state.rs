@@ -18,7 +18,7 @@ use crate::schema::*;
     plural = "evpnnodestates",
     singular = "evpnnodestate",
     shortname = "ens",
-    category = "bgpvpn",
+    category = "evpn",
     status = "EvpnNodeStateStatus",
     printcolumn = r#"{"name":"ASN","type":"integer","jsonPath":".spec.underlay.asn"}"#,
     printcolumn = r#"{"name":"VTEP","type":"string","jsonPath":".spec.underlay.vtepIp"}"#,
