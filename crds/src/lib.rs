@@ -53,3 +53,10 @@ pub fn crd_files() -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Where the generated CRD YAML is committed: `crds/` (for `kubectl apply -f crds/`) and the
+/// Helm chart's `crds/`.
+pub fn crd_dirs() -> Vec<std::path::PathBuf> {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    vec![here.to_path_buf(), here.join("../charts/bgpvpn-operator/crds")]
+}

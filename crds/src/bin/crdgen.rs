@@ -1,15 +1,16 @@
-//! Writes one YAML file per CRD into a directory (default: this crate's directory, `crds/`).
+//! Writes one YAML file per CRD into `crds/` and into the Helm chart's `crds/`.
 //!
-//!     cargo run -p bgpvpn-crds --bin crdgen [DIR]
+//!     cargo run -p bgpvpn-crds --bin crdgen
 //!
 //! The files are committed; `tests/crd_drift.rs` fails when they differ from the Rust types.
 
 fn main() -> std::io::Result<()> {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").to_string());
-    for (file, yaml) in bgpvpn_crds::crd_files() {
-        let path = std::path::Path::new(&dir).join(file);
-        std::fs::write(&path, yaml)?;
-        println!("wrote {}", path.display());
+    for dir in bgpvpn_crds::crd_dirs() {
+        for (file, yaml) in bgpvpn_crds::crd_files() {
+            let path = dir.join(file);
+            std::fs::write(&path, yaml)?;
+            println!("wrote {}", path.display());
+        }
     }
     Ok(())
 }
