@@ -1,13 +1,202 @@
 #!/usr/bin/env bash
-# hack/lab.sh -- the seed demo in a local lab. PLACEHOLDER until the lab issue lands: it only
-# prints the plan. The dataplane half of the story already runs as a test:
-#     cargo test -p bgpvpn-agent --test dataplane_uml -- --nocapture     (as root)
+# hack/lab.sh -- the seed demo, end to end on real parts. Run as root on Debian 12:
+#
+#     sudo hack/lab.sh              # plain Kubernetes: kubectl apply/delete of examples/seed/
+#     sudo hack/lab.sh --openstack  # the BGPVPN and the router association come from Neutron
+#
+# It installs what it needs (hack/test.sh's installers), builds the operator and the agent, and
+# brings up:
+#   host netns bgpvpn-lab-<rand>: tap 10.99.0.1/24, etcd + kube-apiserver v1.20.2, the operator
+#       (and, with --openstack, neutron-server + networking-bgpvpn)
+#   user-mode-linux guest (VRF-capable kernel) on that tap, 10.99.0.2: the Kubernetes node
+#       lab-node-a (agent + FRR, pod web at 10.0.0.84:8080) and the remote cloud (its own FRR in
+#       another AS, vm1 and vm2 both at 20.0.0.100, on VNI 1001 and VNI 1003)
+# and plays the story, printing each step and what it observed. Every observation is asserted:
+# the script exits non-zero as soon as one does not hold (e2e/tests/lab.rs runs it that way).
+# Everything it started is stopped on exit, Ctrl-C included.
+#
+# Env: LAB_KEEP=1 keeps the run directory (logs); STEP_TIMEOUT (s, default 90).
 set -euo pipefail
-cat <<'PLAN'
-bgpvpn-operator lab (not built yet). It will:
-  1. start kube-apiserver v1.20.2 in a network namespace of its own, and the operator;
-  2. boot a user-mode-linux guest with a Kubernetes node (agent + FRR, pod 10.0.0.84:8080) and a
-     remote cloud (FRR, VM1 20.0.0.100 on VNI 1001, VM2 20.0.0.100 on VNI 1003);
-  3. play the story with kubectl apply/delete of examples/seed/ and print each observed result.
-PLAN
-exit 1
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+MODE=kubernetes
+case ${1:-} in --openstack) MODE=openstack ;; "") ;; *) echo "usage: $0 [--openstack]" >&2; exit 64 ;; esac
+[ "$(id -u)" = 0 ] || { echo "hack/lab.sh needs root (network namespaces, tap device, user-mode-linux)" >&2; exit 1; }
+
+T0=$SECONDS
+log()  { printf '[lab %4ss] %s\n' $((SECONDS - T0)) "$*"; }
+step() { printf '\n[lab %4ss] ==== %s\n' $((SECONDS - T0)) "$*"; STEP_T0=$SECONDS; }
+ok()   { printf '[lab %4ss]   OK  %s (%ss)\n' $((SECONDS - T0)) "$*" $((SECONDS - STEP_T0)); }
+fail() { printf '[lab %4ss]   FAILED  %s\n' $((SECONDS - T0)) "$*"; diagnose; exit 1; }
+
+SFX=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+NS=bgpvpn-lab-$SFX TAPIF=labtap0 HOST_IP=10.99.0.1 GUEST_IP=10.99.0.2 CHECK_PORT=9000
+NODE=lab-node-a
+RUN=$(mktemp -d /tmp/bgpvpn-lab.XXXXXX)   # not under /run or /var/tmp: the guest mounts its own there
+chmod 755 "$RUN"
+OPERATOR_PID='' UML_PID='' NEUTRON_DIR=''
+
+cleanup() {
+  set +e
+  [ -n "$UML_PID" ] && kill -0 "$UML_PID" 2>/dev/null && guest_ask shutdown >/dev/null 2>&1
+  for _ in $(seq 50); do [ -n "$UML_PID" ] && kill -0 "$UML_PID" 2>/dev/null || break; sleep 0.2; done
+  [ -n "$UML_PID" ] && kill "$UML_PID" 2>/dev/null
+  [ -n "$OPERATOR_PID" ] && kill "$OPERATOR_PID" 2>/dev/null
+  [ -n "$NEUTRON_DIR" ] && hack/testbed/neutron-bgpvpn.sh stop "$NEUTRON_DIR" >/dev/null 2>&1
+  hack/testbed/kube-apiserver.sh stop "$RUN/kube" >/dev/null 2>&1
+  ip netns del "$NS" 2>/dev/null
+  if [ -n "${LAB_KEEP:-}" ]; then log "kept $RUN"; else rm -rf "$RUN"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+inns() { ip netns exec "$NS" "$@"; }
+k() { inns "$KUBECTL" --kubeconfig "$RUN/kube/kubeconfig" "$@"; }
+# one question to the guest's check server; prints the command's output, fails if it failed
+guest_ask() {
+  local body
+  body=$(inns curl -s --max-time 25 "http://$GUEST_IP:$CHECK_PORT/$1" 2>/dev/null) || return 1
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["out"]); sys.exit(0 if d["rc"] == 0 else 1)' "$body"
+}
+check() { guest_ask "check/$1"; }
+# wait until `check NAME` succeeds (want=ok) or fails (want=fail) and its output matches REGEX
+# (with a 5th argument `!`: does NOT match it)
+await() {  # description want name regex [!]
+  local what=$1 want=$2 name=$3 re=$4 negate=${5:-} out rc matched deadline=$((SECONDS + ${STEP_TIMEOUT:-90}))
+  while :; do
+    if out=$(check "$name"); then rc=ok; else rc=fail; fi
+    if [[ $out =~ $re ]]; then matched=yes; else matched=no; fi
+    [ "$negate" = '!' ] && { [ $matched = yes ] && matched=no || matched=yes; }
+    if [ "$rc" = "$want" ] && [ $matched = yes ]; then ok "$what: ${out//$'\n'/ | }"; return 0; fi
+    [ $SECONDS -lt $deadline ] || fail "$what (last: $rc, '${out//$'\n'/ | }')"
+    sleep 0.5
+  done
+}
+diagnose() {
+  set +e
+  log "--- diagnostics"
+  k get bgpvpn,vnibinding -A 2>&1; k get evpnnodestate -o yaml 2>&1 | tail -40
+  for c in agent-log remote-evpn remote-vrf-1001 remote-vrf-1003 node-links node-rules; do echo "# $c"; check "$c"; done
+  echo "# operator log"; tail -n 30 "$RUN/operator.log"
+}
+
+# ------------------------------------------------------------------ install and build
+step "install the real parts and build"
+hack/testbed/kube-apiserver.sh build >/dev/null
+KUBECTL=$(hack/testbed/kube-apiserver.sh kubectl)
+hack/dataplane/install-deps.sh >/dev/null
+cargo build --locked -q -p bgpvpn-operator -p bgpvpn-agent
+TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+OPERATOR_BIN=$TARGET/debug/bgpvpn-operator AGENT_BIN=$TARGET/debug/bgpvpn-agent
+ok "kube-apiserver, FRR, user-mode-linux kernel, binaries"
+
+# ------------------------------------------------------------------ host side: apiserver + operator
+step "start kube-apiserver in network namespace $NS"
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip -n "$NS" tuntap add dev "$TAPIF" mode tap
+ip -n "$NS" addr add "$HOST_IP/24" dev "$TAPIF"
+ip -n "$NS" link set "$TAPIF" up
+inns env KUBE_BIND_ADDRESS=$HOST_IP hack/testbed/kube-apiserver.sh start "$RUN/kube" 2>&1 | tail -1
+k apply -f crds/ >/dev/null
+k wait --for condition=established --timeout=60s crd/bgpvpns.bgpvpn.io crd/vnibindings.bgpvpn.io crd/evpnnodestates.bgpvpn.io >/dev/null
+ok "apiserver at https://$HOST_IP, CRDs established"
+
+step "register node $NODE and pod demo/web (the lab plays the kubelet: no kubelet runs here)"
+k apply -f examples/seed/00-namespace.yaml >/dev/null
+k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: $NODE
+  labels: {kubernetes.io/hostname: $NODE}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: demo
+  labels: {app: web}
+spec:
+  nodeName: $NODE
+  containers: [{name: web, image: registry.invalid/http-server:8080, ports: [{containerPort: 8080}]}]
+EOF
+# status is the kubelet's: set it through the status subresource, as the kubelet does
+set -a; . "$RUN/kube/env"; set +a
+api_status() {  # path json
+  inns curl -sf --cacert "$KUBE_CA_FILE" -H "Authorization: Bearer $KUBE_TOKEN" -H 'Content-Type: application/merge-patch+json' \
+    -X PATCH --data "$2" "$KUBE_APISERVER_URL$1/status" >/dev/null
+}
+api_status /api/v1/nodes/$NODE '{"status":{"addresses":[{"type":"InternalIP","address":"172.30.0.1"},{"type":"Hostname","address":"'$NODE'"}],"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","message":"lab","lastHeartbeatTime":null,"lastTransitionTime":null}]}}'
+api_status /api/v1/namespaces/demo/pods/web '{"status":{"phase":"Running","podIP":"10.0.0.84","podIPs":[{"ip":"10.0.0.84"}],"hostIP":"172.30.0.1","conditions":[{"type":"Ready","status":"True"}]}}'
+ok "$(k get pod -n demo web -o jsonpath='{.metadata.name} {.status.phase} {.status.podIP} on {.spec.nodeName}')"
+
+step "start the operator"
+cat >"$RUN/operator.yaml" <<EOF
+underlay:
+  asn: 65001
+  neighbors:
+    - {address: 172.30.0.2, remoteAsn: 64999}
+EOF
+inns env RUST_LOG=info "$OPERATOR_BIN" run --config "$RUN/operator.yaml" --kubeconfig "$RUN/kube/kubeconfig" \
+  --metrics-addr "$HOST_IP:0" >"$RUN/operator.log" 2>&1 &
+OPERATOR_PID=$!
+deadline=$((SECONDS + 60))
+until k get evpnnodestate "$NODE" >/dev/null 2>&1; do
+  kill -0 "$OPERATOR_PID" 2>/dev/null || { tail -20 "$RUN/operator.log"; fail "operator exited"; }
+  [ $SECONDS -lt $deadline ] || fail "no EVPNNodeState for $NODE after 60 s"
+  sleep 0.5
+done
+ok "operator pid $OPERATOR_PID wrote EVPNNodeState/$NODE"
+
+# ------------------------------------------------------------------ guest: node + remote cloud
+step "boot the user-mode-linux guest: node $NODE (agent + FRR + pod) and the remote cloud"
+AGENT_CMD="RUST_LOG=info $AGENT_BIN run --node-name $NODE --kubeconfig $RUN/kube/kubeconfig"
+AGENT_CMD+=' --frr-pathspace "$FRR_A" --frr-confdir "$FRR_A_DIR"'
+mkdir -p "$RUN/guest-out"
+inns env TAP=$TAPIF UML_OUT="$RUN/guest-out" UML_TIMEOUT=3600 hack/testbed/uml-guest.sh hack/lab/guest.sh \
+  GUEST_IP=$GUEST_IP HOST_IP=$HOST_IP CHECK_PORT=$CHECK_PORT NODE_NAME=$NODE AGENT_CMD="$AGENT_CMD" \
+  >"$RUN/guest.log" 2>&1 &
+UML_PID=$!
+deadline=$((SECONDS + 120))
+until check ready >/dev/null 2>&1; do
+  kill -0 "$UML_PID" 2>/dev/null || { tail -30 "$RUN/guest.log"; fail "the guest exited"; }
+  [ $SECONDS -lt $deadline ] || { tail -30 "$RUN/guest.log"; fail "guest not ready after 120 s"; }
+  sleep 0.5
+done
+ok "guest up: $(grep -c '' "$RUN/guest.log") lines of boot log"
+LAB_START=$((SECONDS - T0))
+
+# ------------------------------------------------------------------ the story
+step "0. nothing bound yet: the pod cannot reach 20.0.0.100"
+await "pod -> 20.0.0.100:8080" fail pod-to-vpn '.*'
+await "pod -> node (its ordinary traffic)" ok pod-to-node '1 received'
+
+if [ "$MODE" = kubernetes ]; then
+  step "1. admin: BGPVPN vni 1001; tenant: bind the pod to it"
+  k apply -f examples/seed/10-bgpvpn-vni-1001.yaml -f examples/seed/20-binding-vni-1001.yaml
+else
+  step "1. OpenStack: BGPVPN vni 1001 + router association in Neutron, mirrored by the operator"
+  fail "--openstack is not wired up yet"
+fi
+await "remote cloud learned 10.0.0.84 in vrf-1001" ok remote-vrf-1001 '10\.0\.0\.84'
+await "pod -> 20.0.0.100:8080 answers" ok pod-to-vpn 'hello from vm1'
+await "vm1 -> pod 10.0.0.84:8080 answers" ok vm1-to-pod 'hello from pod web'
+await "pod -> node still works" ok pod-to-node '1 received'
+k get bgpvpn,vnibinding -A
+
+step "2. tenant: remove the binding"
+k delete -f examples/seed/20-binding-vni-1001.yaml
+await "remote cloud withdrew 10.0.0.84 from vrf-1001" ok remote-vrf-1001 '10\.0\.0\.84' !
+await "pod -> 20.0.0.100:8080 no longer answers" fail pod-to-vpn '.*'
+await "vm1 -> pod no longer answers" fail vm1-to-pod '.*'
+
+step "3. admin: BGPVPN vni 1003; tenant: bind the pod to it"
+k apply -f examples/seed/30-bgpvpn-vni-1003.yaml -f examples/seed/40-binding-vni-1003.yaml
+await "remote cloud learned 10.0.0.84 in vrf-1003" ok remote-vrf-1003 '10\.0\.0\.84'
+await "pod -> 20.0.0.100:8080: now the OTHER vm answers" ok pod-to-vpn 'hello from vm2'
+await "vm2 -> pod 10.0.0.84:8080 answers" ok vm2-to-pod 'hello from pod web'
+await "vm1 -> pod does not" fail vm1-to-pod '.*'
+k get bgpvpn,vnibinding,evpnnodestate -A
+
+printf '\n[lab %4ss] the seed story held on real parts (lab up in %ss)\n' $((SECONDS - T0)) "$LAB_START"
