@@ -15,7 +15,8 @@
 # the script exits non-zero as soon as one does not hold (e2e/tests/lab.rs runs it that way).
 # Everything it started is stopped on exit, Ctrl-C included.
 #
-# Env: LAB_KEEP=1 keeps the run directory (logs); STEP_TIMEOUT (s, default 90).
+# Env: LAB_KEEP=1 keeps the run directory (logs); STEP_TIMEOUT (s, default 90);
+#      OPERATOR_BIN / AGENT_BIN: use these binaries instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -85,9 +86,11 @@ step "install the real parts and build"
 hack/testbed/kube-apiserver.sh build >/dev/null
 KUBECTL=$(hack/testbed/kube-apiserver.sh kubectl)
 hack/dataplane/install-deps.sh >/dev/null
-cargo build --locked -q -p bgpvpn-operator -p bgpvpn-agent
-TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-OPERATOR_BIN=$TARGET/debug/bgpvpn-operator AGENT_BIN=$TARGET/debug/bgpvpn-agent
+if [ -z "${OPERATOR_BIN:-}" ] || [ -z "${AGENT_BIN:-}" ]; then   # the e2e test passes the ones it was built with
+  cargo build --locked -q -p bgpvpn-operator -p bgpvpn-agent
+  TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  OPERATOR_BIN=$TARGET/debug/bgpvpn-operator AGENT_BIN=$TARGET/debug/bgpvpn-agent
+fi
 ok "kube-apiserver, FRR, user-mode-linux kernel, binaries"
 
 # ------------------------------------------------------------------ host side: apiserver + operator

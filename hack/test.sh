@@ -29,6 +29,8 @@ else
   log "not root: the real-parts tiers (apiserver, UML dataplane, neutron) will print SKIPPED"
 fi
 
+log "cargo build --workspace (the e2e tests run the built binaries)"
+cargo build --workspace --locked
 log "cargo test --workspace"
 cargo test --workspace --locked "$@"
 log "done"
