@@ -1,8 +1,26 @@
 //! bgpvpn-operator: reconciles BGPVPNs and VNIBindings into one EVPNNodeState per node.
+//!
+//! The pipeline, one module per step:
+//!
+//! * [`cluster`]: reflectors over every input kind; any change (debounced) starts one pass:
+//!   snapshot ([`view`]) → [`build`] (pure: validate, resolve via [`resolve`], per-node state,
+//!   per-object status) → [`apply`] (EVPNNodeStates written only when changed, orphans deleted)
+//!   → the plan is published to the status controllers.
+//! * [`status`]: the `BGPVPN` and `VNIBinding` controllers (kube-runtime `Controller`s) write
+//!   each object's status from the latest plan by server-side apply, and emit Events.
+//! * [`leader`]: Lease-based leader election; only the leader runs the above.
+//! * [`metrics`], [`http`]: Prometheus `/metrics`, `/healthz`, `/readyz`.
+//! * [`run`]: startup checks and the wiring of it all; [`config`]: the configuration file.
 
 #![forbid(unsafe_code)]
 
+pub mod build;
+pub mod config;
+pub mod kuryr;
 pub mod openstack;
+pub mod reasons;
+pub mod resolve;
+pub mod view;
 
 /// Errors of the operator library.
 #[derive(Debug, thiserror::Error)]

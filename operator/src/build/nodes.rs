@@ -1,0 +1,226 @@
+//! The per-node desired state: the underlay of each node, and every VNI with its local
+//! endpoints.
+//!
+//! * Underlay: ASN and neighbors from the configuration; router id and VTEP from the Node's
+//!   `InternalIP`, overridable by the annotations `bgpvpn.io/router-id`, `bgpvpn.io/vtep-ip`,
+//!   `bgpvpn.io/asn`. A node whose underlay cannot be built keeps its current object untouched
+//!   (and is reported) rather than losing its dataplane.
+//! * One L3 VNI per BGPVPN that has endpoints on the node: VRF `vrf-<vni>`, import RTs =
+//!   `routeTargets ∪ importTargets`, export RTs = `routeTargets ∪ exportTargets`.
+//! * RD: the BGPVPN's first `routeDistinguishers` entry; else the type-1 RD
+//!   `<router id>:<n>`, with `n` = the VNI when it fits in 16 bits, else the VNI folded into
+//!   1..65535, moved to the next free number on a clash (VNIs are taken in ascending order, so
+//!   a clash only ever moves a VNI above 65535). Unique per node (router id) and per VRF.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use bgpvpn_crds::validate::{parse_rt_rd, validate_node_state, RouteTargetOrDistinguisher};
+use bgpvpn_crds::{BgpvpnSpec, Endpoint, EvpnNodeStateSpec, L3Vni, RoutedPrefix, Underlay};
+use k8s_openapi::api::core::v1::Node;
+use kube::core::{Selector, SelectorExt};
+use kube::ResourceExt;
+
+use super::bindings::{BindVerdict, BindingDecision};
+use super::vpns::VpnDecision;
+use super::NodePlan;
+use crate::config::{Config, UnderlayConfig};
+
+/// Node annotation overriding the VTEP address.
+pub const ANNOTATION_VTEP_IP: &str = "bgpvpn.io/vtep-ip";
+/// Node annotation overriding the BGP router id.
+pub const ANNOTATION_ROUTER_ID: &str = "bgpvpn.io/router-id";
+/// Node annotation overriding the AS number.
+pub const ANNOTATION_ASN: &str = "bgpvpn.io/asn";
+
+/// A node that takes part in EVPN.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeInfo {
+    pub uid: String,
+    pub underlay: Result<Underlay, String>,
+}
+
+/// The EVPN nodes (every Node, or those matching `nodeSelector`), keyed by name.
+pub fn evpn_nodes(nodes: &[Arc<Node>], config: &Config) -> BTreeMap<String, NodeInfo> {
+    let selector = config.node_selector.clone().and_then(|s| Selector::try_from(s).ok());
+    nodes
+        .iter()
+        .filter(|n| selector.as_ref().is_none_or(|s| s.matches(n.labels())))
+        .map(|n| (n.name_any(), NodeInfo { uid: n.uid().unwrap_or_default(), underlay: node_underlay(n, &config.underlay) }))
+        .collect()
+}
+
+/// The underlay of one node.
+pub fn node_underlay(node: &Node, config: &UnderlayConfig) -> Result<Underlay, String> {
+    let annotations = node.annotations();
+    let internal: Vec<IpAddr> = node
+        .status
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect();
+    let first_v4 = internal.iter().find_map(|ip| match ip {
+        IpAddr::V4(v4) => Some(*v4),
+        IpAddr::V6(_) => None,
+    });
+    let router_id: Ipv4Addr = match annotations.get(ANNOTATION_ROUTER_ID) {
+        Some(s) => s.trim().parse().map_err(|_| format!("annotation {ANNOTATION_ROUTER_ID}: {s:?} is not an IPv4 address"))?,
+        None => first_v4.ok_or_else(|| format!("no IPv4 InternalIP address and no {ANNOTATION_ROUTER_ID} annotation"))?,
+    };
+    let vtep: IpAddr = match annotations.get(ANNOTATION_VTEP_IP) {
+        Some(s) => s.trim().parse().map_err(|_| format!("annotation {ANNOTATION_VTEP_IP}: {s:?} is not an IP address"))?,
+        None => first_v4.map(IpAddr::V4).or(internal.first().copied()).ok_or_else(|| format!("no InternalIP address and no {ANNOTATION_VTEP_IP} annotation"))?,
+    };
+    let asn = match annotations.get(ANNOTATION_ASN) {
+        Some(s) => s.trim().parse::<u32>().ok().filter(|a| *a > 0).ok_or_else(|| format!("annotation {ANNOTATION_ASN}: {s:?} is not an AS number (1..4294967295)"))?,
+        None => config.asn,
+    };
+    let own: BTreeSet<IpAddr> = internal.iter().copied().chain([vtep, IpAddr::V4(router_id)]).collect();
+    let neighbors = config
+        .neighbors
+        .iter()
+        .filter(|n| n.address.as_deref().and_then(|a| a.parse::<IpAddr>().ok()).is_none_or(|a| !own.contains(&a)))
+        .cloned()
+        .collect();
+    Ok(Underlay { asn, router_id: router_id.to_string(), vtep_ip: vtep.to_string(), neighbors })
+}
+
+/// The desired objects, and the nodes whose object is left as it is.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Placement {
+    pub nodes: BTreeMap<String, NodePlan>,
+    pub kept: BTreeMap<String, String>,
+}
+
+/// Puts every bound endpoint on its node. Endpoints on nodes without an object are recorded in
+/// the binding (`unplaced`); an address already used by another VNI on the same node is left
+/// out and noted.
+pub fn assemble(nodes: &BTreeMap<String, NodeInfo>, vpns: &BTreeMap<String, VpnDecision>, bindings: &mut [BindingDecision]) -> Placement {
+    let mut l3: BTreeMap<&str, BTreeMap<u32, L3Vni>> = BTreeMap::new();
+    let mut ip_vni: BTreeMap<(String, IpAddr), u32> = BTreeMap::new();
+    for b in bindings.iter_mut() {
+        let BindVerdict::Bound { bgpvpn, vni } = &b.verdict else { continue };
+        let (bgpvpn, vni) = (bgpvpn.clone(), *vni);
+        let spec = &vpns[&bgpvpn].vpn.spec;
+        let mut placed_nodes = BTreeSet::new();
+        let mut kept = Vec::with_capacity(b.endpoints.len());
+        for ep in std::mem::take(&mut b.endpoints) {
+            let (node_name, info) = match nodes.get_key_value(&ep.node) {
+                Some((name, info)) => (name, info),
+                None => {
+                    b.unplaced.insert(ep.node.clone(), "not an EVPN node (no such Node, or not selected by the operator's nodeSelector)".into());
+                    kept.push(ep);
+                    continue;
+                }
+            };
+            if let Err(why) = &info.underlay {
+                b.unplaced.insert(ep.node.clone(), why.clone());
+                kept.push(ep);
+                continue;
+            }
+            match ip_vni.entry((ep.node.clone(), ep.ip)) {
+                Entry::Occupied(o) if *o.get() != vni => {
+                    b.notes.push(format!("{} (pod {}) on node {} is already an endpoint of VNI {}; left out", ep.ip, ep.pod, ep.node, o.get()));
+                    continue;
+                }
+                Entry::Occupied(_) => {}
+                Entry::Vacant(v) => {
+                    v.insert(vni);
+                }
+            }
+            let entry = l3.entry(node_name.as_str()).or_default().entry(vni).or_insert_with(|| l3vni_template(&bgpvpn, vni, spec));
+            let ip = ep.ip.to_string();
+            if !entry.endpoints.iter().any(|e| e.ip == ip) {
+                entry.endpoints.push(Endpoint { ip, interface: ep.interface.clone(), pod: Some(ep.pod.clone()) });
+            }
+            placed_nodes.insert(node_name.as_str());
+            kept.push(ep);
+        }
+        b.endpoints = kept;
+        for node in placed_nodes {
+            let entry = l3.get_mut(node).and_then(|m| m.get_mut(&vni)).expect("placed above");
+            for prefix in &b.binding.spec.advertise_prefixes {
+                if !entry.prefixes.iter().any(|p| &p.prefix == prefix) {
+                    entry.prefixes.push(RoutedPrefix { prefix: prefix.clone(), next_hop: None });
+                }
+            }
+        }
+    }
+
+    let mut placement = Placement::default();
+    for (name, info) in nodes {
+        let underlay = match &info.underlay {
+            Ok(u) => u.clone(),
+            Err(why) => {
+                placement.kept.insert(name.clone(), why.clone());
+                continue;
+            }
+        };
+        let mut l3vnis: Vec<L3Vni> = l3.remove(name.as_str()).unwrap_or_default().into_values().collect();
+        for v in &mut l3vnis {
+            v.endpoints.sort();
+            v.prefixes.sort();
+        }
+        let router_id: Ipv4Addr = underlay.router_id.parse().expect("node_underlay yields an IPv4 router id");
+        assign_route_distinguishers(router_id, &mut l3vnis);
+        let spec = EvpnNodeStateSpec { underlay, l3vnis };
+        match validate_node_state(&spec) {
+            Ok(()) => {
+                placement.nodes.insert(name.clone(), NodePlan { uid: info.uid.clone(), spec });
+            }
+            // never hand an agent a state it refuses; keep what it has and say why
+            Err(e) => {
+                placement.kept.insert(name.clone(), format!("the desired state is invalid: {e}"));
+            }
+        }
+    }
+    placement
+}
+
+fn l3vni_template(bgpvpn: &str, vni: u32, spec: &BgpvpnSpec) -> L3Vni {
+    L3Vni {
+        bgpvpn: bgpvpn.to_string(),
+        vni,
+        vrf: vrf_name(vni),
+        import_targets: spec.effective_import_targets(),
+        export_targets: spec.effective_export_targets(),
+        // empty = derive one per node (assign_route_distinguishers)
+        route_distinguisher: spec.route_distinguishers.first().cloned().unwrap_or_default(),
+        local_pref: spec.local_pref,
+        endpoints: vec![],
+        prefixes: vec![],
+    }
+}
+
+/// The VRF device of a VNI (at most 12 bytes: `vrf-16777215`).
+pub fn vrf_name(vni: u32) -> String {
+    format!("vrf-{vni}")
+}
+
+/// Fills in the RD of every VNI that has no explicit one (see the module documentation).
+/// `l3vnis` must be sorted by VNI.
+pub fn assign_route_distinguishers(router_id: Ipv4Addr, l3vnis: &mut [L3Vni]) {
+    let mut taken: BTreeSet<RouteTargetOrDistinguisher> = l3vnis.iter().filter_map(|v| parse_rt_rd(&v.route_distinguisher).ok()).collect();
+    for v in l3vnis.iter_mut().filter(|v| v.route_distinguisher.is_empty()) {
+        let mut n = fold_vni(v.vni);
+        let rd = loop {
+            let rd = RouteTargetOrDistinguisher::Ipv4(router_id, n);
+            if taken.insert(rd) {
+                break rd;
+            }
+            n = if n == u16::MAX { 1 } else { n + 1 };
+        };
+        v.route_distinguisher = rd.to_string();
+    }
+}
+
+/// The VNI itself when it fits the 16-bit number of a type-1 RD, else folded into 1..65535.
+pub fn fold_vni(vni: u32) -> u16 {
+    match u16::try_from(vni) {
+        Ok(n) if n > 0 => n,
+        _ => ((vni.saturating_sub(1)) % 65535 + 1) as u16,
+    }
+}

@@ -1,0 +1,426 @@
+//! Unit tests of the pure build step: a cluster view in, a plan out. No API server.
+
+use std::sync::Arc;
+
+use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::config::{Config, UnderlayConfig};
+use crate::kuryr::{KuryrNetwork, KuryrPort};
+use crate::reasons;
+use crate::view::{ClusterView, KuryrView};
+
+const NET: &str = "78f13a6a-586e-43f8-be56-70c5c04239a5";
+const ROUTER: &str = "5f1e2d3c-4b5a-4978-8a9b-0c1d2e3f4a5b";
+const PORT: &str = "2a9d2ad8-5d35-4a52-9e6f-2a0e5f8b1c11";
+
+fn obj<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
+    Arc::new(serde_json::from_value(v).expect("test object"))
+}
+
+fn ts(secs: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap().to_string()
+}
+
+fn vpn(name: &str, vni: u32, created: i64) -> Value {
+    json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN",
+        "metadata": {"name": name, "uid": format!("uid-{name}"), "generation": 1, "creationTimestamp": ts(created)},
+        "spec": {"vni": vni, "routeTargets": [format!("65000:{vni}")], "allowedNamespaces": {"all": true}}})
+}
+
+fn binding(ns: &str, name: &str, vpn: &str, created: i64, target: Value) -> Value {
+    let mut spec = json!({"bgpvpn": vpn});
+    spec.as_object_mut().unwrap().extend(target.as_object().unwrap().clone());
+    json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "VNIBinding",
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{ns}-{name}"), "generation": 1, "creationTimestamp": ts(created)},
+        "spec": spec})
+}
+
+fn selector(app: &str) -> Value {
+    json!({"podSelector": {"matchLabels": {"app": app}}})
+}
+
+fn pod(ns: &str, name: &str, app: &str, node: &str, ip: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": ns, "uid": format!("uid-pod-{name}"), "labels": {"app": app}},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+}
+
+fn node(name: &str, ip: &str) -> Value {
+    json!({"metadata": {"name": name, "uid": format!("uid-{name}")}, "status": {"addresses": [{"type": "InternalIP", "address": ip}]}})
+}
+
+fn namespace(name: &str, labels: Value) -> Value {
+    json!({"metadata": {"name": name, "labels": labels}})
+}
+
+fn config() -> Config {
+    Config::new(UnderlayConfig {
+        asn: 65001,
+        neighbors: vec![bgpvpn_crds::Neighbor { address: Some("172.30.0.254".into()), interface: None, remote_asn: 65000, bfd: false }],
+    })
+}
+
+#[derive(Default)]
+struct World {
+    vpns: Vec<Value>,
+    bindings: Vec<Value>,
+    pods: Vec<Value>,
+    nodes: Vec<Value>,
+    namespaces: Vec<Value>,
+    kuryr: Option<(Vec<Value>, Vec<Value>)>,
+    states: Vec<Value>,
+}
+
+impl World {
+    fn view(&self) -> ClusterView {
+        ClusterView {
+            bgpvpns: self.vpns.iter().cloned().map(obj::<Bgpvpn>).collect(),
+            bindings: self.bindings.iter().cloned().map(obj::<VniBinding>).collect(),
+            pods: self.pods.iter().cloned().map(obj::<Pod>).collect(),
+            namespaces: self.namespaces.iter().cloned().map(obj::<Namespace>).collect(),
+            nodes: self.nodes.iter().cloned().map(obj::<Node>).collect(),
+            kuryr: self.kuryr.as_ref().map(|(n, p)| KuryrView {
+                networks: n.iter().cloned().map(obj::<KuryrNetwork>).collect(),
+                ports: p.iter().cloned().map(obj::<KuryrPort>).collect(),
+            }),
+            node_states: self.states.iter().cloned().map(obj::<EvpnNodeState>).collect(),
+        }
+    }
+
+    fn plan(&self) -> Plan {
+        plan(&self.view(), &config())
+    }
+
+    /// Node objects as the operator wrote them from `plan`, and as an agent reports them.
+    fn agents_report(&mut self, plan: &Plan, ready: bool) {
+        self.states = plan
+            .nodes
+            .iter()
+            .map(|(name, p)| {
+                let l3: Vec<Value> = p.spec.l3vnis.iter().map(|v| json!({"vni": v.vni, "vrf": v.vrf, "ready": ready, "endpoints": v.endpoints.len()})).collect();
+                json!({"metadata": {"name": name, "generation": 3}, "spec": p.spec, "status": {"observedGeneration": 3, "l3vnis": l3}})
+            })
+            .collect();
+    }
+}
+
+fn cond<'a>(conds: &'a [Cond], type_: &str) -> &'a Cond {
+    conds.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} condition in {conds:?}"))
+}
+
+fn key(ns: &str, name: &str) -> ObjectKey {
+    ObjectKey::new(ns, name)
+}
+
+fn two_node_world() -> World {
+    World {
+        vpns: vec![vpn("vpn-a", 1001, 0)],
+        bindings: vec![binding("demo", "web", "vpn-a", 0, selector("web"))],
+        pods: vec![pod("demo", "web-1", "web", "n1", "10.0.0.84"), pod("demo", "web-2", "web", "n2", "10.0.1.5"), pod("demo", "db", "db", "n1", "10.0.0.9")],
+        nodes: vec![node("n1", "172.30.0.1"), node("n2", "172.30.0.2"), node("n3", "172.30.0.3")],
+        namespaces: vec![namespace("demo", json!({}))],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn selected_pods_become_local_endpoints_of_their_node() {
+    let plan = two_node_world().plan();
+    assert_eq!(plan.nodes.keys().collect::<Vec<_>>(), ["n1", "n2", "n3"], "every node gets an object");
+    let n1 = &plan.nodes["n1"].spec;
+    assert_eq!(n1.underlay.asn, 65001);
+    assert_eq!(n1.underlay.router_id, "172.30.0.1");
+    assert_eq!(n1.underlay.vtep_ip, "172.30.0.1");
+    assert_eq!(plan.nodes["n1"].uid, "uid-n1");
+    assert_eq!(n1.l3vnis.len(), 1);
+    let v = &n1.l3vnis[0];
+    assert_eq!((v.vni, v.vrf.as_str(), v.bgpvpn.as_str()), (1001, "vrf-1001", "vpn-a"));
+    assert_eq!(v.import_targets, ["65000:1001"]);
+    assert_eq!(v.export_targets, ["65000:1001"]);
+    assert_eq!(v.route_distinguisher, "172.30.0.1:1001");
+    assert_eq!(v.endpoints.len(), 1, "the db pod is not selected");
+    assert_eq!(v.endpoints[0].ip, "10.0.0.84");
+    assert_eq!(v.endpoints[0].pod.as_deref(), Some("demo/web-1"));
+    assert_eq!(plan.nodes["n2"].spec.l3vnis[0].route_distinguisher, "172.30.0.2:1001");
+    assert!(plan.nodes["n3"].spec.l3vnis.is_empty(), "no endpoint on n3, no VNI");
+
+    let b = &plan.bindings[&key("demo", "web")];
+    assert_eq!((b.endpoints, b.nodes.clone(), b.ready_nodes), (2, vec!["n1".to_string(), "n2".to_string()], 0));
+    assert_eq!(cond(&b.conditions, "Ready").reason, reasons::NODES_NOT_READY);
+    assert_eq!(cond(&b.conditions, "Valid").reason, reasons::VALID);
+    let v = &plan.bgpvpns["vpn-a"];
+    assert_eq!((v.bindings, v.endpoints, v.ready_nodes, v.total_nodes, v.programmed_vni), (1, 2, 0, 2, Some(1001)));
+}
+
+#[test]
+fn agent_reports_make_objects_ready() {
+    let mut world = two_node_world();
+    let plan = world.plan();
+    world.agents_report(&plan, true);
+    let plan = world.plan();
+    let b = &plan.bindings[&key("demo", "web")];
+    assert_eq!(cond(&b.conditions, "Ready").reason, reasons::PROGRAMMED, "{:?}", b.conditions);
+    assert_eq!(b.ready_nodes, 2);
+    let v = &plan.bgpvpns["vpn-a"];
+    assert_eq!((v.ready_nodes, v.total_nodes), (2, 2));
+    assert!(cond(&v.conditions, "Ready").ok);
+
+    // an agent that has not caught up with the latest generation is not counted
+    world.states[0]["status"]["observedGeneration"] = json!(2);
+    let plan = world.plan();
+    assert_eq!(plan.bgpvpns["vpn-a"].ready_nodes, 1);
+    let ready = cond(&plan.bgpvpns["vpn-a"].conditions, "Ready");
+    assert!(!ready.ok && ready.message.contains("n1: agent has not reported generation 3"), "{ready:?}");
+
+    // a new endpoint changes n1's desired VNI: not ready until written and reported again
+    world.states[0]["status"]["observedGeneration"] = json!(3);
+    world.pods.push(pod("demo", "web-3", "web", "n1", "10.0.0.85"));
+    let plan = world.plan();
+    assert_eq!(plan.bgpvpns["vpn-a"].ready_nodes, 1);
+    assert!(cond(&plan.bgpvpns["vpn-a"].conditions, "Ready").message.contains("n1: EVPNNodeState being updated"));
+
+    world.agents_report(&world.plan(), false);
+    world.states[0]["status"]["l3vnis"][0]["message"] = json!("frr-reload failed");
+    let plan = world.plan();
+    assert!(cond(&plan.bgpvpns["vpn-a"].conditions, "Ready").message.contains("frr-reload failed"));
+}
+
+#[test]
+fn only_running_scheduled_pods_with_addresses_count() {
+    let mut world = two_node_world();
+    world.pods.clear();
+    let mut pending = pod("demo", "pending", "web", "n1", "10.0.0.1");
+    pending["status"]["phase"] = json!("Pending");
+    let mut deleting = pod("demo", "deleting", "web", "n1", "10.0.0.2");
+    deleting["metadata"]["deletionTimestamp"] = json!(ts(5));
+    let mut no_ip = pod("demo", "no-ip", "web", "n1", "10.0.0.3");
+    no_ip["status"] = json!({"phase": "Running"});
+    let mut host = pod("demo", "host", "web", "n1", "172.30.0.1");
+    host["spec"]["hostNetwork"] = json!(true);
+    let mut dual = pod("demo", "dual", "web", "n2", "10.0.1.7");
+    dual["status"]["podIPs"] = json!([{"ip": "10.0.1.7"}, {"ip": "fd00::7"}]);
+    world.pods = vec![pending, deleting, no_ip, host, dual];
+    let plan = world.plan();
+    assert!(plan.nodes["n1"].spec.l3vnis.is_empty());
+    let ips: Vec<&str> = plan.nodes["n2"].spec.l3vnis[0].endpoints.iter().map(|e| e.ip.as_str()).collect();
+    assert_eq!(ips, ["10.0.1.7", "fd00::7"]);
+    let ready = cond(&plan.bindings[&key("demo", "web")].conditions, "Ready");
+    assert!(ready.message.contains("1 selected pod(s) use the host network"), "{ready:?}");
+}
+
+#[test]
+fn the_later_bgpvpn_loses_a_shared_vni() {
+    let mut world = two_node_world();
+    world.vpns.push(vpn("vpn-b", 1001, 10));
+    world.bindings.push(binding("demo", "b", "vpn-b", 5, selector("db")));
+    let plan = world.plan();
+    let b = &plan.bgpvpns["vpn-b"];
+    assert_eq!(cond(&b.conditions, "Conflict").reason, reasons::VNI_CONFLICT);
+    assert!(cond(&b.conditions, "Conflict").message.contains("vpn-a"));
+    assert_eq!(cond(&b.conditions, "Ready").reason, reasons::VNI_CONFLICT);
+    assert_eq!(b.programmed_vni, None);
+    assert_eq!(cond(&plan.bgpvpns["vpn-a"].conditions, "Conflict").reason, reasons::NO_CONFLICT);
+    assert_eq!(cond(&plan.bindings[&key("demo", "b")].conditions, "Ready").reason, reasons::BGPVPN_NOT_READY);
+    assert!(plan.nodes["n1"].spec.l3vnis[0].endpoints.iter().all(|e| e.ip != "10.0.0.9"), "nothing programmed for vpn-b");
+
+    // a BGPVPN already programmed with the VNI keeps it even when an older one claims it later
+    world.vpns[1]["status"] = json!({"programmedVni": 1001});
+    let plan = world.plan();
+    assert_eq!(cond(&plan.bgpvpns["vpn-a"].conditions, "Conflict").reason, reasons::VNI_CONFLICT);
+    assert_eq!(cond(&plan.bgpvpns["vpn-b"].conditions, "Conflict").reason, reasons::NO_CONFLICT);
+}
+
+#[test]
+fn a_vni_edit_after_programming_is_invalid_and_changes_nothing() {
+    let mut world = two_node_world();
+    world.vpns[0]["spec"]["vni"] = json!(2002);
+    world.vpns[0]["status"] = json!({"programmedVni": 1001});
+    let plan = world.plan();
+    let v = &plan.bgpvpns["vpn-a"];
+    let valid = cond(&v.conditions, "Valid");
+    assert_eq!((valid.ok, valid.reason), (false, reasons::INVALID));
+    assert!(valid.message.contains("immutable"), "{valid:?}");
+    assert_eq!(v.programmed_vni, Some(1001));
+    assert_eq!(plan.nodes["n1"].spec.l3vnis[0].vni, 1001, "the programmed VNI stays");
+
+    // with nothing programmed any more, the new VNI is taken
+    world.pods.clear();
+    world.vpns[0]["status"] = json!({});
+    let plan = world.plan();
+    assert!(cond(&plan.bgpvpns["vpn-a"].conditions, "Valid").ok);
+}
+
+#[test]
+fn a_pod_of_two_bgpvpns_stays_with_the_older_binding() {
+    let mut world = two_node_world();
+    world.vpns.push(vpn("vpn-b", 2002, 0));
+    world.bindings.push(binding("demo", "newer", "vpn-b", 30, json!({"podSelector": {"matchLabels": {"app": "web"}}})));
+    let plan = world.plan();
+    let older = &plan.bindings[&key("demo", "web")];
+    let newer = &plan.bindings[&key("demo", "newer")];
+    let (c_old, c_new) = (cond(&older.conditions, "Conflict"), cond(&newer.conditions, "Conflict"));
+    assert_eq!((c_old.ok, c_old.reason, c_new.ok, c_new.reason), (true, reasons::POD_CONFLICT, true, reasons::POD_CONFLICT));
+    assert!(c_old.message.contains("kept here") && c_old.message.contains("demo/newer"), "{c_old:?}");
+    assert!(c_new.message.contains("demo/web") && c_new.message.contains("keeps it"), "{c_new:?}");
+    assert_eq!(older.endpoints, 2);
+    assert_eq!(newer.endpoints, 0);
+    assert_eq!(cond(&newer.conditions, "Ready").reason, reasons::NO_ENDPOINTS);
+    for n in plan.nodes.values() {
+        assert!(n.spec.l3vnis.iter().all(|v| v.vni != 2002), "nothing of vpn-b is programmed");
+    }
+}
+
+#[test]
+fn tenancy_and_missing_bgpvpns() {
+    let mut world = two_node_world();
+    world.vpns[0]["spec"]["allowedNamespaces"] = json!({});
+    let plan = world.plan();
+    let ready = cond(&plan.bindings[&key("demo", "web")].conditions, "Ready");
+    assert_eq!(ready.reason, reasons::NOT_ALLOWED);
+    assert!(plan.nodes.values().all(|n| n.spec.l3vnis.is_empty()));
+
+    world.vpns[0]["spec"]["allowedNamespaces"] = json!({"selector": {"matchLabels": {"team": "a"}}});
+    assert_eq!(cond(&world.plan().bindings[&key("demo", "web")].conditions, "Ready").reason, reasons::NOT_ALLOWED);
+    world.namespaces[0]["metadata"]["labels"] = json!({"team": "a"});
+    assert_eq!(cond(&world.plan().bindings[&key("demo", "web")].conditions, "Ready").reason, reasons::NODES_NOT_READY);
+
+    world.bindings[0]["spec"]["bgpvpn"] = json!("nope");
+    let ready = cond(&world.plan().bindings[&key("demo", "web")].conditions, "Ready").clone();
+    assert_eq!(ready.reason, reasons::BGPVPN_NOT_FOUND);
+    assert!(ready.message.contains("nope"));
+
+    world.bindings[0]["spec"]["bgpvpn"] = json!("vpn-a");
+    world.vpns[0]["spec"]["type"] = json!("l2");
+    let plan = world.plan();
+    assert_eq!(cond(&plan.bgpvpns["vpn-a"].conditions, "Ready").reason, reasons::NOT_SUPPORTED);
+    assert_eq!(cond(&plan.bindings[&key("demo", "web")].conditions, "Ready").reason, reasons::BGPVPN_NOT_READY);
+}
+
+#[test]
+fn invalid_objects_are_reported_not_programmed() {
+    let mut world = two_node_world();
+    world.bindings.push(binding("demo", "two-targets", "vpn-a", 1, json!({"podSelector": {}, "networkId": NET})));
+    world.vpns.push(vpn("no-rts", 3003, 0));
+    world.vpns[1]["spec"]["routeTargets"] = json!([]);
+    world.bindings.push(binding("demo", "to-bad-vpn", "no-rts", 2, selector("db")));
+    let plan = world.plan();
+    let valid = cond(&plan.bindings[&key("demo", "two-targets")].conditions, "Valid");
+    assert_eq!((valid.ok, valid.reason), (false, reasons::INVALID));
+    assert!(valid.message.contains("2 are set"));
+    assert_eq!(cond(&plan.bgpvpns["no-rts"].conditions, "Ready").reason, reasons::INVALID);
+    assert_eq!(cond(&plan.bindings[&key("demo", "to-bad-vpn")].conditions, "Ready").reason, reasons::BGPVPN_NOT_READY);
+}
+
+#[test]
+fn route_distinguishers_are_unique_per_node_and_valid_for_any_vni() {
+    use bgpvpn_crds::L3Vni;
+    assert_eq!(nodes::fold_vni(1001), 1001);
+    assert_eq!(nodes::fold_vni(65535), 65535);
+    assert_eq!(nodes::fold_vni(65536), 1);
+    assert_eq!(nodes::fold_vni(16_777_215), ((16_777_215u32 - 1) % 65535 + 1) as u16);
+    let l3 = |vni: u32, rd: &str| L3Vni { vni, route_distinguisher: rd.into(), ..Default::default() };
+    let mut vnis = vec![l3(1, ""), l3(2, "172.30.0.1:65537"), l3(3, "172.30.0.1:4"), l3(4, ""), l3(65536, ""), l3(65537, "")];
+    // "172.30.0.1:65537" does not parse as a type-1 RD (16-bit number) and stays as given
+    vnis[1].route_distinguisher = "65000:7".into();
+    nodes::assign_route_distinguishers("172.30.0.1".parse().unwrap(), &mut vnis);
+    let rds: Vec<&str> = vnis.iter().map(|v| v.route_distinguisher.as_str()).collect();
+    assert_eq!(rds, ["172.30.0.1:1", "65000:7", "172.30.0.1:4", "172.30.0.1:5", "172.30.0.1:2", "172.30.0.1:3"]);
+
+    let mut world = two_node_world();
+    world.vpns[0]["spec"]["routeDistinguishers"] = json!(["65000:1"]);
+    world.vpns.push(vpn("vpn-b", 70_000, 9));
+    world.vpns[1]["spec"]["routeDistinguishers"] = json!(["65000:1"]);
+    world.bindings.push(binding("demo", "b", "vpn-b", 3, selector("db")));
+    let plan = world.plan();
+    assert_eq!(plan.nodes["n1"].spec.l3vnis[0].route_distinguisher, "65000:1");
+    assert_eq!(cond(&plan.bgpvpns["vpn-b"].conditions, "Conflict").reason, reasons::RD_CONFLICT);
+    world.vpns[1]["spec"]["routeDistinguishers"] = json!([]);
+    let plan = world.plan();
+    let rds: Vec<(u32, &str)> = plan.nodes["n1"].spec.l3vnis.iter().map(|v| (v.vni, v.route_distinguisher.as_str())).collect();
+    assert_eq!(rds, [(1001, "65000:1"), (70_000, "172.30.0.1:4465")]);
+}
+
+#[test]
+fn node_underlay_from_addresses_and_annotations() {
+    let mut world = two_node_world();
+    world.nodes[0]["metadata"]["annotations"] = json!({"bgpvpn.io/vtep-ip": "192.0.2.10", "bgpvpn.io/router-id": "192.0.2.11", "bgpvpn.io/asn": "64999"});
+    world.nodes[1]["status"]["addresses"] = json!([{"type": "InternalIP", "address": "172.30.0.254"}, {"type": "Hostname", "address": "n2"}]);
+    world.nodes[2]["status"] = json!({});
+    let plan = world.plan();
+    let n1 = &plan.nodes["n1"].spec.underlay;
+    assert_eq!((n1.asn, n1.router_id.as_str(), n1.vtep_ip.as_str()), (64999, "192.0.2.11", "192.0.2.10"));
+    assert_eq!(n1.neighbors.len(), 1);
+    assert!(plan.nodes["n2"].spec.underlay.neighbors.is_empty(), "a node does not peer with itself");
+    assert!(!plan.nodes.contains_key("n3"));
+    assert!(plan.kept_nodes["n3"].contains("no IPv4 InternalIP"), "{:?}", plan.kept_nodes);
+
+    // endpoints on a node without a usable underlay are reported, not silently dropped
+    world.pods.push(pod("demo", "web-3", "web", "n3", "10.0.3.3"));
+    world.nodes[0]["metadata"]["annotations"] = json!({"bgpvpn.io/asn": "zero"});
+    let plan = world.plan();
+    assert!(plan.kept_nodes["n1"].contains("bgpvpn.io/asn"));
+    let b = &plan.bindings[&key("demo", "web")];
+    assert_eq!(b.nodes, ["n1", "n2", "n3"]);
+    let ready = cond(&b.conditions, "Ready");
+    assert!(ready.message.contains("n3: no IPv4 InternalIP"), "{ready:?}");
+}
+
+fn kuryr_world() -> World {
+    let mut world = two_node_world();
+    world.bindings = vec![binding("demo", "by-net", "vpn-a", 0, json!({"networkId": NET}))];
+    let net = json!({"metadata": {"name": "demo", "namespace": "demo"}, "spec": {"nsName": "demo", "projectId": "p", "nsLabels": {}},
+        "status": {"netId": NET, "routerId": ROUTER, "subnetId": "s", "subnetCIDR": "10.0.0.0/24", "populated": true}});
+    let port = |name: &str, ip: &str, port_id: &str| {
+        json!({"metadata": {"name": name, "namespace": "demo"}, "spec": {"podUid": format!("uid-pod-{name}"), "podNodeName": "n1"},
+            "status": {"vifs": {"eth0": {"default": true, "vif": {"id": port_id, "vif_name": format!("tap{}", &port_id[..8]), "active": true,
+                "network": {"id": NET, "subnets": [{"cidr": "10.0.0.0/24", "ips": [{"address": ip}]}]}}}}}})
+    };
+    world.kuryr = Some((
+        vec![net],
+        vec![port("web-1", "10.0.0.84", PORT), port("db", "10.0.0.9", "11111111-2222-3333-4444-555555555555"), json!({"metadata": {"name": "broken", "namespace": "demo"}, "status": {"vifs": 7}})],
+    ));
+    world.pods.retain(|p| p["spec"]["nodeName"] == "n1");
+    world
+}
+
+#[test]
+fn kuryr_network_router_and_port_targets() {
+    let mut world = kuryr_world();
+    let plan = world.plan();
+    let eps: Vec<(&str, Option<&str>)> = plan.nodes["n1"].spec.l3vnis[0].endpoints.iter().map(|e| (e.ip.as_str(), e.interface.as_deref())).collect();
+    assert_eq!(eps, [("10.0.0.84", Some("tap2a9d2ad8")), ("10.0.0.9", Some("tap11111111"))], "the vif addresses, not the pod's");
+    assert_eq!(plan.malformed.keys().collect::<Vec<_>>(), ["KuryrPort demo/broken"]);
+
+    world.bindings[0] = binding("demo", "by-router", "vpn-a", 0, json!({"routerId": ROUTER.to_uppercase()}));
+    assert_eq!(world.plan().nodes["n1"].spec.l3vnis[0].endpoints.len(), 2);
+
+    world.bindings[0] = binding("demo", "by-port", "vpn-a", 0, json!({"portId": PORT}));
+    let plan = world.plan();
+    assert_eq!(plan.nodes["n1"].spec.l3vnis[0].endpoints.len(), 1);
+    assert_eq!(plan.bindings[&key("demo", "by-port")].endpoints, 1);
+
+    world.bindings[0] = binding("demo", "other-net", "vpn-a", 0, json!({"networkId": ROUTER}));
+    let ready = cond(&world.plan().bindings[&key("demo", "other-net")].conditions, "Ready").clone();
+    assert_eq!(ready.reason, reasons::TARGET_NOT_FOUND);
+    assert!(ready.message.contains(&format!("has netId {NET}")), "{ready:?}");
+
+    world.kuryr = None;
+    assert_eq!(cond(&world.plan().bindings[&key("demo", "other-net")].conditions, "Ready").reason, reasons::KURYR_NOT_INSTALLED);
+}
+
+#[test]
+fn the_plan_does_not_depend_on_list_order() {
+    let mut world = kuryr_world();
+    world.vpns.push(vpn("vpn-b", 1001, 10));
+    world.bindings.push(binding("demo", "web", "vpn-a", 0, selector("web")));
+    world.bindings.push(binding("demo", "b", "vpn-b", 1, selector("db")));
+    let first = world.plan();
+    world.vpns.reverse();
+    world.bindings.reverse();
+    world.pods.reverse();
+    world.nodes.reverse();
+    assert_eq!(first, world.plan());
+}
