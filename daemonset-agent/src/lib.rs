@@ -1,1 +1,9 @@
-//! Placeholder, filled in by its issue.
+//! bgpvpn-agent: the per-node agent of bgpvpn-operator.
+#![forbid(unsafe_code)]
+
+pub mod kernel;
+pub mod model;
+pub mod frr;
+pub mod metrics;
+pub mod reconcile;
+pub mod status;

@@ -1,0 +1,253 @@
+//! Applying a rendered configuration with `frr-reload.py --test`, then `--reload`.
+//!
+//! `--test` both checks the file (vtysh parses it) and prints the difference to the running
+//! configuration; when there is none the apply is `Unchanged` and FRR is not touched. Every
+//! outcome is returned to the caller, which reports it (status, metric, log).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+/// Where FRR and its tools are.
+#[derive(Clone, Debug)]
+pub struct FrrSettings {
+    /// `frr-reload.py` (Debian: package frr-pythontools).
+    pub reload_script: PathBuf,
+    /// Directory of `vtysh`.
+    pub bindir: PathBuf,
+    /// FRR's configuration directory (`vtysh --config_dir`, `frr-reload.py --confdir`).
+    pub confdir: PathBuf,
+    /// The file the rendered configuration is written to before each apply. When it is
+    /// `<confdir>/frr.conf`, frr-reload does not `write` the running config back.
+    pub config_file: PathBuf,
+    /// Scratch directory for frr-reload's temporary files.
+    pub rundir: PathBuf,
+    /// FRR pathspace (`-N`), when several FRR instances share a host.
+    pub pathspace: Option<String>,
+    /// Directory of the daemons' vty sockets, when not the default.
+    pub vty_socket: Option<PathBuf>,
+    /// Directory of `zebra.pid` and `bgpd.pid`.
+    pub piddir: PathBuf,
+    /// Deadline of one frr-reload/vtysh run.
+    pub timeout: Duration,
+}
+
+impl FrrSettings {
+    /// Debian's paths; `pathspace` also selects `/var/run/frr/<pathspace>` for the pid files.
+    pub fn debian(pathspace: Option<String>) -> Self {
+        let piddir = match &pathspace {
+            Some(ps) => PathBuf::from("/var/run/frr").join(ps),
+            None => PathBuf::from("/var/run/frr"),
+        };
+        Self {
+            reload_script: "/usr/lib/frr/frr-reload.py".into(),
+            bindir: "/usr/bin".into(),
+            confdir: "/etc/frr".into(),
+            config_file: "/etc/frr/frr.conf".into(),
+            rundir: std::env::temp_dir(),
+            pathspace,
+            vty_socket: None,
+            piddir,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrrOutcome {
+    /// The running configuration already matched.
+    Unchanged,
+    /// frr-reload changed this many lines.
+    Applied { lines: usize },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrrError {
+    #[error("writing {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("running {cmd}: {source}")]
+    Spawn { cmd: String, source: std::io::Error },
+    #[error("{cmd} did not finish within {secs}s")]
+    Timeout { cmd: String, secs: u64 },
+    #[error("frr-reload.py --{step} failed (exit {code}): {output}")]
+    Reload { step: &'static str, code: i32, output: String },
+    #[error("vtysh -c {command:?} failed (exit {code}): {output}")]
+    Vtysh { command: String, code: i32, output: String },
+}
+
+/// FRR behind a trait, so the staging logic is tested without FRR.
+pub trait FrrControl: Send {
+    /// Makes FRR's running configuration equal to `config` (a complete frr.conf).
+    fn apply(&mut self, config: &str) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send;
+    /// Whether zebra has learned the VXLAN device `ifname` with this VNI.
+    fn zebra_knows_vxlan(&mut self, ifname: &str, vni: u32) -> impl Future<Output = bool> + Send;
+    /// Identity of the running zebra/bgpd (their pids); changes when FRR restarts, `None` when
+    /// they are not running.
+    fn fingerprint(&mut self) -> Option<String>;
+}
+
+/// The real thing: frr-reload.py and vtysh.
+pub struct FrrReload {
+    pub settings: FrrSettings,
+}
+
+impl FrrReload {
+    pub fn new(settings: FrrSettings) -> Self {
+        Self { settings }
+    }
+
+    fn reload_args(&self, step: &str, file: &Path) -> Vec<String> {
+        let s = &self.settings;
+        let mut a = vec![
+            format!("--{step}"),
+            "--stdout".to_string(),
+            "--confdir".to_string(),
+            s.confdir.display().to_string(),
+            "--bindir".to_string(),
+            s.bindir.display().to_string(),
+            "--rundir".to_string(),
+            s.rundir.display().to_string(),
+        ];
+        if let Some(ps) = &s.pathspace {
+            a.extend(["--pathspace".to_string(), ps.clone()]);
+        }
+        if let Some(v) = &s.vty_socket {
+            a.extend(["--vty_socket".to_string(), v.display().to_string()]);
+        }
+        a.push(file.display().to_string());
+        a
+    }
+
+    async fn run(&self, program: &Path, args: &[String]) -> Result<(i32, String), FrrError> {
+        let cmd = format!("{} {}", program.display(), args.join(" "));
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| FrrError::Spawn { cmd: cmd.clone(), source })?;
+        let out = tokio::time::timeout(self.settings.timeout, child.wait_with_output())
+            .await
+            .map_err(|_| FrrError::Timeout { cmd: cmd.clone(), secs: self.settings.timeout.as_secs() })?
+            .map_err(|source| FrrError::Spawn { cmd, source })?;
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        Ok((out.status.code().unwrap_or(-1), text))
+    }
+
+    /// `frr-reload.py --test` of `config` against the running configuration: the difference
+    /// as frr-reload prints it (empty when there is none). Writes only a scratch file.
+    pub async fn diff(&self, config: &str) -> Result<String, FrrError> {
+        let file = self.settings.rundir.join(format!("bgpvpn-agent-plan-{}.conf", std::process::id()));
+        write_file(&file, config)?;
+        let res = self.test(&file).await;
+        let _ = std::fs::remove_file(&file);
+        res.map(|(_, text)| text)
+    }
+
+    async fn test(&self, file: &Path) -> Result<(usize, String), FrrError> {
+        let (code, out) = self.run(&self.settings.reload_script, &self.reload_args("test", file)).await?;
+        if code != 0 {
+            return Err(FrrError::Reload { step: "test", code, output: tail(&out) });
+        }
+        let diff = diff_section(&out);
+        Ok((diff.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("Lines To") && !l.starts_with("====")).count(), diff))
+    }
+
+    /// `vtysh -c <command>` against this FRR.
+    pub async fn vtysh(&self, command: &str) -> Result<String, FrrError> {
+        let s = &self.settings;
+        let mut args = vec!["--config_dir".to_string(), s.confdir.display().to_string()];
+        if let Some(ps) = &s.pathspace {
+            args.extend(["-N".to_string(), ps.clone()]);
+        }
+        if let Some(v) = &s.vty_socket {
+            args.extend(["--vty_socket".to_string(), v.display().to_string()]);
+        }
+        args.extend(["-c".to_string(), command.to_string()]);
+        let (code, out) = self.run(&s.bindir.join("vtysh"), &args).await?;
+        if code != 0 {
+            return Err(FrrError::Vtysh { command: command.to_string(), code, output: tail(&out) });
+        }
+        Ok(out)
+    }
+}
+
+/// The part of `--test` output from the first "Lines To" header on (frr-reload logs above it).
+fn diff_section(out: &str) -> String {
+    match out.find("Lines To") {
+        Some(i) => out[i..].to_string(),
+        None => String::new(),
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(8)..].join(" | ")
+}
+
+/// Writes via a temporary file and a rename, so FRR never reads half a file.
+pub fn write_file(path: &Path, content: &str) -> Result<(), FrrError> {
+    let err = |source| FrrError::Write { path: path.display().to_string(), source };
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, content).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+impl FrrControl for FrrReload {
+    fn apply(&mut self, config: &str) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send {
+        let file = self.settings.config_file.clone();
+        let config = config.to_string();
+        async move {
+            write_file(&file, &config)?;
+            let (changes, _) = self.test(&file).await?;
+            if changes == 0 {
+                return Ok(FrrOutcome::Unchanged);
+            }
+            let (code, out) = self.run(&self.settings.reload_script, &self.reload_args("reload", &file)).await?;
+            if code != 0 {
+                return Err(FrrError::Reload { step: "reload", code, output: tail(&out) });
+            }
+            Ok(FrrOutcome::Applied { lines: changes })
+        }
+    }
+
+    fn zebra_knows_vxlan(&mut self, ifname: &str, vni: u32) -> impl Future<Output = bool> + Send {
+        let cmd = format!("show interface {ifname}");
+        async move { self.vtysh(&cmd).await.is_ok_and(|out| out.contains(&format!("VxLAN Id {vni}"))) }
+    }
+
+    fn fingerprint(&mut self) -> Option<String> {
+        let mut parts = Vec::new();
+        for daemon in ["zebra", "bgpd"] {
+            let pid = std::fs::read_to_string(self.settings.piddir.join(format!("{daemon}.pid"))).ok()?;
+            let pid = pid.trim();
+            // a pid file outlives a killed daemon
+            if pid.is_empty() || !Path::new("/proc").join(pid).exists() {
+                return None;
+            }
+            parts.push(format!("{daemon}={pid}"));
+        }
+        Some(parts.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_output_is_parsed() {
+        let out = "2026-01-01 INFO: Called via ...\n\nLines To Delete\n===============\nvrf a\n no vni 5\n\nLines To Add\n============\nvrf a\n vni 6\n";
+        let d = diff_section(out);
+        assert!(d.starts_with("Lines To Delete"));
+        assert_eq!(d.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("Lines To") && !l.starts_with("====")).count(), 4);
+        assert_eq!(diff_section("nothing to do\n"), "");
+    }
+}

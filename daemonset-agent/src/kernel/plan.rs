@@ -1,0 +1,483 @@
+//! Pure diff of desired against observed kernel state.
+//!
+//! [`resolve`] decides the per-VRF facts that depend on the kernel (slot/table, conflicts with
+//! foreign devices, the pod interfaces, a pending VNI move); [`Resolved::ops`] turns them into
+//! the ordered list of writes. Ownership is decided only by the markers ([`LINK_GROUP`] on links,
+//! [`ROUTE_PROTO`] on routes and rules): anything without them is never changed or deleted.
+//!
+//! Write order: rules, routes and links that are no longer wanted are removed first (VXLAN
+//! before bridge before VRF), then VRFs, bridges and VXLAN devices are created or fixed, then
+//! sysctls, routes and rules. A master is only set when it differs (every RTM_NEWLINK with a
+//! master makes FRR flush its neighbours).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use super::{KernelOp, KernelState, Link, LinkKind, RouteKind, RouteSpec, RouteTarget, RuleSpec};
+use crate::model::{
+    DesiredState, IfName, LINK_GROUP, MAX_SLOT, NodeSettings, OVERFLOW_SLOT_BASE, Prefix, RULE_PRIORITY, UNREACHABLE_METRIC, VXLAN_PORT,
+    bridge_mac, bridge_name, slot_of_table, table_for_slot,
+};
+
+/// Main routing table.
+pub const MAIN_TABLE: u32 = 254;
+
+/// The metric the kernel gives a route added without one: 0 for IPv4, 1024 for IPv6. The
+/// desired routes carry it so that what is read back compares equal.
+pub fn default_metric(dst: &Prefix) -> u32 {
+    if dst.is_ipv4() { 0 } else { 1024 }
+}
+
+/// Where one local endpoint stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointPlan {
+    pub ip: IpAddr,
+    pub pod: Option<String>,
+    /// The host-side interface, or why it is not known yet.
+    pub interface: Result<String, String>,
+}
+
+/// Where one routed prefix stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrefixPlan {
+    pub prefix: Prefix,
+    /// `Ok(Some((next hop, dev)))`: routed; `Ok(None)`: advertised only; `Err`: next hop unusable.
+    pub route: Result<Option<(IpAddr, String)>, String>,
+}
+
+/// Kernel facts of one desired VRF.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrfPlan {
+    pub name: IfName,
+    pub vni: u32,
+    /// Why the VRF cannot be programmed (a foreign device holds one of its names).
+    pub conflict: Option<String>,
+    pub slot: u32,
+    pub table: u32,
+    pub bridge: IfName,
+    pub vxlan: IfName,
+    pub bridge_mac: [u8; 6],
+    /// VNIs of the agent's VXLAN devices still attached to this VRF's bridge (a VNI move).
+    pub remap_from: Vec<u32>,
+    pub endpoints: Vec<EndpointPlan>,
+    pub prefixes: Vec<PrefixPlan>,
+}
+
+impl VrfPlan {
+    pub fn ready_endpoints(&self) -> usize {
+        self.endpoints.iter().filter(|e| e.interface.is_ok()).count()
+    }
+}
+
+/// The result of [`resolve`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub vrfs: Vec<VrfPlan>,
+    pub ipv6: bool,
+    pub vtep: IpAddr,
+    pub vxlan_mtu: u32,
+}
+
+/// Decides slots, conflicts and endpoint interfaces for `desired` on this kernel.
+pub fn resolve(desired: &DesiredState, observed: &KernelState, settings: &NodeSettings) -> Resolved {
+    let vtep = desired.underlay.vtep_ip;
+    let desired_names: BTreeSet<&str> = desired.vrfs.iter().map(|v| v.name.as_str()).collect();
+    // Slots kept by existing agent VRFs that stay.
+    let mut used: BTreeSet<u32> = BTreeSet::new();
+    let mut kept: BTreeMap<&str, u32> = BTreeMap::new();
+    for v in &desired.vrfs {
+        if let Some(l) = observed.link(v.name.as_str())
+            && l.owned()
+            && let LinkKind::Vrf { table } = l.kind
+            && let Some(slot) = slot_of_table(table)
+            && used.insert(slot)
+        {
+            kept.insert(v.name.as_str(), slot);
+        }
+    }
+    // Slots a new VRF must not take: held by a foreign device, or by an agent VRF that stays.
+    let taken = |slot: u32, used: &BTreeSet<u32>| {
+        used.contains(&slot)
+            || observed.link(bridge_name(slot).as_str()).is_some_and(|l| !l.owned())
+            || observed.links.iter().any(|l| {
+                matches!(l.kind, LinkKind::Vrf { table } if table == table_for_slot(slot))
+                    && (!l.owned() || desired_names.contains(l.name.as_str()))
+            })
+    };
+    let mut vrfs = Vec::new();
+    for v in &desired.vrfs {
+        let slot = match kept.get(v.name.as_str()) {
+            Some(s) => *s,
+            None => {
+                let slot = std::iter::once(v.vni)
+                    .chain(OVERFLOW_SLOT_BASE..=MAX_SLOT)
+                    .find(|s| !taken(*s, &used))
+                    .unwrap_or(MAX_SLOT);
+                used.insert(slot);
+                slot
+            }
+        };
+        let bridge = bridge_name(slot);
+        let vxlan = v.vxlan_name();
+        let foreign = |name: &str| observed.link(name).filter(|l| !l.owned());
+        let conflict = [v.name.as_str(), bridge.as_str(), vxlan.as_str()].into_iter().find_map(|n| {
+            foreign(n).map(|l| format!("device {n} ({}) exists and is not managed by the agent (group {} instead of {LINK_GROUP})", l.kind.label(), l.group))
+        });
+        let remap_from = observed
+            .link(bridge.as_str())
+            .filter(|b| b.owned())
+            .map(|b| {
+                observed
+                    .links
+                    .iter()
+                    .filter(|l| l.owned() && l.master == Some(b.index))
+                    .filter_map(|l| match &l.kind {
+                        LinkKind::Vxlan(x) if x.vni != v.vni => Some(x.vni),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let endpoints = v
+            .endpoints
+            .iter()
+            .map(|ep| EndpointPlan { ip: ep.ip, pod: ep.pod.clone(), interface: endpoint_interface(observed, ep.ip, ep.interface.as_ref()) })
+            .collect();
+        let prefixes = v
+            .prefixes
+            .iter()
+            .map(|p| PrefixPlan {
+                prefix: p.prefix,
+                route: match p.next_hop {
+                    None => Ok(None),
+                    Some(nh) => connected_dev(observed, nh).map(|dev| Some((nh, dev))),
+                },
+            })
+            .collect();
+        vrfs.push(VrfPlan {
+            name: v.name.clone(),
+            vni: v.vni,
+            conflict,
+            slot,
+            table: table_for_slot(slot),
+            bridge_mac: bridge_mac(vtep, slot),
+            bridge,
+            vxlan,
+            remap_from,
+            endpoints,
+            prefixes,
+        });
+    }
+    Resolved { ipv6: desired.vrfs.iter().any(|v| v.has_ipv6()), vrfs, vtep, vxlan_mtu: settings.vxlan_mtu }
+}
+
+/// The pod's host-side interface: the one named in the spec, or the one of the pod's host
+/// route in the main table (which the CNI plugin installed).
+fn endpoint_interface(observed: &KernelState, ip: IpAddr, named: Option<&IfName>) -> Result<String, String> {
+    let link = match named {
+        Some(n) => observed.link(n.as_str()).ok_or_else(|| format!("interface {n} not found"))?,
+        None => {
+            let host = Prefix::host(ip);
+            let route = observed
+                .routes
+                .iter()
+                .find(|r| r.table == MAIN_TABLE && r.dst == host && r.kind == RouteKind::Unicast && r.oif.is_some() && !r.owned())
+                .ok_or_else(|| format!("no route to {host} in the main table yet (the CNI plugin adds it)"))?;
+            let oif = route.oif.unwrap_or_default();
+            observed.link_by_index(oif).ok_or_else(|| format!("the main-table route to {host} uses unknown interface #{oif}"))?
+        }
+    };
+    if link.owned() {
+        return Err(format!("interface {} is one of the agent's own devices", link.name));
+    }
+    if let Some(m) = link.master.and_then(|m| observed.link_by_index(m))
+        && matches!(m.kind, LinkKind::Vrf { .. })
+    {
+        return Err(format!("interface {} is enslaved to VRF {}", link.name, m.name));
+    }
+    Ok(link.name.clone())
+}
+
+/// The device of the longest directly connected main-table route that holds `nh`.
+fn connected_dev(observed: &KernelState, nh: IpAddr) -> Result<String, String> {
+    observed
+        .routes
+        .iter()
+        .filter(|r| r.table == MAIN_TABLE && r.kind == RouteKind::Unicast && r.gateway.is_none() && r.oif.is_some() && r.dst.contains(nh))
+        .max_by_key(|r| r.dst.len)
+        .and_then(|r| observed.link_by_index(r.oif.unwrap_or_default()))
+        .map(|l| l.name.clone())
+        .ok_or_else(|| format!("next hop {nh} is not on a directly connected network of the main table"))
+}
+
+impl Resolved {
+    /// Names of the sysctls [`Resolved::ops`] looks at.
+    pub fn sysctl_keys(&self) -> Vec<String> {
+        let mut keys = vec!["net/ipv4/ip_forward".to_string()];
+        if self.ipv6 {
+            keys.push("net/ipv6/conf/all/forwarding".to_string());
+        }
+        let mut devs = BTreeSet::new();
+        for v in self.vrfs.iter().filter(|v| v.conflict.is_none()) {
+            devs.insert(v.name.to_string());
+            devs.insert(v.bridge.to_string());
+            devs.extend(v.endpoints.iter().filter_map(|e| e.interface.clone().ok()));
+        }
+        keys.extend(devs.into_iter().map(|d| format!("net/ipv4/conf/{d}/rp_filter")));
+        keys
+    }
+
+    /// Routes the agent wants, per table.
+    pub fn desired_routes(&self) -> Vec<RouteSpec> {
+        let mut out = Vec::new();
+        for v in self.vrfs.iter().filter(|v| v.conflict.is_none()) {
+            for any in ["0.0.0.0", "::"] {
+                let dst = Prefix { addr: any.parse().expect("literal"), len: 0 };
+                out.push(RouteSpec { table: v.table, dst, target: RouteTarget::Unreachable, metric: UNREACHABLE_METRIC });
+            }
+            for ep in &v.endpoints {
+                if let Ok(dev) = &ep.interface {
+                    let dst = Prefix::host(ep.ip);
+                    out.push(RouteSpec { table: v.table, dst, target: RouteTarget::Dev(dev.clone()), metric: default_metric(&dst) });
+                }
+            }
+            for p in &v.prefixes {
+                if let Ok(Some((gateway, dev))) = &p.route {
+                    let target = RouteTarget::Via { gateway: *gateway, dev: dev.clone() };
+                    out.push(RouteSpec { table: v.table, dst: p.prefix, target, metric: default_metric(&p.prefix) });
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub fn desired_rules(&self) -> Vec<RuleSpec> {
+        let mut out: Vec<RuleSpec> = self
+            .vrfs
+            .iter()
+            .filter(|v| v.conflict.is_none())
+            .flat_map(|v| {
+                v.endpoints.iter().filter(|e| e.interface.is_ok()).map(|e| RuleSpec { src: Prefix::host(e.ip), table: v.table, priority: RULE_PRIORITY })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The ordered writes that bring `observed` to the desired state; empty when it is there.
+    pub fn ops(&self, observed: &KernelState, sysctls: &BTreeMap<String, String>) -> Vec<KernelOp> {
+        let active: Vec<&VrfPlan> = self.vrfs.iter().filter(|v| v.conflict.is_none()).collect();
+        // A conflicted VRF keeps whatever the agent already has for it: no create, no delete.
+        let mut protected_links: BTreeSet<String> = BTreeSet::new();
+        let mut protected_tables: BTreeSet<u32> = BTreeSet::new();
+        for v in self.vrfs.iter().filter(|v| v.conflict.is_some()) {
+            for n in [v.name.as_str(), v.bridge.as_str(), v.vxlan.as_str()] {
+                if observed.link(n).is_some_and(Link::owned) {
+                    protected_links.insert(n.to_string());
+                }
+            }
+            if let Some(Link { kind: LinkKind::Vrf { table }, .. }) = observed.link(v.name.as_str()).filter(|l| l.owned()) {
+                protected_tables.insert(*table);
+            }
+        }
+        let mut wanted_links: BTreeSet<String> = BTreeSet::new();
+        for v in &active {
+            wanted_links.extend([v.name.to_string(), v.bridge.to_string(), v.vxlan.to_string()]);
+        }
+
+        let mut deletes_rules = Vec::new();
+        let mut deletes_routes = Vec::new();
+        let mut deletes_links: Vec<(u8, KernelOp)> = Vec::new();
+        let mut vrf_ops = Vec::new();
+        let mut bridge_ops = Vec::new();
+        let mut vxlan_ops = Vec::new();
+        let mut sysctl_ops = Vec::new();
+        let mut route_ops = Vec::new();
+        let mut rule_ops = Vec::new();
+
+        // Names that will be (re)created in this plan: their observed index is stale or absent.
+        let mut fresh: BTreeSet<String> = BTreeSet::new();
+        let delete_order = |kind: &LinkKind| match kind {
+            LinkKind::Vxlan(_) => 0,
+            LinkKind::Bridge { .. } => 1,
+            LinkKind::Vrf { .. } => 2,
+            LinkKind::Other(_) => 3,
+        };
+        let delete_link = |l: &Link, out: &mut Vec<(u8, KernelOp)>| {
+            out.push((delete_order(&l.kind), KernelOp::DeleteLink { name: l.name.clone(), index: l.index, kind: l.kind.label().to_string() }));
+        };
+        for l in observed.links.iter().filter(|l| l.owned()) {
+            if !wanted_links.contains(&l.name) && !protected_links.contains(&l.name) {
+                delete_link(l, &mut deletes_links);
+            }
+        }
+        let master_is = |l: &Link, master: &str, fresh: &BTreeSet<String>| {
+            !fresh.contains(master) && observed.link(master).is_some_and(|m| l.master == Some(m.index))
+        };
+
+        for v in &active {
+            // VRF
+            match observed.link(v.name.as_str()) {
+                Some(l) if matches!(l.kind, LinkKind::Vrf { table } if table == v.table) => {
+                    if !l.up {
+                        vrf_ops.push(KernelOp::SetUp { name: l.name.clone() });
+                    }
+                }
+                existing => {
+                    if let Some(l) = existing {
+                        delete_link(l, &mut deletes_links);
+                    }
+                    fresh.insert(v.name.to_string());
+                    vrf_ops.push(KernelOp::CreateVrf { name: v.name.clone(), table: v.table });
+                }
+            }
+            // bridge
+            match observed.link(v.bridge.as_str()) {
+                Some(l) if matches!(l.kind, LinkKind::Bridge { .. }) => {
+                    if l.mac != Some(v.bridge_mac) {
+                        bridge_ops.push(KernelOp::SetMac { name: l.name.clone(), mac: v.bridge_mac });
+                    }
+                    if !master_is(l, v.name.as_str(), &fresh) {
+                        bridge_ops.push(KernelOp::SetMaster { name: l.name.clone(), master: v.name.to_string() });
+                    }
+                    if l.kind == (LinkKind::Bridge { stp: Some(true) }) {
+                        bridge_ops.push(KernelOp::SetStpOff { name: l.name.clone() });
+                    }
+                    if !l.up {
+                        bridge_ops.push(KernelOp::SetUp { name: l.name.clone() });
+                    }
+                }
+                existing => {
+                    if let Some(l) = existing {
+                        delete_link(l, &mut deletes_links);
+                    }
+                    fresh.insert(v.bridge.to_string());
+                    bridge_ops.push(KernelOp::CreateBridge { name: v.bridge.clone(), mac: v.bridge_mac, vrf: v.name.clone() });
+                }
+            }
+            // VXLAN
+            let vxlan_ok = |l: &Link| {
+                matches!(&l.kind, LinkKind::Vxlan(x)
+                    if x.vni == v.vni && x.local == Some(self.vtep) && x.port == Some(VXLAN_PORT) && x.learning == Some(false))
+            };
+            match observed.link(v.vxlan.as_str()) {
+                Some(l) if vxlan_ok(l) => {
+                    let enslaved = master_is(l, v.bridge.as_str(), &fresh);
+                    if !enslaved {
+                        vxlan_ops.push(KernelOp::SetMaster { name: l.name.clone(), master: v.bridge.to_string() });
+                    }
+                    if l.mtu != Some(self.vxlan_mtu) {
+                        vxlan_ops.push(KernelOp::SetMtu { name: l.name.clone(), mtu: self.vxlan_mtu });
+                    }
+                    if !l.up {
+                        vxlan_ops.push(KernelOp::SetUp { name: l.name.clone() });
+                    }
+                    let port_ok = l.bridge_port.as_ref().is_some_and(|p| p.learning == Some(false) && p.neigh_suppress == Some(true));
+                    if !enslaved || !port_ok {
+                        vxlan_ops.push(KernelOp::SetPortFlags { name: l.name.clone() });
+                    }
+                }
+                existing => {
+                    if let Some(l) = existing {
+                        delete_link(l, &mut deletes_links);
+                    }
+                    fresh.insert(v.vxlan.to_string());
+                    vxlan_ops.push(KernelOp::CreateVxlan {
+                        name: v.vxlan.clone(),
+                        vni: v.vni,
+                        local: self.vtep,
+                        mtu: self.vxlan_mtu,
+                        bridge: v.bridge.clone(),
+                    });
+                    vxlan_ops.push(KernelOp::SetPortFlags { name: v.vxlan.to_string() });
+                }
+            }
+        }
+
+        // sysctls: only where the value is known and wrong (a device created in this pass is
+        // looked at in the next round of the same pass)
+        for key in self.sysctl_keys() {
+            let want = if key.ends_with("/rp_filter") {
+                // 1 = strict; 0 (off) and 2 (loose) both let the VRF traffic through
+                match sysctls.get(&key).map(String::as_str) {
+                    Some("1") => Some("2"),
+                    _ => None,
+                }
+            } else {
+                match sysctls.get(&key).map(String::as_str) {
+                    Some("1") | None => None,
+                    Some(_) => Some("1"),
+                }
+            };
+            if let Some(value) = want {
+                sysctl_ops.push(KernelOp::WriteSysctl { key, value: value.to_string() });
+            }
+        }
+
+        // routes
+        let desired_routes = self.desired_routes();
+        let index_of = |name: &str| if fresh.contains(name) { None } else { observed.link(name).map(|l| l.index) };
+        let satisfied = |spec: &RouteSpec, r: &super::Route| {
+            r.table == spec.table
+                && r.dst == spec.dst
+                && r.metric == spec.metric
+                && match &spec.target {
+                    RouteTarget::Unreachable => r.kind == RouteKind::Unreachable,
+                    RouteTarget::Dev(dev) => r.kind == RouteKind::Unicast && r.gateway.is_none() && r.oif.is_some() && r.oif == index_of(dev),
+                    RouteTarget::Via { gateway, dev } => {
+                        r.kind == RouteKind::Unicast && r.gateway == Some(*gateway) && r.oif.is_some() && r.oif == index_of(dev)
+                    }
+                }
+        };
+        for r in observed.routes.iter().filter(|r| r.owned()) {
+            let keyed = desired_routes.iter().any(|s| s.table == r.table && s.dst == r.dst && s.metric == r.metric);
+            if !keyed && !protected_tables.contains(&r.table) {
+                deletes_routes.push(KernelOp::DeleteRoute(r.clone()));
+            }
+        }
+        for spec in &desired_routes {
+            if !observed.routes.iter().any(|r| r.owned() && satisfied(spec, r)) {
+                route_ops.push(KernelOp::ReplaceRoute(spec.clone()));
+            }
+        }
+
+        // rules
+        let desired_rules = self.desired_rules();
+        let rule_matches = |spec: &RuleSpec, r: &super::Rule| {
+            r.v6 == !spec.src.is_ipv4()
+                && r.src == Some(spec.src)
+                && r.dst.is_none()
+                && r.table == spec.table
+                && r.priority == spec.priority
+                && r.suppress_prefixlen == Some(0)
+                && !r.has_other_selectors
+        };
+        let mut seen: BTreeSet<usize> = BTreeSet::new();
+        for r in observed.rules.iter().filter(|r| r.owned()) {
+            match desired_rules.iter().position(|s| rule_matches(s, r)) {
+                Some(i) if seen.insert(i) => {}
+                _ if protected_tables.contains(&r.table) => {}
+                _ => deletes_rules.push(KernelOp::DeleteRule(r.clone())),
+            }
+        }
+        for (i, spec) in desired_rules.iter().enumerate() {
+            if !seen.contains(&i) {
+                rule_ops.push(KernelOp::AddRule(spec.clone()));
+            }
+        }
+
+        deletes_links.sort_by_key(|(order, _)| *order);
+        let mut ops = Vec::new();
+        ops.extend(deletes_rules);
+        ops.extend(deletes_routes);
+        ops.extend(deletes_links.into_iter().map(|(_, op)| op));
+        ops.extend(vrf_ops);
+        ops.extend(bridge_ops);
+        ops.extend(vxlan_ops);
+        ops.extend(sysctl_ops);
+        ops.extend(route_ops);
+        ops.extend(rule_ops);
+        ops
+    }
+}

@@ -1,0 +1,327 @@
+//! One reconcile pass: observe, diff, and apply FRR and kernel changes in the order FRR needs.
+//!
+//! * **Create:** FRR VRF/VNI stanzas first, then the devices.
+//! * **Delete:** devices first, then the FRR stanzas (a removed VRF stays in FRR, as last
+//!   applied, until its devices are gone).
+//! * **Move a VRF to another VNI** (FRR 8.4 loses the router MAC with the naive order): unmap
+//!   the VNI with the old route targets still in place → wait until the VRF table holds no EVPN
+//!   route → apply the new route targets (still unmapped) → swap the VXLAN device → wait until
+//!   zebra knows the new one → map the new VNI.
+//!
+//! The kernel step runs in rounds (dump, diff, write) until a round has nothing to write, so a
+//! second pass with the same state performs zero writes. Every FRR apply result is reported.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::frr::reload::{FrrControl, FrrOutcome};
+use crate::frr::{FrrView, render};
+use crate::kernel::plan::{Resolved, resolve};
+use crate::kernel::{Dataplane, KernelState};
+use crate::metrics::Metrics;
+use crate::model::{DesiredState, IfName, NodeSettings};
+
+/// rtnetlink protocol of routes zebra installs from BGP (EVPN type-5 routes among them).
+pub const RTPROT_BGP: u8 = 186;
+const MAX_KERNEL_ROUNDS: usize = 4;
+
+/// Result of the last FRR apply of a pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrrResult {
+    /// `Applied`, `Unchanged` or `Failed`.
+    pub result: &'static str,
+    pub message: Option<String>,
+    pub time: Time,
+}
+
+/// What one pass did and found.
+#[derive(Clone, Debug)]
+pub struct PassReport {
+    pub generation: Option<i64>,
+    /// Kernel writes performed.
+    pub kernel_writes: usize,
+    pub kernel_errors: Vec<String>,
+    /// Per-VRF kernel facts from the last round.
+    pub resolved: Option<Resolved>,
+    pub frr: Option<FrrResult>,
+    /// VRFs moved to another VNI in this pass.
+    pub moved: Vec<IfName>,
+    /// Steps in order (`frr: ...`, `kernel: ...`, `wait: ...`), for logs and tests.
+    pub trace: Vec<String>,
+    pub warnings: Vec<String>,
+    pub duration: Duration,
+}
+
+impl PassReport {
+    pub fn ok(&self) -> bool {
+        self.kernel_errors.is_empty() && self.frr.as_ref().is_none_or(|f| f.result != "Failed")
+    }
+}
+
+/// Deadlines of the waits in a VNI move.
+#[derive(Clone, Debug)]
+pub struct Waits {
+    pub route_gone: Duration,
+    pub zebra: Duration,
+    pub poll: Duration,
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        Self { route_gone: Duration::from_secs(15), zebra: Duration::from_secs(15), poll: Duration::from_millis(200) }
+    }
+}
+
+/// Holds the dataplane, FRR and the memory of the last FRR apply.
+pub struct Reconciler<D: Dataplane, F: FrrControl> {
+    pub dp: D,
+    pub frr: F,
+    pub settings: NodeSettings,
+    /// The view FRR was last brought to (persisted in `applied_path`).
+    pub applied: Option<FrrView>,
+    pub applied_path: Option<PathBuf>,
+    /// Apply FRR even if the view did not change (startup, FRR restart, periodic resync).
+    pub force_frr: bool,
+    pub waits: Waits,
+    pub metrics: Option<Metrics>,
+}
+
+impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
+    pub fn new(dp: D, frr: F, settings: NodeSettings) -> Self {
+        Self { dp, frr, settings, applied: None, applied_path: None, force_frr: true, waits: Waits::default(), metrics: None }
+    }
+
+    /// Remembers the last applied view across agent restarts.
+    pub fn with_state_file(mut self, path: PathBuf) -> Self {
+        self.applied = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        self.applied_path = Some(path);
+        self
+    }
+
+    async fn apply_frr(&mut self, view: &FrrView, what: &str, report: &mut PassReport) -> bool {
+        if !self.force_frr && self.applied.as_ref() == Some(view) {
+            return true;
+        }
+        let res = self.frr.apply(&render(view)).await;
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let ok = res.is_ok();
+        let result = match res {
+            Ok(FrrOutcome::Unchanged) => {
+                report.trace.push(format!("frr: {what}: unchanged"));
+                FrrResult { result: "Unchanged", message: None, time: now }
+            }
+            Ok(FrrOutcome::Applied { lines }) => {
+                report.trace.push(format!("frr: {what}: applied ({lines} lines)"));
+                FrrResult { result: "Applied", message: Some(format!("{what}: {lines} lines changed")), time: now }
+            }
+            Err(e) => {
+                report.trace.push(format!("frr: {what}: FAILED"));
+                tracing::warn!(stage = what, error = %e, "FRR apply failed");
+                FrrResult { result: "Failed", message: Some(format!("{what}: {e}")), time: now }
+            }
+        };
+        if let Some(m) = &self.metrics {
+            m.frr(result.result);
+        }
+        tracing::info!(stage = what, result = result.result, message = result.message.as_deref().unwrap_or(""), "FRR apply");
+        report.frr = Some(result);
+        if ok {
+            self.applied = Some(view.clone());
+            self.force_frr = false;
+            if let Some(p) = &self.applied_path
+                && let Ok(json) = serde_json::to_vec_pretty(view)
+                && let Err(e) = crate::frr::reload::write_file(p, &String::from_utf8_lossy(&json))
+            {
+                tracing::warn!(error = %e, "cannot persist the applied FRR view");
+            }
+        } else {
+            // the running configuration is now unknown: re-apply next time even if unchanged
+            self.force_frr = true;
+        }
+        ok
+    }
+
+    /// Polls the kernel until none of `tables` holds an EVPN route, or `deadline` passes.
+    async fn wait_evpn_routes_gone(&mut self, tables: &[u32]) -> bool {
+        let start = Instant::now();
+        loop {
+            if self.dp.dump().await.is_ok_and(|k| !has_evpn_routes(&k, tables)) {
+                return true;
+            }
+            if start.elapsed() >= self.waits.route_gone {
+                return false;
+            }
+            tokio::time::sleep(self.waits.poll).await;
+        }
+    }
+
+    /// Polls zebra until it knows the VXLAN device, or `deadline` passes.
+    async fn wait_zebra_knows(&mut self, ifname: &str, vni: u32) -> bool {
+        let start = Instant::now();
+        loop {
+            if self.frr.zebra_knows_vxlan(ifname, vni).await {
+                return true;
+            }
+            if start.elapsed() >= self.waits.zebra {
+                return false;
+            }
+            tokio::time::sleep(self.waits.poll).await;
+        }
+    }
+
+    /// Brings kernel and FRR to `desired`.
+    pub async fn pass(&mut self, desired: &DesiredState) -> PassReport {
+        let started = Instant::now();
+        let mut report = PassReport {
+            generation: desired.generation,
+            kernel_writes: 0,
+            kernel_errors: Vec::new(),
+            resolved: None,
+            frr: None,
+            moved: Vec::new(),
+            trace: Vec::new(),
+            warnings: Vec::new(),
+            duration: Duration::ZERO,
+        };
+        let observed = match self.dp.dump().await {
+            Ok(s) => s,
+            Err(e) => {
+                report.kernel_errors.push(e.to_string());
+                report.duration = started.elapsed();
+                return report;
+            }
+        };
+        let resolved = resolve(desired, &observed, &self.settings);
+        let conflicted: Vec<IfName> = resolved.vrfs.iter().filter(|v| v.conflict.is_some()).map(|v| v.name.clone()).collect();
+        let final_view = FrrView::from_desired(desired, &conflicted);
+        let previous = self.applied.clone();
+        let moving: Vec<IfName> = final_view
+            .vrfs
+            .iter()
+            .filter(|v| {
+                let kernel = resolved.vrfs.iter().any(|r| r.name == v.name && !r.remap_from.is_empty());
+                let frr = previous.as_ref().and_then(|p| p.vrf(&v.name)).and_then(|p| p.vni).is_some_and(|old| Some(old) != v.vni);
+                kernel || frr
+            })
+            .map(|v| v.name.clone())
+            .collect();
+
+        // FRR before the kernel
+        let mut frr_ok = true;
+        if !moving.is_empty() {
+            report.moved = moving.clone();
+            let names: Vec<String> = moving.iter().map(|n| n.to_string()).collect();
+            if let Some(prev) = previous.as_ref().filter(|p| moving.iter().any(|n| p.vrf(n).is_some_and(|v| v.vni.is_some()))) {
+                let unmap = prev.unmapped(&moving);
+                self.force_frr = true;
+                frr_ok = self.apply_frr(&unmap, &format!("unmap VNI of {} (old route targets)", names.join(",")), &mut report).await;
+            }
+            // the VRF's EVPN routes must be gone before its route targets change
+            let tables: Vec<u32> = resolved.vrfs.iter().filter(|v| moving.contains(&v.name)).map(|v| v.table).collect();
+            let gone = self.wait_evpn_routes_gone(&tables).await;
+            report.trace.push(format!("wait: EVPN routes gone from {}: {gone}", names.join(",")));
+            if !gone {
+                report.warnings.push(format!("EVPN routes of {} still installed after {:?}; moving on", names.join(","), self.waits.route_gone));
+            }
+        }
+        let empty = FrrView { vrfs: Vec::new(), ..final_view.clone() };
+        let pre = final_view.unmapped(&moving).with_retained(previous.as_ref().unwrap_or(&empty));
+        if frr_ok {
+            frr_ok = self.apply_frr(&pre, if moving.is_empty() { "pre-kernel" } else { "new route targets, VNI unmapped" }, &mut report).await;
+        }
+        // With FRR not (yet) holding the new VRFs, new devices would come before their EVPN
+        // instance; repairs of what FRR already has are still made.
+        let frr_has_all = self.applied.as_ref().is_some_and(|a| final_view.vrfs.iter().all(|v| a.vrf(&v.name).is_some()));
+        if !frr_ok && !frr_has_all {
+            report.warnings.push("FRR is not reachable or refused the configuration: kernel changes postponed".to_string());
+            report.duration = started.elapsed();
+            return report;
+        }
+
+        // kernel, in rounds
+        let mut last_resolved = resolved;
+        for round in 0..MAX_KERNEL_ROUNDS {
+            let observed = if round == 0 {
+                observed.clone()
+            } else {
+                match self.dp.dump().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        report.kernel_errors.push(e.to_string());
+                        break;
+                    }
+                }
+            };
+            let r = resolve(desired, &observed, &self.settings);
+            let sysctls = self.dp.read_sysctls(&r.sysctl_keys());
+            let ops = r.ops(&observed, &sysctls);
+            last_resolved = r;
+            if ops.is_empty() {
+                break;
+            }
+            let mut failed = false;
+            for op in &ops {
+                let res = self.dp.apply(op).await;
+                if let Some(m) = &self.metrics {
+                    m.op(op.label(), res.is_ok());
+                }
+                match res {
+                    Ok(()) => {
+                        report.kernel_writes += 1;
+                        report.trace.push(format!("kernel: {op}"));
+                        tracing::info!(op = %op, "kernel write");
+                    }
+                    Err(e) => {
+                        tracing::warn!(op = %op, error = %e, "kernel write failed");
+                        report.trace.push(format!("kernel: FAILED {op}"));
+                        report.kernel_errors.push(e.to_string());
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                break;
+            }
+            if round + 1 == MAX_KERNEL_ROUNDS {
+                report.warnings.push(format!("kernel state still differs after {MAX_KERNEL_ROUNDS} rounds"));
+            }
+        }
+        report.resolved = Some(last_resolved);
+        if !report.kernel_errors.is_empty() {
+            // keep FRR at the pre-kernel view: removing a VRF's stanzas while its devices may
+            // still exist is the order FRR cannot take
+            report.duration = started.elapsed();
+            return report;
+        }
+
+        // a moved VRF is mapped only once zebra knows its new VXLAN device
+        for name in &moving {
+            if let Some(v) = final_view.vrf(name)
+                && let Some(vni) = v.vni
+            {
+                let ifname = crate::model::vxlan_name(vni);
+                let known = self.wait_zebra_knows(ifname.as_str(), vni).await;
+                report.trace.push(format!("wait: zebra knows {ifname} (VNI {vni}): {known}"));
+                if !known {
+                    report.warnings.push(format!("zebra did not report {ifname} within {:?}; mapping VNI {vni} anyway", self.waits.zebra));
+                }
+            }
+        }
+        if frr_ok {
+            self.apply_frr(&final_view, if moving.is_empty() { "final" } else { "map new VNI" }, &mut report).await;
+        }
+        report.duration = started.elapsed();
+        report
+    }
+}
+
+/// Whether any of `tables` holds a route zebra installed from BGP.
+pub fn has_evpn_routes(k: &KernelState, tables: &[u32]) -> bool {
+    k.routes.iter().any(|r| r.protocol == RTPROT_BGP && tables.contains(&r.table))
+}
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;

@@ -1,0 +1,323 @@
+//! Pass-level tests against the fake kernel and a fake FRR.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::*;
+use crate::frr::reload::FrrError;
+use crate::kernel::fake::FakeKernel;
+use crate::kernel::{KernelOp, LinkKind, Route, RouteKind, Rule};
+use crate::model::{LINK_GROUP, Prefix, ROUTE_PROTO, parse_state, table_for_slot};
+
+/// Records every applied configuration.
+#[derive(Default)]
+struct FakeFrr {
+    running: String,
+    applied: Vec<String>,
+    fail: bool,
+}
+
+impl FrrControl for FakeFrr {
+    fn apply(&mut self, config: &str) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send {
+        let res = if self.fail {
+            Err(FrrError::Reload { step: "reload", code: 1, output: "injected".into() })
+        } else if self.running == config {
+            Ok(FrrOutcome::Unchanged)
+        } else {
+            self.running = config.to_string();
+            self.applied.push(config.to_string());
+            Ok(FrrOutcome::Applied { lines: 1 })
+        };
+        async move { res }
+    }
+
+    fn zebra_knows_vxlan(&mut self, _ifname: &str, _vni: u32) -> impl Future<Output = bool> + Send {
+        async { true }
+    }
+
+    fn fingerprint(&mut self) -> Option<String> {
+        Some("zebra=1,bgpd=2".into())
+    }
+}
+
+fn spec(vrf: &str, vni: u32, endpoints: &[&str]) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("{{ip: {e}}}")).collect();
+    format!(
+        r#"
+underlay:
+  asn: 65001
+  routerId: 172.30.0.1
+  vtepIp: 172.30.0.1
+  neighbors: [{{address: 172.30.0.2, remoteAsn: 64999}}]
+l3vnis:
+  - vni: {vni}
+    vrf: {vrf}
+    importTargets: ["65000:{vni}"]
+    exportTargets: ["65000:{vni}"]
+    routeDistinguisher: "172.30.0.1:{vni}"
+    endpoints: [{}]
+"#,
+        eps.join(", ")
+    )
+}
+
+const EMPTY: &str = "underlay: {asn: 65001, routerId: 172.30.0.1, vtepIp: 172.30.0.1, neighbors: [{address: 172.30.0.2, remoteAsn: 64999}]}\n";
+
+fn reconciler() -> Reconciler<FakeKernel, FakeFrr> {
+    let mut k = FakeKernel::new();
+    k.add_foreign_link("eth0", LinkKind::Other("veth".into()));
+    k.add_pod("cali1234", "10.0.0.84");
+    let mut r = Reconciler::new(k, FakeFrr::default(), NodeSettings::default());
+    r.waits = Waits { route_gone: Duration::from_millis(50), zebra: Duration::from_millis(50), poll: Duration::from_millis(5) };
+    r
+}
+
+fn position(trace: &[String], needle: &str) -> usize {
+    trace.iter().position(|t| t.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not in trace:\n{}", trace.join("\n")))
+}
+
+#[tokio::test]
+async fn seed_from_scratch_then_second_pass_writes_nothing() {
+    let mut r = reconciler();
+    let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
+    let rep = r.pass(&d).await;
+    assert!(rep.ok(), "{:?}", rep.kernel_errors);
+    let writes: Vec<String> = r.dp.writes.iter().map(|w| w.to_string()).collect();
+    let t = table_for_slot(1001);
+    for expected in [
+        format!("ip link add vrf-blue group {LINK_GROUP} up type vrf table {t}"),
+        "ip link add bvbr-1001 address".to_string(),
+        "ip link add bvvx-1001 mtu 1450 master bvbr-1001".to_string(),
+        "bridge link set dev bvvx-1001 learning off neigh_suppress on".to_string(),
+        "sysctl -w net.ipv4.ip_forward=1".to_string(),
+        format!("ip -4 route replace unreachable default table {t} proto {ROUTE_PROTO} metric 4278198272"),
+        format!("ip -4 route replace 10.0.0.84/32 dev cali1234 scope link table {t} proto {ROUTE_PROTO}"),
+        format!("ip -4 rule add from 10.0.0.84/32 lookup {t} suppress_prefixlength 0 pref 2000 proto {ROUTE_PROTO}"),
+        "sysctl -w net.ipv4.conf.cali1234.rp_filter=2".to_string(),
+    ] {
+        assert!(writes.iter().any(|w| w.starts_with(&expected)), "missing {expected:?} in\n{}", writes.join("\n"));
+    }
+    // FRR holds the VRF/VNI before any device exists
+    assert!(position(&rep.trace, "frr: pre-kernel") < position(&rep.trace, "kernel: ip link add vrf-blue"));
+    assert_eq!(r.frr.applied.len(), 1, "pre-kernel and final views are equal: one apply");
+    assert!(r.frr.running.contains("vrf vrf-blue\n vni 1001\nexit-vrf"));
+    // the VRF's bridge and VXLAN are wired as the kernel would report them
+    let k = &r.dp.state;
+    let vrf = k.link("vrf-blue").unwrap();
+    let br = k.link("bvbr-1001").unwrap();
+    assert_eq!(br.master, Some(vrf.index));
+    assert_eq!(k.link("bvvx-1001").unwrap().master, Some(br.index));
+
+    r.dp.reset_writes();
+    let frr_before = r.frr.applied.len();
+    let rep = r.pass(&d).await;
+    assert!(rep.ok());
+    assert_eq!(rep.kernel_writes, 0, "second pass wrote: {:?}", r.dp.writes);
+    assert!(r.dp.writes.is_empty());
+    assert_eq!(r.frr.applied.len(), frr_before, "second pass touched FRR");
+}
+
+#[tokio::test]
+async fn sweep_removes_only_owned_objects_devices_before_frr() {
+    let mut r = reconciler();
+    // foreign things, some of them in the agent's table range or with names like the agent's
+    let foreign_vrf = r.dp.add_foreign_link("tenant-x", LinkKind::Vrf { table: 100 });
+    r.dp.state.routes.push(Route {
+        table: table_for_slot(1001),
+        dst: Prefix { addr: "192.0.2.0".parse().unwrap(), len: 24 },
+        kind: RouteKind::Unicast,
+        protocol: 4,
+        oif: Some(foreign_vrf),
+        gateway: None,
+        metric: 0,
+    });
+    r.dp.state.rules.push(Rule {
+        v6: false,
+        priority: 2000,
+        src: Some(Prefix::host("10.9.9.9".parse().unwrap())),
+        dst: None,
+        table: 100,
+        protocol: 4,
+        suppress_prefixlen: Some(0),
+        has_other_selectors: false,
+    });
+    r.dp.add_foreign_link("bvvx-7", LinkKind::Other("dummy".into()));
+    let foreign = r.dp.state.clone();
+
+    let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
+    assert!(r.pass(&d).await.ok());
+    r.dp.reset_writes();
+    let rep = r.pass(&parse_state(EMPTY).unwrap()).await;
+    assert!(rep.ok(), "{:?}", rep.kernel_errors);
+    // every owned object is gone, every foreign one is intact
+    let k = &r.dp.state;
+    assert!(k.links.iter().all(|l| !l.owned()), "{:?}", k.links);
+    assert!(k.routes.iter().all(|x| !x.owned()));
+    assert!(k.rules.iter().all(|x| !x.owned()));
+    assert_eq!(k.links, foreign.links);
+    assert_eq!(k.routes, foreign.routes);
+    assert_eq!(k.rules, foreign.rules);
+    // order: rules, routes, then VXLAN before bridge before VRF
+    let writes: Vec<String> = r.dp.writes.iter().map(|w| w.to_string()).collect();
+    let at = |s: &str| writes.iter().position(|w| w.starts_with(s)).unwrap_or_else(|| panic!("{s} not in {writes:?}"));
+    assert!(at("ip -4 rule del") < at("ip -4 route del"));
+    assert!(at("ip -4 route del") < at("ip link del bvvx-1001"));
+    assert!(at("ip link del bvvx-1001") < at("ip link del bvbr-1001"));
+    assert!(at("ip link del bvbr-1001") < at("ip link del vrf-blue"));
+    // FRR keeps the VRF until its devices are gone
+    assert!(position(&rep.trace, "kernel: ip link del vrf-blue") < position(&rep.trace, "frr: final"));
+    assert!(!r.frr.running.contains("vrf-blue"));
+    assert!(r.frr.running.contains("router bgp 65001\n"));
+}
+
+#[tokio::test]
+async fn vni_move_follows_the_safe_order() {
+    let mut r = reconciler();
+    assert!(r.pass(&parse_state(&spec("vrf-red", 1001, &["10.0.0.84"])).unwrap()).await.ok());
+    let before = r.dp.state.clone();
+    r.dp.reset_writes();
+    let rep = r.pass(&parse_state(&spec("vrf-red", 1003, &["10.0.0.84"])).unwrap()).await;
+    assert!(rep.ok(), "{:?} {:?}", rep.kernel_errors, rep.warnings);
+    assert_eq!(rep.moved.iter().map(|n| n.as_str()).collect::<Vec<_>>(), ["vrf-red"]);
+    let trace = &rep.trace;
+    let unmap = position(trace, "frr: unmap VNI of vrf-red");
+    let gone = position(trace, "wait: EVPN routes gone");
+    let rts = position(trace, "frr: new route targets, VNI unmapped");
+    let del = position(trace, "kernel: ip link del bvvx-1001");
+    let add = position(trace, "kernel: ip link add bvvx-1003");
+    let zebra = position(trace, "wait: zebra knows bvvx-1003");
+    let map = position(trace, "frr: map new VNI");
+    assert!(unmap < gone && gone < rts && rts < del && del < add && add < zebra && zebra < map, "{}", trace.join("\n"));
+    // the three FRR configurations: unmapped with the OLD route targets, unmapped with the new
+    // ones, mapped to the new VNI
+    let n = r.frr.applied.len();
+    let (a, b, c) = (&r.frr.applied[n - 3], &r.frr.applied[n - 2], &r.frr.applied[n - 1]);
+    assert!(a.contains("vrf vrf-red\nexit-vrf") && a.contains("route-target import 65000:1001"), "{a}");
+    assert!(b.contains("vrf vrf-red\nexit-vrf") && b.contains("route-target import 65000:1003") && !b.contains("65000:1001"), "{b}");
+    assert!(c.contains("vrf vrf-red\n vni 1003\nexit-vrf"), "{c}");
+    // the VRF, its table and bridge (and so the router MAC) are kept; only the VXLAN is swapped
+    let k = &r.dp.state;
+    assert_eq!(k.link("vrf-red"), before.link("vrf-red"));
+    assert_eq!(k.link("bvbr-1001").unwrap().mac, before.link("bvbr-1001").unwrap().mac);
+    assert!(k.link("bvvx-1001").is_none());
+    assert_eq!(k.link("bvvx-1003").unwrap().master, Some(k.link("bvbr-1001").unwrap().index));
+    // the pod's rule still points at the kept table
+    assert!(k.rules.iter().any(|x| x.owned() && x.table == table_for_slot(1001)));
+    r.dp.reset_writes();
+    let rep = r.pass(&parse_state(&spec("vrf-red", 1003, &["10.0.0.84"])).unwrap()).await;
+    assert_eq!(rep.kernel_writes, 0);
+    assert!(rep.moved.is_empty());
+}
+
+#[tokio::test]
+async fn new_vrf_takes_an_overflow_slot_when_its_own_is_held_by_a_moved_vrf() {
+    let mut r = reconciler();
+    assert!(r.pass(&parse_state(&spec("vrf-red", 1001, &[])).unwrap()).await.ok());
+    assert!(r.pass(&parse_state(&spec("vrf-red", 1003, &[])).unwrap()).await.ok());
+    let two = format!("{}{}", spec("vrf-red", 1003, &[]), spec("vrf-green", 1001, &[]).split("l3vnis:\n").nth(1).unwrap());
+    let rep = r.pass(&parse_state(&two).unwrap()).await;
+    assert!(rep.ok(), "{:?}", rep.kernel_errors);
+    let k = &r.dp.state;
+    assert_eq!(k.link("vrf-red").unwrap().kind, LinkKind::Vrf { table: table_for_slot(1001) });
+    assert_eq!(k.link("vrf-green").unwrap().kind, LinkKind::Vrf { table: table_for_slot(16_777_216) });
+    assert!(k.link("bvbr-16777216").is_some());
+    assert_eq!(k.link("bvvx-1001").unwrap().master, k.link("bvbr-16777216").map(|l| l.index));
+}
+
+#[tokio::test]
+async fn a_foreign_device_with_the_vrf_name_blocks_only_that_vrf() {
+    let mut r = reconciler();
+    r.dp.add_foreign_link("vrf-blue", LinkKind::Vrf { table: 10 });
+    let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
+    let rep = r.pass(&d).await;
+    let plan = &rep.resolved.as_ref().unwrap().vrfs[0];
+    assert!(plan.conflict.as_deref().unwrap().contains("not managed by the agent"));
+    assert!(r.dp.writes.iter().all(|w| !matches!(w, KernelOp::CreateBridge { .. } | KernelOp::CreateVxlan { .. } | KernelOp::AddRule(_))));
+    assert!(!r.frr.running.contains("vrf-blue"), "FRR must not be bound to a foreign VRF");
+    let st = crate::status::build_status(&d, &rep, rep.frr.as_ref(), None, &Time(k8s_openapi::jiff::Timestamp::now()));
+    assert!(!st.l3vnis[0].ready);
+    assert!(st.l3vnis[0].message.as_deref().unwrap().contains("not managed"));
+}
+
+#[tokio::test]
+async fn endpoint_waits_for_the_cni_route_then_is_programmed() {
+    let mut r = reconciler();
+    let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.99"])).unwrap();
+    let rep = r.pass(&d).await;
+    assert!(rep.ok());
+    let first_frr = rep.frr.clone();
+    let st = crate::status::build_status(&d, &rep, rep.frr.as_ref(), None, &Time(k8s_openapi::jiff::Timestamp::now()));
+    assert!(!st.l3vnis[0].ready);
+    assert!(st.l3vnis[0].message.as_deref().unwrap().contains("no route to 10.0.0.99/32 in the main table"));
+    assert!(!r.dp.state.rules.iter().any(|x| x.owned()));
+    r.dp.add_pod("cali9999", "10.0.0.99");
+    r.dp.reset_writes();
+    let rep = r.pass(&d).await;
+    let writes: Vec<String> = r.dp.writes.iter().map(|w| w.to_string()).collect();
+    assert!(writes.iter().any(|w| w.contains("10.0.0.99/32 dev cali9999")), "{writes:?}");
+    assert!(writes.iter().any(|w| w.starts_with("ip -4 rule add from 10.0.0.99/32")));
+    assert!(rep.frr.is_none(), "FRR did not need an apply");
+    let st = crate::status::build_status(&d, &rep, first_frr.as_ref(), None, &Time(k8s_openapi::jiff::Timestamp::now()));
+    assert!(st.l3vnis[0].ready, "{:?}", st.l3vnis[0].message);
+    assert_eq!(st.programmed_vnis, 1);
+    assert!(bgpvpn_crds::conditions::is_true(&st.conditions, "Ready"));
+}
+
+#[tokio::test]
+async fn a_vxlan_deleted_by_hand_is_recreated_alone() {
+    let mut r = reconciler();
+    let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
+    assert!(r.pass(&d).await.ok());
+    let idx = r.dp.state.link("bvvx-1001").unwrap().index;
+    r.dp.state.links.retain(|l| l.index != idx);
+    r.dp.reset_writes();
+    let frr_before = r.frr.applied.len();
+    let rep = r.pass(&d).await;
+    assert!(rep.ok());
+    let writes: Vec<String> = r.dp.writes.iter().map(|w| w.to_string()).collect();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(writes[0].starts_with("ip link add bvvx-1001"));
+    assert!(writes[1].starts_with("bridge link set dev bvvx-1001"));
+    assert_eq!(r.frr.applied.len(), frr_before);
+}
+
+#[tokio::test]
+async fn a_bridge_moved_out_of_its_vrf_gets_its_master_back_and_nothing_else() {
+    let mut r = reconciler();
+    let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
+    assert!(r.pass(&d).await.ok());
+    r.dp.state.links.iter_mut().find(|l| l.name == "bvbr-1001").unwrap().master = None;
+    r.dp.reset_writes();
+    r.pass(&d).await;
+    let writes: Vec<String> = r.dp.writes.iter().map(|w| w.to_string()).collect();
+    assert_eq!(writes, ["ip link set bvbr-1001 master vrf-blue"]);
+}
+
+#[tokio::test]
+async fn frr_unreachable_postpones_new_devices() {
+    let mut r = reconciler();
+    r.frr.fail = true;
+    let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
+    let rep = r.pass(&d).await;
+    assert!(!rep.ok());
+    assert_eq!(rep.frr.as_ref().unwrap().result, "Failed");
+    assert!(r.dp.writes.is_empty(), "devices before their EVPN instance: {:?}", r.dp.writes);
+    r.frr.fail = false;
+    let rep = r.pass(&d).await;
+    assert!(rep.ok());
+    assert!(r.dp.state.link("bvvx-1001").is_some());
+}
+
+#[tokio::test]
+async fn ipv6_endpoints_use_the_kernel_default_metric_and_stay_idempotent() {
+    let mut r = reconciler();
+    r.dp.add_pod("cali6", "fd00::84");
+    let d = parse_state(&spec("vrf-blue", 1001, &["\"fd00::84\""])).unwrap();
+    assert!(r.pass(&d).await.ok());
+    let writes: Vec<String> = r.dp.writes.iter().map(|w| w.to_string()).collect();
+    assert!(writes.iter().any(|w| w.starts_with("ip -6 route replace fd00::84/128 dev cali6") && w.ends_with("metric 1024")), "{writes:?}");
+    assert!(writes.iter().any(|w| w == "sysctl -w net.ipv6.conf.all.forwarding=1") || !r.dp.sysctls.contains_key("net/ipv6/conf/all/forwarding"));
+    assert!(r.frr.running.contains("address-family ipv6 unicast\n  network fd00::84/128"));
+    r.dp.reset_writes();
+    assert_eq!(r.pass(&d).await.kernel_writes, 0);
+}
