@@ -14,12 +14,21 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod build;
+pub mod cluster;
 pub mod config;
+pub mod http;
 pub mod kuryr;
+pub mod leader;
+pub mod metrics;
 pub mod openstack;
 pub mod reasons;
 pub mod resolve;
+pub mod run;
+pub mod shutdown;
+pub mod startup;
+pub mod status;
 pub mod view;
 
 /// Errors of the operator library.

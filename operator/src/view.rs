@@ -65,7 +65,7 @@ impl<'a> Index<'a> {
             pod_by_name.insert((ns_of(&**pod), name_of(&**pod)), &**pod);
         }
         for pods in pods_by_namespace.values_mut() {
-            pods.sort_by(|a, b| a.name_any().cmp(&b.name_any()));
+            pods.sort_by_key(|p| p.name_any());
         }
         let namespace_labels = view.namespaces.iter().map(|ns| (name_of(&**ns), ns.labels())).collect();
         let kuryr = view.kuryr.as_ref().map(|k| {

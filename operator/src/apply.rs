@@ -1,0 +1,164 @@
+//! Writes the desired EVPNNodeStates: only those that differ from the stored object, by
+//! server-side apply with the operator's field manager; and deletes the objects of nodes that
+//! are gone (the owner reference to the Node does that on a full cluster, but not where no
+//! garbage collector runs, such as a bare API server).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bgpvpn_crds::{EvpnNodeState, EvpnNodeStateSpec};
+use futures::{stream, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::ResourceExt;
+
+use crate::build::{NodePlan, Plan};
+use crate::metrics::Metrics;
+
+/// Field manager of everything the operator writes.
+pub const FIELD_MANAGER: &str = "bgpvpn-operator";
+/// Label on every EVPNNodeState the operator writes; only those are ever deleted.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "bgpvpn-operator";
+
+/// How long a write is trusted over a store that has not shown it yet.
+const STORE_LAG_GRACE: Duration = Duration::from_secs(10);
+/// Writes in flight at once.
+const PARALLEL_WRITES: usize = 8;
+
+/// What was last written to a node, while the store may still show the object before it.
+#[derive(Clone, Debug)]
+struct Written {
+    spec: EvpnNodeStateSpec,
+    owner_uid: String,
+    /// The resourceVersion the store showed when we wrote (`None`: no object).
+    over: Option<String>,
+    at: Instant,
+}
+
+/// The outcome of one apply.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub written: Vec<String>,
+    pub deleted: Vec<String>,
+    /// Nodes skipped because the store has not caught up with our own write yet.
+    pub awaiting_store: usize,
+    pub errors: Vec<String>,
+}
+
+/// Writes node objects; one per operator term.
+pub struct NodeStateWriter {
+    api: Api<EvpnNodeState>,
+    written: HashMap<String, Written>,
+}
+
+fn owner_of(obj: &EvpnNodeState) -> Option<&str> {
+    obj.owner_references().iter().find(|o| o.kind == "Node" && o.api_version == "v1").map(|o| o.uid.as_str())
+}
+
+fn up_to_date(obj: &EvpnNodeState, desired: &NodePlan) -> bool {
+    obj.spec == desired.spec && owner_of(obj) == Some(desired.uid.as_str()) && obj.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+}
+
+/// The object as the operator owns it: labels, owner reference and spec; never status.
+pub fn desired_object(name: &str, desired: &NodePlan) -> EvpnNodeState {
+    EvpnNodeState {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())].into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "Node".into(),
+                name: name.to_string(),
+                uid: desired.uid.clone(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
+            ..Default::default()
+        },
+        spec: desired.spec.clone(),
+        status: None,
+    }
+}
+
+impl NodeStateWriter {
+    pub fn new(api: Api<EvpnNodeState>) -> Self {
+        NodeStateWriter { api, written: HashMap::new() }
+    }
+
+    /// Whether `name` needs a write, given the stored object.
+    fn needs_write(&mut self, name: &str, desired: &NodePlan, stored: Option<&EvpnNodeState>) -> Result<bool, ()> {
+        if stored.is_some_and(|obj| up_to_date(obj, desired)) {
+            self.written.remove(name);
+            return Ok(false);
+        }
+        let stored_rv = stored.and_then(|o| o.resource_version());
+        match self.written.get(name) {
+            // the store still shows what we wrote over: our write is on its way
+            Some(w) if w.spec == desired.spec && w.owner_uid == desired.uid && w.over == stored_rv && w.at.elapsed() < STORE_LAG_GRACE => Err(()),
+            _ => Ok(true),
+        }
+    }
+
+    /// Makes the stored objects match `plan`.
+    pub async fn apply(&mut self, plan: &Plan, stored: &[Arc<EvpnNodeState>], metrics: &Metrics) -> Applied {
+        let stored: HashMap<String, &EvpnNodeState> = stored.iter().map(|o| (o.name_any(), &**o)).collect();
+        let mut applied = Applied::default();
+        let mut to_write = Vec::new();
+        for (name, desired) in &plan.nodes {
+            match self.needs_write(name, desired, stored.get(name).copied()) {
+                Ok(true) => to_write.push((name.clone(), desired.clone(), stored.get(name).and_then(|o| o.resource_version()))),
+                Ok(false) => {}
+                Err(()) => applied.awaiting_store += 1,
+            }
+        }
+        let api = self.api.clone();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let results: Vec<_> = stream::iter(to_write)
+            .map(|(name, desired, over)| {
+                let (api, params) = (api.clone(), params.clone());
+                async move {
+                    let obj = desired_object(&name, &desired);
+                    let res = api.patch(&name, &params, &Patch::Apply(&obj)).await;
+                    (name, desired, over, res)
+                }
+            })
+            .buffer_unordered(PARALLEL_WRITES)
+            .collect()
+            .await;
+        for (name, desired, over, res) in results {
+            match res {
+                Ok(_) => {
+                    metrics.node_state_write("apply");
+                    tracing::info!(node = %name, vnis = desired.spec.l3vnis.len(), "EVPNNodeState written");
+                    self.written.insert(name.clone(), Written { spec: desired.spec, owner_uid: desired.uid, over, at: Instant::now() });
+                    applied.written.push(name);
+                }
+                Err(e) => applied.errors.push(format!("write EVPNNodeState {name}: {e}")),
+            }
+        }
+
+        let orphans: Vec<&EvpnNodeState> = stored
+            .values()
+            .copied()
+            .filter(|o| o.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY))
+            .filter(|o| !plan.nodes.contains_key(&o.name_any()) && !plan.kept_nodes.contains_key(&o.name_any()))
+            .collect();
+        for obj in orphans {
+            let name = obj.name_any();
+            let params = DeleteParams { preconditions: Some(Preconditions { uid: obj.uid(), resource_version: None }), ..Default::default() };
+            match self.api.delete(&name, &params).await {
+                Ok(_) => {
+                    metrics.node_state_write("delete");
+                    tracing::info!(node = %name, "EVPNNodeState of a node that is gone deleted");
+                    self.written.remove(&name);
+                    applied.deleted.push(name);
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => applied.errors.push(format!("delete EVPNNodeState {name}: {e}")),
+            }
+        }
+        applied
+    }
+}

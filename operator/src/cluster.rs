@@ -1,0 +1,302 @@
+//! The cluster pass: reflectors over every input kind feed one debounced loop that, on any
+//! change, takes a snapshot ([`ClusterView`]), builds the [`Plan`] (pure), applies the
+//! EVPNNodeStates, and publishes the plan to the status controllers.
+//!
+//! Inputs: BGPVPN, VNIBinding, Pod, Namespace, Node, EVPNNodeState (the agents' status), and
+//! KuryrNetwork / KuryrPort once their CRDs are found (looked for again periodically while
+//! absent). Stored objects are trimmed to the fields the build reads, which keeps memory flat
+//! with many pods.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
+use futures::{Future, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, Pod, PodSpec, PodStatus};
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use crate::apply::NodeStateWriter;
+use crate::build::{self, Plan};
+use crate::config::Config;
+use crate::kuryr::{KuryrNetwork, KuryrPort};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::startup;
+use crate::view::{ClusterView, KuryrView};
+
+/// A store and the future that keeps it filled.
+fn reflect<K>(api: Api<K>, trim: fn(&mut K), trigger: Arc<Notify>) -> (Store<K>, impl Future<Output = ()> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff().modify(trim));
+    let drive = async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => trigger.notify_one(),
+                Err(e) => tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying"),
+            }
+        }
+    };
+    (reader, drive)
+}
+
+/// Keeps what every kind's build step reads: never the managed fields.
+fn trim_meta<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    meta.annotations = None;
+}
+
+fn trim_pod(pod: &mut Pod) {
+    trim_meta(pod);
+    pod.meta_mut().owner_references = None;
+    let spec = pod.spec.take().unwrap_or_default();
+    pod.spec = Some(PodSpec { node_name: spec.node_name, host_network: spec.host_network, ..Default::default() });
+    let status = pod.status.take().unwrap_or_default();
+    pod.status = Some(PodStatus { phase: status.phase, pod_ip: status.pod_ip, pod_ips: status.pod_ips, ..Default::default() });
+}
+
+fn trim_node(node: &mut Node) {
+    let meta = node.meta_mut();
+    meta.managed_fields = None;
+    // only the operator's own annotations are read
+    if let Some(a) = meta.annotations.as_mut() {
+        a.retain(|k, _| k.starts_with(bgpvpn_crds::LABEL_PREFIX));
+    }
+    node.spec = None;
+    let status = node.status.take().unwrap_or_default();
+    node.status = Some(NodeStatus { addresses: status.addresses, ..Default::default() });
+}
+
+fn trim_namespace(ns: &mut Namespace) {
+    trim_meta(ns);
+    ns.spec = None;
+    ns.status = None;
+}
+
+fn trim_node_state(obj: &mut EvpnNodeState) {
+    obj.meta_mut().managed_fields = None;
+}
+
+fn trim_kuryr<K: Resource>(obj: &mut K) {
+    trim_meta(obj);
+}
+
+/// The Kuryr stores, once the CRDs are found and the stores are filled.
+struct KuryrStores {
+    networks: Store<KuryrNetwork>,
+    ports: Store<KuryrPort>,
+}
+
+/// Every store the build reads.
+struct Inputs {
+    bgpvpns: Store<Bgpvpn>,
+    bindings: Store<VniBinding>,
+    pods: Store<Pod>,
+    namespaces: Store<Namespace>,
+    nodes: Store<Node>,
+    node_states: Store<EvpnNodeState>,
+    kuryr: Arc<OnceLock<KuryrStores>>,
+}
+
+impl Inputs {
+    /// The snapshot of one pass.
+    fn view(&self) -> ClusterView {
+        ClusterView {
+            bgpvpns: self.bgpvpns.state(),
+            bindings: self.bindings.state(),
+            pods: self.pods.state(),
+            namespaces: self.namespaces.state(),
+            nodes: self.nodes.state(),
+            kuryr: self.kuryr.get().map(|k| KuryrView { networks: k.networks.state(), ports: k.ports.state() }),
+            node_states: self.node_states.state(),
+        }
+    }
+
+    async fn wait_until_ready(&self) {
+        // a writer is only dropped with its task, which lives as long as this pass loop
+        let _ = futures::join!(
+            self.bgpvpns.wait_until_ready(),
+            self.bindings.wait_until_ready(),
+            self.pods.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+            self.nodes.wait_until_ready(),
+            self.node_states.wait_until_ready(),
+        );
+    }
+}
+
+/// Looks for the Kuryr CRDs until found (logging once while absent), then fills their stores.
+async fn discover_kuryr(client: Client, every: Duration, trigger: Arc<Notify>, slot: Arc<OnceLock<KuryrStores>>) {
+    let mut told = false;
+    loop {
+        match startup::kuryr_missing(&client).await {
+            Ok(None) => break,
+            Ok(Some(missing)) if !told => {
+                tracing::info!(%missing, "Kuryr CRDs not installed: running without Kuryr (networkId/routerId/portId bindings report KuryrNotInstalled); looking again every {}s", every.as_secs());
+                told = true;
+            }
+            Ok(Some(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot check for the Kuryr CRDs"),
+        }
+        tokio::time::sleep(every).await;
+    }
+    let (networks, drive_networks) = reflect(Api::<KuryrNetwork>::all(client.clone()), trim_kuryr, trigger.clone());
+    let (ports, drive_ports) = reflect(Api::<KuryrPort>::all(client), trim_kuryr, trigger.clone());
+    let install = async {
+        let _ = futures::join!(networks.wait_until_ready(), ports.wait_until_ready());
+        let _ = slot.set(KuryrStores { networks: networks.clone(), ports: ports.clone() });
+        tracing::info!("Kuryr CRDs found: KuryrNetwork and KuryrPort are watched");
+        trigger.notify_one();
+    };
+    futures::join!(drive_networks, drive_ports, install);
+}
+
+/// Everything one pass needs besides the stores.
+pub struct PassContext {
+    pub client: Client,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub plan: watch::Sender<Arc<Plan>>,
+    /// Set once the stores are filled (for `/readyz`).
+    pub synced: Arc<AtomicBool>,
+}
+
+/// Runs the cluster pass loop until `stop`.
+pub async fn run(ctx: PassContext, stop: Shutdown) {
+    let client = ctx.client.clone();
+    let trigger = Arc::new(Notify::new());
+    let mut tasks = JoinSet::new();
+    macro_rules! input {
+        ($api:expr, $trim:expr) => {{
+            let (store, drive) = reflect($api, $trim, trigger.clone());
+            tasks.spawn(drive);
+            store
+        }};
+    }
+    let inputs = Inputs {
+        bgpvpns: input!(Api::<Bgpvpn>::all(client.clone()), trim_meta),
+        bindings: input!(Api::<VniBinding>::all(client.clone()), trim_meta),
+        pods: input!(Api::<Pod>::all(client.clone()), trim_pod),
+        namespaces: input!(Api::<Namespace>::all(client.clone()), trim_namespace),
+        nodes: input!(Api::<Node>::all(client.clone()), trim_node),
+        node_states: input!(Api::<EvpnNodeState>::all(client.clone()), trim_node_state),
+        kuryr: Arc::new(OnceLock::new()),
+    };
+    tasks.spawn(discover_kuryr(client.clone(), ctx.config.kuryr_discovery(), trigger.clone(), inputs.kuryr.clone()));
+
+    tokio::select! {
+        _ = inputs.wait_until_ready() => {}
+        _ = stop.wait() => return,
+    }
+    ctx.synced.store(true, Ordering::Relaxed);
+    tracing::info!("caches filled; reconciling");
+
+    let mut writer = NodeStateWriter::new(Api::all(client.clone()));
+    let mut last = Plan::default();
+    let mut retry = Retry::default();
+    trigger.notify_one();
+    loop {
+        tokio::select! {
+            _ = trigger.notified() => {}
+            _ = tokio::time::sleep(retry.delay().unwrap_or(ctx.config.resync())) => {}
+            _ = stop.wait() => break,
+        }
+        // batch window: whatever else changes meanwhile is in this pass too
+        tokio::time::sleep(ctx.config.debounce()).await;
+        let ok = pass(&ctx, &inputs, &mut writer, &mut last).await;
+        retry.record(ok);
+    }
+    ctx.synced.store(false, Ordering::Relaxed);
+    tasks.abort_all();
+}
+
+/// One pass: snapshot → build → apply → publish. `true` when everything was written.
+async fn pass(ctx: &PassContext, inputs: &Inputs, writer: &mut NodeStateWriter, last: &mut Plan) -> bool {
+    let timer = ctx.metrics.reconcile("cluster");
+    let view = inputs.view();
+    let plan = build::plan(&view, &ctx.config);
+    ctx.metrics.passes.inc();
+    let applied = writer.apply(&plan, &view.node_states, &ctx.metrics).await;
+    for error in &applied.errors {
+        tracing::warn!(%error, "apply failed; will retry");
+    }
+    record_gauges(ctx, &plan);
+    report_changes(ctx, &view, last, &plan).await;
+    ctx.plan.send_if_modified(|current| {
+        let changed = **current != plan;
+        if changed {
+            *current = Arc::new(plan.clone());
+        }
+        changed
+    });
+    *last = plan;
+    let ok = applied.errors.is_empty() && applied.awaiting_store == 0;
+    let result: Result<(), ()> = if applied.errors.is_empty() { Ok(()) } else { Err(()) };
+    timer.done(&result);
+    ok
+}
+
+fn record_gauges(ctx: &PassContext, plan: &Plan) {
+    let m = &ctx.metrics;
+    m.nodes.set(plan.nodes.len() as i64);
+    m.vnis.set(plan.nodes.values().map(|n| n.spec.l3vnis.len() as i64).sum());
+    m.endpoints.set(plan.nodes.values().flat_map(|n| &n.spec.l3vnis).map(|v| v.endpoints.len() as i64).sum());
+    m.malformed_objects.set(plan.malformed.len() as i64);
+}
+
+/// Logs (and, for nodes, records an Event on) problems that are new since the last pass.
+async fn report_changes(ctx: &PassContext, view: &ClusterView, last: &Plan, plan: &Plan) {
+    for (what, problem) in new_entries(&last.malformed, &plan.malformed) {
+        tracing::warn!(object = %what, %problem, "malformed Kuryr object: tolerated, its unreadable parts are ignored");
+    }
+    for (node, problem) in new_entries(&last.kept_nodes, &plan.kept_nodes) {
+        tracing::warn!(%node, %problem, "EVPNNodeState of this node left as it is");
+        if let Some(obj) = view.nodes.iter().find(|n| n.name_any() == *node) {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "EVPNNodeStateNotUpdated".into(),
+                note: Some(format!("the EVPNNodeState of this node is left as it is: {problem}")),
+                action: "Program".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+                tracing::warn!(%node, error = %e, "cannot record event");
+            }
+        }
+    }
+}
+
+fn new_entries<'a>(before: &BTreeMap<String, String>, now: &'a BTreeMap<String, String>) -> Vec<(&'a String, &'a String)> {
+    now.iter().filter(|(k, v)| before.get(*k) != Some(*v)).collect()
+}
+
+/// Exponential retry after failed or incomplete passes: 1 s, 2 s, ... 60 s.
+#[derive(Default)]
+struct Retry {
+    failures: u32,
+}
+
+impl Retry {
+    fn record(&mut self, ok: bool) {
+        self.failures = if ok { 0 } else { self.failures.saturating_add(1) };
+    }
+
+    fn delay(&self) -> Option<Duration> {
+        (self.failures > 0).then(|| Duration::from_secs(1u64 << (self.failures - 1).min(6)).min(Duration::from_secs(60)))
+    }
+}

@@ -1,0 +1,66 @@
+//! Startup checks: the project's CRDs must be served (else a clear message and a non-zero exit);
+//! the Kuryr CRDs are optional.
+
+use std::fmt::Debug;
+
+use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
+use kube::api::{Api, ListParams};
+use kube::Client;
+use serde::de::DeserializeOwned;
+
+use crate::kuryr::{KuryrNetwork, KuryrPort};
+
+/// Whether the API server serves kind `K` (by a one-item metadata list: no CRD read access
+/// needed, and a malformed object cannot make it fail).
+pub async fn served<K>(client: &Client) -> Result<bool, kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    match Api::<K>::all(client.clone()).list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn crd_name<K: kube::Resource<DynamicType = ()>>() -> String {
+    format!("{}.{}", K::plural(&()), K::group(&()))
+}
+
+/// Why the operator cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(
+        "the CRD(s) {0} are not installed (or not served) on this API server: install them first, e.g. `kubectl apply -f crds/`"
+    )]
+    MissingCrds(String),
+    #[error("cannot check the CRDs: {0}")]
+    Api(#[from] kube::Error),
+}
+
+/// Fails unless BGPVPN, VNIBinding and EVPNNodeState are served.
+pub async fn check_crds(client: &Client) -> Result<(), StartupError> {
+    let mut missing = Vec::new();
+    if !served::<Bgpvpn>(client).await? {
+        missing.push(crd_name::<Bgpvpn>());
+    }
+    if !served::<VniBinding>(client).await? {
+        missing.push(crd_name::<VniBinding>());
+    }
+    if !served::<EvpnNodeState>(client).await? {
+        missing.push(crd_name::<EvpnNodeState>());
+    }
+    if missing.is_empty() { Ok(()) } else { Err(StartupError::MissingCrds(missing.join(", "))) }
+}
+
+/// `Ok(None)` when both Kuryr CRDs are served, else which ones are missing.
+pub async fn kuryr_missing(client: &Client) -> Result<Option<String>, kube::Error> {
+    let mut missing = Vec::new();
+    if !served::<KuryrNetwork>(client).await? {
+        missing.push(crd_name::<KuryrNetwork>());
+    }
+    if !served::<KuryrPort>(client).await? {
+        missing.push(crd_name::<KuryrPort>());
+    }
+    Ok(if missing.is_empty() { None } else { Some(missing.join(", ")) })
+}
