@@ -84,6 +84,12 @@ pub struct AllowedNamespaces {
     /// Namespaces whose labels match. An absent or empty selector matches no namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
+    /// Namespaces admitted by name. The OpenStack sync admits exactly the namespaces it binds
+    /// into this way: it may not label namespaces, and Kubernetes before 1.21 sets no
+    /// `kubernetes.io/metadata.name` label a selector could match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_NAMESPACE_NAMES), inner(regex(pattern = DNS_LABEL_PATTERN), length(max = DNS_LABEL_MAX_LEN)))]
+    pub names: Vec<String>,
 }
 
 /// Observed state of a BGPVPN, aggregated by the operator.

@@ -26,6 +26,12 @@ pub const DNS_SUBDOMAIN_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 pub const DNS_SUBDOMAIN_MAX_LEN: u32 = 253;
 
+/// RFC 1123 label (names of namespaces).
+pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+pub const DNS_LABEL_MAX_LEN: u32 = 63;
+/// Namespaces a BGPVPN may admit by name.
+pub const MAX_NAMESPACE_NAMES: u32 = 1024;
+
 /// An IPv4 or IPv6 address (shape only; parsed in code).
 pub const IP_PATTERN: &str = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:.]{2,45})$";
 pub const IP_MAX_LEN: u32 = 45;

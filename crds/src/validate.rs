@@ -106,6 +106,15 @@ pub fn validate_bgpvpn(spec: &BgpvpnSpec) -> Result<(), ValidationErrors> {
     check_rt_list(&mut errors, "spec.importTargets", &spec.import_targets, MAX_ROUTE_TARGETS);
     check_rt_list(&mut errors, "spec.exportTargets", &spec.export_targets, MAX_ROUTE_TARGETS);
     check_rt_list(&mut errors, "spec.routeDistinguishers", &spec.route_distinguishers, MAX_ROUTE_DISTINGUISHERS);
+    let names = &spec.allowed_namespaces.names;
+    if names.len() > MAX_NAMESPACE_NAMES as usize {
+        errors.push("spec.allowedNamespaces.names", format!("at most {MAX_NAMESPACE_NAMES} entries, got {}", names.len()));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if !is_dns_label(name) {
+            errors.push(format!("spec.allowedNamespaces.names[{i}]"), format!("{name:?} is not a namespace name (RFC 1123 label)"));
+        }
+    }
     // FRR's automatic RT is <own AS>:<VNI>, which differs between eBGP peers, so an implicit RT
     // would silently import nothing.
     if spec.effective_import_targets().is_empty() || spec.effective_export_targets().is_empty() {
@@ -291,6 +300,15 @@ fn check_ifname(errors: &mut ValidationErrors, field: &str, name: &str) {
     }
 }
 
+/// An RFC 1123 label (a namespace name).
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= DNS_LABEL_MAX_LEN as usize
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 fn check_dns_subdomain(errors: &mut ValidationErrors, field: &str, name: &str) {
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -345,6 +363,16 @@ mod tests {
         assert!(validate_bgpvpn(&split).is_err(), "export missing");
         split.export_targets = vec!["65000:6".into()];
         assert!(validate_bgpvpn(&split).is_ok());
+    }
+
+    #[test]
+    fn allowed_namespace_names_are_namespace_names() {
+        let mut v = vpn(7, &["65000:7"]);
+        v.allowed_namespaces.names = vec!["team-a".into(), "b2".into()];
+        assert!(validate_bgpvpn(&v).is_ok());
+        v.allowed_namespaces.names = vec!["Team_A".into(), "-x".into(), "a".repeat(64)];
+        let err = validate_bgpvpn(&v).unwrap_err().to_string();
+        assert!(err.contains("names[0]") && err.contains("names[1]") && err.contains("names[2]"), "{err}");
     }
 
     #[test]
