@@ -36,4 +36,7 @@ pub mod view;
 pub enum Error {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// A configuration of the OpenStack sync that can never work (see `openstack::SyncConfig`).
+    #[error("OpenStack sync: {0}")]
+    OpenStack(String),
 }

@@ -1,0 +1,390 @@
+//! The pure part of the sync: Neutron snapshot + Kuryr objects → the objects that should exist.
+//! The rules are listed in the [module documentation](super).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bgpvpn_crds::validate::{parse_cidr, validate_bgpvpn, validate_binding};
+use bgpvpn_crds::{AllowedNamespaces, BgpvpnSpec, VniBindingSpec};
+
+use super::neutron::{FullBgpvpn, PortRoute, Snapshot};
+use super::*;
+use crate::kuryr::{KuryrNetwork, KuryrPort, Lenient};
+
+/// Name of the `BGPVPN` mirroring Neutron bgpvpn `id`.
+pub fn vpn_name(id: &str) -> String {
+    format!("os-{}", id.to_ascii_lowercase())
+}
+
+/// Name of the `VNIBinding`s mirroring Neutron association `id`.
+pub fn binding_name(association_id: &str) -> String {
+    format!("os-{}", association_id.to_ascii_lowercase())
+}
+
+/// What the Kuryr objects say, reduced to what the mapping needs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KuryrIndex {
+    /// `(namespace, netId, routerId)` of every readable KuryrNetwork.
+    pub networks: Vec<(String, Option<String>, Option<String>)>,
+    /// Neutron port id → `(namespace, pod)`, from every readable vif.
+    pub ports: BTreeMap<String, (String, String)>,
+    /// Namespaces with a KuryrNetwork or KuryrPort that could not be read: the bindings the sync
+    /// owns there are kept as they are.
+    pub uncertain_namespaces: BTreeSet<String>,
+}
+
+impl KuryrIndex {
+    pub fn new(networks: &[KuryrNetwork], ports: &[KuryrPort]) -> Self {
+        let mut index = KuryrIndex::default();
+        for n in networks {
+            let Some(ns) = n.metadata.namespace.clone() else { continue };
+            match &n.status {
+                Lenient::Ok(s) => index.networks.push((ns, s.net_id.as_ref().map(|s| s.to_ascii_lowercase()), s.router_id.as_ref().map(|s| s.to_ascii_lowercase()))),
+                Lenient::Malformed(_) => {
+                    index.uncertain_namespaces.insert(ns);
+                }
+                Lenient::Absent => {}
+            }
+        }
+        for p in ports {
+            let (Some(ns), Some(pod)) = (p.metadata.namespace.clone(), p.metadata.name.clone()) else { continue };
+            match &p.status {
+                Lenient::Ok(s) => {
+                    for vif in s.vifs.values() {
+                        match vif {
+                            Lenient::Ok(v) => {
+                                index.ports.insert(v.vif.id.to_ascii_lowercase(), (ns.clone(), pod.clone()));
+                            }
+                            Lenient::Malformed(_) => {
+                                index.uncertain_namespaces.insert(ns.clone());
+                            }
+                            Lenient::Absent => {}
+                        }
+                    }
+                }
+                Lenient::Malformed(_) => {
+                    index.uncertain_namespaces.insert(ns);
+                }
+                Lenient::Absent => {}
+            }
+        }
+        index
+    }
+
+    fn namespaces_with_router(&self, router_id: &str) -> BTreeSet<String> {
+        self.networks.iter().filter(|(_, _, r)| r.as_deref() == Some(router_id)).map(|(ns, _, _)| ns.clone()).collect()
+    }
+
+    fn namespaces_with_network(&self, network_id: &str) -> BTreeSet<String> {
+        self.networks.iter().filter(|(_, n, _)| n.as_deref() == Some(network_id)).map(|(ns, _, _)| ns.clone()).collect()
+    }
+}
+
+/// A `BGPVPN` the sync wants.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredVpn {
+    pub neutron_id: String,
+    pub spec: BgpvpnSpec,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A `VNIBinding` the sync wants.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredBinding {
+    pub neutron_id: String,
+    pub namespace: String,
+    pub name: String,
+    pub spec: VniBindingSpec,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Something to report about one bgpvpn.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub neutron_id: String,
+    /// The `BGPVPN` name the bgpvpn maps to.
+    pub vpn: String,
+    pub message: String,
+}
+
+/// Everything that should exist, and what to leave alone.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Desired {
+    /// By name.
+    pub vpns: BTreeMap<String, DesiredVpn>,
+    /// By `(namespace, name)`.
+    pub bindings: BTreeMap<(String, String), DesiredBinding>,
+    /// Neutron ids of bgpvpns whose objects are kept exactly as they are (malformed data).
+    pub keep: BTreeSet<String>,
+    pub uncertain_namespaces: BTreeSet<String>,
+    /// Malformed or unmirrorable bgpvpns (their objects are in `keep`).
+    pub invalid: Vec<Problem>,
+    /// Parts that are valid in Neutron but not mirrored (skipped; the rest is mirrored).
+    pub unsupported: Vec<Problem>,
+}
+
+fn labels(neutron_id: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()), (BGPVPN_ID_KEY.to_string(), neutron_id.to_string())])
+}
+
+/// Computes the objects that should exist.
+pub fn desired(snapshot: &Snapshot, kuryr: &KuryrIndex) -> Desired {
+    let mut out = Desired { uncertain_namespaces: kuryr.uncertain_namespaces.clone(), ..Default::default() };
+    for fetched in &snapshot.bgpvpns {
+        let vpn = vpn_name(&fetched.id);
+        let invalid = |message: String| Problem { neutron_id: fetched.id.clone(), vpn: vpn.clone(), message };
+        match &fetched.result {
+            Err(problems) => {
+                out.keep.insert(fetched.id.clone());
+                out.invalid.push(invalid(problems.join("; ")));
+            }
+            Ok(full) => match map_one(full, kuryr) {
+                Ok((v, bindings, unsupported)) => {
+                    out.unsupported.extend(unsupported.into_iter().map(|m| Problem { neutron_id: fetched.id.clone(), vpn: vpn.clone(), message: m }));
+                    out.vpns.insert(vpn.clone(), v);
+                    for b in bindings {
+                        out.bindings.insert((b.namespace.clone(), b.name.clone()), b);
+                    }
+                }
+                Err(message) => {
+                    out.keep.insert(fetched.id.clone());
+                    out.invalid.push(invalid(message));
+                }
+            },
+        }
+    }
+    out
+}
+
+impl Desired {
+    /// Admits `namespace` on the BGPVPN `vpn` (for bindings that are kept, not rewritten).
+    pub fn admit(&mut self, vpn: &str, namespace: &str) {
+        if let Some(v) = self.vpns.get_mut(vpn)
+            && !v.spec.allowed_namespaces.names.iter().any(|n| n == namespace)
+        {
+            v.spec.allowed_namespaces.names.push(namespace.to_string());
+            v.spec.allowed_namespaces.names.sort();
+        }
+    }
+}
+
+type Mapped = (DesiredVpn, Vec<DesiredBinding>, Vec<String>);
+
+fn map_one(full: &FullBgpvpn, kuryr: &KuryrIndex) -> Result<Mapped, String> {
+    let b = &full.bgpvpn;
+    let vpn = vpn_name(&b.id);
+    let vni = b.vni.ok_or("the bgpvpn has no VNI; only bgpvpns with a VNI are mirrored")?;
+    let mut unsupported = Vec::new();
+    let mut bindings = Vec::new();
+    let mut bind = |namespace: String, association_id: &str, kind: &str, project_id: &Option<String>, spec: VniBindingSpec| {
+        let mut annotations = BTreeMap::from([
+            (BGPVPN_ID_KEY.to_string(), b.id.clone()),
+            (ASSOCIATION_ID_ANNOTATION.to_string(), association_id.to_string()),
+            (ASSOCIATION_TYPE_ANNOTATION.to_string(), kind.to_string()),
+        ]);
+        if let Some(p) = project_id {
+            annotations.insert(PROJECT_ID_ANNOTATION.to_string(), p.clone());
+        }
+        bindings.push(DesiredBinding { neutron_id: b.id.clone(), namespace, name: binding_name(association_id), spec, labels: labels(&b.id), annotations });
+    };
+    let target = |vpn: &str| VniBindingSpec {
+        bgpvpn: vpn.to_string(),
+        pod_selector: None,
+        network_id: None,
+        router_id: None,
+        port_id: None,
+        advertise_prefixes: vec![],
+    };
+    for a in &full.routers {
+        for ns in kuryr.namespaces_with_router(&a.router_id) {
+            bind(ns, &a.id, "router", &a.project_id, VniBindingSpec { router_id: Some(a.router_id.clone()), ..target(&vpn) });
+        }
+    }
+    for a in &full.networks {
+        for ns in kuryr.namespaces_with_network(&a.network_id) {
+            bind(ns, &a.id, "network", &a.project_id, VniBindingSpec { network_id: Some(a.network_id.clone()), ..target(&vpn) });
+        }
+    }
+    for a in &full.ports {
+        if !a.advertise_fixed_ips {
+            unsupported.push(format!(
+                "port association {}: advertise_fixed_ips=false is not mirrored (a binding always advertises the pod's address); the association is skipped",
+                a.id
+            ));
+            continue;
+        }
+        let mut prefixes = Vec::new();
+        for r in &a.routes {
+            match r {
+                PortRoute::Prefix { prefix, local_pref } => {
+                    parse_cidr(prefix).map_err(|e| format!("port association {}: route prefix: {e}", a.id))?;
+                    if local_pref.is_some() {
+                        unsupported.push(format!("port association {}: the local_pref of route {prefix} is not mirrored", a.id));
+                    }
+                    if !prefixes.contains(prefix) {
+                        prefixes.push(prefix.clone());
+                    }
+                }
+                PortRoute::Bgpvpn { bgpvpn_id, .. } => {
+                    unsupported.push(format!("port association {}: routes leaked from bgpvpn {bgpvpn_id} are not mirrored", a.id));
+                }
+            }
+        }
+        if let Some((ns, _pod)) = kuryr.ports.get(&a.port_id) {
+            bind(ns.clone(), &a.id, "port", &a.project_id, VniBindingSpec { port_id: Some(a.port_id.clone()), advertise_prefixes: prefixes, ..target(&vpn) });
+        }
+    }
+    let names: BTreeSet<String> = bindings.iter().map(|b| b.namespace.clone()).collect();
+    let spec = BgpvpnSpec {
+        vpn_type: b.vpn_type,
+        vni,
+        route_targets: b.route_targets.clone(),
+        import_targets: b.import_targets.clone(),
+        export_targets: b.export_targets.clone(),
+        route_distinguishers: b.route_distinguishers.clone(),
+        local_pref: b.local_pref,
+        allowed_namespaces: AllowedNamespaces { all: false, selector: None, names: names.into_iter().collect() },
+    };
+    validate_bgpvpn(&spec).map_err(|e| e.to_string())?;
+    for binding in &bindings {
+        validate_binding(&binding.spec).map_err(|e| format!("binding {}/{}: {e}", binding.namespace, binding.name))?;
+    }
+    let annotations = BTreeMap::from([
+        (BGPVPN_ID_KEY.to_string(), b.id.clone()),
+        (PROJECT_ID_ANNOTATION.to_string(), b.project_id.clone()),
+        (NAME_ANNOTATION.to_string(), b.name.clone()),
+    ]);
+    Ok((DesiredVpn { neutron_id: b.id.clone(), spec, labels: labels(&b.id), annotations }, bindings, unsupported))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::neutron::{parse_bgpvpn, Fetched, NetworkAssociation, PortAssociation, RouterAssociation};
+    use super::*;
+    use serde_json::json;
+
+    const V: &str = "6d1a78c1-d9f6-4823-b3c1-3489abb3f7b1";
+    const ROUTER: &str = "0f3b5a8e-6a0e-4c39-9d0b-0a1b2c3d4e5f";
+    const NET: &str = "1f3b5a8e-6a0e-4c39-9d0b-0a1b2c3d4e5f";
+    const PORT: &str = "2f3b5a8e-6a0e-4c39-9d0b-0a1b2c3d4e5f";
+    const A1: &str = "a0000000-0000-4000-8000-000000000001";
+    const A2: &str = "a0000000-0000-4000-8000-000000000002";
+    const A3: &str = "a0000000-0000-4000-8000-000000000003";
+
+    fn full() -> FullBgpvpn {
+        let b = parse_bgpvpn(&json!({"id": V, "name": "Blue VPN!", "project_id": "p1", "type": "l3", "route_targets": ["64512:1001"],
+            "import_targets": [], "export_targets": [], "route_distinguishers": ["64512:1"], "vni": 1001, "local_pref": 100}))
+        .unwrap();
+        FullBgpvpn {
+            bgpvpn: b,
+            routers: vec![RouterAssociation { id: A1.into(), project_id: Some("p1".into()), router_id: ROUTER.into(), advertise_extra_routes: Some(true) }],
+            networks: vec![NetworkAssociation { id: A2.into(), project_id: None, network_id: NET.into() }],
+            ports: vec![PortAssociation {
+                id: A3.into(),
+                project_id: None,
+                port_id: PORT.into(),
+                advertise_fixed_ips: true,
+                routes: vec![PortRoute::Prefix { prefix: "192.168.100.0/24".into(), local_pref: None }],
+            }],
+        }
+    }
+
+    fn kuryr() -> KuryrIndex {
+        let nets: Vec<KuryrNetwork> = serde_json::from_value(json!([
+            {"metadata": {"name": "team-a", "namespace": "team-a"}, "status": {"netId": "99999999-0000-4000-8000-000000000000", "routerId": ROUTER}},
+            {"metadata": {"name": "team-b", "namespace": "team-b"}, "status": {"netId": NET, "routerId": ROUTER}},
+            {"metadata": {"name": "new", "namespace": "new"}},
+            {"metadata": {"name": "broken", "namespace": "broken"}, "status": "garbage"}
+        ]))
+        .unwrap();
+        let ports: Vec<KuryrPort> = serde_json::from_value(json!([
+            {"metadata": {"name": "web", "namespace": "team-c"}, "status": {"vifs": {"eth0": {"default": true, "vif": {
+                "versioned_object.name": "VIFOpenVSwitch", "versioned_object.data": {"id": PORT}}}}}}
+        ]))
+        .unwrap();
+        KuryrIndex::new(&nets, &ports)
+    }
+
+    fn snap(result: Result<FullBgpvpn, Vec<String>>) -> Snapshot {
+        Snapshot { bgpvpns: vec![Fetched { id: V.into(), result }] }
+    }
+
+    #[test]
+    fn all_three_association_kinds() {
+        let d = desired(&snap(Ok(full())), &kuryr());
+        let name = format!("os-{V}");
+        let vpn = &d.vpns[&name];
+        assert_eq!(vpn.spec.vni, 1001);
+        assert_eq!(vpn.spec.local_pref, Some(100));
+        assert_eq!(vpn.spec.route_distinguishers, ["64512:1"]);
+        assert_eq!(vpn.spec.allowed_namespaces.names, ["team-a", "team-b", "team-c"]);
+        assert!(!vpn.spec.allowed_namespaces.all && vpn.spec.allowed_namespaces.selector.is_none());
+        assert_eq!(vpn.labels[MANAGED_BY_LABEL], "openstack-sync");
+        assert_eq!(vpn.annotations[NAME_ANNOTATION], "Blue VPN!");
+        assert_eq!(vpn.annotations[PROJECT_ID_ANNOTATION], "p1");
+        let keys: Vec<(&str, &str)> = d.bindings.keys().map(|(n, b)| (n.as_str(), b.as_str())).collect();
+        let (b1, b2, b3) = (format!("os-{A1}"), format!("os-{A2}"), format!("os-{A3}"));
+        assert_eq!(keys, [("team-a", b1.as_str()), ("team-b", b1.as_str()), ("team-b", b2.as_str()), ("team-c", b3.as_str())]);
+        let port = &d.bindings[&("team-c".to_string(), b3.clone())];
+        assert_eq!(port.spec.port_id.as_deref(), Some(PORT));
+        assert_eq!(port.spec.advertise_prefixes, ["192.168.100.0/24"]);
+        assert_eq!(port.spec.bgpvpn, name);
+        assert_eq!(d.bindings[&("team-b".to_string(), b2)].spec.network_id.as_deref(), Some(NET));
+        assert_eq!(d.uncertain_namespaces, BTreeSet::from(["broken".to_string()]));
+        assert!(d.invalid.is_empty() && d.unsupported.is_empty() && d.keep.is_empty());
+    }
+
+    #[test]
+    fn invalid_data_is_kept_and_reported() {
+        let d = desired(&snap(Err(vec!["vni 0 is outside 1..16777215".into()])), &kuryr());
+        assert!(d.vpns.is_empty() && d.bindings.is_empty());
+        assert!(d.keep.contains(V));
+        assert!(d.invalid[0].message.contains("vni 0"));
+
+        let mut no_rt = full();
+        no_rt.bgpvpn.route_targets.clear();
+        let d = desired(&snap(Ok(no_rt)), &kuryr());
+        assert!(d.vpns.is_empty() && d.keep.contains(V));
+        assert!(d.invalid[0].message.contains("route target"), "{:?}", d.invalid);
+
+        let mut bad_rt = full();
+        bad_rt.bgpvpn.route_targets = vec!["64512:1001\nrouter bgp 1".into()];
+        assert!(desired(&snap(Ok(bad_rt)), &kuryr()).keep.contains(V));
+
+        let mut host_bits = full();
+        host_bits.ports[0].routes = vec![PortRoute::Prefix { prefix: "192.168.100.1/24".into(), local_pref: None }];
+        let d = desired(&snap(Ok(host_bits)), &kuryr());
+        assert!(d.invalid[0].message.contains("host bits"), "{:?}", d.invalid);
+
+        let mut no_vni = full();
+        no_vni.bgpvpn.vni = None;
+        assert!(desired(&snap(Ok(no_vni)), &kuryr()).invalid[0].message.contains("no VNI"));
+    }
+
+    #[test]
+    fn unsupported_parts_are_skipped_and_said() {
+        let mut f = full();
+        f.ports[0].routes.push(PortRoute::Bgpvpn { bgpvpn_id: ROUTER.into(), local_pref: None });
+        let d = desired(&snap(Ok(f.clone())), &kuryr());
+        assert_eq!(d.bindings.len(), 4);
+        assert!(d.unsupported[0].message.contains("leaked"));
+        f.ports[0].advertise_fixed_ips = false;
+        let d = desired(&snap(Ok(f)), &kuryr());
+        assert_eq!(d.bindings.len(), 3);
+        assert_eq!(d.vpns[&format!("os-{V}")].spec.allowed_namespaces.names, ["team-a", "team-b"]);
+    }
+
+    #[test]
+    fn names_are_deterministic_and_valid() {
+        assert_eq!(vpn_name("6D1A78C1-D9F6-4823-B3C1-3489ABB3F7B1"), format!("os-{V}"));
+        let n = vpn_name(V);
+        assert!(n.len() <= 63 && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        let mut d = desired(&snap(Ok(full())), &KuryrIndex::default());
+        assert!(d.bindings.is_empty());
+        assert!(d.vpns[&n].spec.allowed_namespaces.names.is_empty());
+        d.admit(&n, "kept");
+        d.admit(&n, "kept");
+        assert_eq!(d.vpns[&n].spec.allowed_namespaces.names, ["kept"]);
+    }
+}
