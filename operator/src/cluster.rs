@@ -17,7 +17,7 @@ use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
 use futures::{Future, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, Pod, PodSpec, PodStatus};
 use kube::api::Api;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 use crate::apply::NodeStateWriter;
 use crate::build::{self, Plan};
 use crate::config::Config;
+use crate::events::Events;
 use crate::kuryr::{KuryrNetwork, KuryrPort};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -170,7 +171,7 @@ pub struct PassContext {
     pub client: Client,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub events: Events,
     pub plan: watch::Sender<Arc<Plan>>,
     /// Set once the stores are filled (for `/readyz`).
     pub synced: Arc<AtomicBool>,
@@ -274,9 +275,7 @@ async fn report_changes(ctx: &PassContext, view: &ClusterView, last: &Plan, plan
                 action: "Program".into(),
                 secondary: None,
             };
-            if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-                tracing::warn!(%node, error = %e, "cannot record event");
-            }
+            ctx.events.publish(&event, &obj.object_ref(&())).await;
         }
     }
 }

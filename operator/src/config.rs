@@ -18,8 +18,8 @@
 //! debounceMillis: 200          # optional: changes are batched for this long before one pass
 //! resyncSeconds: 300           # optional: a full pass at least this often, even with no change
 //! kuryrDiscoverySeconds: 30    # optional: how often to look again for the Kuryr CRDs while absent
-//! openstack: {}                # optional: the networking-bgpvpn sync (see `openstack::SyncConfig`);
-//!                              # absent = no sync
+//! openstack:                   # optional: the networking-bgpvpn sync, run by the leader
+//!   neutronUrl: http://neutron:9696   # (see `openstack::SyncConfig`); absent = no sync
 //! ```
 //!
 //! Per node, the VTEP address and the BGP router id are the Node's first IPv4 `InternalIP`
@@ -131,6 +131,9 @@ impl Config {
         if let Some(sel) = &self.node_selector {
             kube::core::Selector::try_from(sel.clone()).map_err(|e| format!("nodeSelector: {e}"))?;
         }
+        if let Some(sync) = &self.openstack {
+            sync.check()?;
+        }
         Ok(())
     }
 
@@ -169,5 +172,8 @@ mod tests {
         assert!(err.contains("underlay.asn") && err.contains("neighbors[0].address"), "{err}");
         let err = Config::parse("underlay: {asn: 1}\nnodeSelector: {matchExpressions: [{key: a, operator: Bogus}]}\n").unwrap_err().to_string();
         assert!(err.contains("nodeSelector"), "{err}");
+        let err = Config::parse("underlay: {asn: 1}\nopenstack: {}\n").unwrap_err().to_string();
+        assert!(err.contains("openstack"), "{err}");
+        assert!(Config::parse("underlay: {asn: 1}\nopenstack: {neutronUrl: \"http://neutron:9696\"}\n").unwrap().openstack.is_some());
     }
 }

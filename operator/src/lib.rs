@@ -18,6 +18,7 @@ pub mod apply;
 pub mod build;
 pub mod cluster;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod kuryr;
 pub mod leader;

@@ -10,6 +10,8 @@
 //! | `bgpvpn_operator_leader` | gauge | 1 while this replica holds the Lease |
 //! | `bgpvpn_operator_nodes`, `_vnis`, `_endpoints` | gauge | the last plan: EVPN nodes, (node, VNI) pairs, endpoints |
 //! | `bgpvpn_operator_malformed_objects` | gauge | Kuryr objects that could not be read in full |
+//! | `bgpvpn_operator_plan_passes_total` | counter | passes over the whole cluster view |
+//! | `bgpvpn_operator_openstack_sync_*` | | the OpenStack sync (see `openstack::metrics`) |
 
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
@@ -85,6 +87,8 @@ impl Metrics {
         registry.register("endpoints", "Endpoints in the last plan, over all nodes", endpoints.clone());
         registry.register("malformed_objects", "Kuryr objects that could not be read in full", malformed_objects.clone());
         registry.register("plan_passes", "Passes over the whole cluster view", passes.clone());
+        // the OpenStack sync's own set (bgpvpn_operator_openstack_sync_*), see openstack::metrics
+        crate::openstack::register_metrics(registry.sub_registry_with_prefix("openstack_sync"));
         Metrics {
             registry,
             reconciles,

@@ -16,7 +16,7 @@
 //! | both | Ready | False | `NodesNotReady` | endpoints resolved; waiting for the agents (or a node has no EVPNNodeState) |
 //! | both | Ready | False | `Invalid`, `VNIConflict`, `RouteDistinguisherConflict`, `NotSupported` | nothing programmed for it |
 //! | VNIBinding | Ready | False | `BGPVPNNotFound` | waits for the BGPVPN to exist |
-//! | VNIBinding | Ready | False | `NotAllowed` | the BGPVPN's `allowedNamespaces` does not admit the namespace |
+//! | VNIBinding | Ready | False | `NotAllowed` | the BGPVPN's `allowedNamespaces` (`all`, `names`, label `selector`) does not admit the namespace |
 //! | VNIBinding | Ready | False | `BGPVPNNotReady` | the BGPVPN exists but is not programmed (invalid, conflict, not supported) |
 //! | VNIBinding | Ready | False | `KuryrNotInstalled` | a Neutron target without the Kuryr CRDs |
 //! | VNIBinding | Ready | False | `TargetNotFound` | no KuryrNetwork / KuryrPort carries the Neutron id |

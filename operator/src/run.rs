@@ -6,12 +6,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::Client;
 use tokio::sync::watch;
 
 use crate::build::Plan;
 use crate::config::Config;
+use crate::events::Events;
 use crate::http::Health;
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
@@ -82,16 +83,16 @@ impl Operator {
         self.health.leading.store(true, Ordering::Relaxed);
         let (plan_tx, plan_rx) = watch::channel(Arc::new(Plan::default()));
         let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: Some(self.options.instance.clone()) };
-        let recorder = Recorder::new(self.client.clone(), reporter);
+        let events = Events::new(self.client.clone(), reporter);
         let pass = cluster::PassContext {
             client: self.client.clone(),
             config: self.config.clone(),
             metrics: self.metrics.clone(),
-            recorder: recorder.clone(),
+            events: events.clone(),
             plan: plan_tx,
             synced: self.health.synced.clone(),
         };
-        let status_ctx = Arc::new(StatusContext { client: self.client.clone(), plan: plan_rx, recorder, metrics: self.metrics.clone() });
+        let status_ctx = Arc::new(StatusContext { client: self.client.clone(), plan: plan_rx, events, metrics: self.metrics.clone() });
         tokio::join!(
             cluster::run(pass, term.clone()),
             status::run_bgpvpn_controller(status_ctx.clone(), term.clone()),

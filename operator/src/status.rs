@@ -16,13 +16,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::apply::FIELD_MANAGER;
+use crate::events::Events;
 use crate::build::{BgpvpnReport, BindingReport, Cond, ObjectKey, Plan};
 use crate::metrics::Metrics;
 use crate::reasons;
@@ -32,7 +33,7 @@ use crate::shutdown::Shutdown;
 pub struct StatusContext {
     pub client: Client,
     pub plan: watch::Receiver<Arc<Plan>>,
-    pub recorder: Recorder,
+    pub events: Events,
     pub metrics: Arc<Metrics>,
 }
 
@@ -50,7 +51,10 @@ fn now() -> Time {
 
 fn conditions_of(fresh: &[Cond], generation: Option<i64>, previous: &[Condition]) -> Vec<Condition> {
     let now = now();
-    let fresh = fresh.iter().map(|c| conditions::condition(c.type_, c.ok, c.reason, c.message.clone(), generation, &now)).collect();
+    // never an empty message: the v1.20 API server turns "" into null in a server-side apply
+    // and then refuses it as not a string
+    let message = |c: &Cond| if c.message.is_empty() { c.reason.to_string() } else { c.message.clone() };
+    let fresh = fresh.iter().map(|c| conditions::condition(c.type_, c.ok, c.reason, message(c), generation, &now)).collect();
     conditions::merged(previous, fresh)
 }
 
@@ -118,9 +122,7 @@ fn truncate(s: &str, max: usize) -> String {
 async fn publish<K: Resource<DynamicType = ()>>(ctx: &StatusContext, obj: &K, events: Vec<Event>) {
     let reference = obj.object_ref(&());
     for event in events {
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(object = ?reference.name, reason = %event.reason, error = %e, "cannot record event");
-        }
+        ctx.events.publish(&event, &reference).await;
     }
 }
 

@@ -116,14 +116,15 @@ fn bind(binding: &VniBinding, vpns: &BTreeMap<String, VpnDecision>, index: &Inde
 
 /// The tenancy guard of a BGPVPN.
 pub fn namespace_allowed(allowed: &AllowedNamespaces, vpn: &str, namespace: &str, labels: Option<&BTreeMap<String, String>>) -> Result<(), String> {
-    if allowed.all {
+    if allowed.all || allowed.names.iter().any(|n| n == namespace) {
         return Ok(());
     }
     let selector = allowed.selector.as_ref().filter(|s| {
         s.match_labels.as_ref().is_some_and(|m| !m.is_empty()) || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
     });
     let Some(selector) = selector else {
-        return Err(format!("BGPVPN {vpn} admits no namespace (spec.allowedNamespaces is empty); ask its admin to allow namespace {namespace}"));
+        let how = if allowed.names.is_empty() { "admits no namespace (spec.allowedNamespaces is empty)".to_string() } else { format!("admits only the namespaces {}", allowed.names.join(", ")) };
+        return Err(format!("BGPVPN {vpn} {how}; ask its admin to allow namespace {namespace}"));
     };
     let empty = BTreeMap::new();
     match Selector::try_from(selector.clone()) {

@@ -52,6 +52,10 @@ pub fn vni_ready(node: &str, desired: &L3Vni, index: &Index) -> Result<(), Strin
     }
 }
 
+fn no_vpn_conflict() -> Cond {
+    Cond::new(types::CONFLICT, false, reasons::NO_CONFLICT, "neither the VNI nor the route distinguisher is used by another BGPVPN")
+}
+
 fn valid_cond(problem: Option<&str>) -> Cond {
     match problem {
         None => Cond::new(types::VALID, true, reasons::VALID, "the spec is valid"),
@@ -100,15 +104,11 @@ pub fn bgpvpn_reports(vpns: &BTreeMap<String, VpnDecision>, bindings: &[BindingD
             match &d.verdict {
                 VpnVerdict::Rejected { reason, message } => {
                     let conflict = matches!(*reason, reasons::VNI_CONFLICT | reasons::RD_CONFLICT);
-                    report.conditions.push(if conflict {
-                        Cond::new(types::CONFLICT, true, reason, message.clone())
-                    } else {
-                        Cond::new(types::CONFLICT, false, reasons::NO_CONFLICT, "")
-                    });
+                    report.conditions.push(if conflict { Cond::new(types::CONFLICT, true, reason, message.clone()) } else { no_vpn_conflict() });
                     report.conditions.push(Cond::new(types::READY, false, reason, message.clone()));
                 }
                 VpnVerdict::Accepted { vni } => {
-                    report.conditions.push(Cond::new(types::CONFLICT, false, reasons::NO_CONFLICT, ""));
+                    report.conditions.push(no_vpn_conflict());
                     let placed: BTreeSet<&String> = placement.nodes.iter().filter(|(_, p)| p.spec.l3vnis.iter().any(|v| v.vni == *vni)).map(|(n, _)| n).collect();
                     let mut unplaced = BTreeMap::new();
                     for b in &bound {
@@ -161,7 +161,7 @@ pub fn binding_reports(bindings: &[BindingDecision], placement: &Placement, inde
                 ..Default::default()
             };
             report.conditions.push(if b.conflicts.is_empty() {
-                Cond::new(types::CONFLICT, false, reasons::NO_CONFLICT, "")
+                Cond::new(types::CONFLICT, false, reasons::NO_CONFLICT, "no selected pod is bound to another BGPVPN")
             } else {
                 let texts: Vec<String> = b.conflicts.iter().map(conflict_text).collect();
                 Cond::new(types::CONFLICT, true, reasons::POD_CONFLICT, listing(&texts))

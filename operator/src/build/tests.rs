@@ -287,6 +287,14 @@ fn tenancy_and_missing_bgpvpns() {
     world.namespaces[0]["metadata"]["labels"] = json!({"team": "a"});
     assert_eq!(cond(&world.plan().bindings[&key("demo", "web")].conditions, "Ready").reason, reasons::NODES_NOT_READY);
 
+    // admitted by name (the OpenStack sync's way)
+    world.vpns[0]["spec"]["allowedNamespaces"] = json!({"names": ["other"]});
+    let ready = cond(&world.plan().bindings[&key("demo", "web")].conditions, "Ready").clone();
+    assert_eq!(ready.reason, reasons::NOT_ALLOWED);
+    assert!(ready.message.contains("admits only the namespaces other"), "{ready:?}");
+    world.vpns[0]["spec"]["allowedNamespaces"] = json!({"names": ["other", "demo"]});
+    assert_eq!(cond(&world.plan().bindings[&key("demo", "web")].conditions, "Ready").reason, reasons::NODES_NOT_READY);
+
     world.bindings[0]["spec"]["bgpvpn"] = json!("nope");
     let ready = cond(&world.plan().bindings[&key("demo", "web")].conditions, "Ready").clone();
     assert_eq!(ready.reason, reasons::BGPVPN_NOT_FOUND);

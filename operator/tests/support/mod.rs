@@ -1,0 +1,207 @@
+//! Helpers shared by the operator's real-apiserver tests: objects created the way a kubelet,
+//! Kuryr or an agent would, and waits on observable state.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::Client;
+use serde_json::{json, Value};
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A VNI no other test of this binary uses.
+pub fn unique_vni() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(10_000);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// Installs the Kuryr CRDs from the fixture, as Kuryr's deployment would.
+pub async fn install_kuryr_crds(client: &Client) {
+    let text = std::fs::read_to_string(fixture("kuryr-crds.yaml")).unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).unwrap();
+        let name = crd.metadata.name.clone().unwrap();
+        api.patch(&name, &PatchParams::apply("kuryr-test").force(), &Patch::Apply(&crd)).await.unwrap();
+        tokio::time::timeout(TIMEOUT, await_condition(api.clone(), &name, conditions::is_crd_established())).await.unwrap().unwrap();
+    }
+}
+
+pub fn kuryr_api(client: &Client, kind: &str, ns: &str) -> Api<DynamicObject> {
+    let plural = format!("{}s", kind.to_lowercase());
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("openstack.org", "v1", kind), &plural);
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+/// Creates (or replaces the content of) a Kuryr object.
+pub async fn put_kuryr(client: &Client, kind: &str, ns: &str, name: &str, body: Value) {
+    let mut obj = json!({"apiVersion": "openstack.org/v1", "kind": kind, "metadata": {"name": name, "namespace": ns}});
+    obj.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
+    kuryr_api(client, kind, ns).patch(name, &PatchParams::apply("kuryr-controller").force(), &Patch::Apply(&obj)).await.unwrap();
+}
+
+pub async fn namespace(client: &Client, labels: Value) -> String {
+    let name = bgpvpn_testkit::unique_name("ns");
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap()).await.unwrap();
+    name
+}
+
+pub async fn label_namespace(client: &Client, ns: &str, labels: Value) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.patch(ns, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": labels}}))).await.unwrap();
+}
+
+/// A Node with an InternalIP, as the kubelet registers it.
+pub async fn node(client: &Client, ip: &str, annotations: Value) -> String {
+    let name = bgpvpn_testkit::unique_name("node");
+    let api: Api<Node> = Api::all(client.clone());
+    let body = json!({"metadata": {"name": name, "annotations": annotations}, "status": {"addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]}});
+    api.create(&PostParams::default(), &serde_json::from_value(body).unwrap()).await.unwrap();
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}}))).await.unwrap();
+    name
+}
+
+/// A pod scheduled to `node`, then reported Running with `ip` (as the kubelet does).
+pub async fn running_pod(client: &Client, ns: &str, name: &str, labels: Value, node: &str, ip: &str) -> Pod {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let body = json!({"metadata": {"name": name, "labels": labels},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.invalid/app:1"}]}});
+    api.create(&PostParams::default(), &serde_json::from_value(body).unwrap()).await.unwrap();
+    set_pod_status(client, ns, name, json!({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]})).await
+}
+
+pub async fn set_pod_status(client: &Client, ns: &str, name: &str, status: Value) -> Pod {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await.unwrap()
+}
+
+/// Deletes a pod at once (no kubelet here to finish a graceful delete).
+pub async fn delete_pod_now(client: &Client, ns: &str, name: &str) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    api.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    bgpvpn_testkit::wait_for("pod gone", TIMEOUT, || async { api.get_opt(name).await.unwrap().is_none().then_some(()) }).await;
+}
+
+pub async fn bgpvpn(client: &Client, name: &str, vni: u32, extra: Value) -> Bgpvpn {
+    let mut spec = json!({"vni": vni, "routeTargets": [format!("65000:{vni}")], "allowedNamespaces": {"all": true}});
+    spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let api: Api<Bgpvpn> = Api::all(client.clone());
+    api.create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "metadata": {"name": name}, "spec": spec})).unwrap())
+        .await
+        .unwrap()
+}
+
+pub async fn binding(client: &Client, ns: &str, name: &str, vpn: &str, target: Value) -> VniBinding {
+    let mut spec = json!({"bgpvpn": vpn});
+    spec.as_object_mut().unwrap().extend(target.as_object().unwrap().clone());
+    let api: Api<VniBinding> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "VNIBinding", "metadata": {"name": name}, "spec": spec})).unwrap())
+        .await
+        .unwrap()
+}
+
+pub fn selector(app: &str) -> Value {
+    json!({"podSelector": {"matchLabels": {"app": app}}})
+}
+
+/// `(vni -> endpoint IPs)` of a node's object.
+pub fn vnis_of(state: &EvpnNodeState) -> BTreeMap<u32, Vec<String>> {
+    state.spec.l3vnis.iter().map(|v| (v.vni, v.endpoints.iter().map(|e| e.ip.clone()).collect())).collect()
+}
+
+/// Waits until the node's object exists and `check` holds; returns it.
+pub async fn wait_node_state(client: &Client, node: &str, what: &str, check: impl Fn(&EvpnNodeState) -> bool) -> EvpnNodeState {
+    let api: Api<EvpnNodeState> = Api::all(client.clone());
+    bgpvpn_testkit::wait_for(&format!("EVPNNodeState {node}: {what}"), TIMEOUT, || async { api.get_opt(node).await.unwrap().filter(|s| check(s)) }).await
+}
+
+/// Waits until the node's VNIs are exactly `want` (VNI -> endpoint IPs); only `vnis` are looked at.
+pub async fn wait_endpoints(client: &Client, node: &str, vnis: &[u32], want: &[(u32, &[&str])]) -> EvpnNodeState {
+    let want: BTreeMap<u32, Vec<String>> = want.iter().map(|(v, ips)| (*v, ips.iter().map(|s| s.to_string()).collect())).collect();
+    wait_node_state(client, node, &format!("endpoints {want:?}"), |s| {
+        let got: BTreeMap<u32, Vec<String>> = vnis_of(s).into_iter().filter(|(v, _)| vnis.contains(v)).collect();
+        got == want
+    })
+    .await
+}
+
+pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// `(status, reason)` of a condition, `("", "")` when absent.
+pub fn cond(conditions: &[Condition], type_: &str) -> (String, String) {
+    condition(conditions, type_).map(|c| (c.status.clone(), c.reason.clone())).unwrap_or_default()
+}
+
+pub async fn wait_binding(client: &Client, ns: &str, name: &str, what: &str, check: impl Fn(&VniBinding) -> bool) -> VniBinding {
+    let api: Api<VniBinding> = Api::namespaced(client.clone(), ns);
+    bgpvpn_testkit::wait_for(&format!("VNIBinding {ns}/{name}: {what}"), TIMEOUT, || async { api.get_opt(name).await.unwrap().filter(|b| check(b)) }).await
+}
+
+/// Waits until the binding's Ready condition has `reason`.
+pub async fn wait_binding_ready_reason(client: &Client, ns: &str, name: &str, reason: &str) -> VniBinding {
+    wait_binding(client, ns, name, &format!("Ready reason {reason}"), |b| {
+        b.status.as_ref().is_some_and(|s| cond(&s.conditions, "Ready").1 == reason && s.observed_generation == b.metadata.generation)
+    })
+    .await
+}
+
+pub async fn wait_bgpvpn(client: &Client, name: &str, what: &str, check: impl Fn(&Bgpvpn) -> bool) -> Bgpvpn {
+    let api: Api<Bgpvpn> = Api::all(client.clone());
+    bgpvpn_testkit::wait_for(&format!("BGPVPN {name}: {what}"), TIMEOUT, || async { api.get_opt(name).await.unwrap().filter(|b| check(b)) }).await
+}
+
+pub async fn wait_bgpvpn_condition(client: &Client, name: &str, type_: &str, status: &str, reason: &str) -> Bgpvpn {
+    wait_bgpvpn(client, name, &format!("{type_}={status} ({reason})"), |b| {
+        b.status.as_ref().is_some_and(|s| cond(&s.conditions, type_) == (status.to_string(), reason.to_string()))
+    })
+    .await
+}
+
+/// Reports the node's VNIs as an agent would after programming them.
+pub async fn agent_reports(client: &Client, node: &str, ready: bool) {
+    let api: Api<EvpnNodeState> = Api::all(client.clone());
+    let state = api.get(node).await.unwrap();
+    let l3: Vec<Value> = state
+        .spec
+        .l3vnis
+        .iter()
+        .map(|v| json!({"vni": v.vni, "vrf": v.vrf, "bgpvpn": v.bgpvpn, "ready": ready, "endpoints": v.endpoints.len(), "message": if ready { "programmed" } else { "frr-reload failed" }}))
+        .collect();
+    let ready_cond = json!({"type": "Ready", "status": if ready { "True" } else { "False" }, "reason": if ready { "Programmed" } else { "FrrFailed" }, "message": "as reported by the test agent", "lastTransitionTime": "2026-01-01T00:00:00Z"});
+    let status = json!({"status": {"observedGeneration": state.metadata.generation, "programmedVnis": if ready { l3.len() } else { 0 }, "l3vnis": l3, "conditions": [ready_cond]}});
+    api.patch_status(node, &PatchParams::apply("bgpvpn-agent-test").force(), &Patch::Apply(json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "EVPNNodeState", "status": status["status"]})))
+        .await
+        .unwrap();
+}
+
+/// Events about one object (`regarding.name`) in a namespace.
+pub async fn events_about(client: &Client, ns: &str, name: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default()).await.unwrap().items.into_iter().filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)).collect()
+}
+
+/// Waits for an Event with `reason` about `name`.
+pub async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str) -> Event {
+    bgpvpn_testkit::wait_for(&format!("event {reason} about {ns}/{name}"), TIMEOUT, || async {
+        events_about(client, ns, name).await.into_iter().find(|e| e.reason.as_deref() == Some(reason))
+    })
+    .await
+}
