@@ -7,3 +7,5 @@ pub mod frr;
 pub mod metrics;
 pub mod reconcile;
 pub mod status;
+pub mod agent;
+pub mod monitor;

@@ -1,1 +1,262 @@
-fn main() {}
+//! `bgpvpn-agent`: programs this node's EVPN dataplane (VRF, bridge, VXLAN, routes, rules)
+//! and its FRR configuration from the node's desired state.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::Context;
+use bgpvpn_agent::agent::{self, LoopTimings};
+use bgpvpn_agent::frr::reload::{FrrReload, FrrSettings};
+use bgpvpn_agent::frr::{FrrView, render};
+use bgpvpn_agent::kernel::Dataplane;
+use bgpvpn_agent::kernel::plan::resolve;
+use bgpvpn_agent::kernel::rtnl::RtNetlink;
+use bgpvpn_agent::metrics::Metrics;
+use bgpvpn_agent::model::{self, IfName, NodeSettings, format_mac};
+use bgpvpn_agent::reconcile::Reconciler;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "bgpvpn-agent", version, about = "Per-node EVPN agent of bgpvpn-operator")]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text", global = true, env = "BGPVPN_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reconcile continuously.
+    Run(RunArgs),
+    /// Print the kernel and FRR changes the agent would make on this node, without making them.
+    Plan(PlanArgs),
+    /// Print the frr.conf the agent renders for a desired state (no kernel or FRR access).
+    Render {
+        /// EVPNNodeState object or spec (YAML or JSON).
+        #[arg(long)]
+        state_file: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+struct FrrArgs {
+    /// FRR pathspace (`-N`), when several FRR instances share the host.
+    #[arg(long, env = "BGPVPN_FRR_PATHSPACE")]
+    frr_pathspace: Option<String>,
+    /// FRR configuration directory.
+    #[arg(long, default_value = "/etc/frr")]
+    frr_confdir: PathBuf,
+    /// Where the rendered configuration is written before each apply [default: <confdir>/frr.conf].
+    #[arg(long)]
+    frr_config_file: Option<PathBuf>,
+    /// frr-reload.py.
+    #[arg(long, default_value = "/usr/lib/frr/frr-reload.py")]
+    frr_reload: PathBuf,
+    /// Directory of vtysh.
+    #[arg(long, default_value = "/usr/bin")]
+    frr_bindir: PathBuf,
+    /// Directory of the daemons' vty sockets [default: vtysh's].
+    #[arg(long)]
+    frr_vty_socket: Option<PathBuf>,
+    /// Directory of zebra.pid/bgpd.pid [default: /var/run/frr[/<pathspace>]].
+    #[arg(long)]
+    frr_piddir: Option<PathBuf>,
+    /// Scratch directory for frr-reload [default: $TMPDIR].
+    #[arg(long)]
+    frr_rundir: Option<PathBuf>,
+    /// Static FRR lines (logging, hostname, ...) put before the rendered configuration.
+    #[arg(long)]
+    frr_preamble: Option<PathBuf>,
+    /// MTU of the VXLAN devices (underlay MTU minus 50).
+    #[arg(long, default_value_t = model::DEFAULT_VXLAN_MTU)]
+    vxlan_mtu: u32,
+}
+
+impl FrrArgs {
+    fn settings(&self) -> anyhow::Result<FrrSettings> {
+        let mut s = FrrSettings::debian(self.frr_pathspace.clone());
+        if let Some(p) = &self.frr_preamble {
+            s.preamble = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            if !s.preamble.is_empty() && !s.preamble.ends_with('\n') {
+                s.preamble.push('\n');
+            }
+        }
+        s.confdir = self.frr_confdir.clone();
+        s.config_file = self.frr_config_file.clone().unwrap_or_else(|| self.frr_confdir.join("frr.conf"));
+        s.reload_script = self.frr_reload.clone();
+        s.bindir = self.frr_bindir.clone();
+        s.vty_socket = self.frr_vty_socket.clone();
+        if let Some(p) = &self.frr_piddir {
+            s.piddir = p.clone();
+        }
+        if let Some(r) = &self.frr_rundir {
+            s.rundir = r.clone();
+        }
+        Ok(s)
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Read the desired state from this file (YAML or JSON, an EVPNNodeState or its spec);
+    /// it is re-read whenever its content changes.
+    #[arg(long)]
+    state_file: PathBuf,
+    /// Write the status (EvpnNodeStateStatus, JSON) here after each pass.
+    #[arg(long)]
+    status_file: Option<PathBuf>,
+    /// Directory for the agent's memory of the last FRR apply (survives agent restarts).
+    #[arg(long, default_value = "/var/lib/bgpvpn-agent")]
+    state_dir: PathBuf,
+    /// Serve /metrics and /healthz on this address.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Poll period of the state file, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    poll_ms: u64,
+    /// Debounce of netlink events, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    debounce_ms: u64,
+    /// Full resync period, in seconds.
+    #[arg(long, default_value_t = 30)]
+    resync_secs: u64,
+    #[command(flatten)]
+    frr: FrrArgs,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[arg(long)]
+    state_file: PathBuf,
+    /// Do not ask FRR for the difference (prints the full configuration instead).
+    #[arg(long)]
+    no_frr: bool,
+    #[command(flatten)]
+    frr: FrrArgs,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Plan(args) => plan(args).await,
+        Command::Render { state_file } => {
+            let d = model::load_state_file(&state_file)?;
+            print!("{}", render(&FrrView::from_desired(&d, &[])));
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
+    let dp = RtNetlink::connect().context("opening rtnetlink")?;
+    let frr = FrrReload::new(args.frr.settings()?);
+    let rec = Reconciler::new(dp, frr, NodeSettings { vxlan_mtu: args.frr.vxlan_mtu }).with_state_file(args.state_dir.join("frr-applied.json"));
+    let metrics = Metrics::new();
+    let heartbeat = Arc::new(AtomicU64::new(agent::now_secs()));
+    if let Some(addr) = args.metrics_addr {
+        let (m, hb) = (metrics.clone(), heartbeat.clone());
+        tokio::spawn(async move {
+            if let Err(e) = agent::serve_http(addr, m, hb).await {
+                tracing::error!(error = %e, %addr, "metrics endpoint failed");
+            }
+        });
+    }
+    let source = agent::file_source(args.state_file.clone(), Duration::from_millis(args.poll_ms));
+    let status: agent::StatusWriter = match args.status_file {
+        Some(p) => agent::file_status_writer(p),
+        None => Box::new(|_| Box::pin(async {})),
+    };
+    let timings = LoopTimings { debounce: Duration::from_millis(args.debounce_ms), resync: Duration::from_secs(args.resync_secs), ..LoopTimings::default() };
+    agent::run(rec, source, status, timings, metrics, heartbeat, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn plan(args: PlanArgs) -> anyhow::Result<()> {
+    let desired = model::load_state_file(&args.state_file)?;
+    let mut dp = RtNetlink::connect().context("opening rtnetlink")?;
+    let observed = dp.dump().await?;
+    let settings = NodeSettings { vxlan_mtu: args.frr.vxlan_mtu };
+    let resolved = resolve(&desired, &observed, &settings);
+    let sysctls = dp.read_sysctls(&resolved.sysctl_keys());
+    let ops = resolved.ops(&observed, &sysctls);
+    println!("# kernel: {} change(s) (devices created here get their sysctls in a second round)", ops.len());
+    for op in &ops {
+        println!("{op}");
+    }
+    println!("\n# L3 VNIs");
+    for v in &resolved.vrfs {
+        print!(
+            "{} VNI {}: table {} bridge {} (router MAC {}) vxlan {}; endpoints {}/{} ready",
+            v.name,
+            v.vni,
+            v.table,
+            v.bridge,
+            format_mac(&v.bridge_mac),
+            v.vxlan,
+            v.ready_endpoints(),
+            v.endpoints.len()
+        );
+        if !v.remap_from.is_empty() {
+            print!("; moves from VNI {:?} (safe order: unmap, wait for withdrawal, new RTs, swap VXLAN, map)", v.remap_from);
+        }
+        if let Some(c) = &v.conflict {
+            print!("; NOT PROGRAMMABLE: {c}");
+        }
+        println!();
+        for e in &v.endpoints {
+            if let Err(why) = &e.interface {
+                println!("  pending endpoint {}: {why}", e.ip);
+            }
+        }
+    }
+    let skip: Vec<IfName> = resolved.vrfs.iter().filter(|v| v.conflict.is_some()).map(|v| v.name.clone()).collect();
+    let config = render(&FrrView::from_desired(&desired, &skip));
+    if args.no_frr {
+        println!("\n# FRR: complete configuration\n{config}");
+        return Ok(());
+    }
+    let frr = FrrReload::new(args.frr.settings()?);
+    match frr.diff(&config).await {
+        Ok(d) if d.trim().is_empty() => println!("\n# FRR: no change"),
+        Ok(d) => println!("\n# FRR: difference to the running configuration (frr-reload.py --test)\n{d}"),
+        Err(e) => {
+            println!("\n# FRR: cannot ask FRR for the difference ({e}); complete configuration:\n{config}");
+        }
+    }
+    Ok(())
+}

@@ -42,13 +42,17 @@ pub const LINK_GROUP: u32 = 0x6267_7076; // "bgpv"
 /// iproute2's rt_protos and by FRR (whose zebra imports such routes as `kernel` routes and never
 /// sweeps them).
 pub const ROUTE_PROTO: u8 = 232;
-/// Priority of the per-pod `from <pod> lookup <vrf table>` rules: after `local` (0) and the VRF
-/// `l3mdev` rule (1000), before `main` (32766).
+/// Priority of the per-VRF guard rules `iif|oif <vrf> unreachable`, right after the kernel's
+/// VRF `l3mdev` rule (1000): VRF traffic without a route in its table stops there instead of
+/// falling through into the main table. (An `unreachable default` in the VRF table would do the
+/// same for VRF traffic, but it also ends the pods' lookups: `suppress_prefixlength` is not
+/// consulted for error routes, so a pod's non-VPN traffic would be dropped.)
+pub const GUARD_PRIORITY: u32 = 1001;
+/// Priority of the per-pod `from <pod> lookup <vrf table> suppress_prefixlength 0` rules: after
+/// `local` (0), the VRF `l3mdev` rule (1000) and the guards, before `main` (32766). A pod's
+/// traffic to a destination without a (non-default) route in the VRF table falls through to
+/// main, so its cluster traffic is unchanged.
 pub const RULE_PRIORITY: u32 = 2000;
-/// Metric of the `unreachable default` in every VRF table: it keeps VRF traffic from falling
-/// through the l3mdev rule into the main table. The pod rules ignore it
-/// (`suppress_prefixlength 0`), so a pod's non-VPN traffic falls through to main.
-pub const UNREACHABLE_METRIC: u32 = 4_278_198_272;
 /// VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = 4789;
 /// Default MTU of the VXLAN device (1500-byte underlay minus 50 bytes of VXLAN/UDP/IP/Ethernet).

@@ -228,7 +228,9 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         }
         let empty = FrrView { vrfs: Vec::new(), ..final_view.clone() };
         let pre = final_view.unmapped(&moving).with_retained(previous.as_ref().unwrap_or(&empty));
-        if frr_ok {
+        // Only a changed view needs FRR before the kernel; a forced re-check of an unchanged
+        // view (resync, FRR restart) runs after the kernel step so it never delays a repair.
+        if frr_ok && self.applied.as_ref() != Some(&pre) {
             frr_ok = self.apply_frr(&pre, if moving.is_empty() { "pre-kernel" } else { "new route targets, VNI unmapped" }, &mut report).await;
         }
         // With FRR not (yet) holding the new VRFs, new devices would come before their EVPN

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::frr::reload::FrrError;
 use crate::kernel::fake::FakeKernel;
-use crate::kernel::{KernelOp, LinkKind, Route, RouteKind, Rule};
+use crate::kernel::{KernelOp, LinkKind, Route, RouteKind, Rule, RuleVerdict};
 use crate::model::{LINK_GROUP, Prefix, ROUTE_PROTO, parse_state, table_for_slot};
 
 /// Records every applied configuration.
@@ -90,7 +90,8 @@ async fn seed_from_scratch_then_second_pass_writes_nothing() {
         "ip link add bvvx-1001 mtu 1450 master bvbr-1001".to_string(),
         "bridge link set dev bvvx-1001 learning off neigh_suppress on".to_string(),
         "sysctl -w net.ipv4.ip_forward=1".to_string(),
-        format!("ip -4 route replace unreachable default table {t} proto {ROUTE_PROTO} metric 4278198272"),
+        format!("ip -4 rule add from all iif vrf-blue unreachable pref 1001 proto {ROUTE_PROTO}"),
+        format!("ip -6 rule add from all oif vrf-blue unreachable pref 1001 proto {ROUTE_PROTO}"),
         format!("ip -4 route replace 10.0.0.84/32 dev cali1234 scope link table {t} proto {ROUTE_PROTO}"),
         format!("ip -4 rule add from 10.0.0.84/32 lookup {t} suppress_prefixlength 0 pref 2000 proto {ROUTE_PROTO}"),
         "sysctl -w net.ipv4.conf.cali1234.rp_filter=2".to_string(),
@@ -136,9 +137,26 @@ async fn sweep_removes_only_owned_objects_devices_before_frr() {
         priority: 2000,
         src: Some(Prefix::host("10.9.9.9".parse().unwrap())),
         dst: None,
+        iif: None,
+        oif: None,
+        verdict: RuleVerdict::Lookup,
         table: 100,
         protocol: 4,
         suppress_prefixlen: Some(0),
+        has_other_selectors: false,
+    });
+    // a foreign guard on the agent's priority, for a VRF of the same name the agent will use
+    r.dp.state.rules.push(Rule {
+        v6: false,
+        priority: 1001,
+        src: None,
+        dst: None,
+        iif: Some("vrf-blue".into()),
+        oif: None,
+        verdict: RuleVerdict::Unreachable,
+        table: 0,
+        protocol: 0,
+        suppress_prefixlen: None,
         has_other_selectors: false,
     });
     r.dp.add_foreign_link("bvvx-7", LinkKind::Other("dummy".into()));
@@ -249,7 +267,7 @@ async fn endpoint_waits_for_the_cni_route_then_is_programmed() {
     let st = crate::status::build_status(&d, &rep, rep.frr.as_ref(), None, &Time(k8s_openapi::jiff::Timestamp::now()));
     assert!(!st.l3vnis[0].ready);
     assert!(st.l3vnis[0].message.as_deref().unwrap().contains("no route to 10.0.0.99/32 in the main table"));
-    assert!(!r.dp.state.rules.iter().any(|x| x.owned()));
+    assert!(!r.dp.state.rules.iter().any(|x| x.owned() && x.src.is_some()), "no pod rule while the endpoint is pending");
     r.dp.add_pod("cali9999", "10.0.0.99");
     r.dp.reset_writes();
     let rep = r.pass(&d).await;

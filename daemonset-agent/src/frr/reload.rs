@@ -33,6 +33,9 @@ pub struct FrrSettings {
     pub piddir: PathBuf,
     /// Deadline of one frr-reload/vtysh run.
     pub timeout: Duration,
+    /// Static lines put before the rendered configuration (operator settings such as `log`
+    /// or `hostname` that frr-reload would otherwise remove). Never derived from the spec.
+    pub preamble: String,
 }
 
 impl FrrSettings {
@@ -52,6 +55,7 @@ impl FrrSettings {
             vty_socket: None,
             piddir,
             timeout: Duration::from_secs(60),
+            preamble: String::new(),
         }
     }
 }
@@ -145,7 +149,7 @@ impl FrrReload {
     /// as frr-reload prints it (empty when there is none). Writes only a scratch file.
     pub async fn diff(&self, config: &str) -> Result<String, FrrError> {
         let file = self.settings.rundir.join(format!("bgpvpn-agent-plan-{}.conf", std::process::id()));
-        write_file(&file, config)?;
+        write_file(&file, &format!("{}{}{config}", self.settings.preamble, hostname_line(&self.settings.preamble)))?;
         let res = self.test(&file).await;
         let _ = std::fs::remove_file(&file);
         res.map(|(_, text)| text)
@@ -200,10 +204,23 @@ pub fn write_file(path: &Path, content: &str) -> Result<(), FrrError> {
     std::fs::rename(&tmp, path).map_err(err)
 }
 
+/// The `hostname` line FRR shows in `show running-config` (vtysh adds the system host name to
+/// it; frr-reload would try to remove it on every apply if the configuration lacked it), unless
+/// the preamble sets one.
+pub fn hostname_line(preamble: &str) -> String {
+    if preamble.lines().any(|l| l.trim_start().starts_with("hostname ")) {
+        return String::new();
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        Ok(h) if !h.trim().is_empty() && h.trim().bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) => format!("hostname {}\n", h.trim()),
+        _ => String::new(),
+    }
+}
+
 impl FrrControl for FrrReload {
     fn apply(&mut self, config: &str) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send {
         let file = self.settings.config_file.clone();
-        let config = config.to_string();
+        let config = format!("{}{}{config}", self.settings.preamble, hostname_line(&self.settings.preamble));
         async move {
             write_file(&file, &config)?;
             let (changes, _) = self.test(&file).await?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
 
-use super::{BridgePort, Dataplane, KernelError, KernelOp, KernelState, Link, LinkKind, Route, RouteKind, RouteTarget, Rule, VxlanInfo};
+use super::{BridgePort, Dataplane, KernelError, KernelOp, KernelState, Link, LinkKind, Route, RouteKind, RouteTarget, VxlanInfo};
 use crate::model::{LINK_GROUP, Prefix, ROUTE_PROTO, VXLAN_PORT};
 
 #[derive(Clone, Debug, Default)]
@@ -144,23 +144,13 @@ impl FakeKernel {
             }
             KernelOp::ReplaceRoute(spec) => {
                 let (kind, oif, gateway) = match &spec.target {
-                    RouteTarget::Unreachable => (RouteKind::Unreachable, if spec.dst.is_ipv4() { None } else { Some(1) }, None),
                     RouteTarget::Dev(d) => (RouteKind::Unicast, Some(self.index(d, "route")?), None),
                     RouteTarget::Via { gateway, dev } => (RouteKind::Unicast, Some(self.index(dev, "route")?), Some(*gateway)),
                 };
                 self.state.routes.retain(|r| !(r.table == spec.table && r.dst == spec.dst && r.metric == spec.metric));
                 self.state.routes.push(Route { table: spec.table, dst: spec.dst, kind, protocol: ROUTE_PROTO, oif, gateway, metric: spec.metric });
             }
-            KernelOp::AddRule(spec) => self.state.rules.push(Rule {
-                v6: !spec.src.is_ipv4(),
-                priority: spec.priority,
-                src: Some(spec.src),
-                dst: None,
-                table: spec.table,
-                protocol: ROUTE_PROTO,
-                suppress_prefixlen: Some(0),
-                has_other_selectors: false,
-            }),
+            KernelOp::AddRule(spec) => self.state.rules.push(spec.to_rule()),
         }
         Ok(())
     }

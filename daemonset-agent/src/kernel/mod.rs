@@ -97,6 +97,14 @@ impl Route {
     }
 }
 
+/// What a rule does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RuleVerdict {
+    Lookup,
+    Unreachable,
+    Other(u8),
+}
+
 /// A policy rule as observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
@@ -104,10 +112,13 @@ pub struct Rule {
     pub priority: u32,
     pub src: Option<Prefix>,
     pub dst: Option<Prefix>,
+    pub iif: Option<String>,
+    pub oif: Option<String>,
+    pub verdict: RuleVerdict,
     pub table: u32,
     pub protocol: u8,
     pub suppress_prefixlen: Option<u32>,
-    /// Anything else that makes the rule match less than `from <src>` (iif, fwmark, ...).
+    /// Any other selector (fwmark, uidrange, ports, l3mdev, ...).
     pub has_other_selectors: bool,
 }
 
@@ -142,8 +153,6 @@ pub enum RouteTarget {
     Dev(String),
     /// `via <gateway> dev <ifname> onlink`
     Via { gateway: IpAddr, dev: String },
-    /// `unreachable`
-    Unreachable,
 }
 
 /// A route the agent wants (always `proto 232`).
@@ -155,12 +164,64 @@ pub struct RouteSpec {
     pub metric: u32,
 }
 
-/// A rule the agent wants: `from <src> lookup <table> suppress_prefixlength 0 pref 2000 proto 232`.
+/// A rule the agent wants (always `proto 232`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RuleSpec {
-    pub src: Prefix,
-    pub table: u32,
-    pub priority: u32,
+pub enum RuleSpec {
+    /// `from <src> lookup <table> suppress_prefixlength 0 pref 2000`: the pod's traffic is
+    /// looked up in its VRF first.
+    PodLookup { src: Prefix, table: u32 },
+    /// `iif|oif <vrf> unreachable pref 1001` (per family): VRF traffic without a route in its
+    /// table stops instead of falling through to main.
+    VrfGuard { v6: bool, vrf: String, ingress: bool },
+}
+
+impl RuleSpec {
+    pub fn v6(&self) -> bool {
+        match self {
+            RuleSpec::PodLookup { src, .. } => !src.is_ipv4(),
+            RuleSpec::VrfGuard { v6, .. } => *v6,
+        }
+    }
+
+    pub fn priority(&self) -> u32 {
+        match self {
+            RuleSpec::PodLookup { .. } => crate::model::RULE_PRIORITY,
+            RuleSpec::VrfGuard { .. } => crate::model::GUARD_PRIORITY,
+        }
+    }
+
+    /// The observed rule this spec asks for.
+    pub fn to_rule(&self) -> Rule {
+        let mut r = Rule {
+            v6: self.v6(),
+            priority: self.priority(),
+            src: None,
+            dst: None,
+            iif: None,
+            oif: None,
+            verdict: RuleVerdict::Lookup,
+            table: 0,
+            protocol: ROUTE_PROTO,
+            suppress_prefixlen: None,
+            has_other_selectors: false,
+        };
+        match self {
+            RuleSpec::PodLookup { src, table } => {
+                r.src = Some(*src);
+                r.table = *table;
+                r.suppress_prefixlen = Some(0);
+            }
+            RuleSpec::VrfGuard { vrf, ingress, .. } => {
+                r.verdict = RuleVerdict::Unreachable;
+                if *ingress {
+                    r.iif = Some(vrf.clone());
+                } else {
+                    r.oif = Some(vrf.clone());
+                }
+            }
+        }
+        r
+    }
 }
 
 /// One kernel write. `Display` prints the equivalent `ip` command (used by `plan`).
@@ -227,7 +288,6 @@ impl fmt::Display for RouteSpec {
         match &self.target {
             RouteTarget::Dev(dev) => write!(f, "{dst} dev {dev} scope link")?,
             RouteTarget::Via { gateway, dev } => write!(f, "{dst} via {gateway} dev {dev} onlink")?,
-            RouteTarget::Unreachable => write!(f, "unreachable {dst}")?,
         }
         write!(f, " table {} proto {ROUTE_PROTO}", table_name(self.table))?;
         if self.metric != 0 {
@@ -260,7 +320,7 @@ impl fmt::Display for Route {
 
 impl fmt::Display for RuleSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "from {} lookup {} suppress_prefixlength 0 pref {} proto {ROUTE_PROTO}", self.src, self.table, self.priority)
+        self.to_rule().fmt(f)
     }
 }
 
@@ -270,7 +330,17 @@ impl fmt::Display for Rule {
             Some(src) => write!(f, "from {src}")?,
             None => write!(f, "from all")?,
         }
-        write!(f, " lookup {}", table_name(self.table))?;
+        if let Some(i) = &self.iif {
+            write!(f, " iif {i}")?;
+        }
+        if let Some(o) = &self.oif {
+            write!(f, " oif {o}")?;
+        }
+        match self.verdict {
+            RuleVerdict::Lookup => write!(f, " lookup {}", table_name(self.table))?,
+            RuleVerdict::Unreachable => write!(f, " unreachable")?,
+            RuleVerdict::Other(a) => write!(f, " action {a}")?,
+        }
         if let Some(s) = self.suppress_prefixlen {
             write!(f, " suppress_prefixlength {s}")?;
         }
@@ -301,7 +371,7 @@ impl fmt::Display for KernelOp {
             KernelOp::SetPortFlags { name } => write!(f, "bridge link set dev {name} learning off neigh_suppress on"),
             KernelOp::WriteSysctl { key, value } => write!(f, "sysctl -w {}={value}", key.replace('/', ".")),
             KernelOp::ReplaceRoute(r) => write!(f, "ip {} route replace {r}", family(&r.dst)),
-            KernelOp::AddRule(r) => write!(f, "ip {} rule add {r}", family(&r.src)),
+            KernelOp::AddRule(r) => write!(f, "ip {} rule add {r}", if r.v6() { "-6" } else { "-4" }),
         }
     }
 }

@@ -15,8 +15,8 @@ use std::net::IpAddr;
 
 use super::{KernelOp, KernelState, Link, LinkKind, RouteKind, RouteSpec, RouteTarget, RuleSpec};
 use crate::model::{
-    DesiredState, IfName, LINK_GROUP, MAX_SLOT, NodeSettings, OVERFLOW_SLOT_BASE, Prefix, RULE_PRIORITY, UNREACHABLE_METRIC, VXLAN_PORT,
-    bridge_mac, bridge_name, slot_of_table, table_for_slot,
+    DesiredState, IfName, LINK_GROUP, MAX_SLOT, NodeSettings, OVERFLOW_SLOT_BASE, Prefix, VXLAN_PORT, bridge_mac, bridge_name, slot_of_table,
+    table_for_slot,
 };
 
 /// Main routing table.
@@ -231,10 +231,6 @@ impl Resolved {
     pub fn desired_routes(&self) -> Vec<RouteSpec> {
         let mut out = Vec::new();
         for v in self.vrfs.iter().filter(|v| v.conflict.is_none()) {
-            for any in ["0.0.0.0", "::"] {
-                let dst = Prefix { addr: any.parse().expect("literal"), len: 0 };
-                out.push(RouteSpec { table: v.table, dst, target: RouteTarget::Unreachable, metric: UNREACHABLE_METRIC });
-            }
             for ep in &v.endpoints {
                 if let Ok(dev) = &ep.interface {
                     let dst = Prefix::host(ep.ip);
@@ -252,15 +248,19 @@ impl Resolved {
         out
     }
 
+    /// Rules the agent wants: per VRF the guards, per ready endpoint its lookup rule.
     pub fn desired_rules(&self) -> Vec<RuleSpec> {
-        let mut out: Vec<RuleSpec> = self
-            .vrfs
-            .iter()
-            .filter(|v| v.conflict.is_none())
-            .flat_map(|v| {
-                v.endpoints.iter().filter(|e| e.interface.is_ok()).map(|e| RuleSpec { src: Prefix::host(e.ip), table: v.table, priority: RULE_PRIORITY })
-            })
-            .collect();
+        let mut out = Vec::new();
+        for v in self.vrfs.iter().filter(|v| v.conflict.is_none()) {
+            for v6 in [false, true] {
+                for ingress in [true, false] {
+                    out.push(RuleSpec::VrfGuard { v6, vrf: v.name.to_string(), ingress });
+                }
+            }
+            for e in v.endpoints.iter().filter(|e| e.interface.is_ok()) {
+                out.push(RuleSpec::PodLookup { src: Prefix::host(e.ip), table: v.table });
+            }
+        }
         out.sort();
         out
     }
@@ -423,7 +423,6 @@ impl Resolved {
                 && r.dst == spec.dst
                 && r.metric == spec.metric
                 && match &spec.target {
-                    RouteTarget::Unreachable => r.kind == RouteKind::Unreachable,
                     RouteTarget::Dev(dev) => r.kind == RouteKind::Unicast && r.gateway.is_none() && r.oif.is_some() && r.oif == index_of(dev),
                     RouteTarget::Via { gateway, dev } => {
                         r.kind == RouteKind::Unicast && r.gateway == Some(*gateway) && r.oif.is_some() && r.oif == index_of(dev)
@@ -444,20 +443,13 @@ impl Resolved {
 
         // rules
         let desired_rules = self.desired_rules();
-        let rule_matches = |spec: &RuleSpec, r: &super::Rule| {
-            r.v6 == !spec.src.is_ipv4()
-                && r.src == Some(spec.src)
-                && r.dst.is_none()
-                && r.table == spec.table
-                && r.priority == spec.priority
-                && r.suppress_prefixlen == Some(0)
-                && !r.has_other_selectors
-        };
+        let rule_matches = |spec: &RuleSpec, r: &super::Rule| spec.to_rule() == *r;
         let mut seen: BTreeSet<usize> = BTreeSet::new();
         for r in observed.rules.iter().filter(|r| r.owned()) {
             match desired_rules.iter().position(|s| rule_matches(s, r)) {
                 Some(i) if seen.insert(i) => {}
                 _ if protected_tables.contains(&r.table) => {}
+                _ if r.iif.as_ref().or(r.oif.as_ref()).is_some_and(|n| protected_links.contains(n)) => {}
                 _ => deletes_rules.push(KernelOp::DeleteRule(r.clone())),
             }
         }

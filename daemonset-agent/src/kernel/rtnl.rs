@@ -16,7 +16,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, Ro
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVrf, LinkVxlan, RouteMessageBuilder};
 
-use super::{BridgePort, Dataplane, KernelError, KernelOp, KernelState, Link, LinkKind, Route, RouteKind, RouteSpec, RouteTarget, Rule, RuleSpec, VxlanInfo};
+use super::{BridgePort, Dataplane, KernelError, KernelOp, KernelState, Link, LinkKind, Route, RouteKind, RouteSpec, RouteTarget, Rule, RuleSpec, RuleVerdict, VxlanInfo};
 use crate::model::{LINK_GROUP, Prefix, ROUTE_PROTO, VXLAN_PORT};
 
 const ENOENT: i32 = 2;
@@ -67,7 +67,7 @@ impl RtNetlink {
     async fn apply_op(&mut self, op: &KernelOp) -> Result<(), KernelError> {
         match op {
             KernelOp::DeleteRule(r) => {
-                let res = self.handle.rule().del(rule_message(r.v6, r.src, r.table, r.priority, Some(r.protocol), r.suppress_prefixlen)).execute().await;
+                let res = self.handle.rule().del(rule_message(r)).execute().await;
                 ignore_gone(res).map_err(|source| KernelError::DeleteRule { rule: r.to_string(), source })
             }
             KernelOp::DeleteRoute(r) => {
@@ -139,8 +139,7 @@ impl RtNetlink {
 
     async fn route_add_message(&mut self, spec: &RouteSpec) -> Result<RouteMessage, KernelError> {
         let oif = match &spec.target {
-            RouteTarget::Dev(dev) | RouteTarget::Via { dev, .. } => Some(self.index_of(dev, "route").await?),
-            RouteTarget::Unreachable => None,
+            RouteTarget::Dev(dev) | RouteTarget::Via { dev, .. } => self.index_of(dev, "route").await?,
         };
         let proto = RouteProtocol::from(ROUTE_PROTO);
         let mut msg = match spec.dst.addr {
@@ -159,14 +158,10 @@ impl RtNetlink {
                 b.build()
             }
         };
-        match &spec.target {
-            RouteTarget::Unreachable => msg.header.kind = RouteType::Unreachable,
-            RouteTarget::Dev(_) => msg.header.scope = RouteScope::Link,
-            RouteTarget::Via { .. } => {}
+        if let RouteTarget::Dev(_) = &spec.target {
+            msg.header.scope = RouteScope::Link;
         }
-        if let Some(oif) = oif {
-            msg.attributes.push(RouteAttribute::Oif(oif));
-        }
+        msg.attributes.push(RouteAttribute::Oif(oif));
         if spec.metric != 0 {
             msg.attributes.push(RouteAttribute::Priority(spec.metric));
         }
@@ -175,7 +170,7 @@ impl RtNetlink {
 
     async fn add_rule(&mut self, spec: &RuleSpec) -> Result<(), KernelError> {
         let mut req = self.handle.rule().add();
-        *req.message_mut() = rule_message(!spec.src.is_ipv4(), Some(spec.src), spec.table, spec.priority, Some(ROUTE_PROTO), Some(0));
+        *req.message_mut() = rule_message(&spec.to_rule());
         req.execute().await.map_err(|source| KernelError::AddRule { rule: spec.to_string(), source })
     }
 
@@ -208,23 +203,38 @@ fn ignore_gone(res: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error
     }
 }
 
-fn rule_message(v6: bool, src: Option<Prefix>, table: u32, priority: u32, protocol: Option<u8>, suppress: Option<u32>) -> RuleMessage {
+/// A rule message carrying every field of `r` (the kernel matches deletes on the fields given).
+fn rule_message(r: &Rule) -> RuleMessage {
     let mut m = RuleMessage::default();
-    m.header.family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
-    m.header.action = RuleAction::ToTable;
-    if table < 256 {
-        m.header.table = table as u8;
+    m.header.family = if r.v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    m.header.action = match r.verdict {
+        RuleVerdict::Lookup => RuleAction::ToTable,
+        RuleVerdict::Unreachable => RuleAction::Unreachable,
+        RuleVerdict::Other(a) => RuleAction::from(a),
+    };
+    if r.verdict == RuleVerdict::Lookup {
+        if r.table < 256 {
+            m.header.table = r.table as u8;
+        }
+        m.attributes.push(RuleAttribute::Table(r.table));
     }
-    m.attributes.push(RuleAttribute::Table(table));
-    m.attributes.push(RuleAttribute::Priority(priority));
-    if let Some(src) = src {
+    m.attributes.push(RuleAttribute::Priority(r.priority));
+    if let Some(src) = r.src {
         m.header.src_len = src.len;
         m.attributes.push(RuleAttribute::Source(src.addr));
     }
-    if let Some(p) = protocol {
-        m.attributes.push(RuleAttribute::Protocol(RouteProtocol::from(p)));
+    if let Some(dst) = r.dst {
+        m.header.dst_len = dst.len;
+        m.attributes.push(RuleAttribute::Destination(dst.addr));
     }
-    if let Some(s) = suppress {
+    if let Some(i) = &r.iif {
+        m.attributes.push(RuleAttribute::Iifname(i.clone()));
+    }
+    if let Some(o) = &r.oif {
+        m.attributes.push(RuleAttribute::Oifname(o.clone()));
+    }
+    m.attributes.push(RuleAttribute::Protocol(RouteProtocol::from(r.protocol)));
+    if let Some(s) = r.suppress_prefixlen {
         m.attributes.push(RuleAttribute::SuppressPrefixLen(s));
     }
     m
@@ -302,31 +312,36 @@ fn parse_route(m: &RouteMessage) -> Option<Route> {
 }
 
 fn parse_rule(m: &RuleMessage) -> Rule {
-    let v6 = m.header.family == AddressFamily::Inet6;
     let mut r = Rule {
-        v6,
+        v6: m.header.family == AddressFamily::Inet6,
         priority: 0,
         src: None,
         dst: None,
+        iif: None,
+        oif: None,
+        verdict: match m.header.action {
+            RuleAction::ToTable => RuleVerdict::Lookup,
+            RuleAction::Unreachable => RuleVerdict::Unreachable,
+            other => RuleVerdict::Other(u8::from(other)),
+        },
         table: u32::from(m.header.table),
         protocol: 0,
         suppress_prefixlen: None,
-        has_other_selectors: m.header.action != RuleAction::ToTable || m.header.tos != 0,
+        has_other_selectors: m.header.tos != 0,
     };
     for a in &m.attributes {
         match a {
             RuleAttribute::Priority(p) => r.priority = *p,
             RuleAttribute::Source(ip) => r.src = Some(Prefix { addr: *ip, len: m.header.src_len }),
             RuleAttribute::Destination(ip) => r.dst = Some(Prefix { addr: *ip, len: m.header.dst_len }),
+            RuleAttribute::Iifname(n) => r.iif = Some(n.clone()),
+            RuleAttribute::Oifname(n) => r.oif = Some(n.clone()),
             RuleAttribute::Table(t) => r.table = *t,
             RuleAttribute::Protocol(p) => r.protocol = u8::from(*p),
-            RuleAttribute::SuppressPrefixLen(s) => r.suppress_prefixlen = Some(*s),
-            RuleAttribute::L3MDev(false) => {}
-            RuleAttribute::FwMask(_) => {}
-            RuleAttribute::FwMark(0) => {}
-            RuleAttribute::Iifname(_)
-            | RuleAttribute::Oifname(_)
-            | RuleAttribute::FwMark(_)
+            // the kernel reports "not set" as -1
+            RuleAttribute::SuppressPrefixLen(s) => r.suppress_prefixlen = (*s != u32::MAX).then_some(*s),
+            RuleAttribute::L3MDev(false) | RuleAttribute::FwMask(_) | RuleAttribute::FwMark(0) => {}
+            RuleAttribute::FwMark(_)
             | RuleAttribute::L3MDev(true)
             | RuleAttribute::UidRange(_)
             | RuleAttribute::IpProtocol(_)
@@ -337,6 +352,9 @@ fn parse_rule(m: &RuleMessage) -> Rule {
             | RuleAttribute::SuppressIfGroup(_) => r.has_other_selectors = true,
             _ => {}
         }
+    }
+    if r.verdict != RuleVerdict::Lookup {
+        r.table = 0;
     }
     r
 }

@@ -1,0 +1,294 @@
+//! The long-running agent: one loop that owns the [`Reconciler`] and starts a pass when the
+//! desired state changes, when an owned kernel object changes or vanishes (netlink monitor,
+//! debounced), when FRR restarts (zebra/bgpd pids change), periodically (resync), and after a
+//! failed pass (backoff). Nothing is torn down on exit: a restarted agent adopts what is there.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bgpvpn_crds::EvpnNodeStateStatus;
+use bgpvpn_crds::conditions::{self, types};
+use futures::future::BoxFuture;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
+
+use crate::frr::reload::FrrControl;
+use crate::kernel::Dataplane;
+use crate::metrics::{Metrics, StateLabels};
+use crate::model::{DesiredState, load_state_file};
+use crate::monitor;
+use crate::reconcile::{FrrResult, PassReport, Reconciler};
+use crate::status::build_status;
+
+/// What the source of the desired state reports.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// A new desired state, or why the new input was refused (the dataplane is then kept).
+    Desired(Result<DesiredState, String>),
+    /// The source has nothing any more (file or object deleted): the dataplane is kept as is.
+    Gone,
+}
+
+/// Receives each new status.
+pub type StatusWriter = Box<dyn FnMut(EvpnNodeStateStatus) -> BoxFuture<'static, ()> + Send>;
+
+/// Timings of the loop.
+#[derive(Clone, Debug)]
+pub struct LoopTimings {
+    /// Delay between a netlink event and the pass it starts (events in between are merged).
+    pub debounce: Duration,
+    /// Period of the full resync (kernel pass + FRR `--test`).
+    pub resync: Duration,
+    /// Period of the FRR restart check (pid files).
+    pub frr_check: Duration,
+    /// Longest delay between retries of a failed pass.
+    pub max_backoff: Duration,
+}
+
+impl Default for LoopTimings {
+    fn default() -> Self {
+        Self { debounce: Duration::from_millis(200), resync: Duration::from_secs(30), frr_check: Duration::from_secs(1), max_backoff: Duration::from_secs(30) }
+    }
+}
+
+/// Unix seconds of the last loop iteration (for `/healthz`).
+pub type Heartbeat = Arc<AtomicU64>;
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+/// Polls a state file (YAML or JSON; re-read whenever its content changes).
+pub fn file_source(path: PathBuf, every: Duration) -> mpsc::Receiver<SourceEvent> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            match std::fs::read(&path) {
+                Ok(bytes) if last.as_ref() != Some(&bytes) => {
+                    let ev = SourceEvent::Desired(load_state_file(&path).map_err(|e| e.to_string()));
+                    last = Some(bytes);
+                    if tx.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if last.take().is_some() && tx.send(SourceEvent::Gone).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot read the state file"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+    rx
+}
+
+fn update_gauges(m: &Metrics, status: &EvpnNodeStateStatus, rep: &PassReport) {
+    let ready = status.l3vnis.iter().filter(|v| v.ready).count() as i64;
+    m.vnis.get_or_create(&StateLabels { state: "ready".into() }).set(ready);
+    m.vnis.get_or_create(&StateLabels { state: "not_ready".into() }).set(status.l3vnis.len() as i64 - ready);
+    let (mut ok, mut pending) = (0i64, 0i64);
+    for v in rep.resolved.iter().flat_map(|r| r.vrfs.iter()) {
+        ok += v.ready_endpoints() as i64;
+        pending += (v.endpoints.len() - v.ready_endpoints()) as i64;
+    }
+    m.endpoints.get_or_create(&StateLabels { state: "ready".into() }).set(ok);
+    m.endpoints.get_or_create(&StateLabels { state: "pending".into() }).set(pending);
+    m.passes.get_or_create(&crate::metrics::ResultLabels { result: if rep.ok() { "ok" } else { "error" }.into() }).inc();
+    m.pass_seconds.observe(rep.duration.as_secs_f64());
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run<D: Dataplane, F: FrrControl>(
+    mut rec: Reconciler<D, F>,
+    mut source: mpsc::Receiver<SourceEvent>,
+    mut write_status: StatusWriter,
+    timings: LoopTimings,
+    metrics: Metrics,
+    heartbeat: Heartbeat,
+    shutdown: impl Future<Output = ()>,
+) {
+    rec.metrics = Some(metrics.clone());
+    let (mon_tx, mut mon_rx) = mpsc::unbounded_channel();
+    let monitor_task = tokio::spawn(async move {
+        loop {
+            if let Err(e) = monitor::run(mon_tx.clone()).await {
+                tracing::warn!(error = %e, "netlink monitor failed; restarting it");
+            }
+            if mon_tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let mut desired: Option<DesiredState> = None;
+    let mut due: Option<Instant> = None;
+    let mut last_frr: Option<FrrResult> = None;
+    let mut last_status: Option<EvpnNodeStateStatus> = None;
+    let mut fingerprint = rec.frr.fingerprint();
+    let mut backoff = Duration::from_secs(1);
+    let mut frr_tick = interval(timings.frr_check);
+    frr_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut resync = interval(timings.resync);
+    resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    resync.reset();
+    tokio::pin!(shutdown);
+    tracing::info!(frr = ?fingerprint, "agent loop started");
+    loop {
+        heartbeat.store(now_secs(), Ordering::Relaxed);
+        let wake = due;
+        let timer = async move {
+            match wake {
+                Some(t) => sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutting down; the dataplane and FRR stay as they are");
+                break;
+            }
+            ev = source.recv() => match ev {
+                Some(SourceEvent::Desired(Ok(d))) => {
+                    tracing::info!(vnis = d.vrfs.len(), generation = ?d.generation, "new desired state");
+                    desired = Some(d);
+                    due = Some(Instant::now());
+                    backoff = Duration::from_secs(1);
+                }
+                Some(SourceEvent::Desired(Err(e))) => {
+                    tracing::error!(error = %e, "desired state refused; keeping the dataplane as it is");
+                    let mut st = last_status.clone().unwrap_or_default();
+                    let now = Time(k8s_openapi::jiff::Timestamp::now());
+                    let c = conditions::condition(types::READY, false, "InvalidSpec", e, st.observed_generation, &now);
+                    st.conditions = conditions::merged(&st.conditions, vec![c]);
+                    write_status(st.clone()).await;
+                    last_status = Some(st);
+                }
+                Some(SourceEvent::Gone) => tracing::warn!("the desired state is gone; keeping the dataplane as it is"),
+                None => {
+                    tracing::error!("the desired-state source ended");
+                    break;
+                }
+            },
+            Some(ev) = mon_rx.recv() => {
+                if desired.is_some() {
+                    if let monitor::Event::Owned(what) = ev {
+                        tracing::debug!(what, "owned kernel object changed");
+                        metrics.repairs.inc();
+                    }
+                    let at = Instant::now() + timings.debounce;
+                    due = Some(due.map_or(at, |d| d.min(at)));
+                }
+            }
+            _ = frr_tick.tick() => {
+                let fp = rec.frr.fingerprint();
+                if fp != fingerprint {
+                    if fp.is_some() {
+                        tracing::warn!(old = ?fingerprint, new = ?fp, "FRR (re)started: re-applying its configuration");
+                        metrics.frr_restarts.inc();
+                        rec.force_frr = true;
+                        due = Some(Instant::now());
+                    } else {
+                        tracing::warn!("FRR daemons are not running");
+                    }
+                    fingerprint = fp;
+                }
+            }
+            _ = resync.tick() => {
+                rec.force_frr = true;
+                due = Some(due.map_or(Instant::now(), |d| d.min(Instant::now())));
+            }
+            _ = timer => {
+                due = None;
+                let Some(d) = desired.as_ref() else { continue };
+                // a pass is cut short by shutdown: every step is idempotent and the next agent
+                // picks up from whatever state it left
+                let rep = tokio::select! {
+                    rep = rec.pass(d) => rep,
+                    _ = &mut shutdown => {
+                        tracing::info!("shutting down during a pass; the dataplane and FRR stay as they are");
+                        break;
+                    }
+                };
+                if rep.frr.is_some() {
+                    last_frr = rep.frr.clone();
+                }
+                let now = Time(k8s_openapi::jiff::Timestamp::now());
+                let st = build_status(d, &rep, last_frr.as_ref(), last_status.as_ref(), &now);
+                update_gauges(&metrics, &st, &rep);
+                tracing::info!(
+                    ok = rep.ok(),
+                    kernel_writes = rep.kernel_writes,
+                    frr = rep.frr.as_ref().map(|f| f.result).unwrap_or("-"),
+                    ready_vnis = st.programmed_vnis,
+                    millis = rep.duration.as_millis() as u64,
+                    errors = ?rep.kernel_errors,
+                    warnings = ?rep.warnings,
+                    "pass done"
+                );
+                if last_status.as_ref() != Some(&st) {
+                    write_status(st.clone()).await;
+                    last_status = Some(st);
+                }
+                if rep.ok() {
+                    backoff = Duration::from_secs(1);
+                } else {
+                    due = Some(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(timings.max_backoff);
+                }
+            }
+        }
+    }
+    monitor_task.abort();
+}
+
+/// Writes each status as JSON to `path` (atomically).
+pub fn file_status_writer(path: PathBuf) -> StatusWriter {
+    Box::new(move |st: EvpnNodeStateStatus| {
+        let path = path.clone();
+        Box::pin(async move {
+            match serde_json::to_string_pretty(&st) {
+                Ok(json) => {
+                    if let Err(e) = crate::frr::reload::write_file(&path, &json) {
+                        tracing::warn!(error = %e, "cannot write the status file");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot encode the status"),
+            }
+        })
+    })
+}
+
+/// `/metrics` and `/healthz` (200 while the loop turned within the last two minutes).
+pub async fn serve_http(addr: std::net::SocketAddr, metrics: Metrics, heartbeat: Heartbeat) -> std::io::Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    let m = metrics.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = m.clone();
+                async move { ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode()) }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || {
+                let hb = heartbeat.clone();
+                async move {
+                    let age = now_secs().saturating_sub(hb.load(Ordering::Relaxed));
+                    if age <= 120 { (StatusCode::OK, "ok\n".to_string()) } else { (StatusCode::SERVICE_UNAVAILABLE, format!("loop stuck for {age}s\n")) }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}
