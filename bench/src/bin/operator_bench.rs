@@ -1,0 +1,273 @@
+//! Operator figures (a benchmark command, not a test): against a real kube-apiserver v1.20.2
+//! (started by the testkit) and the real operator binary, measures
+//!
+//! 1. the time from a VNIBinding create to its EVPNNodeState being written (median and p99 of
+//!    `--samples`, 20 by default): each sample binds one more Running pod to its own BGPVPN and
+//!    waits, through a watch, until the node's object carries the pod's address in that VNI;
+//! 2. the operator's resident memory (`VmRSS` and peak `VmHWM` from `/proc/<pid>/status`) once
+//!    it has converged on `--pods` pods (1,000) selected by `--bindings` bindings (100), spread
+//!    over `--nodes` nodes (10).
+//!
+//! ```sh
+//! cargo build --release -p bgpvpn-operator -p bgpvpn-bench
+//! target/release/operator_bench            # as root (the apiserver tier)
+//! ```
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
+use clap::Parser;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::Client;
+use serde_json::json;
+use tokio::task::JoinSet;
+
+#[derive(Parser, Debug)]
+#[command(about = "Operator latency and memory figures on a real kube-apiserver")]
+struct Args {
+    /// The operator binary (default: `bgpvpn-operator` next to this program).
+    #[arg(long)]
+    operator_bin: Option<PathBuf>,
+    /// Latency samples (binding create -> EVPNNodeState written).
+    #[arg(long, default_value_t = 20)]
+    samples: usize,
+    #[arg(long, default_value_t = 1000)]
+    pods: usize,
+    #[arg(long, default_value_t = 100)]
+    bindings: usize,
+    #[arg(long, default_value_t = 10)]
+    nodes: usize,
+    /// The operator's debounce window (its default is 200 ms).
+    #[arg(long, default_value_t = 200)]
+    debounce_ms: u64,
+    /// API writes in flight while creating the scale objects.
+    #[arg(long, default_value_t = 16)]
+    parallel: usize,
+}
+
+/// The operator process, killed by its PID when dropped.
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = text.lines().find(|l| l.starts_with(field)).with_context(|| format!("{field} not in /proc/{pid}/status"))?;
+    Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    // nearest rank
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+async fn create<K>(api: &Api<K>, body: serde_json::Value) -> anyhow::Result<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    Ok(api.create(&PostParams::default(), &serde_json::from_value(body)?).await?)
+}
+
+async fn node(client: &Client, name: &str, ip: &str) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    create(&api, json!({"metadata": {"name": name}, "status": {"addresses": [{"type": "InternalIP", "address": ip}]}})).await?;
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}}))).await?;
+    Ok(())
+}
+
+async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    create(&Api::<Namespace>::all(client.clone()), json!({"metadata": {"name": name}})).await?;
+    Ok(())
+}
+
+async fn running_pod(client: Client, ns: String, name: String, app: String, node: String, ip: String) -> anyhow::Result<()> {
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    create(&api, json!({"metadata": {"name": name, "labels": {"app": app}}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.invalid/c"}]}})).await?;
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}))).await?;
+    Ok(())
+}
+
+async fn bgpvpn(client: &Client, name: &str, vni: u32) -> anyhow::Result<()> {
+    create(
+        &Api::<Bgpvpn>::all(client.clone()),
+        json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "metadata": {"name": name},
+            "spec": {"vni": vni, "routeTargets": [format!("65000:{vni}")], "allowedNamespaces": {"all": true}}}),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn binding(client: &Client, ns: &str, name: &str, vpn: &str, app: &str) -> anyhow::Result<()> {
+    create(
+        &Api::<VniBinding>::namespaced(client.clone(), ns),
+        json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "VNIBinding", "metadata": {"name": name},
+            "spec": {"bgpvpn": vpn, "podSelector": {"matchLabels": {"app": app}}}}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs `jobs` with at most `parallel` in flight.
+async fn in_parallel<F>(parallel: usize, jobs: Vec<F>) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let mut set = JoinSet::new();
+    for job in jobs {
+        if set.len() >= parallel {
+            set.join_next().await.expect("non-empty")??;
+        }
+        set.spawn(job);
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+fn ip(block: usize, i: usize) -> String {
+    format!("10.{}.{}.{}", 100 + block, i / 250, i % 250 + 1)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let operator_bin = match args.operator_bin.clone() {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("bgpvpn-operator"),
+    };
+    if !operator_bin.exists() {
+        bail!("{} not found: build it first (cargo build --release -p bgpvpn-operator) or pass --operator-bin", operator_bin.display());
+    }
+    let client = bgpvpn_testkit::client().await.context("the apiserver tier is not available (run as root, see hack/test.sh)")?;
+    let server = bgpvpn_testkit::server().expect("started above");
+
+    let dir = tempfile_dir()?;
+    let config = dir.join("operator.yaml");
+    std::fs::write(&config, format!("underlay:\n  asn: 65001\n  neighbors:\n    - address: 172.30.0.254\n      remoteAsn: 65000\ndebounceMillis: {}\n", args.debounce_ms))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(&operator_bin)
+        .args(["run", "--no-leader-election", "--metrics-addr", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(&config)
+        .env("KUBECONFIG", &server.kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("operator.log"))?)
+        .spawn()
+        .with_context(|| format!("start {}", operator_bin.display()))?;
+    let operator = Operator(child);
+    let pid = operator.0.id();
+    println!("operator: {} (pid {pid}), debounce {} ms, log {}", operator_bin.display(), args.debounce_ms, dir.join("operator.log").display());
+
+    // 1. latency: binding create -> EVPNNodeState written
+    namespace(&client, "lat").await?;
+    node(&client, "lat-node", "172.29.0.1").await?;
+    let states: Api<EvpnNodeState> = Api::all(client.clone());
+    let mut samples = Vec::with_capacity(args.samples);
+    for i in 0..args.samples {
+        let vni = 100_000 + i as u32;
+        let (vpn, app, pod_ip) = (format!("lat-{i}"), format!("lat-{i}"), ip(0, i));
+        bgpvpn(&client, &vpn, vni).await?;
+        running_pod(client.clone(), "lat".into(), format!("pod-{i}"), app.clone(), "lat-node".into(), pod_ip.clone()).await?;
+        let written = await_condition(states.clone(), "lat-node", move |s: Option<&EvpnNodeState>| {
+            s.is_some_and(|s| s.spec.l3vnis.iter().any(|v| v.vni == vni && v.endpoints.iter().any(|e| e.ip == pod_ip)))
+        });
+        let t0 = Instant::now();
+        binding(&client, "lat", &format!("b-{i}"), &vpn, &app).await?;
+        // the watch starts with a list, so a write that came first is seen too
+        tokio::time::timeout(Duration::from_secs(60), written).await.context("EVPNNodeState not written within 60 s")??;
+        samples.push(t0.elapsed());
+    }
+    let mut sorted = samples.clone();
+    sorted.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "binding create -> EVPNNodeState written ({} samples): median {:.1} ms, p99 {:.1} ms, min {:.1} ms, max {:.1} ms",
+        sorted.len(),
+        ms(percentile(&sorted, 50.0)),
+        ms(percentile(&sorted, 99.0)),
+        ms(sorted[0]),
+        ms(sorted[sorted.len() - 1])
+    );
+
+    // 2. memory at scale
+    let rss_idle = proc_status_kib(pid, "VmRSS:")?;
+    let t_scale = Instant::now();
+    for n in 0..args.nodes {
+        node(&client, &format!("scale-node-{n}"), &format!("172.29.1.{}", n + 1)).await?;
+    }
+    let per_binding = args.pods.div_ceil(args.bindings.max(1));
+    let mut jobs = Vec::new();
+    for b in 0..args.bindings {
+        let ns = format!("scale-{b}");
+        namespace(&client, &ns).await?;
+        bgpvpn(&client, &format!("scale-{b}"), 200_000 + b as u32).await?;
+        binding(&client, &ns, "b", &format!("scale-{b}"), "app").await?;
+    }
+    for p in 0..args.pods {
+        let b = p / per_binding;
+        let node = format!("scale-node-{}", p % args.nodes.max(1));
+        jobs.push(running_pod(client.clone(), format!("scale-{b}"), format!("pod-{p}"), "app".into(), node, ip(1 + b / 100, p)));
+    }
+    in_parallel(args.parallel, jobs).await?;
+    let want = args.pods;
+    let count = |list: &[EvpnNodeState]| -> usize { list.iter().flat_map(|s| &s.spec.l3vnis).filter(|v| v.vni >= 200_000).map(|v| v.endpoints.len()).sum() };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let list = states.list(&Default::default()).await?.items;
+        let got = count(&list);
+        if got >= want {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {got}/{want} endpoints written after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let converged = t_scale.elapsed();
+    let rss = proc_status_kib(pid, "VmRSS:")?;
+    let hwm = proc_status_kib(pid, "VmHWM:")?;
+    let metrics = reqwest_free_get(port).await.unwrap_or_default();
+    let writes = metrics.lines().find(|l| l.starts_with("bgpvpn_operator_node_state_writes_total{op=\"apply\"}")).unwrap_or("").to_string();
+    println!(
+        "{} pods, {} bindings, {} nodes: converged in {:.1} s (objects created and all endpoints written); operator VmRSS {:.1} MiB (peak VmHWM {:.1} MiB; {:.1} MiB before the scale objects); {writes}",
+        args.pods,
+        args.bindings,
+        args.nodes,
+        converged.as_secs_f64(),
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        rss_idle as f64 / 1024.0
+    );
+    drop(operator);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `/metrics` of the operator, read over a plain TCP connection (HTTP/1.0).
+async fn reqwest_free_get(port: u16) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    Some(out)
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("operator-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
