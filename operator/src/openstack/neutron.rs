@@ -65,9 +65,12 @@ impl Neutron {
         }
     }
 
-    /// GET `path_and_query` (starting with `/v2.0/`) as JSON; one retry with a new token on 401.
+    /// GET `path_and_query` (starting with `/v2.0/`) as JSON; one retry with a new token on
+    /// 401, and one retry when the connection broke before an answer (a pooled keep-alive
+    /// connection the server closed at that moment: GET is idempotent).
     pub async fn get(&self, path_and_query: &str) -> Result<Value, SyncError> {
-        for attempt in 0..2 {
+        let (mut renewed, mut resent) = (false, false);
+        loop {
             let (base, token) = self.base_and_token().await?;
             let url = join(&base, path_and_query);
             let mut req = self.http.get(&url).header("Accept", "application/json");
@@ -75,13 +78,23 @@ impl Neutron {
                 Some(t) => req.header("X-Auth-Token", t.expose()),
                 None => req.header("X-Project-Id", NOAUTH_PROJECT).header("X-User-Id", NOAUTH_PROJECT).header("X-Roles", "admin"),
             };
-            let resp = req.send().await.map_err(|e| err(Kind::Unreachable, format!("GET {url}: {}", without_url(&e))))?;
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) if !resent && !e.is_timeout() => {
+                    tracing::debug!(%url, error = %without_url(&e), "Neutron request failed; sending it once more");
+                    resent = true;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => return Err(err(Kind::Unreachable, format!("GET {url}: {}", without_url(&e)))),
+            };
             let status = resp.status();
             let body = resp.bytes().await.map_err(|e| err(Kind::Unreachable, format!("GET {url}: {}", without_url(&e))))?;
             if status.as_u16() == 401 {
-                if let (Access::Keystone(k), 0) = (&self.access, attempt) {
+                if let (Access::Keystone(k), false) = (&self.access, renewed) {
                     tracing::info!(%url, "Neutron refused the token; issuing a new one");
                     k.invalidate().await;
+                    renewed = true;
                     continue;
                 }
                 return Err(err(Kind::Unauthorized, format!("GET {url}: 401 Unauthorized")));
@@ -91,7 +104,6 @@ impl Neutron {
             }
             return serde_json::from_slice(&body).map_err(|e| err(Kind::BadResponse, format!("GET {url}: not JSON: {e}")));
         }
-        unreachable!("the loop returns on its second attempt")
     }
 
     /// Every item of a paginated collection.

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, Secret as KubeSecret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
@@ -19,6 +19,7 @@ use super::auth::{http_builder, parse_clouds_yaml, Keystone};
 use super::mapping::{self, Desired, DesiredBinding, DesiredVpn, KuryrIndex};
 use super::neutron::{Access, Neutron};
 use super::*;
+use crate::events::Events;
 use crate::kuryr::{KuryrNetwork, KuryrPort};
 
 const API_VERSION: &str = "bgpvpn.io/v1alpha1";
@@ -60,7 +61,7 @@ pub struct Syncer {
     client: kube::Client,
     config: SyncConfig,
     metrics: Arc<SyncMetrics>,
-    recorder: Recorder,
+    events: Events,
     /// The Neutron client and the hash of the clouds.yaml it was built from.
     neutron: Option<(u64, Neutron)>,
     /// Problems already reported (key → message), so Events and logs follow changes only.
@@ -141,8 +142,8 @@ impl Syncer {
     pub fn new(client: kube::Client, config: SyncConfig, metrics: Arc<SyncMetrics>) -> Result<Self, SyncError> {
         config.check().map_err(|m| SyncError::new(Stage::Config, Kind::Other, m))?;
         let instance = std::env::var("POD_NAME").ok().filter(|s| !s.is_empty());
-        let recorder = Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance });
-        Ok(Syncer { client, config, metrics, recorder, neutron: None, reported: HashMap::new(), failing: None })
+        let events = Events::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance });
+        Ok(Syncer { client, config, metrics, events, neutron: None, reported: HashMap::new(), failing: None })
     }
 
     /// Passes until `shutdown`: every poll interval after a success, with an exponential backoff
@@ -568,11 +569,10 @@ impl Syncer {
         }
     }
 
+    /// Events about BGPVPNs (cluster-scoped) go to `kube-system` (see [`crate::events`]).
     async fn publish(&self, type_: EventType, reason: &str, note: &str, regarding: &ObjectReference) {
         let ev = Event { type_, reason: reason.into(), note: Some(truncate(note, 1000)), action: "Sync".into(), secondary: None };
-        if let Err(e) = self.recorder.publish(&ev, regarding).await {
-            tracing::debug!(error = %e, %reason, "could not publish an Event");
-        }
+        self.events.publish(&ev, regarding).await;
     }
 
     /// A failed pass: nothing was written; mark every owned BGPVPN `Synced=False`, say it once in
