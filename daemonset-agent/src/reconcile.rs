@@ -236,7 +236,8 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         // With FRR not (yet) holding the new VRFs, new devices would come before their EVPN
         // instance; repairs of what FRR already has are still made.
         let frr_has_all = self.applied.as_ref().is_some_and(|a| final_view.vrfs.iter().all(|v| a.vrf(&v.name).is_some()));
-        if !frr_ok && !frr_has_all {
+        if !frr_ok && (!frr_has_all || !moving.is_empty()) {
+            // a VNI move continues only in the safe order: no VXLAN swap before its FRR steps
             report.warnings.push("FRR is not reachable or refused the configuration: kernel changes postponed".to_string());
             report.duration = started.elapsed();
             return report;

@@ -15,10 +15,20 @@ struct FakeFrr {
     running: String,
     applied: Vec<String>,
     fail: bool,
+    /// Fail the apply after this many more successful ones.
+    fail_after: Option<usize>,
 }
 
 impl FrrControl for FakeFrr {
     fn apply(&mut self, config: &str) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send {
+        if let Some(n) = self.fail_after.as_mut() {
+            if *n == 0 {
+                self.fail = true;
+                self.fail_after = None;
+            } else {
+                *n -= 1;
+            }
+        }
         let res = if self.fail {
             Err(FrrError::Reload { step: "reload", code: 1, output: "injected".into() })
         } else if self.running == config {
@@ -210,8 +220,8 @@ async fn vni_move_follows_the_safe_order() {
     // ones, mapped to the new VNI
     let n = r.frr.applied.len();
     let (a, b, c) = (&r.frr.applied[n - 3], &r.frr.applied[n - 2], &r.frr.applied[n - 1]);
-    assert!(a.contains("vrf vrf-red\nexit-vrf") && a.contains("route-target import 65000:1001"), "{a}");
-    assert!(b.contains("vrf vrf-red\nexit-vrf") && b.contains("route-target import 65000:1003") && !b.contains("65000:1001"), "{b}");
+    assert!(!a.contains("\nvrf vrf-red\n") && a.contains("route-target import 65000:1001"), "{a}");
+    assert!(!b.contains("\nvrf vrf-red\n") && b.contains("route-target import 65000:1003") && !b.contains("65000:1001"), "{b}");
     assert!(c.contains("vrf vrf-red\n vni 1003\nexit-vrf"), "{c}");
     // the VRF, its table and bridge (and so the router MAC) are kept; only the VXLAN is swapped
     let k = &r.dp.state;
@@ -338,4 +348,26 @@ async fn ipv6_endpoints_use_the_kernel_default_metric_and_stay_idempotent() {
     assert!(r.frr.running.contains("address-family ipv6 unicast\n  network fd00::84/128"));
     r.dp.reset_writes();
     assert_eq!(r.pass(&d).await.kernel_writes, 0);
+}
+
+#[tokio::test]
+async fn a_failed_frr_step_stops_a_vni_move_before_the_vxlan_swap() {
+    let mut r = reconciler();
+    assert!(r.pass(&parse_state(&spec("vrf-red", 1001, &["10.0.0.84"])).unwrap()).await.ok());
+    r.dp.reset_writes();
+    // the unmap succeeds, the route-target step fails
+    r.frr.fail_after = Some(1);
+    let moved = parse_state(&spec("vrf-red", 1003, &["10.0.0.84"])).unwrap();
+    let rep = r.pass(&moved).await;
+    assert!(!rep.ok());
+    assert!(r.dp.writes.is_empty(), "VXLAN swapped out of order: {:?}", r.dp.writes);
+    assert!(r.dp.state.link("bvvx-1001").is_some());
+    // FRR back: the move completes in order
+    r.frr.fail = false;
+    let rep = r.pass(&moved).await;
+    assert!(rep.ok(), "{:?}", rep.kernel_errors);
+    let rts = position(&rep.trace, "frr: new route targets, VNI unmapped");
+    let swap = position(&rep.trace, "kernel: ip link del bvvx-1001");
+    let map = position(&rep.trace, "frr: map new VNI");
+    assert!(rts < swap && swap < map, "{}", rep.trace.join("\n"));
 }
