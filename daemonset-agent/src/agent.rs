@@ -33,8 +33,9 @@ pub enum SourceEvent {
     Gone,
 }
 
-/// Receives each new status.
-pub type StatusWriter = Box<dyn FnMut(EvpnNodeStateStatus) -> BoxFuture<'static, ()> + Send>;
+/// Receives each new status; resolves to whether it was stored (a failed write is retried with
+/// the next pass).
+pub type StatusWriter = Box<dyn FnMut(EvpnNodeStateStatus) -> BoxFuture<'static, bool> + Send>;
 
 /// Timings of the loop.
 #[derive(Clone, Debug)]
@@ -168,8 +169,9 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                     let now = Time(k8s_openapi::jiff::Timestamp::now());
                     let c = conditions::condition(types::READY, false, "InvalidSpec", e, st.observed_generation, &now);
                     st.conditions = conditions::merged(&st.conditions, vec![c]);
-                    write_status(st.clone()).await;
-                    last_status = Some(st);
+                    if write_status(st.clone()).await {
+                        last_status = Some(st);
+                    }
                 }
                 Some(SourceEvent::Gone) => tracing::warn!("the desired state is gone; keeping the dataplane as it is"),
                 None => {
@@ -233,8 +235,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                     warnings = ?rep.warnings,
                     "pass done"
                 );
-                if last_status.as_ref() != Some(&st) {
-                    write_status(st.clone()).await;
+                if last_status.as_ref() != Some(&st) && write_status(st.clone()).await {
                     last_status = Some(st);
                 }
                 if rep.ok() {
@@ -255,12 +256,17 @@ pub fn file_status_writer(path: PathBuf) -> StatusWriter {
         let path = path.clone();
         Box::pin(async move {
             match serde_json::to_string_pretty(&st) {
-                Ok(json) => {
-                    if let Err(e) = crate::frr::reload::write_file(&path, &json) {
+                Ok(json) => match crate::frr::reload::write_file(&path, &json) {
+                    Ok(()) => true,
+                    Err(e) => {
                         tracing::warn!(error = %e, "cannot write the status file");
+                        false
                     }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot encode the status");
+                    false
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot encode the status"),
             }
         })
     })

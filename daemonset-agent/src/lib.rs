@@ -9,3 +9,4 @@ pub mod reconcile;
 pub mod status;
 pub mod agent;
 pub mod monitor;
+pub mod k8s;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bgpvpn_agent::agent::{self, LoopTimings};
+use bgpvpn_agent::k8s;
 use bgpvpn_agent::frr::reload::{FrrReload, FrrSettings};
 use bgpvpn_agent::frr::{FrrView, render};
 use bgpvpn_agent::kernel::Dataplane;
@@ -109,9 +110,13 @@ impl FrrArgs {
 #[derive(Args)]
 struct RunArgs {
     /// Read the desired state from this file (YAML or JSON, an EVPNNodeState or its spec);
-    /// it is re-read whenever its content changes.
-    #[arg(long)]
-    state_file: PathBuf,
+    /// it is re-read whenever its content changes. Without it, the agent watches the
+    /// EVPNNodeState named after this node in Kubernetes and writes its status there.
+    #[arg(long, conflicts_with = "node_name")]
+    state_file: Option<PathBuf>,
+    /// This node's name (Kubernetes mode; from the downward API).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
     /// Write the status (EvpnNodeStateStatus, JSON) here after each pass.
     #[arg(long)]
     status_file: Option<PathBuf>,
@@ -196,10 +201,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let source = agent::file_source(args.state_file.clone(), Duration::from_millis(args.poll_ms));
-    let status: agent::StatusWriter = match args.status_file {
-        Some(p) => agent::file_status_writer(p),
-        None => Box::new(|_| Box::pin(async {})),
+    let (source, status): (_, agent::StatusWriter) = match (&args.state_file, &args.node_name) {
+        (Some(file), _) => {
+            let status: agent::StatusWriter = match args.status_file.clone() {
+                Some(p) => agent::file_status_writer(p),
+                None => Box::new(|_| Box::pin(async { true })),
+            };
+            (agent::file_source(file.clone(), Duration::from_millis(args.poll_ms)), status)
+        }
+        (None, Some(node)) => {
+            let client = kube::Client::try_default().await.context("Kubernetes client (in-cluster or KUBECONFIG)")?;
+            tracing::info!(node, "watching this node's EVPNNodeState");
+            (k8s::kube_source(client.clone(), node.clone()), k8s::kube_status_writer(client, node.clone()))
+        }
+        (None, None) => anyhow::bail!("either --state-file or --node-name (NODE_NAME) is required"),
     };
     let timings = LoopTimings { debounce: Duration::from_millis(args.debounce_ms), resync: Duration::from_secs(args.resync_secs), ..LoopTimings::default() };
     agent::run(rec, source, status, timings, metrics, heartbeat, shutdown_signal()).await;

@@ -97,7 +97,8 @@ nsx "$A" sysctl -qw net.ipv4.conf.default.rp_filter=1
 # ------------------------------------------------------------------ workloads
 serve() {  # netns ip text
   mkdir -p "$WORK/www-$1"; echo "$3" >"$WORK/www-$1/id.txt"
-  nsx "$1" "$PY" -m http.server 8080 --bind "$2" --directory "$WORK/www-$1" >"$WORK/http-$1.log" 2>&1 &
+  # not through the nsx function: $! must be the PID of the server itself (ip netns exec execs it)
+  ip netns exec "$1" "$PY" -m http.server 8080 --bind "$2" --directory "$WORK/www-$1" >"$WORK/http-$1.log" 2>&1 &
   echo $! >"$WORK/http-$1.pid"; PIDFILES+=("$WORK/http-$1.pid")
 }
 veth_ns() {  # node netns ip hostif : a /32 workload behind a veth, Calico style (gateway 169.254.1.1)
@@ -228,13 +229,16 @@ AGENT_ARGS=(run --state-file "$STATE" --status-file "$STATUS" --state-dir "$WORK
   --frr-pathspace "$A" --frr-confdir "$WORK" --frr-rundir "$WORK/$A/run" --frr-piddir "/run/frr/$A"
   --frr-preamble "$WORK/$A/preamble.conf" --metrics-addr 127.0.0.1:9469)
 agent_start() {
-  nsx "$A" "$AGENT" "${AGENT_ARGS[@]}" >>"$AGENT_LOG" 2>&1 &
+  ip netns exec "$A" "$AGENT" "${AGENT_ARGS[@]}" >>"$AGENT_LOG" 2>&1 &
   echo $! >"$AGENT_PID"
 }
-agent_stop() {  # SIGTERM our agent by PID and wait for it (it is our child: wait reaps it)
-  local p; p=$(cat "$AGENT_PID"); kill "$p"
+agent_stop() {  # SIGTERM our agent by PID and wait until that process is gone
+  local p; p=$(cat "$AGENT_PID")
+  [ "$(cat "/proc/$p/comm" 2>/dev/null)" = bgpvpn-agent ] || { echo "pid $p is not the agent" >&2; return 1; }
+  kill "$p"
   timeout 20 tail --pid="$p" -f /dev/null || return 1
 }
+agents_running() { local n=0 p; for p in /proc/[0-9]*; do [ "$(cat "$p/comm" 2>/dev/null)" = bgpvpn-agent ] && n=$((n + 1)); done; echo $n; }
 status_has() { grep -q "$1" "$STATUS"; }
 ready_gen() {  # generation: status says Ready=True for it
   "$PY" - "$STATUS" "$1" <<'EOF'
@@ -353,10 +357,11 @@ check "traffic back after the FRR restart" wait_for 60 vm_says VM2
 
 # ------------------------------------------------------------------ agent restart under traffic
 log "restart the agent during ping -i 0.01"
-nsx "$POD" ping -i 0.01 -c 700 -W 1 20.0.0.100 >"$WORK/ping.log" 2>&1 &
+ip netns exec "$POD" ping -i 0.01 -c 700 -W 1 20.0.0.100 >"$WORK/ping.log" 2>&1 &
 PING=$!
 sleep 1
 agent_stop || bad "agent did not stop on SIGTERM"
+check "no agent process left before the restart" test "$(agents_running)" = 0
 sleep 0.5
 mark=$(wc -l <"$AGENT_LOG")
 agent_start
@@ -370,6 +375,7 @@ wait_for 30 first_pass || true
 log "first pass of the restarted agent: $(first_pass | sed 's/.*pass done//' | cut -c1-200)"
 check "restarted agent adopted the state: 0 kernel writes, FRR unchanged" \
   bash -c "tail -n +$((mark + 1)) '$AGENT_LOG' | grep -m1 'pass done' | grep -q 'kernel_writes=0' && ! tail -n +$((mark + 1)) '$AGENT_LOG' | grep -qE 'result=\"?Applied'"
+check "exactly one agent process runs" test "$(agents_running)" = 1
 check "metrics endpoint serves netlink/FRR counters" bash -c "ip netns exec '$A' curl -s http://127.0.0.1:9469/metrics | grep -q bgpvpn_agent_frr_applies_total"
 check "healthz" bash -c "ip netns exec '$A' curl -sf http://127.0.0.1:9469/healthz"
 

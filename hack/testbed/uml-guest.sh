@@ -82,7 +82,13 @@ exec 9>"$CACHE/.uml.lock"; flock 9                       # parallel first runs: 
 if [ ! -x "$U/root/usr/bin/linux.uml" ]; then
   log "downloading user-mode-linux $UVER"
   rm -rf "$U"; mkdir -p "$U/deb"
-  (cd "$U/deb" && apt-get download -qq -o APT::Sandbox::User=root "user-mode-linux=$UVER")
+  # stale package lists name a .deb the mirror no longer has (404): refresh them once and retry
+  (cd "$U/deb" && apt-get download -qq -o APT::Sandbox::User=root "user-mode-linux=$UVER") || {
+    rm -rf "$U"; [ "$(id -u)" = 0 ] && apt-get update -qq || die "apt-get download user-mode-linux failed"
+    UVER=$(apt-cache show --no-all-versions user-mode-linux | sed -n 's/^Version: //p' | head -1)
+    U=$CACHE/uml-${UVER//[^A-Za-z0-9.+-]/_}; rm -rf "$U"; mkdir -p "$U/deb"
+    (cd "$U/deb" && apt-get download -qq -o APT::Sandbox::User=root "user-mode-linux=$UVER")
+  }
   dpkg-deb -x "$U"/deb/user-mode-linux_*.deb "$U/root"
   rm -rf "$U/deb"
 fi

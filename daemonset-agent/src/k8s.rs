@@ -1,0 +1,78 @@
+//! Kubernetes wiring: watch this node's own `EVPNNodeState` (by name, with a field selector) and
+//! write its status with server-side apply. When the API server is unreachable the watch only
+//! retries (with backoff): the dataplane keeps the last desired state and repairs continue.
+
+use bgpvpn_crds::{EvpnNodeState, EvpnNodeStateSpec, EvpnNodeStateStatus};
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, Resource};
+use tokio::sync::mpsc;
+
+use crate::agent::{SourceEvent, StatusWriter};
+use crate::model::DesiredState;
+
+/// Field manager of the agent's status writes.
+pub const FIELD_MANAGER: &str = "bgpvpn-agent";
+
+/// Desired states from the node's own object. Repeated events with the same spec and
+/// generation (e.g. caused by the agent's own status writes) are not passed on.
+pub fn kube_source(client: Client, node: String) -> mpsc::Receiver<SourceEvent> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let api: Api<EvpnNodeState> = Api::all(client);
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={node}"));
+        let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+        let mut last: Option<(EvpnNodeStateSpec, Option<i64>)> = None;
+        while let Some(ev) = stream.next().await {
+            let obj = match ev {
+                Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => o,
+                Ok(Event::Delete(_)) => {
+                    last = None;
+                    if tx.send(SourceEvent::Gone).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(Event::Init) | Ok(Event::InitDone) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, node, "watching the EVPNNodeState failed; keeping the dataplane as it is");
+                    continue;
+                }
+            };
+            let key = (obj.spec.clone(), obj.metadata.generation);
+            if last.as_ref() == Some(&key) {
+                continue;
+            }
+            last = Some(key);
+            let ev = SourceEvent::Desired(DesiredState::from_spec(&obj.spec, obj.metadata.generation).map_err(|e| e.to_string()));
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Writes the status subresource by server-side apply (field manager [`FIELD_MANAGER`]).
+pub fn kube_status_writer(client: Client, node: String) -> StatusWriter {
+    let api: Api<EvpnNodeState> = Api::all(client);
+    Box::new(move |st: EvpnNodeStateStatus| {
+        let (api, node) = (api.clone(), node.clone());
+        Box::pin(async move {
+            let patch = serde_json::json!({
+                "apiVersion": EvpnNodeState::api_version(&()),
+                "kind": EvpnNodeState::kind(&()),
+                "status": st,
+            });
+            match api.patch_status(&node, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, node, "writing the EVPNNodeState status failed; retrying after the next pass");
+                    false
+                }
+            }
+        })
+    })
+}
