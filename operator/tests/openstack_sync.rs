@@ -229,7 +229,7 @@ async fn follows_neutron_through_its_api() {
     let kept_before = get_vpn(&client, &mapping::vpn_name(&vpn3)).await.unwrap();
     os.update_bgpvpn(&vpn3, json!({"route_targets": []})).await;
     let r = sync.pass().await.unwrap();
-    assert_eq!(r.invalid, [vpn3.clone()], "{r:?}");
+    assert_eq!(r.invalid, std::slice::from_ref(&vpn3), "{r:?}");
     let kept = get_vpn(&client, &mapping::vpn_name(&vpn3)).await.unwrap();
     assert_eq!(kept.spec, kept_before.spec);
     let (status, reason, message) = synced(&kept).unwrap();
@@ -569,7 +569,7 @@ async fn failures_of_neutron_never_delete_anything() {
     // A VNI out of range for one bgpvpn: reported, its objects kept as they are.
     set(Mode::VniOutOfRange);
     let r = sync.pass().await.unwrap();
-    assert_eq!(r.invalid, [fake.vpn.clone()]);
+    assert_eq!(r.invalid, std::slice::from_ref(&fake.vpn));
     assert_eq!(owned_names(&client).await, before);
     let v = get_vpn(&client, &name).await.unwrap();
     assert_eq!(v.spec.vni, fake.vni);
@@ -577,7 +577,7 @@ async fn failures_of_neutron_never_delete_anything() {
     // An association listing that lacks what the bgpvpn lists: partial, so nothing is deleted.
     set(Mode::PartialAssociations);
     let r = sync.pass().await.unwrap();
-    assert_eq!(r.invalid, [fake.vpn.clone()]);
+    assert_eq!(r.invalid, std::slice::from_ref(&fake.vpn));
     assert_eq!(rv(&get_binding(&client, &ns, &binding).await.unwrap()), binding_rv);
 
     // A VNI changed in Neutron is mirrored.

@@ -466,16 +466,12 @@ impl Syncer {
         for v in &owned_vpns {
             let name = v.name_any();
             let previous = v.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-            let cond = if let Some(msg) = invalid.get(name.as_str()) {
-                Some(conditions::condition(SYNCED, false, "InvalidNeutronData", truncate(&format!("Neutron data refused, object left as it was: {msg}"), 1000), v.metadata.generation, &now))
-            } else if let Some(want) = desired.vpns.get(&name) {
-                Some(self.synced_condition(&name, want, &desired, &report, &now))
-            } else {
-                None // deleted
+            let cond = match (invalid.get(name.as_str()), desired.vpns.get(&name)) {
+                (Some(msg), _) => conditions::condition(SYNCED, false, "InvalidNeutronData", truncate(&format!("Neutron data refused, object left as it was: {msg}"), 1000), v.metadata.generation, &now),
+                (None, Some(want)) => self.synced_condition(&name, want, &desired, &report, &now),
+                (None, None) => continue, // deleted above
             };
-            if let Some(c) = cond {
-                statuses.push((name, previous, c));
-            }
+            statuses.push((name, previous, cond));
         }
         for name in &created_vpns {
             let want = &desired.vpns[name];
