@@ -3,7 +3,8 @@
 //!
 //! 1. the time from a VNIBinding create to its EVPNNodeState being written (median and p99 of
 //!    `--samples`, 20 by default): each sample binds one more Running pod to its own BGPVPN and
-//!    waits, through a watch, until the node's object carries the pod's address in that VNI;
+//!    waits, through a watch, until the node's object carries the pod's address in that VNI.
+//!    Each sample starts from an idle operator, so it includes the whole debounce window;
 //! 2. the operator's resident memory (`VmRSS` and peak `VmHWM` from `/proc/<pid>/status`) once
 //!    it has converged on `--pods` pods (1,000) selected by `--bindings` bindings (100), spread
 //!    over `--nodes` nodes (10).
@@ -181,6 +182,13 @@ async fn main() -> anyhow::Result<()> {
         let (vpn, app, pod_ip) = (format!("lat-{i}"), format!("lat-{i}"), ip(0, i));
         bgpvpn(&client, &vpn, vni).await?;
         running_pod(client.clone(), "lat".into(), format!("pod-{i}"), app.clone(), "lat-node".into(), pod_ip.clone()).await?;
+        // start each sample from an idle operator: its status write for the new BGPVPN shows the
+        // pass that saw it is done; then let that write's own (empty) pass go by
+        let vpns: Api<Bgpvpn> = Api::all(client.clone());
+        tokio::time::timeout(Duration::from_secs(60), await_condition(vpns, &vpn, |v: Option<&Bgpvpn>| v.and_then(|v| v.status.as_ref()).is_some_and(|s| s.observed_generation == Some(1))))
+            .await
+            .context("BGPVPN status not written within 60 s")??;
+        tokio::time::sleep(Duration::from_millis(2 * args.debounce_ms + 300)).await;
         let written = await_condition(states.clone(), "lat-node", move |s: Option<&EvpnNodeState>| {
             s.is_some_and(|s| s.spec.l3vnis.iter().any(|v| v.vni == vni && v.endpoints.iter().any(|e| e.ip == pod_ip)))
         });
