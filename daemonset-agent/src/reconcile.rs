@@ -104,7 +104,9 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         if !self.force_frr && self.applied.as_ref() == Some(view) {
             return true;
         }
+        let t0 = Instant::now();
         let res = self.frr.apply(&render(view)).await;
+        let millis = t0.elapsed().as_millis() as u64;
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let ok = res.is_ok();
         let result = match res {
@@ -125,7 +127,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         if let Some(m) = &self.metrics {
             m.frr(result.result);
         }
-        tracing::info!(stage = what, result = result.result, message = result.message.as_deref().unwrap_or(""), "FRR apply");
+        tracing::info!(stage = what, result = result.result, millis, message = result.message.as_deref().unwrap_or(""), "FRR apply");
         report.frr = Some(result);
         if ok {
             self.applied = Some(view.clone());
@@ -222,6 +224,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             let tables: Vec<u32> = resolved.vrfs.iter().filter(|v| moving.contains(&v.name)).map(|v| v.table).collect();
             let gone = self.wait_evpn_routes_gone(&tables).await;
             report.trace.push(format!("wait: EVPN routes gone from {}: {gone}", names.join(",")));
+            tracing::info!(vrfs = %names.join(","), gone, "wait: EVPN routes of the moving VRFs withdrawn");
             if !gone {
                 report.warnings.push(format!("EVPN routes of {} still installed after {:?}; moving on", names.join(","), self.waits.route_gone));
             }
@@ -307,6 +310,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                 let ifname = crate::model::vxlan_name(vni);
                 let known = self.wait_zebra_knows(ifname.as_str(), vni).await;
                 report.trace.push(format!("wait: zebra knows {ifname} (VNI {vni}): {known}"));
+                tracing::info!(%ifname, vni, known, "wait: zebra knows the new VXLAN device");
                 if !known {
                     report.warnings.push(format!("zebra did not report {ifname} within {:?}; mapping VNI {vni} anyway", self.waits.zebra));
                 }

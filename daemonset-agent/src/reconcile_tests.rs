@@ -41,6 +41,7 @@ impl FrrControl for FakeFrr {
         async move { res }
     }
 
+    #[allow(clippy::manual_async_fn)] // the trait asks for a `Send` future
     fn zebra_knows_vxlan(&mut self, _ifname: &str, _vni: u32) -> impl Future<Output = bool> + Send {
         async { true }
     }

@@ -7,6 +7,9 @@
 //! `BGPVPN_REQUIRE_DATAPLANE=1` (CI), in which case it fails.
 //!
 //!     sudo BGPVPN_REQUIRE_DATAPLANE=1 cargo test -p bgpvpn-agent --test dataplane_uml -- --nocapture
+//!
+//! As root it runs by default (about 3-4 minutes); `BGPVPN_SKIP_DATAPLANE=1` skips it when it is
+//! not required.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,6 +42,9 @@ fn seed_demo_on_uml_with_frr() {
     let payload = repo.join("hack/dataplane/evpn-agent-e2e.sh");
     if !is_root() {
         return skip("not running as root");
+    }
+    if std::env::var("BGPVPN_SKIP_DATAPLANE").is_ok_and(|v| v == "1") {
+        return skip("BGPVPN_SKIP_DATAPLANE=1");
     }
     for (path, what) in [
         ("/usr/lib/frr/zebra", "FRR (hack/dataplane/install-deps.sh)"),

@@ -128,7 +128,7 @@ impl FakeKernel {
                 let is_bridge = matches!(self.state.link_by_index(m).map(|l| &l.kind), Some(LinkKind::Bridge { .. }));
                 let l = self.link_mut(name, "master")?;
                 l.master = Some(m);
-                l.bridge_port = is_bridge.then(|| BridgePort { learning: Some(true), neigh_suppress: Some(false) });
+                l.bridge_port = is_bridge.then_some(BridgePort { learning: Some(true), neigh_suppress: Some(false) });
             }
             KernelOp::SetMac { name, mac } => self.link_mut(name, "mac")?.mac = Some(*mac),
             KernelOp::SetMtu { name, mtu } => self.link_mut(name, "mtu")?.mtu = Some(*mtu),
