@@ -382,7 +382,7 @@ async fn kuryr_network_router_and_port_bindings() {
     let ifaces: Vec<Option<&str>> = state.spec.l3vnis[0].endpoints.iter().map(|e| e.interface.as_deref()).collect();
     assert_eq!(ifaces, [Some("tap6f0e1c2a-aa"), Some("tap6f0e1c2a-bb")]);
     wait_binding(&client, &ns, "by-net", "2 endpoints", |b| b.status.as_ref().is_some_and(|s| s.endpoints == 2)).await;
-    assert!(metrics.malformed_objects.get() >= 1);
+    bgpvpn_testkit::wait_for("the malformed KuryrPort counted", TIMEOUT, || async { (metrics.malformed_objects.get() >= 1).then_some(()) }).await;
 
     // by router id instead: the same pods
     let bindings: Api<VniBinding> = Api::namespaced(client.clone(), &ns);
@@ -448,5 +448,5 @@ async fn node_objects_follow_nodes() {
     let deletes = metrics.node_state_write_count("delete");
     nodes.delete(&n, &DeleteParams::default()).await.unwrap();
     bgpvpn_testkit::wait_for("EVPNNodeState deleted with its Node", TIMEOUT, || async { states.get_opt(&n).await.unwrap().is_none().then_some(()) }).await;
-    assert!(metrics.node_state_write_count("delete") > deletes);
+    bgpvpn_testkit::wait_for("the delete counted", TIMEOUT, || async { (metrics.node_state_write_count("delete") > deletes).then_some(()) }).await;
 }

@@ -116,7 +116,10 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     running_pod(&client, &ns, "p2", json!({"app": "web"}), &n, "10.20.0.2").await;
     wait_endpoints(&client, &n, &[vni], &[(vni, &["10.20.0.1", "10.20.0.2"])]).await;
     wait_binding(&client, &ns, "web", "2 endpoints", |b| b.status.as_ref().is_some_and(|s| s.endpoints == 2)).await;
-    assert!(metric(&b, "bgpvpn_operator_node_state_writes_total{op=\"apply\"}").await.unwrap_or_default() >= 1.0);
+    bgpvpn_testkit::wait_for("b counted its writes", TIMEOUT, || async {
+        (metric(&b, "bgpvpn_operator_node_state_writes_total{op=\"apply\"}").await.unwrap_or_default() >= 1.0).then_some(())
+    })
+    .await;
 
     // graceful stop: SIGTERM by PID, exit 0, the lease released for the next replica
     let mut b = b;
