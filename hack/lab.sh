@@ -42,7 +42,9 @@ cleanup() {
   [ -n "$UML_PID" ] && kill -0 "$UML_PID" 2>/dev/null && guest_ask shutdown >/dev/null 2>&1
   for _ in $(seq 50); do [ -n "$UML_PID" ] && kill -0 "$UML_PID" 2>/dev/null || break; sleep 0.2; done
   [ -n "$UML_PID" ] && kill "$UML_PID" 2>/dev/null
-  [ -n "$OPERATOR_PID" ] && kill "$OPERATOR_PID" 2>/dev/null
+  if [ -n "$OPERATOR_PID" ] && kill "$OPERATOR_PID" 2>/dev/null; then
+    for _ in $(seq 50); do kill -0 "$OPERATOR_PID" 2>/dev/null || break; sleep 0.2; done
+  fi
   [ -n "$NEUTRON_DIR" ] && hack/testbed/neutron-bgpvpn.sh stop "$NEUTRON_DIR" >/dev/null 2>&1
   hack/testbed/kube-apiserver.sh stop "$RUN/kube" >/dev/null 2>&1
   ip netns del "$NS" 2>/dev/null
@@ -141,8 +143,10 @@ underlay:
   neighbors:
     - {address: 172.30.0.2, remoteAsn: 64999}
 EOF
-inns env RUST_LOG=info "$OPERATOR_BIN" run --config "$RUN/operator.yaml" --kubeconfig "$RUN/kube/kubeconfig" \
-  --metrics-addr "$HOST_IP:0" >"$RUN/operator.log" 2>&1 &
+# started with ip netns exec directly (which execs), not through a shell function: $! must be
+# the operator itself so that cleanup's kill reaches it
+ip netns exec "$NS" env RUST_LOG=info KUBECONFIG="$RUN/kube/kubeconfig" POD_NAMESPACE=default POD_NAME=lab-operator \
+  "$OPERATOR_BIN" run --config "$RUN/operator.yaml" --metrics-addr "$HOST_IP:9090" >"$RUN/operator.log" 2>&1 &
 OPERATOR_PID=$!
 deadline=$((SECONDS + 60))
 until k get evpnnodestate "$NODE" >/dev/null 2>&1; do
@@ -154,10 +158,11 @@ ok "operator pid $OPERATOR_PID wrote EVPNNodeState/$NODE"
 
 # ------------------------------------------------------------------ guest: node + remote cloud
 step "boot the user-mode-linux guest: node $NODE (agent + FRR + pod) and the remote cloud"
-AGENT_CMD="RUST_LOG=info $AGENT_BIN run --node-name $NODE --kubeconfig $RUN/kube/kubeconfig"
-AGENT_CMD+=' --frr-pathspace "$FRR_A" --frr-confdir "$FRR_A_DIR"'
+AGENT_CMD="RUST_LOG=info KUBECONFIG=$RUN/kube/kubeconfig $AGENT_BIN run --node-name $NODE --metrics-addr $GUEST_IP:9469"
+AGENT_CMD+=' --state-dir "$FRR_A_DIR/agent-state" --frr-pathspace "$FRR_A" --frr-confdir "$FRR_WORK"'
+AGENT_CMD+=' --frr-rundir "$FRR_A_DIR/run" --frr-piddir "/run/frr/$FRR_A" --frr-preamble "$FRR_A_DIR/preamble.conf"'
 mkdir -p "$RUN/guest-out"
-inns env TAP=$TAPIF UML_OUT="$RUN/guest-out" UML_TIMEOUT=3600 hack/testbed/uml-guest.sh hack/lab/guest.sh \
+ip netns exec "$NS" env TAP=$TAPIF UML_OUT="$RUN/guest-out" UML_TIMEOUT=3600 hack/testbed/uml-guest.sh hack/lab/guest.sh \
   GUEST_IP=$GUEST_IP HOST_IP=$HOST_IP CHECK_PORT=$CHECK_PORT NODE_NAME=$NODE AGENT_CMD="$AGENT_CMD" \
   >"$RUN/guest.log" 2>&1 &
 UML_PID=$!
@@ -167,7 +172,7 @@ until check ready >/dev/null 2>&1; do
   [ $SECONDS -lt $deadline ] || { tail -30 "$RUN/guest.log"; fail "guest not ready after 120 s"; }
   sleep 0.5
 done
-ok "guest up: $(grep -c '' "$RUN/guest.log") lines of boot log"
+ok "guest up: node $NODE, remote cloud, check server on $GUEST_IP:$CHECK_PORT"
 LAB_START=$((SECONDS - T0))
 
 # ------------------------------------------------------------------ the story

@@ -13,8 +13,8 @@
 #
 # The host asks questions through hack/lab/check-server.py on $GUEST_IP:$CHECK_PORT and ends the
 # guest with /shutdown. Inputs (KEY=VAL from uml-guest.sh): GUEST_IP, HOST_IP, CHECK_PORT,
-# NODE_NAME, AGENT_CMD (the agent's command line; FRR_A, FRR_A_DIR and FRR_A_VTY are exported to
-# it), LAB_TIMEOUT (s).
+# NODE_NAME, AGENT_CMD (the agent's command line; FRR_A (pathspace), FRR_WORK and FRR_A_DIR are
+# exported to it), LAB_TIMEOUT (s).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -23,7 +23,9 @@ SFX=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
 POD=web-$SFX REMOTE=remote-$SFX VM1=vm1-$SFX VM2=vm2-$SFX
 export FRR_A=node-a FRR_B=remote
 WORK=$(mktemp -d); chmod 755 "$WORK"
-export FRR_A_DIR=$WORK/$FRR_A FRR_A_VTY=/run/frr/$FRR_A   # dirs named after the pathspace: vtysh --config_dir wants that
+# FRR directories are named after their pathspace: vtysh --config_dir and frr-reload --confdir
+# look for <dir>/<pathspace>/
+export FRR_WORK=$WORK FRR_A_DIR=$WORK/$FRR_A
 PIDS=()
 log() { printf '[guest %4ss] %s\n' "$SECONDS" "$*"; }
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
@@ -145,10 +147,12 @@ EOF
 } >"$WORK/$FRR_B/frr.conf"
 frr_start "$FRR_B" "$REMOTE" "$WORK/$FRR_B/frr.conf"
 
-# node A's FRR starts empty: its whole configuration comes from the agent
-mkdir -p "$FRR_A_DIR"
-printf 'hostname %s\nlog file %s/frr.log\n' "$NODE_NAME" "$FRR_A_DIR" >"$FRR_A_DIR/frr.conf"
-frr_start "$FRR_A" "" "$FRR_A_DIR/frr.conf"
+# node A's FRR starts empty: its whole configuration comes from the agent, which puts the
+# preamble (hostname, log file) in front of what it renders
+mkdir -p "$FRR_A_DIR/run"
+printf 'hostname %s\nlog file %s/frr.log\n' "$NODE_NAME" "$FRR_A_DIR" >"$FRR_A_DIR/preamble.conf"
+cp "$FRR_A_DIR/preamble.conf" "$FRR_A_DIR/base.conf"
+frr_start "$FRR_A" "" "$FRR_A_DIR/base.conf"
 log "node $NODE_NAME, pod 10.0.0.84, remote cloud (vm1/vm2 at 20.0.0.100) and FRR are up"
 
 # ---------------------------------------------------------------- the agent
