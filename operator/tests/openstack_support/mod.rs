@@ -292,8 +292,10 @@ pub async fn kuryr_namespace(client: &Client, net_id: &str, router_id: &str) -> 
 }
 
 /// A pod's KuryrPort whose default vif is Neutron port `port_id`, in Kuryr's own (versioned
-/// object) format.
+/// object) format; `spec.podUid` is the pod's when the pod exists.
 pub async fn kuryr_port(client: &Client, ns: &str, pod: &str, port_id: &str, net_id: &str) {
+    let existing = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns).get_opt(pod).await.unwrap();
+    let pod_uid = existing.and_then(|p| p.metadata.uid).unwrap_or_else(uuid_like);
     // oslo versioned-object primitives, nested the way Kuryr stores them
     let vo = |name: &str, data: Value| json!({"versioned_object.name": name, "versioned_object.namespace": "os_vif", "versioned_object.version": "1.0", "versioned_object.data": data});
     let ip = vo("FixedIP", json!({"address": "10.20.0.5"}));
@@ -301,7 +303,7 @@ pub async fn kuryr_port(client: &Client, ns: &str, pod: &str, port_id: &str, net
     let network = vo("Network", json!({"id": net_id, "subnets": vo("SubnetList", json!({"objects": [subnet]}))}));
     let vif = vo("VIFOpenVSwitch", json!({"id": port_id, "address": "fa:16:3e:00:00:01", "active": true, "vif_name": format!("tap{}", &port_id[..11]), "network": network}));
     let obj = json!({"apiVersion": "openstack.org/v1", "kind": "KuryrPort", "metadata": {"name": pod, "namespace": ns, "labels": {"kuryr.openstack.org/nodeName": "node-1"}},
-        "spec": {"podUid": uuid_like(), "podNodeName": "node-1"},
+        "spec": {"podUid": pod_uid, "podNodeName": "node-1"},
         "status": {"vifs": {"eth0": {"default": true, "vif": vif}}}});
     kuryr_api(client, "KuryrPort", ns).create(&PostParams::default(), &serde_json::from_value(obj).unwrap()).await.unwrap();
 }
