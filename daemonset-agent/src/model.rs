@@ -42,9 +42,9 @@ pub const LINK_GROUP: u32 = 0x6267_7076; // "bgpv"
 /// iproute2's rt_protos and by FRR (whose zebra imports such routes as `kernel` routes and never
 /// sweeps them).
 pub const ROUTE_PROTO: u8 = 232;
-/// Priority of the per-VRF guard rules `iif|oif <vrf> unreachable`, right after the kernel's
-/// VRF `l3mdev` rule (1000): VRF traffic without a route in its table stops there instead of
-/// falling through into the main table. (An `unreachable default` in the VRF table would do the
+/// Priority of the per-VRF guard rules `iif <vrf> unreachable`, right after the kernel's VRF
+/// `l3mdev` rule (1000): traffic arriving in a VRF without a route in its table stops there
+/// instead of falling through into the main table. (An `unreachable default` in the VRF table would do the
 /// same for VRF traffic, but it also ends the pods' lookups: `suppress_prefixlength` is not
 /// consulted for error routes, so a pod's non-VPN traffic would be dropped.)
 pub const GUARD_PRIORITY: u32 = 1001;

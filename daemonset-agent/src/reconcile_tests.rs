@@ -102,7 +102,7 @@ async fn seed_from_scratch_then_second_pass_writes_nothing() {
         "bridge link set dev bvvx-1001 learning off neigh_suppress on".to_string(),
         "sysctl -w net.ipv4.ip_forward=1".to_string(),
         format!("ip -4 rule add from all iif vrf-blue unreachable pref 1001 proto {ROUTE_PROTO}"),
-        format!("ip -6 rule add from all oif vrf-blue unreachable pref 1001 proto {ROUTE_PROTO}"),
+        format!("ip -6 rule add from all iif vrf-blue unreachable pref 1001 proto {ROUTE_PROTO}"),
         format!("ip -4 route replace 10.0.0.84/32 dev cali1234 scope link table {t} proto {ROUTE_PROTO}"),
         format!("ip -4 rule add from 10.0.0.84/32 lookup {t} suppress_prefixlength 0 pref 2000 proto {ROUTE_PROTO}"),
         "sysctl -w net.ipv4.conf.cali1234.rp_filter=2".to_string(),

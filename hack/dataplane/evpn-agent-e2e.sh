@@ -288,11 +288,15 @@ else bad "node B learned 10.0.0.84 in vrf-1001"; fi
 check "pod -> VM1: curl gets VM1's name" wait_for 30 vm_says VM1
 check "VM1 -> pod:8080" wait_for 10 vm_reaches_pod "$VM1"
 check "the pod's non-VPN traffic still uses main (ext)" ext_ok
-vrf_isolated() {  # a socket in the VRF must not fall through to the main table (guard rules)
-  local out; out=$(nsx "$A" ping -c 1 -W 1 -I vrf-tenant 192.168.50.2 2>&1) && return 1
-  grep -qi unreachable <<<"$out" || { echo "$out" >"$DIAG"; return 1; }
+vrf_isolated() {  # the forwarding decision for VPN traffic entering node A's VRF (from the VXLAN/bridge)
+  local out
+  out=$(nsx "$A" ip route get 10.0.0.84 iif bvbr-1001 from 20.0.0.100 2>&1) && grep -q 'dev cali-pod' <<<"$out" \
+    || { echo "control: VPN -> pod should route via cali-pod: $out" >"$DIAG"; return 1; }
+  out=$(nsx "$A" ip route get 192.168.50.2 iif bvbr-1001 from 20.0.0.100 2>&1) \
+    && { echo "VPN traffic to a main-table address was routed: $out" >"$DIAG"; return 1; }
+  grep -qi 'no route to host\|unreachable' <<<"$out" || { echo "$out" >"$DIAG"; return 1; }
 }
-check "VRF isolation: vrf-tenant traffic does not fall through to main (ext unreachable)" vrf_isolated
+check "VRF isolation: VPN traffic to a main-table address (ext) stops at the guard, VPN -> pod routes" vrf_isolated
 check "status Ready for generation $GEN" wait_for 30 ready_gen "$GEN"
 check "ownership markers: VRF, bridge, VXLAN in group 1650946166" bash -c "[ \$(ip netns exec '$A' ip -br link show group 1650946166 | wc -l) = 3 ]"
 check "pod rule: from 10.0.0.84 lookup 1000001001 suppress_prefixlength 0 proto 232" \

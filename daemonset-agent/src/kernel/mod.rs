@@ -170,9 +170,11 @@ pub enum RuleSpec {
     /// `from <src> lookup <table> suppress_prefixlength 0 pref 2000`: the pod's traffic is
     /// looked up in its VRF first.
     PodLookup { src: Prefix, table: u32 },
-    /// `iif|oif <vrf> unreachable pref 1001` (per family): VRF traffic without a route in its
-    /// table stops instead of falling through to main.
-    VrfGuard { v6: bool, vrf: String, ingress: bool },
+    /// `iif <vrf> unreachable pref 1001` (per family): traffic entering the VRF (from the
+    /// VXLAN, i.e. from the VPN) without a route in the VRF table stops instead of falling
+    /// through to the main table. There is no per-VRF equivalent for sockets bound to the VRF
+    /// (the kernel clears the oif of l3mdev flows before the rules see it); the agent opens none.
+    VrfGuard { v6: bool, vrf: String },
 }
 
 impl RuleSpec {
@@ -211,13 +213,9 @@ impl RuleSpec {
                 r.table = *table;
                 r.suppress_prefixlen = Some(0);
             }
-            RuleSpec::VrfGuard { vrf, ingress, .. } => {
+            RuleSpec::VrfGuard { vrf, .. } => {
                 r.verdict = RuleVerdict::Unreachable;
-                if *ingress {
-                    r.iif = Some(vrf.clone());
-                } else {
-                    r.oif = Some(vrf.clone());
-                }
+                r.iif = Some(vrf.clone());
             }
         }
         r
