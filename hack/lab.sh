@@ -136,13 +136,97 @@ api_status /api/v1/nodes/$NODE '{"status":{"addresses":[{"type":"InternalIP","ad
 api_status /api/v1/namespaces/demo/pods/web '{"status":{"phase":"Running","podIP":"10.0.0.84","podIPs":[{"ip":"10.0.0.84"}],"hostIP":"172.30.0.1","conditions":[{"type":"Ready","status":"True"}]}}'
 ok "$(k get pod -n demo web -o jsonpath='{.metadata.name} {.status.phase} {.status.podIP} on {.spec.nodeName}')"
 
-step "start the operator"
 cat >"$RUN/operator.yaml" <<EOF
 underlay:
   asn: 65001
   neighbors:
     - {address: 172.30.0.2, remoteAsn: 64999}
 EOF
+
+if [ "$MODE" = openstack ]; then
+  step "start neutron-server + networking-bgpvpn; create the pod's Neutron network, router and port"
+  hack/neutron/install.sh >/dev/null
+  NEUTRON_DIR=$RUN/neutron
+  ip netns exec "$NS" hack/neutron/neutron-bgpvpn.sh setup "$NEUTRON_DIR" 2>/dev/null
+  ip netns exec "$NS" hack/neutron/neutron-bgpvpn.sh start "$NEUTRON_DIR" 2>/dev/null
+  NEUTRON=$(cat "$NEUTRON_DIR/endpoint")
+  PROJECT=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  # noauth Neutron: the request context comes from these headers, as Keystone middleware would set
+  neutron() {  # METHOD PATH [JSON] -> body; fails unless 2xx
+    local out code
+    out=$(inns curl -s -w '\n%{http_code}' -X "$1" -H 'Content-Type: application/json' -H "X-Project-Id: $PROJECT" \
+      -H 'X-User-Id: lab' -H 'X-Roles: admin' ${3:+--data "$3"} "$NEUTRON$2")
+    code=${out##*$'\n'}; out=${out%$'\n'*}
+    [[ $code == 2* ]] || { echo "neutron $1 $2: HTTP $code $out" >&2; return 1; }
+    printf '%s' "$out"
+  }
+  jfield() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
+  NET=$(neutron POST /v2.0/networks '{"network": {"project_id": "'$PROJECT'", "name": "demo-pods"}}' | jfield 'd["network"]["id"]')
+  SUBNET=$(neutron POST /v2.0/subnets '{"subnet": {"project_id": "'$PROJECT'", "network_id": "'$NET'", "ip_version": 4, "cidr": "10.0.0.0/24", "name": "demo-pods"}}' | jfield 'd["subnet"]["id"]')
+  ROUTER=$(neutron POST /v2.0/routers '{"router": {"project_id": "'$PROJECT'", "name": "demo-router"}}' | jfield 'd["router"]["id"]')
+  neutron PUT "/v2.0/routers/$ROUTER/add_router_interface" '{"subnet_id": "'$SUBNET'"}' >/dev/null
+  PORT_JSON=$(neutron POST /v2.0/ports '{"port": {"project_id": "'$PROJECT'", "network_id": "'$NET'", "name": "demo/web", "device_owner": "compute:kuryr", "fixed_ips": [{"subnet_id": "'$SUBNET'", "ip_address": "10.0.0.84"}]}}')
+  PORT=$(jfield 'd["port"]["id"]' <<<"$PORT_JSON") PORT_MAC=$(jfield 'd["port"]["mac_address"]' <<<"$PORT_JSON")
+  ok "neutron at $NEUTRON: network $NET, subnet 10.0.0.0/24, router $ROUTER, port $PORT (10.0.0.84)"
+
+  step "Kuryr's objects for namespace demo and pod web (the lab plays Kuryr: no Kuryr controller runs here)"
+  k apply -f operator/tests/fixtures/kuryr-crds.yaml >/dev/null
+  k wait --for condition=established --timeout=60s crd/kuryrnetworks.openstack.org crd/kuryrports.openstack.org >/dev/null
+  POD_UID=$(k get pod -n demo web -o jsonpath='{.metadata.uid}')
+  k apply -f - >/dev/null <<EOF
+apiVersion: openstack.org/v1
+kind: KuryrNetwork
+metadata: {name: demo, namespace: demo}
+spec: {nsName: demo, projectId: "$PROJECT", nsLabels: {bgpvpn.io/tenant: demo}}
+status: {netId: "$NET", subnetId: "$SUBNET", subnetCIDR: 10.0.0.0/24, routerId: "$ROUTER", populated: true}
+---
+apiVersion: openstack.org/v1
+kind: KuryrPort
+metadata:
+  name: web
+  namespace: demo
+  labels: {kuryr.openstack.org/nodeName: $NODE}
+spec: {podUid: "$POD_UID", podNodeName: $NODE, podStatic: false}
+status:
+  vifs:
+    eth0:
+      default: true
+      vif:
+        versioned_object.name: VIFVlanNested
+        versioned_object.namespace: os_vif
+        versioned_object.version: "1.0"
+        versioned_object.data:
+          id: "$PORT"
+          address: "$PORT_MAC"
+          vif_name: lxc-web
+          active: true
+          network:
+            versioned_object.name: Network
+            versioned_object.data:
+              id: "$NET"
+              subnets:
+                versioned_object.name: SubnetList
+                versioned_object.data:
+                  objects:
+                    - versioned_object.name: Subnet
+                      versioned_object.data:
+                        cidr: 10.0.0.0/24
+                        ips:
+                          versioned_object.name: FixedIPList
+                          versioned_object.data:
+                            objects:
+                              - versioned_object.name: FixedIP
+                                versioned_object.data: {address: 10.0.0.84}
+EOF
+  ok "KuryrNetwork demo (router $ROUTER) and KuryrPort web (port $PORT, 10.0.0.84)"
+  cat >>"$RUN/operator.yaml" <<EOF
+openstack:
+  neutronUrl: $NEUTRON
+  pollIntervalSeconds: 2
+EOF
+fi
+
+step "start the operator"
 # started with ip netns exec directly (which execs), not through a shell function: $! must be
 # the operator itself so that cleanup's kill reaches it
 ip netns exec "$NS" env RUST_LOG=info KUBECONFIG="$RUN/kube/kubeconfig" POD_NAMESPACE=default POD_NAME=lab-operator \
@@ -184,8 +268,10 @@ if [ "$MODE" = kubernetes ]; then
   step "1. admin: BGPVPN vni 1001; tenant: bind the pod to it"
   k apply -f examples/seed/10-bgpvpn-vni-1001.yaml -f examples/seed/20-binding-vni-1001.yaml
 else
-  step "1. OpenStack: BGPVPN vni 1001 + router association in Neutron, mirrored by the operator"
-  fail "--openstack is not wired up yet"
+  step "1. OpenStack admin: BGPVPN vni 1001; tenant: associate the pod network's router (all in Neutron)"
+  VPN1=$(neutron POST /v2.0/bgpvpn/bgpvpns '{"bgpvpn": {"project_id": "'$PROJECT'", "name": "vpn-1001", "type": "l3", "vni": 1001, "route_targets": ["65000:1001"]}}' | jfield 'd["bgpvpn"]["id"]')
+  ASSOC1=$(neutron POST "/v2.0/bgpvpn/bgpvpns/$VPN1/router_associations" '{"router_association": {"project_id": "'$PROJECT'", "router_id": "'$ROUTER'"}}' | jfield 'd["router_association"]["id"]')
+  log "neutron: bgpvpn $VPN1, router association $ASSOC1"
 fi
 await "remote cloud learned 10.0.0.84 in vrf-1001" ok remote-vrf-1001 '10\.0\.0\.84'
 await "pod -> 20.0.0.100:8080 answers" ok pod-to-vpn 'hello from vm1'
@@ -193,14 +279,26 @@ await "vm1 -> pod 10.0.0.84:8080 answers" ok vm1-to-pod 'hello from pod web'
 await "pod -> node still works" ok pod-to-node '1 received'
 k get bgpvpn,vnibinding -A
 
-step "2. tenant: remove the binding"
-k delete -f examples/seed/20-binding-vni-1001.yaml
+if [ "$MODE" = kubernetes ]; then
+  step "2. tenant: remove the binding"
+  k delete -f examples/seed/20-binding-vni-1001.yaml
+else
+  step "2. tenant: remove the router association in Neutron"
+  neutron DELETE "/v2.0/bgpvpn/bgpvpns/$VPN1/router_associations/$ASSOC1" >/dev/null
+fi
 await "remote cloud withdrew 10.0.0.84 from vrf-1001" ok remote-vrf-1001 '10\.0\.0\.84' !
 await "pod -> 20.0.0.100:8080 no longer answers" fail pod-to-vpn '.*'
 await "vm1 -> pod no longer answers" fail vm1-to-pod '.*'
 
-step "3. admin: BGPVPN vni 1003; tenant: bind the pod to it"
-k apply -f examples/seed/30-bgpvpn-vni-1003.yaml -f examples/seed/40-binding-vni-1003.yaml
+if [ "$MODE" = kubernetes ]; then
+  step "3. admin: BGPVPN vni 1003; tenant: bind the pod to it"
+  k apply -f examples/seed/30-bgpvpn-vni-1003.yaml -f examples/seed/40-binding-vni-1003.yaml
+else
+  step "3. OpenStack admin: BGPVPN vni 1003; tenant: associate the router with it (in Neutron)"
+  VPN3=$(neutron POST /v2.0/bgpvpn/bgpvpns '{"bgpvpn": {"project_id": "'$PROJECT'", "name": "vpn-1003", "type": "l3", "vni": 1003, "route_targets": ["65000:1003"]}}' | jfield 'd["bgpvpn"]["id"]')
+  neutron POST "/v2.0/bgpvpn/bgpvpns/$VPN3/router_associations" '{"router_association": {"project_id": "'$PROJECT'", "router_id": "'$ROUTER'"}}' >/dev/null
+  log "neutron: bgpvpn $VPN3, router associated"
+fi
 await "remote cloud learned 10.0.0.84 in vrf-1003" ok remote-vrf-1003 '10\.0\.0\.84'
 await "pod -> 20.0.0.100:8080: now the OTHER vm answers" ok pod-to-vpn 'hello from vm2'
 await "vm2 -> pod 10.0.0.84:8080 answers" ok vm2-to-pod 'hello from pod web'

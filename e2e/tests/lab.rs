@@ -11,7 +11,11 @@ fn built_binary(name: &str) -> PathBuf {
     exe.parent().and_then(|d| d.parent()).unwrap().join(name)
 }
 
+/// One lab at a time: each boots a UML guest, and two on 2 cores would only slow each other.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run_lab(args: &[&str]) {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
     if !is_root {
         assert!(std::env::var("BGPVPN_REQUIRE_DATAPLANE").as_deref() != Ok("1"), "BGPVPN_REQUIRE_DATAPLANE=1 but not root");
@@ -47,4 +51,11 @@ fn run_lab(args: &[&str]) {
 #[test]
 fn seed_story_with_kubectl() {
     run_lab(&[]);
+}
+
+/// The BGPVPNs and router associations are made in a real neutron-server and reach the cluster
+/// through the OpenStack sync; the pod's network is resolved through Kuryr's objects.
+#[test]
+fn seed_story_through_neutron_and_kuryr() {
+    run_lab(&["--openstack"]);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # neutron-bgpvpn.sh -- a real neutron-server 28.0.2 (OpenStack 2026.1) API with networking-bgpvpn
 # 24.0.0, for testing the OpenStack sync against the genuine REST API.
-# Adapted from the test-bed recipe (hack/testbed/neutron-bgpvpn.sh; same cached venv): adds the
+# Adapted from the shared test-bed recipe (same cached venv): adds the
 # Keystone mode (NEUTRON_AUTH=keystone) and runs gunicorn without its control socket.
 #
 #   neutron-bgpvpn.sh setup <dir>   venv from PyPI (cached), config + SQLite schema in <dir>
