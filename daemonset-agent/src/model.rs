@@ -42,9 +42,9 @@ pub const LINK_GROUP: u32 = 0x6267_7076; // "bgpv"
 /// iproute2's rt_protos and by FRR (whose zebra imports such routes as `kernel` routes and never
 /// sweeps them).
 pub const ROUTE_PROTO: u8 = 232;
-/// Priority of the per-VRF guard rules `iif <vrf> unreachable`, right after the kernel's VRF
-/// `l3mdev` rule (1000): traffic arriving in a VRF without a route in its table stops there
-/// instead of falling through into the main table. (An `unreachable default` in the VRF table would do the
+/// Priority of the per-VRF guard rules `iif <vrf's bridge> unreachable`, right after the
+/// kernel's VRF `l3mdev` rule (1000): VPN traffic arriving in a VRF without a route in its table
+/// stops there instead of falling through into the main table. (An `unreachable default` in the VRF table would do the
 /// same for VRF traffic, but it also ends the pods' lookups: `suppress_prefixlength` is not
 /// consulted for error routes, so a pod's non-VPN traffic would be dropped.)
 pub const GUARD_PRIORITY: u32 = 1001;
@@ -64,14 +64,21 @@ pub const VXLAN_PREFIX: &str = "bvvx-";
 /// Why a spec cannot become a desired state.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// (The field errors are in the message, not repeated as a `source`.)
     #[error("invalid EVPNNodeState spec: {0}")]
-    Invalid(#[from] ValidationErrors),
+    Invalid(ValidationErrors),
     #[error("spec.l3vnis[{index}].vrf: {name:?} {reason}")]
     ReservedVrfName { index: usize, name: String, reason: &'static str },
     #[error("reading state file {path}: {source}")]
     ReadFile { path: String, source: std::io::Error },
     #[error("parsing state file {path}: {message}")]
     ParseFile { path: String, message: String },
+}
+
+impl From<ValidationErrors> for ModelError {
+    fn from(e: ValidationErrors) -> Self {
+        ModelError::Invalid(e)
+    }
 }
 
 /// A Linux interface name that is safe to use anywhere: 1..15 bytes of `[A-Za-z0-9_.-]`,

@@ -101,8 +101,8 @@ async fn seed_from_scratch_then_second_pass_writes_nothing() {
         "ip link add bvvx-1001 mtu 1450 master bvbr-1001".to_string(),
         "bridge link set dev bvvx-1001 learning off neigh_suppress on".to_string(),
         "sysctl -w net.ipv4.ip_forward=1".to_string(),
-        format!("ip -4 rule add from all iif vrf-blue unreachable pref 1001 proto {ROUTE_PROTO}"),
-        format!("ip -6 rule add from all iif vrf-blue unreachable pref 1001 proto {ROUTE_PROTO}"),
+        format!("ip -4 rule add from all iif bvbr-1001 unreachable pref 1001 proto {ROUTE_PROTO}"),
+        format!("ip -6 rule add from all iif bvbr-1001 unreachable pref 1001 proto {ROUTE_PROTO}"),
         format!("ip -4 route replace 10.0.0.84/32 dev cali1234 scope link table {t} proto {ROUTE_PROTO}"),
         format!("ip -4 rule add from 10.0.0.84/32 lookup {t} suppress_prefixlength 0 pref 2000 proto {ROUTE_PROTO}"),
         "sysctl -w net.ipv4.conf.cali1234.rp_filter=2".to_string(),
@@ -156,13 +156,13 @@ async fn sweep_removes_only_owned_objects_devices_before_frr() {
         suppress_prefixlen: Some(0),
         has_other_selectors: false,
     });
-    // a foreign guard on the agent's priority, for a VRF of the same name the agent will use
+    // a foreign rule on the agent's priority, for the bridge name the agent will use
     r.dp.state.rules.push(Rule {
         v6: false,
         priority: 1001,
         src: None,
         dst: None,
-        iif: Some("vrf-blue".into()),
+        iif: Some("bvbr-1001".into()),
         oif: None,
         verdict: RuleVerdict::Unreachable,
         table: 0,

@@ -288,15 +288,42 @@ else bad "node B learned 10.0.0.84 in vrf-1001"; fi
 check "pod -> VM1: curl gets VM1's name" wait_for 30 vm_says VM1
 check "VM1 -> pod:8080" wait_for 10 vm_reaches_pod "$VM1"
 check "the pod's non-VPN traffic still uses main (ext)" ext_ok
-vrf_isolated() {  # the forwarding decision for VPN traffic entering node A's VRF (from the VXLAN/bridge)
-  local out
-  out=$(nsx "$A" ip route get 10.0.0.84 iif bvbr-1001 from 20.0.0.100 2>&1) && grep -q 'dev cali-pod' <<<"$out" \
-    || { echo "control: VPN -> pod should route via cali-pod: $out" >"$DIAG"; return 1; }
-  out=$(nsx "$A" ip route get 192.168.50.2 iif bvbr-1001 from 20.0.0.100 2>&1) \
-    && { echo "VPN traffic to a main-table address was routed: $out" >"$DIAG"; return 1; }
-  grep -qi 'no route to host\|unreachable' <<<"$out" || { echo "$out" >"$DIAG"; return 1; }
+in_echos() {  # Icmp InEchos of a namespace
+  nsx "$1" awk '/^Icmp:/ { if (!c) { for (i = 1; i <= NF; i++) if ($i == "InEchos") c = i; next } print $c; exit }' /proc/net/snmp
 }
-check "VRF isolation: VPN traffic to a main-table address (ext) stops at the guard, VPN -> pod routes" vrf_isolated
+vpn_to_ext() {  # prints "<pod InEchos delta> <ext InEchos delta>" for 3 pings each from VM1
+  # Real packets: node B sends VM1's packets for 192.168.50.0/24 (ext, in node A's MAIN table
+  # only) into the VXLAN towards node A; they arrive in node A's VRF and find no route there.
+  # B does it with a policy rule + a table its FRR ignores (a route in B's VRF would be
+  # redistributed to A, which would then send the packets back: a loop). Control: VM1 -> pod.
+  nsx "$B" ip route replace 192.168.50.0/24 via 172.30.0.1 dev br-1001 onlink table 999
+  nsx "$B" ip rule add pref 500 iif h-vm1001 to 192.168.50.0/24 lookup 999
+  local e0 p0; e0=$(in_echos "$EXT"); p0=$(in_echos "$POD")
+  nsx "$VM1" ping -c 3 -i 0.2 -W 1 192.168.50.2 >/dev/null 2>&1 || true
+  nsx "$VM1" ping -c 3 -i 0.2 -W 1 10.0.0.84 >/dev/null 2>&1 || true
+  echo "$(($(in_echos "$POD") - p0)) $(($(in_echos "$EXT") - e0))"
+  nsx "$B" ip rule del pref 500 iif h-vm1001 to 192.168.50.0/24 lookup 999
+  nsx "$B" ip route del 192.168.50.0/24 table 999
+}
+vrf_isolated() {
+  local d; read -r -a d < <(vpn_to_ext)
+  echo "with the guard: echo requests received by the pod +${d[0]} (control), by ext +${d[1]}" >>"$WORK/isolation.txt"
+  [ "${d[0]}" -ge 3 ] && [ "${d[1]}" -eq 0 ]
+}
+guard_is_the_reason() {  # the same packets leak into main without the guard rule (agent paused meanwhile)
+  local p d; p=$(cat "$AGENT_PID")
+  kill -STOP "$p"
+  nsx "$A" ip rule del pref 1001 iif bvbr-1001 unreachable
+  read -r -a d < <(vpn_to_ext)
+  kill -CONT "$p"
+  echo "without the guard: pod +${d[0]}, ext +${d[1]}" >>"$WORK/isolation.txt"
+  [ "${d[1]}" -ge 3 ]
+}
+guard_back() { nsx "$A" ip -4 rule show | grep -q '^1001:.*iif bvbr-1001 unreachable'; }
+check "VRF isolation: VPN packets to a main-table address (ext) stop at node A, VPN -> pod delivered" vrf_isolated
+check "control: with the guard rule removed (agent paused) the same packets leak into main" guard_is_the_reason
+check "the resumed agent restores the guard rule" wait_for 10 guard_back
+sed 's/^/    /' "$WORK/isolation.txt" 2>/dev/null || true
 check "status Ready for generation $GEN" wait_for 30 ready_gen "$GEN"
 check "ownership markers: VRF, bridge, VXLAN in group 1650946166" bash -c "[ \$(ip netns exec '$A' ip -br link show group 1650946166 | wc -l) = 3 ]"
 check "pod rule: from 10.0.0.84 lookup 1000001001 suppress_prefixlength 0 proto 232" \

@@ -170,11 +170,12 @@ pub enum RuleSpec {
     /// `from <src> lookup <table> suppress_prefixlength 0 pref 2000`: the pod's traffic is
     /// looked up in its VRF first.
     PodLookup { src: Prefix, table: u32 },
-    /// `iif <vrf> unreachable pref 1001` (per family): traffic entering the VRF (from the
-    /// VXLAN, i.e. from the VPN) without a route in the VRF table stops instead of falling
-    /// through to the main table. There is no per-VRF equivalent for sockets bound to the VRF
-    /// (the kernel clears the oif of l3mdev flows before the rules see it); the agent opens none.
-    VrfGuard { v6: bool, vrf: String },
+    /// `iif <bridge> unreachable pref 1001` (per family): traffic entering the VRF from the
+    /// VPN (VXLAN -> bridge, the VRF's only L3 port) without a route in the VRF table stops
+    /// instead of falling through the l3mdev rule into the main table. Input lookups carry the
+    /// slave (the bridge) as iif, not the VRF device, hence the bridge here. Sockets bound to
+    /// the VRF are not covered (the kernel clears the oif of l3mdev flows); the agent opens none.
+    VrfGuard { v6: bool, bridge: String },
 }
 
 impl RuleSpec {
@@ -213,9 +214,9 @@ impl RuleSpec {
                 r.table = *table;
                 r.suppress_prefixlen = Some(0);
             }
-            RuleSpec::VrfGuard { vrf, .. } => {
+            RuleSpec::VrfGuard { bridge, .. } => {
                 r.verdict = RuleVerdict::Unreachable;
-                r.iif = Some(vrf.clone());
+                r.iif = Some(bridge.clone());
             }
         }
         r

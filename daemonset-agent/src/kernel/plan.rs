@@ -253,7 +253,7 @@ impl Resolved {
         let mut out = Vec::new();
         for v in self.vrfs.iter().filter(|v| v.conflict.is_none()) {
             for v6 in [false, true] {
-                out.push(RuleSpec::VrfGuard { v6, vrf: v.name.to_string() });
+                out.push(RuleSpec::VrfGuard { v6, bridge: v.bridge.to_string() });
             }
             for e in v.endpoints.iter().filter(|e| e.interface.is_ok()) {
                 out.push(RuleSpec::PodLookup { src: Prefix::host(e.ip), table: v.table });
