@@ -81,6 +81,10 @@ struct FrrArgs {
     /// MTU of the VXLAN devices (underlay MTU minus 50).
     #[arg(long, default_value_t = model::DEFAULT_VXLAN_MTU)]
     vxlan_mtu: u32,
+    /// Where the sysctls are (`net/ipv4/...` below it); in a container, a mount of the host's
+    /// /proc/sys/net, since the container's own /proc/sys is read-only.
+    #[arg(long, default_value = "/proc/sys")]
+    proc_sys_dir: PathBuf,
 }
 
 impl FrrArgs {
@@ -188,7 +192,7 @@ async fn shutdown_signal() {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
-    let dp = RtNetlink::connect().context("opening rtnetlink")?;
+    let dp = RtNetlink::connect().context("opening rtnetlink")?.with_proc_sys(args.frr.proc_sys_dir.clone());
     let frr = FrrReload::new(args.frr.settings()?);
     let rec = Reconciler::new(dp, frr, NodeSettings { vxlan_mtu: args.frr.vxlan_mtu }).with_state_file(args.state_dir.join("frr-applied.json"));
     let metrics = Metrics::new();
@@ -223,7 +227,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 async fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let desired = model::load_state_file(&args.state_file)?;
-    let mut dp = RtNetlink::connect().context("opening rtnetlink")?;
+    let mut dp = RtNetlink::connect().context("opening rtnetlink")?.with_proc_sys(args.frr.proc_sys_dir.clone());
     let observed = dp.dump().await?;
     let settings = NodeSettings { vxlan_mtu: args.frr.vxlan_mtu };
     let resolved = resolve(&desired, &observed, &settings);

@@ -39,6 +39,13 @@ impl RtNetlink {
         Ok(Self { handle, index: HashMap::new(), proc_sys: PathBuf::from("/proc/sys") })
     }
 
+    /// Reads and writes sysctls under `dir` instead of `/proc/sys` (in a container /proc/sys is
+    /// read-only, so the host's is mounted elsewhere).
+    pub fn with_proc_sys(mut self, dir: PathBuf) -> Self {
+        self.proc_sys = dir;
+        self
+    }
+
     async fn index_of(&mut self, name: &str, op: &'static str) -> Result<u32, KernelError> {
         if let Some(i) = self.index.get(name) {
             return Ok(*i);
