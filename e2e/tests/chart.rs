@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use bgpvpn_testkit::{client_or_skip, kubectl, repo_root, unique_name};
+use bgpvpn_testkit::{built_binary, client_or_skip, kubectl, repo_root, unique_name};
 
 const CHART: &str = "charts/bgpvpn-operator";
 const CUSTOM_VALUES: &str = "e2e/tests/fixtures/values-openstack.yaml";
@@ -65,7 +65,7 @@ fn values_schema_refuses_bad_values() {
         (&["--set", "underlay.asn=0"], "/underlay/asn"),
         (&["--set", "underlay.neighbors[0].address=172.30.0.2"], "remoteAsn"),
         (&["--set", "operator.logFormat=xml"], "/operator/logFormat"),
-        (&["--set", "openstack.enabled=true", "--set", "openstack.pollInterval=soon"], "/openstack/pollInterval"),
+        (&["--set", "openstack.enabled=true", "--set", "openstack.pollIntervalSeconds=0"], "/openstack/pollIntervalSeconds"),
     ];
     for (extra, needle) in cases {
         let mut args = vec!["template", "t", CHART];
@@ -91,6 +91,37 @@ fn rendered_manifests_are_current() {
     // the header names the output path; compare the manifests themselves
     let body = |s: &str| s.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
     assert!(body(&committed) == body(&fresh), "charts/rendered/ is stale: run hack/render-manifests.sh and commit");
+}
+
+/// The operator's config.yaml as the chart renders it must be accepted by the operator itself
+/// (it refuses unknown fields), so chart and binary cannot drift apart.
+#[test]
+fn rendered_operator_config_is_accepted_by_the_operator() {
+    for values in [None, Some(CUSTOM_VALUES)] {
+        let Some(manifest) = render("cfg", "bgpvpn-system", values) else { return };
+        let configmap = manifest
+            .split("\n---")
+            .map(|doc| serde_yaml::from_str::<serde_yaml::Value>(doc).unwrap_or(serde_yaml::Value::Null))
+            .find(|doc| doc["kind"] == "ConfigMap" && doc["data"]["config.yaml"].is_string())
+            .expect("the chart renders the operator's ConfigMap");
+        check_operator_config(&format!("chart {values:?}"), configmap["data"]["config.yaml"].as_str().unwrap());
+    }
+    // and the ConfigMap of the OpenStack sync example
+    let example = std::fs::read_to_string(repo_root().join("examples/openstack-sync/openstack-sync.yaml")).unwrap();
+    let configmap = example
+        .split("\n---")
+        .map(|doc| serde_yaml::from_str::<serde_yaml::Value>(doc).unwrap_or(serde_yaml::Value::Null))
+        .find(|doc| doc["kind"] == "ConfigMap")
+        .expect("the example has the operator's ConfigMap");
+    check_operator_config("examples/openstack-sync", configmap["data"]["config.yaml"].as_str().unwrap());
+}
+
+fn check_operator_config(what: &str, config: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new(built_binary("bgpvpn-operator")).args(["check-config", "--config"]).arg(&file).output().unwrap();
+    stdout_ok(&format!("bgpvpn-operator check-config ({what})"), out);
 }
 
 fn create_namespace(name: &str) {

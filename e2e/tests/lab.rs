@@ -2,14 +2,9 @@
 //! user-mode-linux kernel), which asserts every observation and exits non-zero on the first
 //! that does not hold. Root only: it creates network namespaces, a tap device and a UML guest.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-fn built_binary(name: &str) -> PathBuf {
-    // target/debug/deps/lab-<hash> -> target/debug/<name>
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(|d| d.parent()).unwrap().join(name)
-}
+use bgpvpn_testkit::built_binary;
 
 /// One lab at a time: each boots a UML guest, and two on 2 cores would only slow each other.
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -23,9 +18,6 @@ fn run_lab(args: &[&str]) {
         return;
     }
     let (operator, agent) = (built_binary("bgpvpn-operator"), built_binary("bgpvpn-agent"));
-    for b in [&operator, &agent] {
-        assert!(b.exists(), "{} not built: run `cargo build --workspace` first (hack/test.sh does)", b.display());
-    }
     let root = bgpvpn_testkit::repo_root();
     let out = Command::new(root.join("hack/lab.sh"))
         .args(args)

@@ -184,3 +184,12 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A binary of the workspace that `cargo build --workspace` put next to the running test binary
+/// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`). Panics with a hint when missing.
+pub fn built_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe.parent().and_then(Path::parent).expect("target/<profile>/deps").join(name);
+    assert!(path.exists(), "{} not built: run `cargo build --workspace` first (hack/test.sh does)", path.display());
+    path
+}
