@@ -45,7 +45,7 @@ cleanup() {
   if [ -n "$OPERATOR_PID" ] && kill "$OPERATOR_PID" 2>/dev/null; then
     for _ in $(seq 50); do kill -0 "$OPERATOR_PID" 2>/dev/null || break; sleep 0.2; done
   fi
-  [ -n "$NEUTRON_DIR" ] && hack/testbed/neutron-bgpvpn.sh stop "$NEUTRON_DIR" >/dev/null 2>&1
+  [ -n "$NEUTRON_DIR" ] && hack/neutron/neutron-bgpvpn.sh stop "$NEUTRON_DIR" >/dev/null 2>&1
   hack/testbed/kube-apiserver.sh stop "$RUN/kube" >/dev/null 2>&1
   ip netns del "$NS" 2>/dev/null
   if [ -n "${LAB_KEEP:-}" ]; then log "kept $RUN"; else rm -rf "$RUN"; fi
