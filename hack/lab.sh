@@ -35,6 +35,7 @@ NS=bgpvpn-lab-$SFX TAPIF=labtap0 HOST_IP=10.99.0.1 GUEST_IP=10.99.0.2 CHECK_PORT
 NODE=lab-node-a
 RUN=$(mktemp -d /tmp/bgpvpn-lab.XXXXXX)   # not under /run or /var/tmp: the guest mounts its own there
 chmod 755 "$RUN"
+log "run directory $RUN"
 OPERATOR_PID='' UML_PID='' NEUTRON_DIR=''
 
 cleanup() {

@@ -29,6 +29,23 @@ fn run_lab(args: &[&str]) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "hack/lab.sh {args:?} failed");
+    // every process the lab started is gone: none still has its run directory as cwd or in its
+    // command line (processes may take a moment to exit after their parent's cleanup)
+    let run_dir = stdout
+        .lines()
+        .find_map(|l| l.split("run directory ").nth(1))
+        .expect("hack/lab.sh names its run directory")
+        .trim()
+        .to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let leftovers = processes_using(&run_dir);
+        if leftovers.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "processes left behind by the lab: {leftovers:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     for line in [
         "OK  pod -> 20.0.0.100:8080 answers: hello from vm1",
         "OK  vm1 -> pod 10.0.0.84:8080 answers: hello from pod web",
@@ -38,6 +55,22 @@ fn run_lab(args: &[&str]) {
     ] {
         assert!(stdout.contains(line), "missing {line:?}");
     }
+}
+
+fn processes_using(dir: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cwd = std::fs::read_link(entry.path().join("cwd")).map(|p| p.display().to_string()).unwrap_or_default();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default();
+        if cwd.starts_with(dir) || cmdline.contains(dir) {
+            found.push(format!("{pid}: {}", cmdline.trim()));
+        }
+    }
+    found
 }
 
 #[test]
