@@ -111,28 +111,31 @@ macro_rules! client_or_skip {
     };
 }
 
-/// The committed CRD files, as a user applies them.
-pub fn committed_crds() -> Vec<CustomResourceDefinition> {
-    let dir = repo_root().join("crds");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+/// The committed CRD files (`crds/*.yaml`), as a user applies them.
+pub fn committed_crd_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("crds"))
         .expect("crds/ exists")
         .map(|e| e.expect("readable dir entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
     files
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).expect("readable CRD file");
-            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{} is not a CRD: {e}", p.display()))
-        })
-        .collect()
 }
 
 /// Applies the committed CRDs (server-side apply, idempotent) and waits until each is established.
 pub async fn apply_crds(client: &kube::Client) {
+    for file in committed_crd_files() {
+        apply_crd_file(client, &file).await;
+    }
+}
+
+/// Applies every CRD of a (multi-document) YAML file and waits until each is established.
+pub async fn apply_crd_file(client: &kube::Client, file: &Path) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in committed_crds() {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let crd: CustomResourceDefinition =
+            serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{} is not a CRD: {e}", file.display()));
         let name = crd.metadata.name.clone().expect("CRD has a name");
         api.patch(&name, &PatchParams::apply("bgpvpn-testkit").force(), &Patch::Apply(&crd))
             .await
@@ -142,6 +145,15 @@ pub async fn apply_crds(client: &kube::Client) {
             .unwrap_or_else(|_| panic!("CRD {name} not established within 30 s"))
             .expect("watch CRD");
     }
+}
+
+/// The API of a Kuryr kind (`KuryrNetwork`, `KuryrPort`: group openstack.org/v1, namespaced),
+/// for tests that write Kuryr's objects as Kuryr would.
+pub fn kuryr_api(client: &kube::Client, kind: &str, namespace: &str) -> Api<kube::api::DynamicObject> {
+    use kube::core::{ApiResource, GroupVersionKind};
+    let plural = format!("{}s", kind.to_lowercase());
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("openstack.org", "v1", kind), &plural);
+    Api::namespaced_with(client.clone(), namespace, &ar)
 }
 
 /// Runs the server's kubectl with the test kubeconfig.

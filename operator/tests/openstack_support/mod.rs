@@ -17,10 +17,7 @@ use std::time::{Duration, Instant};
 use bgpvpn_crds::{Bgpvpn, VniBinding};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::api::{Api, ListParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -265,21 +262,10 @@ pub fn unique_vni() -> u32 {
 
 /// Installs the Kuryr CRDs from the shared fixture, as Kuryr's deployment would.
 pub async fn install_kuryr_crds(client: &Client) {
-    let text = std::fs::read_to_string(fixture("kuryr-crds.yaml")).unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(&name, &PatchParams::apply("kuryr-test").force(), &Patch::Apply(&crd)).await.unwrap();
-        tokio::time::timeout(TIMEOUT, await_condition(api.clone(), &name, conditions::is_crd_established())).await.unwrap().unwrap();
-    }
+    bgpvpn_testkit::apply_crd_file(client, &fixture("kuryr-crds.yaml")).await;
 }
 
-pub fn kuryr_api(client: &Client, kind: &str, ns: &str) -> Api<DynamicObject> {
-    let plural = format!("{}s", kind.to_lowercase());
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("openstack.org", "v1", kind), &plural);
-    Api::namespaced_with(client.clone(), ns, &ar)
-}
+pub use bgpvpn_testkit::kuryr_api;
 
 /// A new namespace with Kuryr's KuryrNetwork in it (network and router of the namespace).
 pub async fn kuryr_namespace(client: &Client, net_id: &str, router_id: &str) -> String {
