@@ -137,7 +137,7 @@ run_step() {
     nsx "$P" ip link add underlay0 type dummy; nsx "$P" ip addr add 172.30.0.1/24 dev underlay0; nsx "$P" ip link set underlay0 up
     nsx "$P" sysctl -qw net.ipv4.ip_forward=1
     log "[$tag] peer: pyroute2 up"
-    nsx "$P" timeout "$PHASE_TIMEOUT" "$PEER_PY" /work/main/bench/peer/pyroute2_scale.py up --vnis "$vnis" --endpoints "$eps" --pod-ifaces 100 >"$D/pyroute2-up.json" \
+    nsx "$P" timeout "$PHASE_TIMEOUT" "$PEER_PY" "$BENCH_UML/../peer/pyroute2_scale.py" up --vnis "$vnis" --endpoints "$eps" --pod-ifaces 100 >"$D/pyroute2-up.json" \
       || echo '{"timeout": true}' >"$D/pyroute2-up.json"
     frr_prepare "$P"; frr_start "$P" "$P"
     for s in empty base add_vni add_ep del_ep del_vni down; do
@@ -170,7 +170,7 @@ run_step() {
     fi
     frr_stop "$P"
     log "[$tag] peer: pyroute2 down"
-    nsx "$P" timeout "$PHASE_TIMEOUT" "$PEER_PY" /work/main/bench/peer/pyroute2_scale.py down --vnis "$vnis" --endpoints "$eps" >"$D/pyroute2-down.json" \
+    nsx "$P" timeout "$PHASE_TIMEOUT" "$PEER_PY" "$BENCH_UML/../peer/pyroute2_scale.py" down --vnis "$vnis" --endpoints "$eps" >"$D/pyroute2-down.json" \
       || echo '{"timeout": true}' >"$D/pyroute2-down.json"
   fi
   kv guest_mem_used_kib "$(awk '/MemTotal/{t=$2}/MemAvailable/{a=$2}END{print t-a}' /proc/meminfo)"

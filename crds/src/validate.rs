@@ -153,7 +153,8 @@ pub fn validate_binding<'a>(spec: &'a VniBindingSpec) -> Result<BindingTarget<'a
     if let Some(sel) = &spec.pod_selector {
         targets.push(BindingTarget::Pods(sel));
     }
-    let neutron_ids: [(&str, Option<&'a str>, fn(&'a str) -> BindingTarget<'a>); 3] = [
+    type NeutronId<'a> = (&'static str, Option<&'a str>, fn(&'a str) -> BindingTarget<'a>);
+    let neutron_ids: [NeutronId<'a>; 3] = [
         ("spec.networkId", spec.network_id.as_deref(), BindingTarget::Network),
         ("spec.routerId", spec.router_id.as_deref(), BindingTarget::Router),
         ("spec.portId", spec.port_id.as_deref(), BindingTarget::Port),

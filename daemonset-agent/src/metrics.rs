@@ -34,6 +34,8 @@ pub struct Metrics {
     pub netlink_ops: Family<OpLabels, Counter>,
     /// FRR applies by result (Applied, Unchanged, Failed).
     pub frr_applies: Family<ResultLabels, Counter>,
+    /// Of the applied ones, those done with one vtysh delta instead of frr-reload.py.
+    pub frr_incremental_applies: Counter<u64, AtomicU64>,
     /// Reconcile passes by result (ok, error).
     pub passes: Family<ResultLabels, Counter>,
     pub pass_seconds: Histogram,
@@ -52,6 +54,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("bgpvpn_agent");
         let netlink_ops = Family::<OpLabels, Counter>::default();
         let frr_applies = Family::<ResultLabels, Counter>::default();
+        let frr_incremental_applies = Counter::default();
         let passes = Family::<ResultLabels, Counter>::default();
         let pass_seconds = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
         let vnis = Family::<StateLabels, Gauge>::default();
@@ -60,13 +63,14 @@ impl Metrics {
         let frr_restarts = Counter::default();
         registry.register("netlink_ops", "Kernel writes (rtnetlink and sysctl) by operation and result", netlink_ops.clone());
         registry.register("frr_applies", "FRR configuration applies by result", frr_applies.clone());
+        registry.register("frr_incremental_applies", "FRR applies done with one vtysh delta instead of frr-reload.py", frr_incremental_applies.clone());
         registry.register("reconcile_passes", "Reconcile passes by result", passes.clone());
         registry.register("reconcile_pass_seconds", "Duration of reconcile passes", pass_seconds.clone());
         registry.register("vnis", "L3 VNIs of this node by state", vnis.clone());
         registry.register("endpoints", "Local endpoints by state", endpoints.clone());
         registry.register("repairs", "Passes started because an owned kernel object changed or vanished", repairs.clone());
         registry.register("frr_restarts", "FRR daemon restarts detected", frr_restarts.clone());
-        Self { registry: Arc::new(registry), netlink_ops, frr_applies, passes, pass_seconds, vnis, endpoints, repairs, frr_restarts }
+        Self { registry: Arc::new(registry), netlink_ops, frr_applies, frr_incremental_applies, passes, pass_seconds, vnis, endpoints, repairs, frr_restarts }
     }
 
     pub fn op(&self, op: &str, ok: bool) {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::frr::reload::{FrrControl, FrrOutcome};
+use crate::frr::delta::delta;
 use crate::frr::{FrrView, render};
 use crate::kernel::plan::{Resolved, resolve};
 use crate::kernel::{Dataplane, KernelState};
@@ -104,19 +105,25 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         if !self.force_frr && self.applied.as_ref() == Some(view) {
             return true;
         }
+        // incremental only from a configuration known to be running
+        let delta = if self.force_frr { None } else { self.applied.as_ref().and_then(|a| delta(a, view)) };
         let t0 = Instant::now();
-        let res = self.frr.apply(&render(view)).await;
+        let res = self.frr.apply(&render(view), delta.as_deref()).await;
         let millis = t0.elapsed().as_millis() as u64;
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let ok = res.is_ok();
+        if let (Some(m), Ok(FrrOutcome::Applied { incremental: true, .. })) = (&self.metrics, &res) {
+            m.frr_incremental_applies.inc();
+        }
         let result = match res {
             Ok(FrrOutcome::Unchanged) => {
                 report.trace.push(format!("frr: {what}: unchanged"));
                 FrrResult { result: "Unchanged", message: None, time: now }
             }
-            Ok(FrrOutcome::Applied { lines }) => {
-                report.trace.push(format!("frr: {what}: applied ({lines} lines)"));
-                FrrResult { result: "Applied", message: Some(format!("{what}: {lines} lines changed")), time: now }
+            Ok(FrrOutcome::Applied { lines, incremental }) => {
+                let how = if incremental { "vtysh delta" } else { "frr-reload" };
+                report.trace.push(format!("frr: {what}: applied ({lines} lines, {how})"));
+                FrrResult { result: "Applied", message: Some(format!("{what}: {lines} lines changed ({how})")), time: now }
             }
             Err(e) => {
                 report.trace.push(format!("frr: {what}: FAILED"));
@@ -217,7 +224,6 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             let names: Vec<String> = moving.iter().map(|n| n.to_string()).collect();
             if let Some(prev) = previous.as_ref().filter(|p| moving.iter().any(|n| p.vrf(n).is_some_and(|v| v.vni.is_some()))) {
                 let unmap = prev.unmapped(&moving);
-                self.force_frr = true;
                 frr_ok = self.apply_frr(&unmap, &format!("unmap VNI of {} (old route targets)", names.join(",")), &mut report).await;
             }
             // the VRF's EVPN routes must be gone before its route targets change

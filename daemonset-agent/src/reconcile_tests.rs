@@ -14,13 +14,15 @@ use crate::model::{LINK_GROUP, Prefix, ROUTE_PROTO, parse_state, table_for_slot}
 struct FakeFrr {
     running: String,
     applied: Vec<String>,
+    /// The delta passed with each applied configuration (`None`: full reload).
+    deltas: Vec<Option<String>>,
     fail: bool,
     /// Fail the apply after this many more successful ones.
     fail_after: Option<usize>,
 }
 
 impl FrrControl for FakeFrr {
-    fn apply(&mut self, config: &str) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send {
+    fn apply(&mut self, config: &str, delta: Option<&str>) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send {
         if let Some(n) = self.fail_after.as_mut() {
             if *n == 0 {
                 self.fail = true;
@@ -36,7 +38,8 @@ impl FrrControl for FakeFrr {
         } else {
             self.running = config.to_string();
             self.applied.push(config.to_string());
-            Ok(FrrOutcome::Applied { lines: 1 })
+            self.deltas.push(delta.map(str::to_string));
+            Ok(FrrOutcome::Applied { lines: 1, incremental: delta.is_some() })
         };
         async move { res }
     }
@@ -224,6 +227,11 @@ async fn vni_move_follows_the_safe_order() {
     assert!(!a.contains("\nvrf vrf-red\n") && a.contains("route-target import 65000:1001"), "{a}");
     assert!(!b.contains("\nvrf vrf-red\n") && b.contains("route-target import 65000:1003") && !b.contains("65000:1001"), "{b}");
     assert!(c.contains("vrf vrf-red\n vni 1003\nexit-vrf"), "{c}");
+    // each step is one incremental change, in that order
+    let deltas: Vec<&str> = r.frr.deltas[n - 3..].iter().map(|d| d.as_deref().unwrap_or("(full reload)")).collect();
+    assert_eq!(deltas[0], "vrf vrf-red\n no vni 1001\nexit-vrf\n", "{deltas:?}");
+    assert!(deltas[1].contains("  no route-target import 65000:1001\n") && deltas[1].contains("  route-target export 65000:1003\n") && !deltas[1].contains("vni"), "{}", deltas[1]);
+    assert_eq!(deltas[2], "vrf vrf-red\n vni 1003\nexit-vrf\n");
     // the VRF, its table and bridge (and so the router MAC) are kept; only the VXLAN is swapped
     let k = &r.dp.state;
     assert_eq!(k.link("vrf-red"), before.link("vrf-red"));
@@ -371,4 +379,43 @@ async fn a_failed_frr_step_stops_a_vni_move_before_the_vxlan_swap() {
     let swap = position(&rep.trace, "kernel: ip link del bvvx-1001");
     let map = position(&rep.trace, "frr: map new VNI");
     assert!(rts < swap && swap < map, "{}", rep.trace.join("\n"));
+}
+
+#[tokio::test]
+async fn frr_changes_are_incremental_once_the_running_configuration_is_known() {
+    let mut r = reconciler();
+    r.dp.add_pod("cali5678", "10.0.0.85");
+    assert!(r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap()).await.ok());
+    assert_eq!(r.frr.deltas, [None], "the first apply after start is a full reload");
+
+    let rep = r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84", "10.0.0.85"])).unwrap()).await;
+    assert!(rep.ok());
+    assert_eq!(
+        r.frr.deltas.last().unwrap().as_deref(),
+        Some("router bgp 65001 vrf vrf-blue\n address-family ipv4 unicast\n  network 10.0.0.85/32\n exit-address-family\nexit\n")
+    );
+    assert!(rep.frr.unwrap().message.unwrap().contains("vtysh delta"));
+
+    // unbind: devices first, then one delta that unmaps the VNI and removes the BGP instance
+    let rep = r.pass(&parse_state(EMPTY).unwrap()).await;
+    assert!(rep.ok());
+    assert!(position(&rep.trace, "kernel: ip link del vrf-blue") < position(&rep.trace, "frr: final"), "{}", rep.trace.join("\n"));
+    assert_eq!(r.frr.deltas.last().unwrap().as_deref(), Some("vrf vrf-blue\n no vni 1001\nexit-vrf\nno router bgp 65001 vrf vrf-blue\n"));
+
+    // a resync (or an FRR restart) does not trust the memory: full reload
+    r.force_frr = true;
+    let n = r.frr.applied.len();
+    assert!(r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap()).await.ok());
+    assert_eq!(r.frr.deltas[n..], [None]);
+}
+
+#[tokio::test]
+async fn a_failed_apply_makes_the_next_one_a_full_reload() {
+    let mut r = reconciler();
+    assert!(r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap()).await.ok());
+    r.frr.fail = true;
+    assert!(!r.pass(&parse_state(EMPTY).unwrap()).await.ok());
+    r.frr.fail = false;
+    assert!(r.pass(&parse_state(EMPTY).unwrap()).await.ok());
+    assert_eq!(r.frr.deltas.last().unwrap(), &None, "after a failure the running configuration is unknown");
 }

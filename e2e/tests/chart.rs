@@ -156,7 +156,7 @@ fn rbac_only(manifest: &str) -> String {
     let keep = ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
     manifest
         .split("\n---")
-        .filter(|doc| doc.lines().any(|l| keep.iter().any(|k| l == &format!("kind: {k}"))))
+        .filter(|doc| doc.lines().any(|l| keep.iter().any(|k| l == format!("kind: {k}"))))
         .collect::<Vec<_>>()
         .join("\n---")
 }

@@ -331,6 +331,8 @@ check "pod rule: from 10.0.0.84 lookup 1000001001 suppress_prefixlength 0 proto 
 check "VXLAN port: learning off, neigh_suppress on" bash -c "ip netns exec '$A' bridge -d link show dev bvvx-1001 | grep -q 'learning off' && ip netns exec '$A' bridge -d link show dev bvvx-1001 | grep -q 'neigh_suppress on'"
 check "idempotent kernel: plan shows 0 changes" plan_zero
 check "idempotent FRR: frr-reload --test shows no difference" frr_idempotent
+incremental_applies() { nsx "$A" curl -s http://127.0.0.1:9469/metrics | sed -n 's/^bgpvpn_agent_frr_incremental_applies_total //p'; }
+check "the bind reached FRR as one vtysh delta, not a frr-reload.py run" test "$(incremental_applies)" -ge 1
 log "node A: ip route show vrf vrf-tenant"; nsx "$A" ip route show vrf vrf-tenant || true
 log "node A: ip rule"; nsx "$A" ip rule show || true
 if [ -n "${QUICK:-}" ]; then trap - EXIT; dump_debug; cleanup; echo "$PASS passed, $FAIL failed"; [ $FAIL -eq 0 ]; exit; fi
@@ -342,6 +344,8 @@ if wait_for 60 not route_at_b 1001; then ok "route to 10.0.0.84 withdrawn at nod
 check "unbound: no connectivity to 20.0.0.100" wait_for 10 no_vm
 check "unbound: every owned device and rule swept" wait_for 20 nothing_owned
 check "unbound: ext still reachable" ext_ok
+check "unbound: status Ready for generation $GEN" wait_for 30 ready_gen "$GEN"
+check "unbound: the incremental removal left FRR where a full reload would" frr_idempotent
 
 # ------------------------------------------------------------------ bind to VNI 1003
 log "bind the pod to VNI 1003"

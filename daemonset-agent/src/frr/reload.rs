@@ -1,8 +1,14 @@
-//! Applying a rendered configuration with `frr-reload.py --test`, then `--reload`.
+//! Applying a configuration: incrementally with one `vtysh -f <delta>`, or in full with
+//! `frr-reload.py --test`, then `--reload`.
 //!
-//! `--test` both checks the file (vtysh parses it) and prints the difference to the running
-//! configuration; when there is none the apply is `Unchanged` and FRR is not touched. Every
-//! outcome is returned to the caller, which reports it (status, metric, log).
+//! The full path is the source of truth: `--test` both checks the file (vtysh parses it) and
+//! prints the difference to the running configuration; when there is none the apply is
+//! `Unchanged` and FRR is not touched. The caller takes it whenever it does not know FRR's
+//! running configuration (startup, FRR restart, periodic resync, a failed apply). Otherwise it
+//! passes the [`delta`](super::delta::delta) from the last applied view, and a delta that vtysh
+//! refuses falls back to the full path in the same apply. Either way the complete configuration
+//! is written to `config_file` first, so a restarted FRR boots into it. Every outcome is
+//! returned to the caller, which reports it (status, metric, log).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -65,8 +71,9 @@ impl FrrSettings {
 pub enum FrrOutcome {
     /// The running configuration already matched.
     Unchanged,
-    /// frr-reload changed this many lines.
-    Applied { lines: usize },
+    /// This many lines were changed, by `vtysh -f` of the delta (`incremental`) or by
+    /// frr-reload.
+    Applied { lines: usize, incremental: bool },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,14 +86,17 @@ pub enum FrrError {
     Timeout { cmd: String, secs: u64 },
     #[error("frr-reload.py --{step} failed (exit {code}): {output}")]
     Reload { step: &'static str, code: i32, output: String },
+    #[error("vtysh -f {file} failed (exit {code}): {output}")]
+    Delta { file: String, code: i32, output: String },
     #[error("vtysh -c {command:?} failed (exit {code}): {output}")]
     Vtysh { command: String, code: i32, output: String },
 }
 
 /// FRR behind a trait, so the staging logic is tested without FRR.
 pub trait FrrControl: Send {
-    /// Makes FRR's running configuration equal to `config` (a complete frr.conf).
-    fn apply(&mut self, config: &str) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send;
+    /// Makes FRR's running configuration equal to `config` (a complete frr.conf). `delta`,
+    /// when given, is the change from the running configuration to `config`, as vtysh lines.
+    fn apply(&mut self, config: &str, delta: Option<&str>) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send;
     /// Whether zebra has learned the VXLAN device `ifname` with this VNI.
     fn zebra_knows_vxlan(&mut self, ifname: &str, vni: u32) -> impl Future<Output = bool> + Send;
     /// Identity of the running zebra/bgpd (their pids); changes when FRR restarts, `None` when
@@ -102,6 +112,47 @@ pub struct FrrReload {
 impl FrrReload {
     pub fn new(settings: FrrSettings) -> Self {
         Self { settings }
+    }
+
+    fn vtysh_base_args(&self) -> Vec<String> {
+        let s = &self.settings;
+        let mut args = vec!["--config_dir".to_string(), s.confdir.display().to_string()];
+        if let Some(ps) = &s.pathspace {
+            args.extend(["-N".to_string(), ps.clone()]);
+        }
+        if let Some(v) = &s.vty_socket {
+            args.extend(["--vty_socket".to_string(), v.display().to_string()]);
+        }
+        args
+    }
+
+    /// `vtysh -f` of `delta`: vtysh runs the lines in configuration mode and routes each to
+    /// the daemons that own it; a refused line makes it exit non-zero.
+    async fn apply_delta(&self, delta: &str) -> Result<usize, FrrError> {
+        let file = self.settings.rundir.join(format!("bgpvpn-agent-delta-{}.conf", std::process::id()));
+        write_file(&file, delta)?;
+        let mut args = self.vtysh_base_args();
+        args.extend(["-f".to_string(), file.display().to_string()]);
+        let res = self.run(&self.settings.bindir.join("vtysh"), &args).await;
+        let _ = std::fs::remove_file(&file);
+        let (code, out) = res?;
+        // vtysh reports a refused line on its output but may still exit 0 for some of them
+        if code != 0 || out.lines().any(|l| l.starts_with('%') || l.contains("Failure to communicate")) {
+            return Err(FrrError::Delta { file: file.display().to_string(), code, output: tail(&out) });
+        }
+        Ok(delta.lines().filter(|l| !l.trim().is_empty()).count())
+    }
+
+    async fn full_reload(&self, file: &Path) -> Result<FrrOutcome, FrrError> {
+        let (changes, _) = self.test(file).await?;
+        if changes == 0 {
+            return Ok(FrrOutcome::Unchanged);
+        }
+        let (code, out) = self.run(&self.settings.reload_script, &self.reload_args("reload", file)).await?;
+        if code != 0 {
+            return Err(FrrError::Reload { step: "reload", code, output: tail(&out) });
+        }
+        Ok(FrrOutcome::Applied { lines: changes, incremental: false })
     }
 
     fn reload_args(&self, step: &str, file: &Path) -> Vec<String> {
@@ -166,16 +217,9 @@ impl FrrReload {
 
     /// `vtysh -c <command>` against this FRR.
     pub async fn vtysh(&self, command: &str) -> Result<String, FrrError> {
-        let s = &self.settings;
-        let mut args = vec!["--config_dir".to_string(), s.confdir.display().to_string()];
-        if let Some(ps) = &s.pathspace {
-            args.extend(["-N".to_string(), ps.clone()]);
-        }
-        if let Some(v) = &s.vty_socket {
-            args.extend(["--vty_socket".to_string(), v.display().to_string()]);
-        }
+        let mut args = self.vtysh_base_args();
         args.extend(["-c".to_string(), command.to_string()]);
-        let (code, out) = self.run(&s.bindir.join("vtysh"), &args).await?;
+        let (code, out) = self.run(&self.settings.bindir.join("vtysh"), &args).await?;
         if code != 0 {
             return Err(FrrError::Vtysh { command: command.to_string(), code, output: tail(&out) });
         }
@@ -218,20 +262,22 @@ pub fn hostname_line(preamble: &str) -> String {
 }
 
 impl FrrControl for FrrReload {
-    fn apply(&mut self, config: &str) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send {
+    fn apply(&mut self, config: &str, delta: Option<&str>) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send {
         let file = self.settings.config_file.clone();
         let config = format!("{}{}{config}", self.settings.preamble, hostname_line(&self.settings.preamble));
+        let delta = delta.map(str::to_string);
         async move {
             write_file(&file, &config)?;
-            let (changes, _) = self.test(&file).await?;
-            if changes == 0 {
-                return Ok(FrrOutcome::Unchanged);
+            match delta.as_deref() {
+                Some("") => return Ok(FrrOutcome::Unchanged),
+                Some(delta) => match self.apply_delta(delta).await {
+                    Ok(lines) => return Ok(FrrOutcome::Applied { lines, incremental: true }),
+                    // part of the delta may be in: frr-reload compares with what is running
+                    Err(e) => tracing::warn!(error = %e, "incremental FRR apply refused; falling back to frr-reload.py"),
+                },
+                None => {}
             }
-            let (code, out) = self.run(&self.settings.reload_script, &self.reload_args("reload", &file)).await?;
-            if code != 0 {
-                return Err(FrrError::Reload { step: "reload", code, output: tail(&out) });
-            }
-            Ok(FrrOutcome::Applied { lines: changes })
+            self.full_reload(&file).await
         }
     }
 
