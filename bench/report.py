@@ -68,7 +68,7 @@ def convergence():
             ("bind.b_frr", "(b) FRR configured (zebra `vni 1001`, bgpd `network`)", ""),
             ("bind.c_remote", "(c) type-5 route in node B's VRF table", "≤ 1 s median"),
             ("bind.d_ping", "(d) first ping reply pod → remote VM", ""),
-            ("bind.agent_frr_apply_total", "agent's FRR apply inside (a)-(d) (frr-reload.py --test + --reload)", ""),
+            ("bind.agent_frr_apply_total", "agent's FRR apply inside (a)-(d)", ""),
             ("unbind.a_kernel", "unbind: (a) devices, route and rule gone", ""),
             ("unbind.c_remote", "unbind: (c) route withdrawn at node B", ""),
             ("unbind.b_frr", "unbind: (b) `vni 1001` gone from zebra", ""),
@@ -83,6 +83,13 @@ def convergence():
     if shares:
         print(f"\nProbe CPU share during the bind half (the guest has one CPU): median {sorted(shares)[len(shares) // 2]:.3f}. "
               f"Agent VmRSS {c['agent_rss_kib_idle'] / 1024:.1f} MiB idle, {c['agent_rss_kib_end'] / 1024:.1f} MiB after the cycles.\n")
+    methods = {}
+    for cy in c["cycles"]:
+        for half in ("bind", "unbind"):
+            for f in cy[half]["agent"]["frr_applies"]:
+                methods[f.get("method", "?")] = methods.get(f.get("method", "?"), 0) + 1
+    if methods:
+        print("How the agent applied FRR over all cycles: " + ", ".join(f"{k} {v}" for k, v in sorted(methods.items())) + ".\n")
 
 
 def scale():
@@ -93,7 +100,7 @@ def scale():
         print("**scale: no result** (see guest-scale.log)\n")
         return
     print("#### Cold scale (one node, empty → N L3 VNIs with M pod endpoints → empty; target ≤ 30 s each way)\n")
-    print("| VNIs / endpoints | agent up: total (FRR part; kernel writes over) | agent down: total (FRR part) | "
+    print("| VNIs / endpoints | agent up: total (FRR part and how; kernel writes over) | agent down: total (FRR part) | "
           "pyroute2 kernel up / down | frr-reload.py --reload full config up / to empty | kernel writes up / down (agent) | FRR config lines |")
     print("|---|---|---|---|---|---|---|")
     for s in steps:
@@ -106,7 +113,8 @@ def scale():
                     return f"> {x['timeout_s']} s (timeout; {x.get('passes', 0)} passes failed)"
                 return "unfinished" if x else "-"
             failed = f"; {x['failed_passes']} failed pass(es) retried" if x.get("failed_passes") else ""
-            return f"{fmt_s(x['total_s'])} ({fmt_s((x.get('frr_ms') or 0) / 1000)}; {fmt_s(x.get('kernel_writes_span_s'))}{failed})"
+            how = ", ".join(sorted({f.get("method", "?") for f in x.get("frr_applies", [])})) or "-"
+            return f"{fmt_s(x['total_s'])} ({fmt_s((x.get('frr_ms') or 0) / 1000)} {how}; {fmt_s(x.get('kernel_writes_span_s'))}{failed})"
         pu, pd = p.get("pyroute2_up") or {}, p.get("pyroute2_down") or {}
         fu, fd = p.get("frr_up", {}), p.get("frr_down", {})
         pk = lambda x: "timeout" if x.get("timeout") else fmt_s(x.get("total_s"))  # noqa: E731
@@ -137,7 +145,7 @@ def incremental(steps):
     s = steps[-1] if not any(x["agent"].get("add_vni") for x in steps[-1:]) else steps[-1]
     for s in [x for x in steps if x["agent"].get("add_vni")][-1:]:
         print(f"#### Incremental, with {s['vnis']} VNIs / {s['endpoints']} endpoints present (target ≤ 1 s each, writes proportional to the change)\n")
-        print("| change | agent: state write → pass done | agent FRR part (frr-reload.py --test + --reload) | netlink writes (agent /metrics) | peer: full frr-reload.py --reload | peer: one `vtysh -f <delta>` | delta over the vty sockets (resident process) |")
+        print("| change | agent: state write → pass done | agent FRR part (how) | netlink writes (agent /metrics) | peer: full frr-reload.py --reload | peer: one `vtysh -f <delta>` | delta over the vty sockets (resident process) |")
         print("|---|---|---|---|---|---|---|")
         labels = {"add_vni": "add one VNI (with one endpoint)", "add_ep": "add one endpoint", "del_ep": "remove that endpoint", "del_vni": "remove that VNI"}
         for ch, label in labels.items():
@@ -149,7 +157,8 @@ def incremental(steps):
             vt = "-" if not vty else f"{vty['ms']:.0f} ms" + (" (errors)" if vty.get("errors") else "")
             fr = p.get(f"frr_{ch}")
             vs = p.get(f"vtysh_{ch}")
-            print(f"| {label} | {fmt_s(a.get('total_s'))} | {fmt_s((a.get('frr_ms') or 0) / 1000)} | {w.get('total', '-')} ({ops}) | "
+            how = ", ".join(sorted({f.get("method", "?") for f in a.get("frr_applies", [])})) or "-"
+            print(f"| {label} | {fmt_s(a.get('total_s'))} | {fmt_s((a.get('frr_ms') or 0) / 1000)} ({how}) | {w.get('total', '-')} ({ops}) | "
                   f"{fmt_s(fr['s']) if fr else '-'} | {fmt_s(vs['s']) if vs else '-'} | {vt} |")
         print()
 

@@ -119,7 +119,8 @@ def parse_agent(lines):
         if "FRR apply" in line and m:
             st = re.search(r'stage="?([^"]*?)"? result', line)
             res = re.search(r'result="?(\w+)', line)
-            frr.append({"stage": st.group(1) if st else "?", "result": res.group(1) if res else "?", "ms": int(m.group(1))})
+            how = "vtysh delta" if "vtysh delta" in line else "frr-reload" if "frr-reload" in line else "unchanged"
+            frr.append({"stage": st.group(1) if st else "?", "result": res.group(1) if res else "?", "ms": int(m.group(1)), "method": how})
         elif "pass done" in line and m:
             kw = re.search(r"kernel_writes=(\d+)", line)
             writes += int(kw.group(1)) if kw else 0

@@ -38,6 +38,11 @@ def parse_pass(l):
     return {"ms": int(m.group(1)) if m else None, "kernel_writes": int(k.group(1)) if k else 0, "ok": bool(ok and ok.group(1) == "true")}
 
 
+def apply_method(line):
+    """How the agent applied FRR (its log message says `(vtysh delta)` or `(frr-reload)`)."""
+    return "vtysh delta" if "vtysh delta" in line else "frr-reload" if "frr-reload" in line else "unchanged"
+
+
 def phase(lines, gen, t_write):
     """The passes after the agent took generation `gen`, up to the first one that succeeded (a
     failed pass is retried by the agent after a backoff)."""
@@ -58,7 +63,7 @@ def phase(lines, gen, t_write):
             st = re.search(r'stage="([^"]*)"', l)
             rs = re.search(r'result="(\w+)"', l)
             frr.append({"stage": st.group(1) if st else None, "result": rs.group(1) if rs else None,
-                        "ms": int(m.group(1)) if m else None, "lines": int(ch.group(1)) if ch else 0})
+                        "ms": int(m.group(1)) if m else None, "lines": int(ch.group(1)) if ch else 0, "method": apply_method(l)})
         elif "kernel write" in l and "failed" not in l:
             kw_ts.append(ts(l))
         elif "pass done" in l:

@@ -42,8 +42,12 @@ pub type StatusWriter = Box<dyn FnMut(EvpnNodeStateStatus) -> BoxFuture<'static,
 pub struct LoopTimings {
     /// Delay between a netlink event and the pass it starts (events in between are merged).
     pub debounce: Duration,
-    /// Period of the full resync (kernel pass + FRR `--test`).
+    /// Period of the kernel resync (dump and diff; kernel changes also arrive as netlink events).
     pub resync: Duration,
+    /// Period of the FRR resync: one `frr-reload.py --test` against the running configuration,
+    /// which also catches hand edits. Slower than a kernel resync (seconds at a thousand VNIs),
+    /// and FRR changes have no event, so it has its own, longer period.
+    pub frr_resync: Duration,
     /// Period of the FRR restart check (pid files).
     pub frr_check: Duration,
     /// Longest delay between retries of a failed pass.
@@ -52,7 +56,7 @@ pub struct LoopTimings {
 
 impl Default for LoopTimings {
     fn default() -> Self {
-        Self { debounce: Duration::from_millis(200), resync: Duration::from_secs(30), frr_check: Duration::from_secs(1), max_backoff: Duration::from_secs(30) }
+        Self { debounce: Duration::from_millis(200), resync: Duration::from_secs(30), frr_resync: Duration::from_secs(300), frr_check: Duration::from_secs(1), max_backoff: Duration::from_secs(30) }
     }
 }
 
@@ -140,6 +144,9 @@ pub async fn run<D: Dataplane, F: FrrControl>(
     let mut resync = interval(timings.resync);
     resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
     resync.reset();
+    let mut frr_resync = interval(timings.frr_resync);
+    frr_resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    frr_resync.reset();
     tokio::pin!(shutdown);
     tracing::info!(frr = ?fingerprint, "agent loop started");
     loop {
@@ -204,6 +211,9 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                 }
             }
             _ = resync.tick() => {
+                due = Some(due.map_or(Instant::now(), |d| d.min(Instant::now())));
+            }
+            _ = frr_resync.tick() => {
                 rec.force_frr = true;
                 due = Some(due.map_or(Instant::now(), |d| d.min(Instant::now())));
             }

@@ -136,9 +136,12 @@ struct RunArgs {
     /// Debounce of netlink events, in milliseconds.
     #[arg(long, default_value_t = 200)]
     debounce_ms: u64,
-    /// Full resync period, in seconds.
+    /// Kernel resync period, in seconds.
     #[arg(long, default_value_t = 30)]
     resync_secs: u64,
+    /// FRR resync period (a full `frr-reload.py --test`), in seconds.
+    #[arg(long, default_value_t = 300)]
+    frr_resync_secs: u64,
     #[command(flatten)]
     frr: FrrArgs,
 }
@@ -220,7 +223,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("either --state-file or --node-name (NODE_NAME) is required"),
     };
-    let timings = LoopTimings { debounce: Duration::from_millis(args.debounce_ms), resync: Duration::from_secs(args.resync_secs), ..LoopTimings::default() };
+    let timings = LoopTimings { debounce: Duration::from_millis(args.debounce_ms), resync: Duration::from_secs(args.resync_secs), frr_resync: Duration::from_secs(args.frr_resync_secs), ..LoopTimings::default() };
     agent::run(rec, source, status, timings, metrics, heartbeat, shutdown_signal()).await;
     Ok(())
 }
