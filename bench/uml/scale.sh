@@ -16,7 +16,7 @@
 # Env: AGENT, OUT, PEER_PY (venv python with pyroute2), SCALES ("100:1000"), PHASE_TIMEOUT (900),
 #      SKIP_PEER, SKIP_DOWN_FRR_PEER, PRELOAD_FRR (give FRR the full config before the agent
 #      starts with the full state: isolates the agent's kernel work at sizes where frr-reload.py
-#      itself does not finish within the agent's 60 s FRR deadline).
+#      itself does not finish within the agent's FRR deadline, --frr-timeout-secs).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 SCALES=${SCALES:-100:1000} PHASE_TIMEOUT=${PHASE_TIMEOUT:-900}

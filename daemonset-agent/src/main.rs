@@ -78,6 +78,10 @@ struct FrrArgs {
     /// Static FRR lines (logging, hostname, ...) put before the rendered configuration.
     #[arg(long)]
     frr_preamble: Option<PathBuf>,
+    /// Deadline of one vtysh or frr-reload.py run, in seconds (a full reload of a thousand VRFs
+    /// takes minutes on a slow node; a run cut short leaves FRR half-configured until the next).
+    #[arg(long, default_value_t = 300)]
+    frr_timeout_secs: u64,
     /// MTU of the VXLAN devices (underlay MTU minus 50).
     #[arg(long, default_value_t = model::DEFAULT_VXLAN_MTU)]
     vxlan_mtu: u32,
@@ -99,6 +103,7 @@ impl FrrArgs {
         s.confdir = self.frr_confdir.clone();
         s.config_file = self.frr_config_file.clone().unwrap_or_else(|| self.frr_confdir.join("frr.conf"));
         s.reload_script = self.frr_reload.clone();
+        s.timeout = std::time::Duration::from_secs(self.frr_timeout_secs);
         s.bindir = self.frr_bindir.clone();
         s.vty_socket = self.frr_vty_socket.clone();
         if let Some(p) = &self.frr_piddir {

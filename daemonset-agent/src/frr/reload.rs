@@ -60,7 +60,7 @@ impl FrrSettings {
             pathspace,
             vty_socket: None,
             piddir,
-            timeout: Duration::from_secs(60),
+            timeout: Duration::from_secs(300),
             preamble: String::new(),
         }
     }
