@@ -15,9 +15,7 @@
 # Env: AGENT (required), OUT (results: agent/FRR logs are copied to $OUT/e2e), KEEP_WORK.
 set -euo pipefail
 
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
-FRR=/usr/lib/frr
-PY=/usr/bin/python3
+. "$(dirname "$0")/../lib/remote-cloud.sh"   # the topology: nsx, ns_new, rc_*, frr_*
 PASS=0 FAIL=0 T0=$(date +%s%N)
 el() { echo $((($(date +%s%N) - T0) / 1000000)); }
 log() { printf '[%6sms] == %s\n' "$(el)" "$*"; }
@@ -27,7 +25,6 @@ check() {  # what cmd... ; a failing cmd may leave diagnostics in $DIAG
   local what=$1; shift; rm -f "$DIAG"
   if "$@" >/dev/null 2>&1; then ok "$what"; else bad "$what"; [ -s "$DIAG" ] && sed 's/^/    | /' "$DIAG"; fi; rm -f "$DIAG"
 }
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 wait_for() {  # seconds cmd... : poll every 0.1 s until cmd succeeds or the deadline passes
   local end=$(($(date +%s) + $1)); shift
   until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -lt $end ] || return 1; sleep 0.1; done
@@ -36,27 +33,19 @@ not() { ! "$@"; }
 
 [ "$(id -u)" = 0 ] || { echo "must run as root (inside the UML guest)" >&2; exit 1; }
 [ -n "${AGENT:-}" ] && [ -x "$AGENT" ] || { echo "AGENT=<path to bgpvpn-agent> is required" >&2; exit 1; }
-for c in ip vtysh curl ping "$PY" "$FRR/zebra" "$FRR/bgpd" "$FRR/frr-reload.py"; do
+for c in ip vtysh curl ping "$PY" "$FRR_LIB/zebra" "$FRR_LIB/bgpd" "$FRR_LIB/frr-reload.py"; do
   command -v "$c" >/dev/null || { echo "missing $c: run hack/dataplane/install-deps.sh on the host" >&2; exit 1; }
 done
 
-SFX=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
 A=nodeA-$SFX B=nodeB-$SFX POD=pod-$SFX VM1=vm1-$SFX VM2=vm2-$SFX EXT=ext-$SFX
-NSES=() PIDFILES=()
 WORK=${WORK:-$(mktemp -d)}
 mkdir -p "$WORK"; chmod 755 "$WORK"
 DIAG=$WORK/diag.txt STATE=$WORK/state.yaml STATUS=$WORK/status.json AGENT_LOG=$WORK/agent.log AGENT_PID=$WORK/agent.pid
 
 cleanup() {  # only what this run started: PIDs from our pidfiles, namespaces with our suffix
-  local f n v
-  for f in "${PIDFILES[@]}" "$AGENT_PID"; do [ -s "$f" ] && { kill "$(cat "$f")" 2>/dev/null || true; }; done
-  sleep 0.5
+  [ -s "$AGENT_PID" ] && { kill "$(cat "$AGENT_PID")" 2>/dev/null || true; }
+  rc_cleanup
   if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then mkdir -p "$OUT/e2e"; cp -r "$WORK"/. "$OUT/e2e/" 2>/dev/null || true; fi
-  for n in "$A" "$B"; do
-    for v in $(ip -n "$n" -br link show type vrf 2>/dev/null | awk '{print $1}'); do ip -n "$n" link del "$v" || true; done
-  done
-  for n in "${NSES[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-  rm -rf "/run/frr/$A" "/run/frr/$B"
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
   return 0
 }
@@ -76,124 +65,38 @@ trap on_abort EXIT
 trap 'exit 130' INT TERM
 
 log "kernel $(uname -r), namespaces *-$SFX, work $WORK"
-for m in vrf vxlan bridge veth; do modprobe $m 2>/dev/null || true; done
+rc_need_vrf
 
 # ------------------------------------------------------------------ underlay
-ip netns add "$A"; NSES+=("$A"); ip netns add "$B"; NSES+=("$B")
-nsx "$A" ip link add vrfprobe type vrf table 4242 2>/dev/null || { echo "this kernel has no VRF support" >&2; exit 1; }
-nsx "$A" ip link del vrfprobe
-nsx "$A" ip link add eth-u type veth peer name eth-u netns "$B"
-declare -A UIP=([$A]=172.30.0.1 [$B]=172.30.0.2)
-for n in "$A" "$B"; do
-  nsx "$n" ip link set lo up
-  nsx "$n" ip addr add "${UIP[$n]}/24" dev eth-u
-  nsx "$n" ip link set eth-u up
-done
-# node B is configured by hand like the recipe; node A's sysctls are the agent's job
-nsx "$B" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+ns_new "$A"; ns_new "$B"
+rc_underlay "$A" "$B"
+# node B forwards (rc_underlay); node A's sysctls are the agent's job
 # a Kubernetes node usually runs with strict rp_filter on new devices: the agent must cope
 nsx "$A" sysctl -qw net.ipv4.conf.default.rp_filter=1
 
 # ------------------------------------------------------------------ workloads
-serve() {  # netns ip text
-  mkdir -p "$WORK/www-$1"; echo "$3" >"$WORK/www-$1/id.txt"
-  # not through the nsx function: $! must be the PID of the server itself (ip netns exec execs it)
-  ip netns exec "$1" "$PY" -m http.server 8080 --bind "$2" --directory "$WORK/www-$1" >"$WORK/http-$1.log" 2>&1 &
-  echo $! >"$WORK/http-$1.pid"; PIDFILES+=("$WORK/http-$1.pid")
-}
-veth_ns() {  # node netns ip hostif : a /32 workload behind a veth, Calico style (gateway 169.254.1.1)
-  local n=$1 ns=$2 ip=$3 h=$4 hmac wmac
-  ip netns add "$ns"; NSES+=("$ns")
-  nsx "$n" ip link add "$h" mtu 1450 type veth peer name eth0 mtu 1450 netns "$ns"
-  nsx "$n" ip link set "$h" up
-  nsx "$ns" ip link set lo up
-  nsx "$ns" ip addr add "$ip/32" dev eth0
-  nsx "$ns" ip link set eth0 up
-  hmac=$(nsx "$n" cat "/sys/class/net/$h/address"); wmac=$(nsx "$ns" cat /sys/class/net/eth0/address)
-  nsx "$ns" ip route add 169.254.1.1 dev eth0 scope link
-  nsx "$ns" ip route add default via 169.254.1.1 dev eth0
-  nsx "$ns" ip neigh replace 169.254.1.1 lladdr "$hmac" dev eth0 nud permanent
-  nsx "$n" ip neigh replace "$ip" lladdr "$wmac" dev "$h" nud permanent
-}
-# node B: two VRFs with the same VM address, as evpn-two-nodes.sh builds them
-add_vrf_b() {  # vni vm-netns text
-  local vni=$1 vm=$2 text=$3
-  nsx "$B" ip link add "vrf-$vni" type vrf table "$vni"
-  nsx "$B" ip link set "vrf-$vni" up
-  nsx "$B" ip link add "br-$vni" address "$(printf '02:00:0b:00:%02x:%02x' $((vni >> 8)) $((vni & 255)))" type bridge
-  nsx "$B" ip link set "br-$vni" master "vrf-$vni" mtu 1450 up
-  nsx "$B" ip link add "vxlan-$vni" type vxlan id "$vni" local 172.30.0.2 dstport 4789 nolearning
-  nsx "$B" ip link set "vxlan-$vni" master "br-$vni" mtu 1450 up
-  nsx "$B" bridge link set dev "vxlan-$vni" learning off
-  veth_ns "$B" "$vm" 20.0.0.100 "h-vm$vni"
-  nsx "$B" ip link set "h-vm$vni" master "vrf-$vni"
-  nsx "$B" ip route add 20.0.0.100/32 dev "h-vm$vni" vrf "vrf-$vni"
-  serve "$vm" 20.0.0.100 "$text"
-}
-add_vrf_b 1001 "$VM1" "hello from VM1 (VNI 1001)"
-add_vrf_b 1003 "$VM2" "hello from VM2 (VNI 1003)"
-# node A: the pod, wired like a CNI plugin: host veth, /32 route in MAIN, default via the veth
-veth_ns "$A" "$POD" 10.0.0.84 cali-pod
-nsx "$A" ip route add 10.0.0.84/32 dev cali-pod
-serve "$POD" 10.0.0.84 "hello from the pod on node A"
+# node B: two VRFs with the same VM address; node A: the pod, wired like a CNI plugin
+rc_vm "$B" 1001 "$VM1" "hello from VM1 (VNI 1001)"
+rc_vm "$B" 1003 "$VM2" "hello from VM2 (VNI 1003)"
+rc_pod "$A" "$POD" cali-pod "hello from the pod on node A"
 # node A: another host on a main-table route (the pod's ordinary, non-VPN traffic)
-ip netns add "$EXT"; NSES+=("$EXT")
+ns_new "$EXT"
 nsx "$A" ip link add h-ext type veth peer name eth0 netns "$EXT"
 nsx "$A" ip addr add 192.168.50.1/24 dev h-ext; nsx "$A" ip link set h-ext up
-nsx "$EXT" ip link set lo up; nsx "$EXT" ip addr add 192.168.50.2/24 dev eth0; nsx "$EXT" ip link set eth0 up
+nsx "$EXT" ip addr add 192.168.50.2/24 dev eth0; nsx "$EXT" ip link set eth0 up
 nsx "$EXT" ip route add default via 192.168.50.1
 nsx "$A" sysctl -qw net.ipv4.ip_forward=1
-serve "$EXT" 192.168.50.2 "hello from ext (main table)"
+rc_serve "$EXT" 192.168.50.2 "hello from ext (main table)"
 log "workloads up"
 
 # ------------------------------------------------------------------ FRR
-# node B: static config, as in the recipe (explicit RTs: eBGP auto RTs would never match)
 vtysh() { command vtysh --config_dir "$WORK" "$@"; }
 vty() { local n=$1 c a=(); shift; for c in "$@"; do a+=(-c "$c"); done; vtysh -N "$n" "${a[@]}"; }
-mkdir -p "$WORK/$A" "$WORK/$B" "$WORK/$A/run" "/run/frr/$A" "/run/frr/$B"
-: >"$WORK/$A/vtysh.conf"; : >"$WORK/$B/vtysh.conf"
-{ echo "hostname $B"; echo "log file $WORK/$B/frr.log"
-  for v in 1001 1003; do printf 'vrf vrf-%s\n vni %s\nexit-vrf\n' $v $v; done; } >"$WORK/$B/zebra.conf"
-{ cat <<EOF
-hostname $B
-log file $WORK/$B/frr.log
-router bgp 64999
- bgp router-id 172.30.0.2
- no bgp ebgp-requires-policy
- no bgp default ipv4-unicast
- neighbor 172.30.0.1 remote-as 65001
- address-family l2vpn evpn
-  neighbor 172.30.0.1 activate
-  advertise-all-vni
- exit-address-family
-exit
-EOF
-  for v in 1001 1003; do cat <<EOF
-router bgp 64999 vrf vrf-$v
- bgp router-id 172.30.0.2
- address-family ipv4 unicast
-  redistribute kernel
- exit-address-family
- address-family l2vpn evpn
-  advertise ipv4 unicast
-  route-target import 65000:$v
-  route-target export 65000:$v
- exit-address-family
-exit
-EOF
-  done; } >"$WORK/$B/bgpd.conf"
-# node A: only what an FRR sidecar starts with (logging); the agent owns the rest
-printf 'log file %s\n' "$WORK/$A/frr.log" >"$WORK/$A/preamble.conf"
-cp "$WORK/$A/preamble.conf" "$WORK/$A/base.conf"
-chown -R frr:frr "$WORK/$A" "$WORK/$B" "/run/frr/$A" "/run/frr/$B"
-frr_start() {  # node zebra.conf bgpd.conf
-  local n=$1
-  PIDFILES+=("/run/frr/$n/bgpd.pid" "/run/frr/$n/zebra.pid")
-  nsx "$n" $FRR/zebra -N "$n" -d -P 0 -f "$2" -i "/run/frr/$n/zebra.pid" 2>>"$WORK/$n/startup.log"
-  nsx "$n" $FRR/bgpd  -N "$n" -d -P 0 -f "$3" -i "/run/frr/$n/bgpd.pid" 2>>"$WORK/$n/startup.log"
-}
-frr_start "$B" "$WORK/$B/zebra.conf" "$WORK/$B/bgpd.conf"
-frr_start "$A" "$WORK/$A/base.conf" "$WORK/$A/base.conf"
+# node B: static (rc_remote_frr); node A: only what an FRR sidecar starts with (logging), the
+# agent owns the rest
+rc_remote_frr "$B" 1001 1003
+frr_prepare "$A"
+frr_start "$A" "$A"
 log "FRR started on both nodes"
 
 # ------------------------------------------------------------------ the agent
@@ -250,16 +153,16 @@ EOF
 }
 
 # helpers for the checks
-fetch_vm() { nsx "$POD" curl -s --max-time 2 http://20.0.0.100:8080/id.txt; }
+fetch_vm() { nsx "$POD" curl -s --max-time 2 http://20.0.0.100:8080/; }
 vm_says() { [[ $(fetch_vm) == *"$1"* ]]; }
-no_vm() { ! nsx "$POD" curl -s --max-time 1 -o /dev/null http://20.0.0.100:8080/id.txt; }
-ext_ok() { [[ $(nsx "$POD" curl -s --max-time 2 http://192.168.50.2:8080/id.txt) == *ext* ]]; }
-vm_reaches_pod() { [[ $(nsx "$1" curl -s --max-time 2 http://10.0.0.84:8080/id.txt) == *pod* ]]; }
+no_vm() { ! nsx "$POD" curl -s --max-time 1 -o /dev/null http://20.0.0.100:8080/; }
+ext_ok() { [[ $(nsx "$POD" curl -s --max-time 2 http://192.168.50.2:8080/) == *ext* ]]; }
+vm_reaches_pod() { [[ $(nsx "$1" curl -s --max-time 2 http://10.0.0.84:8080/) == *pod* ]]; }
 route_at_b() { nsx "$B" ip route show vrf "vrf-$1" | grep '^10.0.0.84 ' >/dev/null; }
 owned_links() { nsx "$A" ip -br link show group 1650946166; }
 nothing_owned() { [ -z "$(owned_links)" ] && [ -z "$(nsx "$A" ip rule show | grep 'proto 232')" ]; }
 frr_idempotent() {  # frr-reload --test against node A's running config: no difference
-  local out rc=0; out=$("$FRR/frr-reload.py" --test --stdout --confdir "$WORK" --bindir /usr/bin --rundir "$WORK/$A/run" --pathspace "$A" "$WORK/frr.conf" 2>&1) || rc=$?
+  local out rc=0; out=$("$FRR_LIB/frr-reload.py" --test --stdout --confdir "$WORK" --bindir /usr/bin --rundir "$WORK/$A/run" --pathspace "$A" "$WORK/frr.conf" 2>&1) || rc=$?
   if [ $rc != 0 ] || grep -q 'Lines To' <<<"$out"; then echo "$out" | sed -n '/Lines To/,$p' | head -40 >"$DIAG"; return 1; fi
 }
 plan_zero() {
@@ -352,7 +255,7 @@ log "bind the pod to VNI 1003"
 t=$(date +%s%N); write_state vrf-tenant 1003
 if wait_for 60 route_at_b 1003; then ok "node B learned 10.0.0.84 in vrf-1003 ($(ms_since "$t") ms)"; else bad "node B learned 10.0.0.84 in vrf-1003"; fi
 check "pod -> VM2 (VNI 1003)" wait_for 30 vm_says VM2
-check "VM1 is not reachable any more (no route in vrf-1001, VM1 cannot reach the pod)" bash -c "! ip netns exec '$B' ip route show vrf vrf-1001 | grep -q '^10.0.0.84 ' && ! ip netns exec '$VM1' curl -s --max-time 1 http://10.0.0.84:8080/id.txt"
+check "VM1 is not reachable any more (no route in vrf-1001, VM1 cannot reach the pod)" bash -c "! ip netns exec '$B' ip route show vrf vrf-1001 | grep -q '^10.0.0.84 ' && ! ip netns exec '$VM1' curl -s --max-time 1 http://10.0.0.84:8080/"
 check "VM2 -> pod:8080" wait_for 10 vm_reaches_pod "$VM2"
 
 # ------------------------------------------------------------------ VNI move, both ways (safe order)
@@ -391,7 +294,7 @@ for d in bgpd zebra; do kill "$(cat "/run/frr/$A/$d.pid")"; done
 gone() { ! kill -0 "$(cat "/run/frr/$A/zebra.pid")" 2>/dev/null && ! kill -0 "$(cat "/run/frr/$A/bgpd.pid")" 2>/dev/null; }
 wait_for 10 gone || true
 t=$(date +%s%N)
-frr_start "$A" "$WORK/$A/base.conf" "$WORK/$A/base.conf"
+frr_start "$A" "$A"
 frr_has_config() { command vtysh --config_dir "$WORK" -N "$A" -c 'show running-config' | grep -q 'router bgp 65001 vrf vrf-tenant'; }
 if wait_for 60 frr_has_config; then ok "agent re-applied its FRR config after the restart ($(ms_since "$t") ms)"; else bad "agent re-applied its FRR config after the restart"; fi
 if wait_for 90 route_at_b 1003; then ok "route back at node B after the FRR restart ($(ms_since "$t") ms)"; else bad "route back at node B after the FRR restart"; fi
