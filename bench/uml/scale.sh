@@ -63,6 +63,8 @@ run_step() {
   nsx "$N" ip -batch "$D/links.batch"; nsx "$N" ip -batch "$D/routes.batch"
   frr_prepare "$N"; frr_start "$N" "$N"
   rm -f "$WORK/status.json" "$WORK/agent.log"; rm -rf "$WORK/agent-state"
+  # the agent's log lives on the host share, so a long step can be followed while it runs
+  : >"$OUT/agent-$tag.log"; ln -s "$OUT/agent-$tag.log" "$WORK/agent.log"
   local AP
   if [ -z "${PRELOAD_FRR:-}" ]; then
     cp "$D/empty.json" "$WORK/state.json"

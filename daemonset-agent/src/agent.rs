@@ -135,6 +135,8 @@ pub async fn run<D: Dataplane, F: FrrControl>(
     });
     let mut desired: Option<DesiredState> = None;
     let mut due: Option<Instant> = None;
+    // what asked for the next pass (the latest cause), for the log
+    let mut trigger: &'static str = "start";
     let mut last_frr: Option<FrrResult> = None;
     let mut last_status: Option<EvpnNodeStateStatus> = None;
     let mut fingerprint = rec.frr.fingerprint();
@@ -168,6 +170,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                     tracing::info!(vnis = d.vrfs.len(), generation = ?d.generation, "new desired state");
                     desired = Some(d);
                     due = Some(Instant::now());
+                    trigger = "new desired state";
                     backoff = Duration::from_secs(1);
                 }
                 Some(SourceEvent::Desired(Err(e))) => {
@@ -192,6 +195,10 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                         tracing::debug!(what, "owned kernel object changed");
                         metrics.repairs.inc();
                     }
+                    trigger = match ev {
+                        monitor::Event::Owned(what) => what,
+                        monitor::Event::HostRoute => "main-table host route",
+                    };
                     let at = Instant::now() + timings.debounce;
                     due = Some(due.map_or(at, |d| d.min(at)));
                 }
@@ -204,6 +211,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                         metrics.frr_restarts.inc();
                         rec.force_frr = true;
                         due = Some(Instant::now());
+                        trigger = "FRR restart";
                     } else {
                         tracing::warn!("FRR daemons are not running");
                     }
@@ -212,10 +220,12 @@ pub async fn run<D: Dataplane, F: FrrControl>(
             }
             _ = resync.tick() => {
                 due = Some(due.map_or(Instant::now(), |d| d.min(Instant::now())));
+                trigger = "resync";
             }
             _ = frr_resync.tick() => {
                 rec.force_frr = true;
                 due = Some(due.map_or(Instant::now(), |d| d.min(Instant::now())));
+                trigger = "FRR resync";
             }
             _ = timer => {
                 due = None;
@@ -236,6 +246,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                 let st = build_status(d, &rep, last_frr.as_ref(), last_status.as_ref(), &now);
                 update_gauges(&metrics, &st, &rep);
                 tracing::info!(
+                    trigger,
                     ok = rep.ok(),
                     kernel_writes = rep.kernel_writes,
                     frr = rep.frr.as_ref().map(|f| f.result).unwrap_or("-"),
@@ -252,6 +263,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                     backoff = Duration::from_secs(1);
                 } else {
                     due = Some(Instant::now() + backoff);
+                    trigger = "retry";
                     backoff = (backoff * 2).min(timings.max_backoff);
                 }
             }

@@ -5,17 +5,29 @@
 //! link, route or rule changed or vanished (repair), and a host route appearing or vanishing in
 //! the main table (a CNI plugin wiring or removing a pod, which makes an endpoint ready or
 //! pending). Everything else, including the EVPN routes zebra installs, is ignored.
+//!
+//! The kernel repeats RTM_NEWLINK for an owned device whenever anything about it changes,
+//! IPv6 address configuration included; at a thousand VNIs that is a steady stream, and each
+//! notification started a pass. An owned link therefore counts only when what the agent
+//! programs (name, master, group, up, MTU, MAC) differs from the last notification about it.
+
+use std::collections::HashMap;
 
 use futures::StreamExt;
+use netlink_packet_route::AddressFamily;
 use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::sys::AsyncSocket;
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{RouteAttribute, RouteMessage};
 use netlink_packet_route::rule::{RuleAttribute, RuleMessage};
 use rtnetlink::MulticastGroup;
 use tokio::sync::mpsc;
 
 use crate::model::{LINK_GROUP, ROUTE_PROTO};
+
+/// Receive buffer asked for the subscription socket.
+const MONITOR_RCVBUF: usize = 8 * 1024 * 1024;
 
 /// Why a notification matters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +36,60 @@ pub enum Event {
     Owned(&'static str),
     /// A host route in the main table appeared or vanished (pods come and go).
     HostRoute,
+}
+
+/// What the agent programs on a link, as a notification carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LinkDigest {
+    name: Option<String>,
+    master: Option<u32>,
+    group: Option<u32>,
+    up: bool,
+    mtu: Option<u32>,
+    mac: Option<Vec<u8>>,
+}
+
+fn digest(m: &LinkMessage) -> LinkDigest {
+    let mut d = LinkDigest { name: None, master: None, group: None, up: m.header.flags.contains(LinkFlags::Up), mtu: None, mac: None };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => d.name = Some(n.clone()),
+            LinkAttribute::Controller(i) => d.master = Some(*i),
+            LinkAttribute::Group(g) => d.group = Some(*g),
+            LinkAttribute::Mtu(x) => d.mtu = Some(*x),
+            LinkAttribute::Address(a) => d.mac = Some(a.clone()),
+            _ => {}
+        }
+    }
+    d
+}
+
+/// Owned links as last notified, so that a repeated notification is not an event.
+#[derive(Default)]
+pub struct LinkMemory(HashMap<u32, LinkDigest>);
+
+impl LinkMemory {
+    /// Classifies one notification, remembering owned links.
+    pub fn classify(&mut self, msg: &RouteNetlinkMessage) -> Option<Event> {
+        match msg {
+            RouteNetlinkMessage::NewLink(m) if link_owned(m) => {
+                let d = digest(m);
+                if self.0.get(&m.header.index) == Some(&d) {
+                    return None;
+                }
+                self.0.insert(m.header.index, d);
+                Some(Event::Owned("link changed"))
+            }
+            // the bridge's per-port messages (AF_BRIDGE) carry no group: not a loss of the marker
+            RouteNetlinkMessage::NewLink(m) if m.header.interface_family == AddressFamily::Bridge => None,
+            RouteNetlinkMessage::DelLink(m) | RouteNetlinkMessage::NewLink(m) => {
+                // deleted, or no longer carrying the marker
+                self.0.remove(&m.header.index);
+                classify(msg)
+            }
+            _ => classify(msg),
+        }
+    }
 }
 
 fn link_owned(m: &LinkMessage) -> bool {
@@ -71,11 +137,18 @@ pub fn classify(msg: &RouteNetlinkMessage) -> Option<Event> {
 /// subscription socket fails (the caller restarts it; the periodic resync covers the gap).
 pub async fn run(tx: mpsc::UnboundedSender<Event>) -> std::io::Result<()> {
     let groups = [MulticastGroup::Link, MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route, MulticastGroup::Ipv4Rule, MulticastGroup::Ipv6Rule];
-    let (conn, _handle, mut messages) = rtnetlink::new_multicast_connection(&groups)?;
+    let (mut conn, _handle, mut messages) = rtnetlink::new_multicast_connection(&groups)?;
+    // The agent's own bulk writes are echoed here. SO_RCVBUF is capped by net.core.rmem_max, so
+    // a burst of tens of thousands can still overflow it; what is dropped then is mostly those
+    // echoes, and the kernel resync covers the rest.
+    if let Err(e) = conn.socket_mut().socket_mut().set_rx_buf_sz(MONITOR_RCVBUF) {
+        tracing::warn!(error = %e, "cannot enlarge the netlink monitor's receive buffer");
+    }
     let conn_task = tokio::spawn(conn);
+    let mut links = LinkMemory::default();
     while let Some((msg, _)) = messages.next().await {
         if let NetlinkPayload::InnerMessage(inner) = msg.payload
-            && let Some(ev) = classify(&inner)
+            && let Some(ev) = links.classify(&inner)
             && tx.send(ev).is_err()
         {
             break;
@@ -122,5 +195,27 @@ mod tests {
         let mut rule = RuleMessage::default();
         rule.attributes.push(RuleAttribute::Protocol(RouteProtocol::from(ROUTE_PROTO)));
         assert!(classify(&RouteNetlinkMessage::DelRule(rule)).is_some());
+    }
+
+    #[test]
+    fn a_repeated_link_notification_is_not_an_event() {
+        let mut mem = LinkMemory::default();
+        let mut br = LinkMessage::default();
+        br.header.index = 7;
+        br.attributes.push(LinkAttribute::Group(LINK_GROUP));
+        br.attributes.push(LinkAttribute::IfName("bvbr-1001".into()));
+        br.attributes.push(LinkAttribute::Controller(5));
+        assert!(mem.classify(&RouteNetlinkMessage::NewLink(br.clone())).is_some(), "first sight");
+        assert_eq!(mem.classify(&RouteNetlinkMessage::NewLink(br.clone())), None, "same programmed attributes");
+        let mut moved = br.clone();
+        moved.attributes.retain(|a| !matches!(a, LinkAttribute::Controller(_)));
+        assert_eq!(mem.classify(&RouteNetlinkMessage::NewLink(moved)), Some(Event::Owned("link changed")), "master removed by hand");
+        assert!(mem.classify(&RouteNetlinkMessage::DelLink(br.clone())).is_some());
+        assert!(mem.classify(&RouteNetlinkMessage::NewLink(br.clone())).is_some(), "recreated");
+        let mut port_msg = LinkMessage::default();
+        port_msg.header.index = 7;
+        port_msg.header.interface_family = AddressFamily::Bridge;
+        assert_eq!(mem.classify(&RouteNetlinkMessage::NewLink(port_msg)), None);
+        assert_eq!(mem.classify(&RouteNetlinkMessage::NewLink(br)), None, "a bridge-port message does not make the device new again");
     }
 }

@@ -98,7 +98,7 @@ impl Route {
 }
 
 /// What a rule does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RuleVerdict {
     Lookup,
     Unreachable,
@@ -106,7 +106,7 @@ pub enum RuleVerdict {
 }
 
 /// A policy rule as observed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Rule {
     pub v6: bool,
     pub priority: u32,
