@@ -30,7 +30,9 @@ now() { echo "$EPOCHREALTIME"; }
 TOPGEN=$'\n  "observedGeneration": ([0-9]+)'   # the top-level field (conditions carry one too, deeper)
 ready_gen() {  # <gen>: the agent's status file says Ready=True for this generation (no process spawned)
   local s=""
-  [ -f "$WORK/status.json" ] && { IFS= read -r -d '' s <"$WORK/status.json" || true; }
+  # conditions and observedGeneration come first; the per-VNI list after them is megabytes at
+  # 1000 VNIs, and bash's regex over all of it took minutes per poll
+  [ -f "$WORK/status.json" ] && { IFS= read -r -N 16384 s <"$WORK/status.json" || true; }
   [[ $s =~ $TOPGEN ]] && [ "${BASH_REMATCH[1]}" = "$1" ] \
     && [[ $s =~ \"status\":\ \"True\",[[:space:]]*\"type\":\ \"Ready\" ]]
 }
