@@ -4,8 +4,8 @@
 //!
 //! Inputs: BGPVPN, VNIBinding, Pod, Namespace, Node, EVPNNodeState (the agents' status), and
 //! KuryrNetwork / KuryrPort once their CRDs are found (looked for again periodically while
-//! absent). Stored objects are trimmed to the fields the build reads, which keeps memory flat
-//! with many pods.
+//! absent). Stored objects are trimmed to the fields the build reads (pods are stored as
+//! [`PodView`]s), which keeps memory flat with many pods.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
 use futures::{Future, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus};
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, Store};
@@ -33,7 +33,7 @@ use crate::kuryr::{KuryrNetwork, KuryrPort};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::startup;
-use crate::view::{ClusterView, KuryrView};
+use crate::view::{ClusterView, KuryrView, PodView};
 
 /// A store and the future that keeps it filled.
 fn reflect<K>(api: Api<K>, trim: fn(&mut K), trigger: Arc<Notify>) -> (Store<K>, impl Future<Output = ()> + Send + 'static)
@@ -61,14 +61,8 @@ fn trim_meta<K: Resource>(obj: &mut K) {
     meta.annotations = None;
 }
 
-fn trim_pod(pod: &mut Pod) {
-    trim_meta(pod);
-    pod.meta_mut().owner_references = None;
-    let spec = pod.spec.take().unwrap_or_default();
-    pod.spec = Some(PodSpec { node_name: spec.node_name, host_network: spec.host_network, ..Default::default() });
-    let status = pod.status.take().unwrap_or_default();
-    pod.status = Some(PodStatus { phase: status.phase, pod_ip: status.pod_ip, pod_ips: status.pod_ips, ..Default::default() });
-}
+/// Nothing to trim: a [`PodView`] holds only what the build reads.
+fn trim_pod(_: &mut PodView) {}
 
 fn trim_node(node: &mut Node) {
     let meta = node.meta_mut();
@@ -106,7 +100,7 @@ struct KuryrStores {
 struct Inputs {
     bgpvpns: Store<Bgpvpn>,
     bindings: Store<VniBinding>,
-    pods: Store<Pod>,
+    pods: Store<PodView>,
     namespaces: Store<Namespace>,
     nodes: Store<Node>,
     node_states: Store<EvpnNodeState>,
@@ -192,7 +186,7 @@ pub async fn run(ctx: PassContext, stop: Shutdown) {
     let inputs = Inputs {
         bgpvpns: input!(Api::<Bgpvpn>::all(client.clone()), trim_meta),
         bindings: input!(Api::<VniBinding>::all(client.clone()), trim_meta),
-        pods: input!(Api::<Pod>::all(client.clone()), trim_pod),
+        pods: input!(Api::<PodView>::all(client.clone()), trim_pod),
         namespaces: input!(Api::<Namespace>::all(client.clone()), trim_namespace),
         nodes: input!(Api::<Node>::all(client.clone()), trim_node),
         node_states: input!(Api::<EvpnNodeState>::all(client.clone()), trim_node_state),

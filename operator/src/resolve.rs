@@ -14,13 +14,12 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use crate::kuryr::{KuryrNetwork, KuryrPort, Vif};
 use crate::reasons;
-use crate::view::{Index, KuryrIndex};
+use crate::view::{Index, KuryrIndex, PodView};
 
 /// A validated binding target.
 #[derive(Clone, Debug)]
@@ -74,25 +73,24 @@ enum Skip {
 }
 
 /// The node of a pod that may be an endpoint.
-fn eligible_node(pod: &Pod) -> Result<&str, Skip> {
+fn eligible_node(pod: &PodView) -> Result<&str, Skip> {
     if pod.metadata.deletion_timestamp.is_some() {
         return Err(Skip::NotRunning);
     }
-    let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-    let spec = pod.spec.as_ref();
-    let node = spec.and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty());
+    let running = pod.status.phase.as_deref() == Some("Running");
+    let node = pod.spec.node_name.as_deref().filter(|n| !n.is_empty());
     match node {
         _ if !running => Err(Skip::NotRunning),
         None => Err(Skip::NotRunning),
         // its address is the node's: routing it into a VRF would take the node's traffic along
-        Some(_) if spec.and_then(|s| s.host_network) == Some(true) => Err(Skip::HostNetwork),
+        Some(_) if pod.spec.host_network == Some(true) => Err(Skip::HostNetwork),
         Some(node) => Ok(node),
     }
 }
 
 /// The pod's addresses as the kubelet reported them (`status.podIPs`, else `status.podIP`).
-fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
-    let Some(status) = &pod.status else { return vec![] };
+fn pod_ips(pod: &PodView) -> Vec<IpAddr> {
+    let status = &pod.status;
     let listed = status.pod_ips.iter().flatten().map(|p| p.ip.as_str());
     let mut ips = BTreeSet::new();
     for ip in listed.chain(status.pod_ip.as_deref()) {
@@ -103,7 +101,7 @@ fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
     ips.into_iter().collect()
 }
 
-fn pod_key(pod: &Pod) -> String {
+fn pod_key(pod: &PodView) -> String {
     format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
 }
 
@@ -220,7 +218,7 @@ fn port_vifs<'p>(port: &'p KuryrPort, net_id: Option<&str>, notes: &mut Vec<Stri
     vifs
 }
 
-fn vif_endpoints(pod: &Pod, node: &str, vif: &Vif, notes: &mut Vec<String>) -> Vec<ResolvedEndpoint> {
+fn vif_endpoints(pod: &PodView, node: &str, vif: &Vif, notes: &mut Vec<String>) -> Vec<ResolvedEndpoint> {
     let (ips, bad) = vif.ips();
     if !bad.is_empty() {
         notes.push(format!("vif {} of pod {} has addresses that are not IPs: {}", vif.id, pod_key(pod), bad.join(", ")));
@@ -234,7 +232,7 @@ fn valid_ifname(name: &str) -> bool {
 }
 
 /// The KuryrPort of a pod, unless it belongs to an earlier pod of the same name.
-fn port_of<'a>(pod: &Pod, kuryr: &KuryrIndex<'a>) -> Option<&'a KuryrPort> {
+fn port_of<'a>(pod: &PodView, kuryr: &KuryrIndex<'a>) -> Option<&'a KuryrPort> {
     let port = kuryr.port_by_name.get(&(pod.metadata.namespace.as_deref().unwrap_or_default(), pod.metadata.name.as_deref().unwrap_or_default()))?;
     let port_uid = port.spec.ok().and_then(|s| s.pod_uid.as_deref());
     match (port_uid, pod.metadata.uid.as_deref()) {

@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use serde_json::{json, Value};
 
 use super::*;
 use crate::config::{Config, UnderlayConfig};
 use crate::kuryr::{KuryrNetwork, KuryrPort};
 use crate::reasons;
-use crate::view::{ClusterView, KuryrView};
+use crate::view::{ClusterView, KuryrView, PodView};
 
 const NET: &str = "78f13a6a-586e-43f8-be56-70c5c04239a5";
 const ROUTER: &str = "5f1e2d3c-4b5a-4978-8a9b-0c1d2e3f4a5b";
@@ -79,7 +79,7 @@ impl World {
         ClusterView {
             bgpvpns: self.vpns.iter().cloned().map(obj::<Bgpvpn>).collect(),
             bindings: self.bindings.iter().cloned().map(obj::<VniBinding>).collect(),
-            pods: self.pods.iter().cloned().map(obj::<Pod>).collect(),
+            pods: self.pods.iter().cloned().map(obj::<PodView>).collect(),
             namespaces: self.namespaces.iter().cloned().map(obj::<Namespace>).collect(),
             nodes: self.nodes.iter().cloned().map(obj::<Node>).collect(),
             kuryr: self.kuryr.as_ref().map(|(n, p)| KuryrView {
