@@ -5,7 +5,8 @@
 //! Inputs: BGPVPN, VNIBinding, Pod, Namespace, Node, EVPNNodeState (the agents' status), and
 //! KuryrNetwork / KuryrPort once their CRDs are found (looked for again periodically while
 //! absent). Stored objects are trimmed to the fields the build reads (pods are stored as
-//! [`PodView`]s), which keeps memory flat with many pods.
+//! [`PodView`]s), which keeps memory flat with many pods. The BGPVPN and VNIBinding reflectors
+//! are shared with the status controllers ([`SharedInputs`]): one copy of each object.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -14,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
-use futures::{Future, StreamExt};
+use futures::{Future, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus};
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType};
@@ -35,23 +36,52 @@ use crate::shutdown::Shutdown;
 use crate::startup;
 use crate::view::{ClusterView, KuryrView, PodView};
 
+/// A store, and the stream of objects that keeps it filled (whoever polls it fills the store);
+/// every change wakes the pass loop through `trigger`.
+fn reflected<K>(api: Api<K>, trim: fn(&mut K), trigger: Arc<Notify>) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff().modify(trim))
+        .inspect(move |event| match event {
+            Ok(_) => trigger.notify_one(),
+            Err(e) => tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying"),
+        })
+        .applied_objects();
+    (reader, stream)
+}
+
 /// A store and the future that keeps it filled.
 fn reflect<K>(api: Api<K>, trim: fn(&mut K), trigger: Arc<Notify>) -> (Store<K>, impl Future<Output = ()> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff().modify(trim));
-    let drive = async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => trigger.notify_one(),
-                Err(e) => tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying"),
-            }
-        }
-    };
-    (reader, drive)
+    let (reader, stream) = reflected(api, trim, trigger);
+    (reader, stream.for_each(|_| futures::future::ready(())))
+}
+
+/// The BGPVPN and VNIBinding reflectors, read by both the cluster pass (their stores) and the
+/// status controllers (their stores and their streams, which the controllers drive), so each
+/// object is held once. Made per operator term.
+pub struct SharedInputs {
+    /// Wakes the pass loop on any change of any input.
+    pub trigger: Arc<Notify>,
+    pub bgpvpns: Store<Bgpvpn>,
+    pub bindings: Store<VniBinding>,
+}
+
+/// A stream of changed objects that fills a shared store.
+pub type Changes<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
+
+impl SharedInputs {
+    /// The shared reflectors, with the streams that fill them: hand those to the controllers.
+    pub fn new(client: &Client) -> (Self, Changes<Bgpvpn>, Changes<VniBinding>) {
+        let trigger = Arc::new(Notify::new());
+        let (bgpvpns, bgpvpn_changes) = reflected(Api::<Bgpvpn>::all(client.clone()), trim_meta, trigger.clone());
+        let (bindings, binding_changes) = reflected(Api::<VniBinding>::all(client.clone()), trim_meta, trigger.clone());
+        (SharedInputs { trigger, bgpvpns, bindings }, bgpvpn_changes.boxed(), binding_changes.boxed())
+    }
 }
 
 /// Keeps what every kind's build step reads: never the managed fields.
@@ -172,9 +202,9 @@ pub struct PassContext {
 }
 
 /// Runs the cluster pass loop until `stop`.
-pub async fn run(ctx: PassContext, stop: Shutdown) {
+pub async fn run(ctx: PassContext, shared: SharedInputs, stop: Shutdown) {
     let client = ctx.client.clone();
-    let trigger = Arc::new(Notify::new());
+    let trigger = shared.trigger;
     let mut tasks = JoinSet::new();
     macro_rules! input {
         ($api:expr, $trim:expr) => {{
@@ -184,8 +214,8 @@ pub async fn run(ctx: PassContext, stop: Shutdown) {
         }};
     }
     let inputs = Inputs {
-        bgpvpns: input!(Api::<Bgpvpn>::all(client.clone()), trim_meta),
-        bindings: input!(Api::<VniBinding>::all(client.clone()), trim_meta),
+        bgpvpns: shared.bgpvpns,
+        bindings: shared.bindings,
         pods: input!(Api::<PodView>::all(client.clone()), trim_pod),
         namespaces: input!(Api::<Namespace>::all(client.clone()), trim_namespace),
         nodes: input!(Api::<Node>::all(client.clone()), trim_node),

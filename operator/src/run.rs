@@ -93,10 +93,12 @@ impl Operator {
             synced: self.health.synced.clone(),
         };
         let status_ctx = Arc::new(StatusContext { client: self.client.clone(), plan: plan_rx, events, metrics: self.metrics.clone() });
+        let (shared, bgpvpn_changes, binding_changes) = cluster::SharedInputs::new(&self.client);
+        let (bgpvpns, bindings) = (shared.bgpvpns.clone(), shared.bindings.clone());
         tokio::join!(
-            cluster::run(pass, term.clone()),
-            status::run_bgpvpn_controller(status_ctx.clone(), term.clone()),
-            status::run_binding_controller(status_ctx, term.clone()),
+            cluster::run(pass, shared, term.clone()),
+            status::run_bgpvpn_controller(status_ctx.clone(), bgpvpns, bgpvpn_changes, term.clone()),
+            status::run_binding_controller(status_ctx, bindings, binding_changes, term.clone()),
             self.openstack_sync(term.clone()),
         );
         self.health.leading.store(false, Ordering::Relaxed);

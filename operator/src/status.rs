@@ -15,9 +15,9 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::watcher;
+use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use crate::apply::FIELD_MANAGER;
 use crate::events::Events;
 use crate::build::{BgpvpnReport, BindingReport, Cond, ObjectKey, Plan};
+use crate::cluster::Changes;
 use crate::metrics::Metrics;
 use crate::reasons;
 use crate::shutdown::Shutdown;
@@ -202,10 +203,15 @@ fn plan_changes(rx: watch::Receiver<Arc<Plan>>) -> impl Stream<Item = ()> + Send
     })
 }
 
-/// Runs the BGPVPN status controller until `stop`.
-pub async fn run_bgpvpn_controller(ctx: Arc<StatusContext>, stop: Shutdown) {
-    let api: Api<Bgpvpn> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default())
+/// Status writes in flight at once, per controller: a new plan reconciles every object, and
+/// each write in flight holds a connection to the API server.
+const CONCURRENT_RECONCILES: u16 = 8;
+
+/// Runs the BGPVPN status controller until `stop`, over the shared reflector (`store`, filled
+/// by `changes`, which this controller drives).
+pub async fn run_bgpvpn_controller(ctx: Arc<StatusContext>, store: Store<Bgpvpn>, changes: Changes<Bgpvpn>, stop: Shutdown) {
+    Controller::for_stream(changes, store)
+        .with_config(controller::Config::default().concurrency(CONCURRENT_RECONCILES))
         .reconcile_all_on(plan_changes(ctx.plan.clone()))
         .graceful_shutdown_on(stop.wait())
         .run(reconcile_bgpvpn, error_policy, ctx)
@@ -213,10 +219,10 @@ pub async fn run_bgpvpn_controller(ctx: Arc<StatusContext>, stop: Shutdown) {
         .await;
 }
 
-/// Runs the VNIBinding status controller until `stop`.
-pub async fn run_binding_controller(ctx: Arc<StatusContext>, stop: Shutdown) {
-    let api: Api<VniBinding> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default())
+/// Runs the VNIBinding status controller until `stop` (as [`run_bgpvpn_controller`]).
+pub async fn run_binding_controller(ctx: Arc<StatusContext>, store: Store<VniBinding>, changes: Changes<VniBinding>, stop: Shutdown) {
+    Controller::for_stream(changes, store)
+        .with_config(controller::Config::default().concurrency(CONCURRENT_RECONCILES))
         .reconcile_all_on(plan_changes(ctx.plan.clone()))
         .graceful_shutdown_on(stop.wait())
         .run(reconcile_binding, error_policy, ctx)
