@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bgpvpn_crds::{EvpnNodeState, EvpnNodeStateSpec};
+use bgpvpn_crds::EvpnNodeState;
 use futures::{stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -30,8 +30,8 @@ const PARALLEL_WRITES: usize = 8;
 /// What was last written to a node, while the store may still show the object before it.
 #[derive(Clone, Debug)]
 struct Written {
-    spec: EvpnNodeStateSpec,
-    owner_uid: String,
+    /// Shared with the plan it came from.
+    desired: Arc<NodePlan>,
     /// The resourceVersion the store showed when we wrote (`None`: no object).
     over: Option<String>,
     at: Instant,
@@ -96,7 +96,7 @@ impl NodeStateWriter {
         let stored_rv = stored.and_then(|o| o.resource_version());
         match self.written.get(name) {
             // the store still shows what we wrote over: our write is on its way
-            Some(w) if w.spec == desired.spec && w.owner_uid == desired.uid && w.over == stored_rv && w.at.elapsed() < STORE_LAG_GRACE => Err(()),
+            Some(w) if *w.desired == *desired && w.over == stored_rv && w.at.elapsed() < STORE_LAG_GRACE => Err(()),
             _ => Ok(true),
         }
     }
@@ -132,7 +132,7 @@ impl NodeStateWriter {
                 Ok(_) => {
                     metrics.node_state_write("apply");
                     tracing::info!(node = %name, vnis = desired.spec.l3vnis.len(), "EVPNNodeState written");
-                    self.written.insert(name.clone(), Written { spec: desired.spec, owner_uid: desired.uid, over, at: Instant::now() });
+                    self.written.insert(name.clone(), Written { desired, over, at: Instant::now() });
                     applied.written.push(name);
                 }
                 Err(e) => applied.errors.push(format!("write EVPNNodeState {name}: {e}")),

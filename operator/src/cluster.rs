@@ -232,7 +232,6 @@ pub async fn run(ctx: PassContext, shared: SharedInputs, stop: Shutdown) {
     tracing::info!("caches filled; reconciling");
 
     let mut writer = NodeStateWriter::new(Api::all(client.clone()));
-    let mut last = Plan::default();
     let mut retry = Retry::default();
     trigger.notify_one();
     loop {
@@ -243,7 +242,7 @@ pub async fn run(ctx: PassContext, shared: SharedInputs, stop: Shutdown) {
         }
         // batch window: whatever else changes meanwhile is in this pass too
         tokio::time::sleep(ctx.config.debounce()).await;
-        let ok = pass(&ctx, &inputs, &mut writer, &mut last).await;
+        let ok = pass(&ctx, &inputs, &mut writer).await;
         retry.record(ok);
     }
     ctx.synced.store(false, Ordering::Relaxed);
@@ -251,8 +250,10 @@ pub async fn run(ctx: PassContext, shared: SharedInputs, stop: Shutdown) {
 }
 
 /// One pass: snapshot → build → apply → publish. `true` when everything was written.
-async fn pass(ctx: &PassContext, inputs: &Inputs, writer: &mut NodeStateWriter, last: &mut Plan) -> bool {
+async fn pass(ctx: &PassContext, inputs: &Inputs, writer: &mut NodeStateWriter) -> bool {
     let timer = ctx.metrics.reconcile("cluster");
+    // only this loop publishes plans: the published one is the previous pass's
+    let last = ctx.plan.borrow().clone();
     let view = inputs.view();
     let plan = build::plan(&view, &ctx.config);
     ctx.metrics.passes.inc();
@@ -261,15 +262,16 @@ async fn pass(ctx: &PassContext, inputs: &Inputs, writer: &mut NodeStateWriter, 
         tracing::warn!(%error, "apply failed; will retry");
     }
     record_gauges(ctx, &plan);
-    report_changes(ctx, &view, last, &plan).await;
+    report_changes(ctx, &view, &last, &plan).await;
+    drop(last);
+    // shared, never copied: one plan is kept between passes
     ctx.plan.send_if_modified(|current| {
         let changed = **current != plan;
         if changed {
-            *current = Arc::new(plan.clone());
+            *current = Arc::new(plan);
         }
         changed
     });
-    *last = plan;
     let ok = applied.errors.is_empty() && applied.awaiting_store == 0;
     let result: Result<(), ()> = if applied.errors.is_empty() { Ok(()) } else { Err(()) };
     timer.done(&result);

@@ -18,6 +18,7 @@ pub mod vpns;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use bgpvpn_crds::EvpnNodeStateSpec;
 use kube::ResourceExt;
@@ -100,8 +101,9 @@ pub struct BindingReport {
 /// Everything one pass decided.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
-    /// The desired EVPNNodeState of every EVPN node.
-    pub nodes: BTreeMap<String, NodePlan>,
+    /// The desired EVPNNodeState of every EVPN node (shared with the writer's record of what
+    /// it wrote).
+    pub nodes: BTreeMap<String, Arc<NodePlan>>,
     /// EVPN nodes whose object is left as it is, with why (e.g. no usable address).
     pub kept_nodes: BTreeMap<String, String>,
     pub bgpvpns: BTreeMap<String, BgpvpnReport>,

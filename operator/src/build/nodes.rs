@@ -91,7 +91,7 @@ pub fn node_underlay(node: &Node, config: &UnderlayConfig) -> Result<Underlay, S
 /// The desired objects, and the nodes whose object is left as it is.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Placement {
-    pub nodes: BTreeMap<String, NodePlan>,
+    pub nodes: BTreeMap<String, Arc<NodePlan>>,
     pub kept: BTreeMap<String, String>,
 }
 
@@ -169,7 +169,7 @@ pub fn assemble(nodes: &BTreeMap<String, NodeInfo>, vpns: &BTreeMap<String, VpnD
         let spec = EvpnNodeStateSpec { underlay, l3vnis };
         match validate_node_state(&spec) {
             Ok(()) => {
-                placement.nodes.insert(name.clone(), NodePlan { uid: info.uid.clone(), spec });
+                placement.nodes.insert(name.clone(), Arc::new(NodePlan { uid: info.uid.clone(), spec }));
             }
             // never hand an agent a state it refuses; keep what it has and say why
             Err(e) => {
