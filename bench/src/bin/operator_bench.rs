@@ -211,8 +211,12 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 2. memory at scale
+    let daemons = server_pids(&server.kubeconfig);
+    let daemon_cpu = |daemons: &[(String, u32)]| -> Vec<f64> { daemons.iter().map(|(_, p)| cpu_seconds(*p).unwrap_or_default()).collect() };
+    let daemons_before = daemon_cpu(&daemons);
     let rss_idle = proc_status_kib(pid, "VmRSS:")?;
     let t_scale = Instant::now();
+    let cpu_before = cpu_seconds(pid).unwrap_or_default();
     for n in 0..args.nodes {
         node(&client, &format!("scale-node-{n}"), &format!("172.29.1.{}", n + 1)).await?;
     }
@@ -230,6 +234,8 @@ async fn main() -> anyhow::Result<()> {
         jobs.push(running_pod(client.clone(), format!("scale-{b}"), format!("pod-{p}"), "app".into(), node, ip(1 + b / 100, p)));
     }
     in_parallel(args.parallel, jobs).await?;
+    let created = t_scale.elapsed();
+    let cpu_created = cpu_seconds(pid).unwrap_or_default();
     let want = args.pods;
     let count = |list: &[EvpnNodeState]| -> usize { list.iter().flat_map(|s| &s.spec.l3vnis).filter(|v| v.vni >= 200_000).map(|v| v.endpoints.len()).sum() };
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -248,7 +254,7 @@ async fn main() -> anyhow::Result<()> {
     let rss = proc_status_kib(pid, "VmRSS:")?;
     let hwm = proc_status_kib(pid, "VmHWM:")?;
     let metrics = reqwest_free_get(port).await.unwrap_or_default();
-    let writes = metrics.lines().find(|l| l.starts_with("bgpvpn_operator_node_state_writes_total{op=\"apply\"}")).unwrap_or("").to_string();
+    let writes = metric_line(&metrics, "bgpvpn_operator_node_state_writes_total{op=\"apply\"}");
     println!(
         "{} pods, {} bindings, {} nodes: converged in {:.1} s (objects created and all endpoints written); operator VmRSS {:.1} MiB (peak VmHWM {:.1} MiB; {:.1} MiB before the scale objects); {writes}",
         args.pods,
@@ -259,9 +265,94 @@ async fn main() -> anyhow::Result<()> {
         hwm as f64 / 1024.0,
         rss_idle as f64 / 1024.0
     );
+    // where the memory and the time went
+    let cpu = cpu_seconds(pid).unwrap_or_default();
+    println!(
+        "  breakdown: objects created in {:.1} s, then all endpoints written {:.1} s later; operator CPU {:.1} s ({:.1} s while creating); {}",
+        created.as_secs_f64(),
+        (converged - created).as_secs_f64(),
+        cpu,
+        cpu_created,
+        memory_breakdown(pid).unwrap_or_else(|e| format!("no memory breakdown: {e}"))
+    );
+    let passes = metric_line(&metrics, "bgpvpn_operator_plan_passes_total");
+    let bgpvpn_status = metric_line(&metrics, "bgpvpn_operator_status_writes_total{kind=\"BGPVPN\"}");
+    let binding_status = metric_line(&metrics, "bgpvpn_operator_status_writes_total{kind=\"VNIBinding\"}");
+    let pass_sum = metric_line(&metrics, "bgpvpn_operator_reconcile_duration_seconds_sum{controller=\"cluster\"}");
+    println!("  {passes}; {pass_sum}; {bgpvpn_status}; {binding_status}");
+    let daemons_cpu: Vec<String> =
+        daemons.iter().zip(daemon_cpu(&daemons).iter().zip(&daemons_before)).map(|((name, _), (after, before))| format!("{name} {:.1} s", after - before)).collect();
+    println!("  CPU while scaling: operator {:.1} s, {}", cpu - cpu_before, daemons_cpu.join(", "));
     drop(operator);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+fn metric_line(metrics: &str, name: &str) -> String {
+    metrics.lines().find(|l| l.starts_with(name)).unwrap_or("").to_string()
+}
+
+/// The apiserver's and etcd's PIDs, from the `env` file next to the testkit's kubeconfig.
+fn server_pids(kubeconfig: &std::path::Path) -> Vec<(String, u32)> {
+    let env = kubeconfig.parent().map(|d| d.join("env")).and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
+    [("kube-apiserver", "KUBE_APISERVER_PID="), ("etcd", "ETCD_PID=")]
+        .iter()
+        .filter_map(|(name, key)| env.lines().find_map(|l| l.strip_prefix(key)).and_then(|p| p.trim().parse().ok()).map(|p| (name.to_string(), p)))
+        .collect()
+}
+
+/// utime + stime of a process, in seconds (`/proc/<pid>/stat`, clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // the fields after the command name, which is in parentheses
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?;
+    Ok(ticks as f64 / 100.0)
+}
+
+/// Resident memory by kind of mapping (`/proc/<pid>/smaps`): the main malloc heap (`[heap]`),
+/// other anonymous mappings (thread malloc arenas, large allocations, stacks), files; plus the
+/// open descriptors and the sockets among them.
+fn memory_breakdown(pid: u32) -> anyhow::Result<String> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let (mut heap, mut anon, mut file, mut anon_maps) = (0u64, 0u64, 0u64, 0usize);
+    let mut kind = 0;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            let path = line.split_whitespace().nth(5);
+            kind = match path {
+                Some("[heap]") => 0,
+                None => 1,
+                Some(p) if p.starts_with('[') => 1,
+                Some(_) => 2,
+            };
+        } else if first == "Rss:" {
+            let kib: u64 = words.next().unwrap_or("0").parse().unwrap_or(0);
+            match kind {
+                0 => heap += kib,
+                1 => {
+                    anon += kib;
+                    if kib > 0 {
+                        anon_maps += 1;
+                    }
+                }
+                _ => file += kib,
+            }
+        }
+    }
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.filter_map(Result::ok).collect::<Vec<_>>();
+    let sockets = fds.iter().filter(|f| std::fs::read_link(f.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))).count();
+    let mib = |k: u64| k as f64 / 1024.0;
+    Ok(format!(
+        "RSS [heap] {:.1} MiB, other anonymous {:.1} MiB in {anon_maps} mappings, files {:.1} MiB; {} fds ({sockets} sockets)",
+        mib(heap),
+        mib(anon),
+        mib(file),
+        fds.len()
+    ))
 }
 
 /// `/metrics` of the operator, read over a plain TCP connection (HTTP/1.0).
