@@ -274,22 +274,29 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                 break;
             }
             let mut failed = false;
-            for op in &ops {
-                let res = self.dp.apply(op).await;
-                if let Some(m) = &self.metrics {
-                    m.op(op.label(), res.is_ok());
-                }
-                match res {
-                    Ok(()) => {
-                        report.kernel_writes += 1;
-                        report.trace.push(format!("kernel: {op}"));
-                        tracing::info!(op = %op, "kernel write");
+            let mut start = 0;
+            while start < ops.len() {
+                // a run of independent writes goes out together, anything else one by one
+                let len = if ops[start].is_independent() { ops[start..].iter().take_while(|o| o.is_independent()).count() } else { 1 };
+                let run = &ops[start..start + len];
+                start += len;
+                let results = if len == 1 { vec![self.dp.apply(&run[0]).await] } else { self.dp.apply_independent(run).await };
+                for (op, res) in run.iter().zip(results) {
+                    if let Some(m) = &self.metrics {
+                        m.op(op.label(), res.is_ok());
                     }
-                    Err(e) => {
-                        tracing::warn!(op = %op, error = %e, "kernel write failed");
-                        report.trace.push(format!("kernel: FAILED {op}"));
-                        report.kernel_errors.push(e.to_string());
-                        failed = true;
+                    match res {
+                        Ok(()) => {
+                            report.kernel_writes += 1;
+                            report.trace.push(format!("kernel: {op}"));
+                            tracing::info!(op = %op, "kernel write");
+                        }
+                        Err(e) => {
+                            tracing::warn!(op = %op, error = %e, "kernel write failed");
+                            report.trace.push(format!("kernel: FAILED {op}"));
+                            report.kernel_errors.push(e.to_string());
+                            failed = true;
+                        }
                     }
                 }
             }

@@ -246,6 +246,12 @@ pub enum KernelOp {
 }
 
 impl KernelOp {
+    /// Routes and rules: within one plan they name only devices and tables made before them
+    /// and never the same key twice, so a run of them may be in flight at once.
+    pub fn is_independent(&self) -> bool {
+        matches!(self, KernelOp::DeleteRule(_) | KernelOp::DeleteRoute(_) | KernelOp::ReplaceRoute(_) | KernelOp::AddRule(_))
+    }
+
     /// Short label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -409,6 +415,17 @@ pub trait Dataplane: Send {
     fn dump(&mut self) -> impl Future<Output = Result<KernelState, KernelError>> + Send;
     /// Performs one write.
     fn apply(&mut self, op: &KernelOp) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Performs a run of [independent](KernelOp::is_independent) writes, possibly several at
+    /// once; one result per op, in order.
+    fn apply_independent(&mut self, ops: &[KernelOp]) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send {
+        async move {
+            let mut results = Vec::with_capacity(ops.len());
+            for op in ops {
+                results.push(self.apply(op).await);
+            }
+            results
+        }
+    }
     /// Reads sysctls (keys relative to `/proc/sys`, `/`-separated); missing keys are absent.
     fn read_sysctls(&mut self, keys: &[String]) -> BTreeMap<String, String>;
 }

@@ -6,7 +6,8 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::{
     BridgeStpState, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVrf, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
@@ -19,6 +20,8 @@ use rtnetlink::{Handle, IpVersion, LinkBridge, LinkBridgePort, LinkMessageBuilde
 use super::{BridgePort, Dataplane, KernelError, KernelOp, KernelState, Link, LinkKind, Route, RouteKind, RouteSpec, RouteTarget, Rule, RuleSpec, RuleVerdict, VxlanInfo};
 use crate::model::{LINK_GROUP, Prefix, ROUTE_PROTO, VXLAN_PORT};
 
+/// Requests kept outstanding by [`Dataplane::apply_independent`].
+const IN_FLIGHT: usize = 64;
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 const ENODEV: i32 = 19;
@@ -69,6 +72,37 @@ impl RtNetlink {
     async fn set(&mut self, name: &str, what: &'static str, build: impl FnOnce(u32) -> LinkMessage) -> Result<(), KernelError> {
         let index = self.index_of(name, what).await?;
         self.handle.link().change(build(index)).execute().await.map_err(|source| KernelError::SetLink { name: name.to_string(), what, source })
+    }
+
+    /// The request of an independent op, ready to run on its own (device indexes resolved now).
+    async fn independent_request(&mut self, op: &KernelOp) -> Result<BoxFuture<'static, Result<(), KernelError>>, KernelError> {
+        let handle = self.handle.clone();
+        Ok(match op {
+            KernelOp::DeleteRule(r) => {
+                let (msg, rule) = (rule_message(r), r.to_string());
+                Box::pin(async move { ignore_gone(handle.rule().del(msg).execute().await).map_err(|source| KernelError::DeleteRule { rule, source }) })
+            }
+            KernelOp::DeleteRoute(r) => {
+                let (msg, route) = (route_delete_message(r), r.to_string());
+                Box::pin(async move { ignore_gone(handle.route().del(msg).execute().await).map_err(|source| KernelError::DeleteRoute { route, source }) })
+            }
+            KernelOp::ReplaceRoute(spec) => {
+                let (msg, route) = (self.route_add_message(spec).await?, spec.to_string());
+                Box::pin(async move { handle.route().add(msg).replace().execute().await.map_err(|source| KernelError::AddRoute { route, source }) })
+            }
+            KernelOp::AddRule(spec) => {
+                let (msg, rule) = (rule_message(&spec.to_rule()), spec.to_string());
+                Box::pin(async move {
+                    let mut req = handle.rule().add();
+                    *req.message_mut() = msg;
+                    req.execute().await.map_err(|source| KernelError::AddRule { rule, source })
+                })
+            }
+            other => {
+                let res = self.apply_op(other).await;
+                Box::pin(async move { res })
+            }
+        })
     }
 
     async fn apply_op(&mut self, op: &KernelOp) -> Result<(), KernelError> {
@@ -459,6 +493,19 @@ impl Dataplane for RtNetlink {
 
     fn apply(&mut self, op: &KernelOp) -> impl Future<Output = Result<(), KernelError>> + Send {
         self.apply_op(op)
+    }
+
+    /// Keeps up to [`IN_FLIGHT`] requests outstanding on the one connection instead of waiting
+    /// for each acknowledgement (the kernel still applies them one by one, in order).
+    async fn apply_independent(&mut self, ops: &[KernelOp]) -> Vec<Result<(), KernelError>> {
+        let mut requests: Vec<BoxFuture<'static, Result<(), KernelError>>> = Vec::with_capacity(ops.len());
+        for op in ops {
+            requests.push(match self.independent_request(op).await {
+                Ok(request) => request,
+                Err(e) => Box::pin(futures::future::ready(Err(e))),
+            });
+        }
+        futures::stream::iter(requests).buffered(IN_FLIGHT).collect().await
     }
 
     fn read_sysctls(&mut self, keys: &[String]) -> BTreeMap<String, String> {
