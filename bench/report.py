@@ -206,7 +206,7 @@ def main():
         steps = scale() if MODE != "memory" else [load(f) for f in glob.glob(os.path.join(D, "scale-*.json")) if load(f)]
     if MODE in ("scale", "incremental", "all"):
         incremental(steps)
-    if MODE in ("memory", "all"):
+    if MODE in ("memory", "operator", "all"):
         memory(steps)
     if os.path.exists(os.path.join(D, "errors")):
         print("Errors: " + open(os.path.join(D, "errors")).read().replace("\n", "; "))

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# bench/run.sh <convergence|scale|incremental|memory|all> [KEY=VAL ...] -- the benchmarks of
+# bench/run.sh <convergence|scale|incremental|memory|operator|all> [KEY=VAL ...] -- the benchmarks of
 # issue 7, as commands (never tests). Run as root on the host, from anywhere:
 #
 #   sudo bench/run.sh convergence            # 20 bind/unbind cycles, UML guest, ~5 min
 #   sudo bench/run.sh scale                  # cold scale + incremental + agent RSS, UML guest
 #   sudo bench/run.sh incremental            # the same guest run as `scale` (it needs the scale point)
 #   sudo bench/run.sh memory                 # agent RSS (the scale guest run) + operator RSS and API writes per pod change
+#   sudo bench/run.sh operator               # only the operator figures of `memory` (no guest)
 #   sudo bench/run.sh all                    # everything above, one scale guest run
 #
 # KEY=VAL: RUNS=20 (convergence cycles), POLL_MS=20, AGENT_POLL_MS=20 (the agent's --poll-ms),
@@ -26,7 +27,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 MODE=${1:-}
-case "$MODE" in convergence|scale|incremental|memory|all) shift ;; *) sed -n '2,/^set -euo/p' "$0" | grep '^#' >&2; exit 64 ;; esac
+case "$MODE" in convergence|scale|incremental|memory|operator|all) shift ;; *) sed -n '2,/^set -euo/p' "$0" | grep '^#' >&2; exit 64 ;; esac
 for kv in "$@"; do [[ $kv =~ ^[A-Z_]+= ]] || { echo "not KEY=VAL: $kv" >&2; exit 64; }; export "${kv?}"; done
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root (UML guest, apiserver tier)" >&2; exit 1; }
 RUNS=${RUNS:-20} POLL_MS=${POLL_MS:-20} AGENT_POLL_MS=${AGENT_POLL_MS:-20}
@@ -80,7 +81,7 @@ if [ "$MODE" = convergence ] || [ "$MODE" = all ]; then
     || echo "convergence guest failed (exit $?)" | tee -a "$OUTDIR/errors"
   load_sample convergence_end
 fi
-if [ "$MODE" != convergence ]; then
+if [ "$MODE" != convergence ] && [ "$MODE" != operator ]; then
   PEER_PY=$("$HERE/peer/setup.sh")
   load_sample scale_start
   guest "$HERE/uml/scale.sh" AGENT="$BIN/bgpvpn-agent" PEER_PY="$PEER_PY" SCALES="$SCALES" PHASE_TIMEOUT="$PHASE_TIMEOUT" \
@@ -88,7 +89,7 @@ if [ "$MODE" != convergence ]; then
     || echo "scale guest failed (exit $?)" | tee -a "$OUTDIR/errors"
   load_sample scale_end
 fi
-if [ "$MODE" = memory ] || [ "$MODE" = all ]; then
+if [ "$MODE" = memory ] || [ "$MODE" = operator ] || [ "$MODE" = all ]; then
   for s in $OPERATOR_SCALES; do
     load_sample "operator_${s%%:*}_start"
     echo "== operator_bench --pods ${s%%:*} --bindings ${s##*:}"
