@@ -32,7 +32,7 @@ for kv in "$@"; do [[ $kv =~ ^[A-Z_]+= ]] || { echo "not KEY=VAL: $kv" >&2; exit
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root (UML guest, apiserver tier)" >&2; exit 1; }
 RUNS=${RUNS:-20} POLL_MS=${POLL_MS:-20} AGENT_POLL_MS=${AGENT_POLL_MS:-20}
 SCALES=${SCALES:-100:1000 300:3000} PHASE_TIMEOUT=${PHASE_TIMEOUT:-1200} UML_MEM=${UML_MEM:-3G}
-OPERATOR_SCALES=${OPERATOR_SCALES:-1000:100 10000:1000} OPERATOR_CHURN=${OPERATOR_CHURN:-100:10 10000:100}
+OPERATOR_SCALES=${OPERATOR_SCALES-1000:100 10000:1000} OPERATOR_CHURN=${OPERATOR_CHURN-100:10 10000:100}  # set empty to skip
 COMMAND="bench/run.sh $MODE${*:+ $*}"
 
 if [ -z "${NO_BUILD:-}" ]; then
