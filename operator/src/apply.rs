@@ -11,7 +11,9 @@ use bgpvpn_crds::EvpnNodeState;
 use futures::{stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::ResourceExt;
+use kube::core::Request;
+use kube::{Client, Resource, ResourceExt};
+use serde::de::IgnoredAny;
 
 use crate::build::{NodePlan, Plan};
 use crate::metrics::Metrics;
@@ -50,6 +52,7 @@ pub struct Applied {
 /// Writes node objects; one per operator term.
 pub struct NodeStateWriter {
     api: Api<EvpnNodeState>,
+    client: Client,
     written: HashMap<String, Written>,
 }
 
@@ -82,9 +85,18 @@ pub fn desired_object(name: &str, desired: &NodePlan) -> EvpnNodeState {
     }
 }
 
+/// Server-side applies `obj` without reading back the object the API server answers with: that
+/// is the whole object again, managed fields included (for a node with a thousand VNIs, megabytes
+/// of parsing only to drop it). Errors are read as usual.
+async fn apply_unread(client: &Client, name: &str, params: &PatchParams, obj: &EvpnNodeState) -> kube::Result<()> {
+    let request = Request::new(EvpnNodeState::url_path(&(), None)).patch(name, params, &Patch::Apply(obj)).map_err(kube::Error::BuildRequest)?;
+    client.request::<IgnoredAny>(request).await.map(|_| ())
+}
+
 impl NodeStateWriter {
     pub fn new(api: Api<EvpnNodeState>) -> Self {
-        NodeStateWriter { api, written: HashMap::new() }
+        let client = api.clone().into_client();
+        NodeStateWriter { api, client, written: HashMap::new() }
     }
 
     /// Whether `name` needs a write, given the stored object.
@@ -113,14 +125,13 @@ impl NodeStateWriter {
                 Err(()) => applied.awaiting_store += 1,
             }
         }
-        let api = self.api.clone();
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let results: Vec<_> = stream::iter(to_write)
             .map(|(name, desired, over)| {
-                let (api, params) = (api.clone(), params.clone());
+                let (client, params) = (self.client.clone(), params.clone());
                 async move {
                     let obj = desired_object(&name, &desired);
-                    let res = api.patch(&name, &params, &Patch::Apply(&obj)).await;
+                    let res = apply_unread(&client, &name, &params, &obj).await;
                     (name, desired, over, res)
                 }
             })
