@@ -163,6 +163,9 @@ pub fn assemble(nodes: &BTreeMap<String, NodeInfo>, vpns: &BTreeMap<String, VpnD
         for v in &mut l3vnis {
             v.endpoints.sort();
             v.prefixes.sort();
+            // kept until the next plan: no spare capacity (a VNI has often one endpoint per node)
+            v.endpoints.shrink_to_fit();
+            v.prefixes.shrink_to_fit();
         }
         let router_id: Ipv4Addr = underlay.router_id.parse().expect("node_underlay yields an IPv4 router id");
         assign_route_distinguishers(router_id, &mut l3vnis);
