@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
 use futures::{Future, Stream, StreamExt};
@@ -233,6 +233,7 @@ pub async fn run(ctx: PassContext, shared: SharedInputs, stop: Shutdown) {
 
     let mut writer = NodeStateWriter::new(Api::all(client.clone()));
     let mut retry = Retry::default();
+    let mut pace = Pace::default();
     trigger.notify_one();
     loop {
         tokio::select! {
@@ -241,8 +242,13 @@ pub async fn run(ctx: PassContext, shared: SharedInputs, stop: Shutdown) {
             _ = stop.wait() => break,
         }
         // batch window: whatever else changes meanwhile is in this pass too
-        tokio::time::sleep(ctx.config.debounce()).await;
+        tokio::select! {
+            _ = tokio::time::sleep(pace.window(ctx.config.debounce())) => {}
+            _ = stop.wait() => break,
+        }
+        let started = Instant::now();
         let ok = pass(&ctx, &inputs, &mut writer).await;
+        pace.record(started);
         retry.record(ok);
     }
     ctx.synced.store(false, Ordering::Relaxed);
@@ -308,6 +314,30 @@ async fn report_changes(ctx: &PassContext, view: &ClusterView, last: &Plan, plan
 
 fn new_entries<'a>(before: &BTreeMap<String, String>, now: &'a BTreeMap<String, String>) -> Vec<(&'a String, &'a String)> {
     now.iter().filter(|(k, v)| before.get(*k) != Some(*v)).collect()
+}
+
+/// Keeps the pass loop busy at most half of the time: after a pass that took longer than the
+/// debounce window (most of it waiting for the API server to take big node objects), the next
+/// one waits as long, so it takes in more changes at once and writes each node less often. An
+/// idle operator still answers a change within the debounce window.
+#[derive(Default)]
+struct Pace {
+    last: Option<(Instant, Duration)>,
+}
+
+impl Pace {
+    /// The most a pass makes the next one wait.
+    const MAX: Duration = Duration::from_secs(10);
+
+    /// The batch window of the next pass, starting now.
+    fn window(&self, debounce: Duration) -> Duration {
+        let rest = self.last.map(|(ended, took)| took.min(Self::MAX).saturating_sub(ended.elapsed())).unwrap_or_default();
+        debounce.max(rest)
+    }
+
+    fn record(&mut self, started: Instant) {
+        self.last = Some((Instant::now(), started.elapsed()));
+    }
 }
 
 /// Exponential retry after failed or incomplete passes: 1 s, 2 s, ... 60 s.
