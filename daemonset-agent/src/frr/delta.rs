@@ -25,15 +25,18 @@ pub fn delta(from: &FrrView, to: &FrrView) -> Option<String> {
         return None;
     }
     let mut out = Lines::default();
-    // removals first: a VRF that goes away releases its VNI before another VRF may take it
+    // A VRF that goes away releases its VNI first, before another VRF may take it. Its BGP
+    // instance goes last: bgpd refuses to remove it until it has heard from zebra that the
+    // VNI is unmapped, and the rest of the batch gives it that time.
+    let mut last = Lines::default();
     for old in &from.vrfs {
         if to.vrf(&old.name).is_none() {
             if let Some(vni) = old.vni {
                 vni_block(&mut out, old, vni, false);
             }
-            out.push(format!("no router bgp {} vrf {}", from.asn, old.name));
+            last.push(format!("no router bgp {} vrf {}", from.asn, old.name));
             if old.local_pref.is_some() {
-                out.push(format!("no route-map {} permit 10", route_map_name(&old.name)));
+                last.push(format!("no route-map {} permit 10", route_map_name(&old.name)));
             }
         }
     }
@@ -50,6 +53,7 @@ pub fn delta(from: &FrrView, to: &FrrView) -> Option<String> {
             Some(_) => {}
         }
     }
+    out.0.push_str(&last.0);
     Some(out.0)
 }
 
@@ -179,6 +183,12 @@ mod tests {
         assert_eq!(delta(&unmapped, &view(&[])).unwrap(), "no router bgp 65001 vrf vrf-blue\n");
         assert_eq!(delta(&from, &unmapped).unwrap(), "vrf vrf-blue\n no vni 1001\nexit-vrf\n");
         assert_eq!(delta(&unmapped, &from).unwrap(), "vrf vrf-blue\n vni 1001\nexit-vrf\n");
+        // with several changes, every BGP instance removal comes after the rest of the batch
+        let two = view(&[("vrf-blue", Some(1001), &["10.0.0.84"]), ("vrf-red", Some(1003), &["10.0.1.1"])]);
+        let d = delta(&two, &view(&[("vrf-green", Some(1005), &["10.0.2.1"])])).unwrap();
+        let first_removal = d.find("no router bgp").unwrap();
+        assert!(d[..first_removal].contains("router bgp 65001 vrf vrf-green\n") && d[..first_removal].contains(" no vni 1003\n"), "{d}");
+        assert!(d[first_removal..].lines().all(|l| l.starts_with("no router bgp 65001 vrf ")), "{d}");
     }
 
     #[test]

@@ -13,9 +13,14 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::process::Command;
+
+/// Pause between retries of BGP VRF removals that bgpd refused (see `apply_delta`).
+const BGP_VRF_REMOVAL_RETRY: Duration = Duration::from_millis(250);
+/// How long such removals are retried before the apply falls back to frr-reload.py.
+const BGP_VRF_REMOVAL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Where FRR and its tools are.
 #[derive(Clone, Debug)]
@@ -128,19 +133,35 @@ impl FrrReload {
 
     /// `vtysh -f` of `delta`: vtysh runs the lines in configuration mode and routes each to
     /// the daemons that own it; a refused line makes it exit non-zero.
+    ///
+    /// bgpd refuses `no router bgp <asn> vrf <name>` while it still holds the VRF's L3VNI, and
+    /// it learns of a `no vni` sent to zebra in the same batch asynchronously (zebra tells
+    /// bgpd). Removing hundreds of VRFs at once loses that race, so refused lines of that one
+    /// kind are sent again, alone, until bgpd has caught up or [`BGP_VRF_REMOVAL_DEADLINE`].
     async fn apply_delta(&self, delta: &str) -> Result<usize, FrrError> {
-        let file = self.settings.rundir.join(format!("bgpvpn-agent-delta-{}.conf", std::process::id()));
-        write_file(&file, delta)?;
-        let mut args = self.vtysh_base_args();
-        args.extend(["-f".to_string(), file.display().to_string()]);
-        let res = self.run(&self.settings.bindir.join("vtysh"), &args).await;
-        let _ = std::fs::remove_file(&file);
-        let (code, out) = res?;
-        // vtysh reports a refused line on its output but may still exit 0 for some of them
-        if code != 0 || out.lines().any(|l| l.starts_with('%') || l.contains("Failure to communicate")) {
-            return Err(FrrError::Delta { file: file.display().to_string(), code, output: tail(&out) });
+        let started = Instant::now();
+        let mut pending = delta.to_string();
+        loop {
+            let file = self.settings.rundir.join(format!("bgpvpn-agent-delta-{}.conf", std::process::id()));
+            write_file(&file, &pending)?;
+            let mut args = self.vtysh_base_args();
+            args.extend(["-f".to_string(), file.display().to_string()]);
+            let res = self.run(&self.settings.bindir.join("vtysh"), &args).await;
+            let _ = std::fs::remove_file(&file);
+            let (code, out) = res?;
+            // vtysh reports a refused line on its output but may still exit 0 for some of them
+            if code == 0 && !out.lines().any(|l| l.starts_with('%') || l.contains("Failure to communicate")) {
+                return Ok(delta.lines().filter(|l| !l.trim().is_empty()).count());
+            }
+            let refused = refused_lines(&out);
+            let waiting_for_bgpd = !refused.is_empty() && refused.iter().all(|l| l.starts_with("no router bgp ") && l.contains(" vrf "));
+            if !waiting_for_bgpd || started.elapsed() >= BGP_VRF_REMOVAL_DEADLINE {
+                return Err(FrrError::Delta { file: file.display().to_string(), code, output: tail(&out) });
+            }
+            tracing::debug!(lines = refused.len(), "bgpd still holds the L3VNIs of removed VRFs; retrying their removal");
+            pending = refused.iter().map(|l| format!("{l}\n")).collect();
+            tokio::time::sleep(BGP_VRF_REMOVAL_RETRY).await;
         }
-        Ok(delta.lines().filter(|l| !l.trim().is_empty()).count())
     }
 
     async fn full_reload(&self, file: &Path) -> Result<FrrOutcome, FrrError> {
@@ -225,6 +246,12 @@ impl FrrReload {
         }
         Ok(out)
     }
+}
+
+/// The configuration lines vtysh reports as refused (`line N: Failure to communicate[..] to
+/// bgpd, line: <text>`).
+fn refused_lines(out: &str) -> Vec<String> {
+    out.lines().filter(|l| l.contains("Failure to communicate")).filter_map(|l| l.split_once(", line: ").map(|(_, text)| text.trim().to_string())).collect()
 }
 
 /// The part of `--test` output from the first "Lines To" header on (frr-reload logs above it).
@@ -312,5 +339,12 @@ mod tests {
         assert!(d.starts_with("Lines To Delete"));
         assert_eq!(d.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("Lines To") && !l.starts_with("====")).count(), 4);
         assert_eq!(diff_section("nothing to do\n"), "");
+    }
+
+    #[test]
+    fn refused_lines_are_read_from_vtysh_output() {
+        let out = "% Please unconfigure l3vni 1001\nline 228: Failure to communicate[13] to bgpd, line: no router bgp 65001 vrf vrf-1001\n\nline 232: Failure to communicate[13] to bgpd, line: no router bgp 65001 vrf vrf-1002 \n";
+        assert_eq!(refused_lines(out), ["no router bgp 65001 vrf vrf-1001", "no router bgp 65001 vrf vrf-1002"]);
+        assert!(refused_lines("% Unknown command: foo\n").is_empty());
     }
 }
