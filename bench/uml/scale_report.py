@@ -46,14 +46,14 @@ def apply_method(line):
 def phase(lines, gen, t_write):
     """The passes after the agent took generation `gen`, up to the first one that succeeded (a
     failed pass is retried by the agent after a backoff)."""
-    start = next((i for i, l in enumerate(lines) if "new desired state" in l and f"generation=Some({gen})" in l), None)
+    start = next((i for i, l in enumerate(lines) if "new desired state vnis=" in l and f"generation=Some({gen})" in l), None)
     if start is None:
         return None
     res = {"pickup_s": round(ts(lines[start]) - t_write, 3)}
     frr, kw_ts, passes, warnings = [], [], [], []
     for j in range(start + 1, len(lines)):
         l = lines[j]
-        if "new desired state" in l:
+        if "new desired state vnis=" in l:
             break
         if " WARN " in l:
             warnings.append(re.sub(r"^\S+\s+WARN\s+", "", l)[:300])
@@ -78,7 +78,7 @@ def phase(lines, gen, t_write):
                 res["kernel_first_write_after_write_s"] = round(kw_ts[0] - t_write, 3)
                 res["kernel_writes_span_s"] = round(kw_ts[-1] - kw_ts[0], 3)
             # the next pass (started by the netlink events of this one's writes) = a no-op pass
-            nxt = next((x for x in lines[j + 1:] if "pass done" in x or "new desired state" in x), None)
+            nxt = next((x for x in lines[j + 1:] if "pass done" in x or "new desired state vnis=" in x), None)
             if nxt and "pass done" in nxt:
                 res["followup_pass"] = parse_pass(nxt)
             return res
