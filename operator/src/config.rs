@@ -16,6 +16,7 @@
 //!   matchLabels:
 //!     bgpvpn.io/agent: "true"
 //! debounceMillis: 200          # optional: changes are batched for this long before one pass
+//!                              #   (or as long as the previous pass took, if that was longer)
 //! resyncSeconds: 300           # optional: a full pass at least this often, even with no change
 //! kuryrDiscoverySeconds: 30    # optional: how often to look again for the Kuryr CRDs while absent
 //! openstack:                   # optional: the networking-bgpvpn sync, run by the leader
