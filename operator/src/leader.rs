@@ -61,6 +61,14 @@ impl LeaseConfig {
     }
 }
 
+/// Why leader election cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    /// The timings or the identity cannot work (the message of [`LeaseConfig::check`]).
+    #[error("{0}")]
+    Config(String),
+}
+
 /// The outcome of one attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attempt {
@@ -172,20 +180,22 @@ impl Elector {
     }
 }
 
-enum TermEnd {
+enum TermEnd<E> {
     Shutdown,
     Lost(String),
-    Finished(anyhow::Result<()>),
+    Finished(Result<(), E>),
 }
 
 /// Runs `lead` whenever this replica holds the Lease, until `shutdown`. `lead` gets a signal
-/// that fires when the term ends; it must return soon after.
-pub async fn run<F, Fut>(client: Client, config: LeaseConfig, metrics: &Metrics, shutdown: Shutdown, mut lead: F) -> anyhow::Result<()>
+/// that fires when the term ends; it must return soon after. A term that ends with an error of
+/// `lead` ends the election with that error (after releasing the Lease).
+pub async fn run<F, Fut, E>(client: Client, config: LeaseConfig, metrics: &Metrics, shutdown: Shutdown, mut lead: F) -> Result<(), E>
 where
     F: FnMut(Shutdown) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
+    Fut: Future<Output = Result<(), E>>,
+    E: From<LeaderError>,
 {
-    config.check().map_err(anyhow::Error::msg)?;
+    config.check().map_err(LeaderError::Config)?;
     let mut elector = Elector::new(client, config.clone());
     let request_limit = config.retry_period.max(Duration::from_secs(1));
     loop {

@@ -107,7 +107,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.map_err(|e| anyhow::anyhow!("cannot reach the cluster: {e}"))?;
     tracing::info!(%identity, version = env!("CARGO_PKG_VERSION"), "starting");
     let options = Options { http_addr: Some(args.metrics_addr), leader_election, instance: identity };
-    Operator::new(client, config, options).run(stop).await
+    Ok(Operator::new(client, config, options).run(stop).await?)
 }
 
 #[tokio::main]

@@ -14,14 +14,29 @@ use crate::build::Plan;
 use crate::config::Config;
 use crate::events::Events;
 use crate::http::Health;
-use crate::leader::{self, LeaseConfig};
+use crate::leader::{self, LeaderError, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::startup::StartupError;
 use crate::status::StatusContext;
 use crate::{cluster, http, openstack, startup, status};
 
 /// Name of the controller in Events.
 pub const CONTROLLER_NAME: &str = "bgpvpn-operator";
+
+/// Why an operator replica stopped with an error. Each variant shows as the error it wraps.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The CRDs are not served, or could not be checked.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// The HTTP endpoints (`/metrics`, `/healthz`, `/readyz`) could not be bound.
+    #[error(transparent)]
+    Http(#[from] std::io::Error),
+    /// Leader election cannot run with this configuration.
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
+}
 
 /// How the process runs (the configuration file says what it does).
 #[derive(Clone, Debug, Default)]
@@ -57,7 +72,7 @@ impl Operator {
     }
 
     /// Runs until `shutdown`. Fails at once when the CRDs are missing.
-    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), RunError> {
         startup::check_crds(&self.client).await?;
         self.health.started.store(true, Ordering::Relaxed);
         let serving = match self.options.http_addr {
@@ -79,7 +94,7 @@ impl Operator {
     }
 
     /// The leader's work, until `term` fires.
-    async fn lead(&self, term: Shutdown) -> anyhow::Result<()> {
+    async fn lead(&self, term: Shutdown) -> Result<(), RunError> {
         self.health.leading.store(true, Ordering::Relaxed);
         let (plan_tx, plan_rx) = watch::channel(Arc::new(Plan::default()));
         let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: Some(self.options.instance.clone()) };
