@@ -210,6 +210,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                         tracing::warn!(old = ?fingerprint, new = ?fp, "FRR (re)started: re-applying its configuration");
                         metrics.frr_restarts.inc();
                         rec.force_frr = true;
+                        rec.recheck_only = false;
                         due = Some(Instant::now());
                         trigger = "FRR restart";
                     } else {
@@ -223,6 +224,8 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                 trigger = "resync";
             }
             _ = frr_resync.tick() => {
+                // a re-check, unless something already made the running configuration unknown
+                rec.recheck_only = !rec.force_frr;
                 rec.force_frr = true;
                 due = Some(due.map_or(Instant::now(), |d| d.min(Instant::now())));
                 trigger = "FRR resync";

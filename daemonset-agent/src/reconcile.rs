@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::frr::reload::{FrrControl, FrrOutcome};
+use crate::frr::reload::{FrrControl, FrrError, FrrOutcome};
 use crate::frr::delta::delta;
 use crate::frr::{FrrView, render};
 use crate::kernel::plan::{Resolved, resolve};
@@ -85,13 +85,18 @@ pub struct Reconciler<D: Dataplane, F: FrrControl> {
     pub applied_path: Option<PathBuf>,
     /// Apply FRR even if the view did not change (startup, FRR restart, periodic resync).
     pub force_frr: bool,
+    /// The forced apply is only the periodic re-check of a view FRR is known to hold: if the
+    /// read-only comparison itself fails (a `--test` slower than its deadline at a thousand
+    /// VRFs), FRR was not touched, so that is a warning, not a failed apply that would mark
+    /// every VNI not ready and force a full reload into every following pass.
+    pub recheck_only: bool,
     pub waits: Waits,
     pub metrics: Option<Metrics>,
 }
 
 impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
     pub fn new(dp: D, frr: F, settings: NodeSettings) -> Self {
-        Self { dp, frr, settings, applied: None, applied_path: None, force_frr: true, waits: Waits::default(), metrics: None }
+        Self { dp, frr, settings, applied: None, applied_path: None, force_frr: true, recheck_only: false, waits: Waits::default(), metrics: None }
     }
 
     /// Remembers the last applied view across agent restarts.
@@ -109,6 +114,17 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         let delta = if self.force_frr { None } else { self.applied.as_ref().and_then(|a| delta(a, view)) };
         let t0 = Instant::now();
         let res = self.frr.apply(&render(view), delta.as_deref()).await;
+        if let Err(FrrError::Check(e)) = &res
+            && self.recheck_only
+            && self.applied.as_ref() == Some(view)
+        {
+            tracing::warn!(stage = what, error = %e, "periodic FRR check failed; FRR was not changed, keeping the applied view");
+            report.trace.push(format!("frr: {what}: check failed, FRR unchanged"));
+            report.warnings.push(format!("periodic FRR check failed (FRR not changed): {e}"));
+            self.force_frr = false;
+            self.recheck_only = false;
+            return true;
+        }
         let millis = t0.elapsed().as_millis() as u64;
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let ok = res.is_ok();
@@ -136,6 +152,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         }
         tracing::info!(stage = what, result = result.result, millis, message = result.message.as_deref().unwrap_or(""), "FRR apply");
         report.frr = Some(result);
+        self.recheck_only = false;
         if ok {
             self.applied = Some(view.clone());
             self.force_frr = false;

@@ -17,6 +17,8 @@ struct FakeFrr {
     /// The delta passed with each applied configuration (`None`: full reload).
     deltas: Vec<Option<String>>,
     fail: bool,
+    /// The read-only `--test` fails (FRR untouched).
+    fail_check: bool,
     /// Fail the apply after this many more successful ones.
     fail_after: Option<usize>,
 }
@@ -31,7 +33,9 @@ impl FrrControl for FakeFrr {
                 *n -= 1;
             }
         }
-        let res = if self.fail {
+        let res = if self.fail_check {
+            Err(FrrError::Check(Box::new(FrrError::Timeout { cmd: "frr-reload.py --test".into(), secs: 300 })))
+        } else if self.fail {
             Err(FrrError::Reload { step: "reload", code: 1, output: "injected".into() })
         } else if self.running == config {
             Ok(FrrOutcome::Unchanged)
@@ -418,4 +422,32 @@ async fn a_failed_apply_makes_the_next_one_a_full_reload() {
     r.frr.fail = false;
     assert!(r.pass(&parse_state(EMPTY).unwrap()).await.ok());
     assert_eq!(r.frr.deltas.last().unwrap(), &None, "after a failure the running configuration is unknown");
+}
+
+#[tokio::test]
+async fn a_failed_periodic_check_of_an_unchanged_view_is_a_warning_not_a_failure() {
+    let mut r = reconciler();
+    let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
+    assert!(r.pass(&d).await.ok());
+    // the periodic re-check times out: FRR was not touched, the VNI stays ready
+    r.force_frr = true;
+    r.recheck_only = true;
+    r.frr.fail_check = true;
+    let rep = r.pass(&d).await;
+    assert!(rep.ok(), "{:?}", rep.frr);
+    assert!(rep.warnings.iter().any(|w| w.contains("periodic FRR check failed")), "{:?}", rep.warnings);
+    assert!(!r.force_frr, "the next pass must not be a full reload again");
+    // the next change still goes out as a delta
+    r.frr.fail_check = false;
+    r.dp.add_pod("cali5678", "10.0.0.85");
+    assert!(r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84", "10.0.0.85"])).unwrap()).await.ok());
+    assert!(r.frr.deltas.last().unwrap().is_some());
+
+    // the same failure when the running configuration is unknown (after an FRR restart) fails
+    r.force_frr = true;
+    r.recheck_only = false;
+    r.frr.fail_check = true;
+    let rep = r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84", "10.0.0.85"])).unwrap()).await;
+    assert!(!rep.ok());
+    assert!(r.force_frr);
 }

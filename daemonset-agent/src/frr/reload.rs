@@ -95,6 +95,9 @@ pub enum FrrError {
     Delta { file: String, code: i32, output: String },
     #[error("vtysh -c {command:?} failed (exit {code}): {output}")]
     Vtysh { command: String, code: i32, output: String },
+    /// The read-only comparison (`frr-reload.py --test`) failed: FRR was not changed.
+    #[error("checking FRR's running configuration: {0}")]
+    Check(Box<FrrError>),
 }
 
 /// FRR behind a trait, so the staging logic is tested without FRR.
@@ -165,7 +168,7 @@ impl FrrReload {
     }
 
     async fn full_reload(&self, file: &Path) -> Result<FrrOutcome, FrrError> {
-        let (changes, _) = self.test(file).await?;
+        let (changes, _) = self.test(file).await.map_err(|e| FrrError::Check(Box::new(e)))?;
         if changes == 0 {
             return Ok(FrrOutcome::Unchanged);
         }
