@@ -17,7 +17,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, Ro
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVrf, LinkVxlan, RouteMessageBuilder};
 
-use super::{BridgePort, Dataplane, KernelError, KernelOp, KernelState, Link, LinkKind, Route, RouteKind, RouteSpec, RouteTarget, Rule, RuleSpec, RuleVerdict, VxlanInfo};
+use super::{BridgePort, Dataplane, KernelError, KernelOp, KernelState, Link, LinkKind, Route, RouteKind, RouteSpec, RouteTarget, Rule, RuleVerdict, VxlanInfo};
 use crate::model::{LINK_GROUP, Prefix, ROUTE_PROTO, VXLAN_PORT};
 
 /// Requests kept outstanding by [`Dataplane::apply_independent`].
@@ -74,10 +74,11 @@ impl RtNetlink {
         self.handle.link().change(build(index)).execute().await.map_err(|source| KernelError::SetLink { name: name.to_string(), what, source })
     }
 
-    /// The request of an independent op, ready to run on its own (device indexes resolved now).
-    async fn independent_request(&mut self, op: &KernelOp) -> Result<BoxFuture<'static, Result<(), KernelError>>, KernelError> {
+    /// The request of a route or rule op, ready to run on its own (device indexes resolved
+    /// now); `None` for the other ops.
+    async fn independent_request(&mut self, op: &KernelOp) -> Result<Option<BoxFuture<'static, Result<(), KernelError>>>, KernelError> {
         let handle = self.handle.clone();
-        Ok(match op {
+        Ok(Some(match op {
             KernelOp::DeleteRule(r) => {
                 let (msg, rule) = (rule_message(r), r.to_string());
                 Box::pin(async move { ignore_gone(handle.rule().del(msg).execute().await).map_err(|source| KernelError::DeleteRule { rule, source }) })
@@ -98,22 +99,17 @@ impl RtNetlink {
                     req.execute().await.map_err(|source| KernelError::AddRule { rule, source })
                 })
             }
-            other => {
-                let res = self.apply_op(other).await;
-                Box::pin(async move { res })
-            }
-        })
+            _ => return Ok(None),
+        }))
     }
 
     async fn apply_op(&mut self, op: &KernelOp) -> Result<(), KernelError> {
+        if let Some(request) = self.independent_request(op).await? {
+            return request.await;
+        }
         match op {
-            KernelOp::DeleteRule(r) => {
-                let res = self.handle.rule().del(rule_message(r)).execute().await;
-                ignore_gone(res).map_err(|source| KernelError::DeleteRule { rule: r.to_string(), source })
-            }
-            KernelOp::DeleteRoute(r) => {
-                let res = self.handle.route().del(route_delete_message(r)).execute().await;
-                ignore_gone(res).map_err(|source| KernelError::DeleteRoute { route: r.to_string(), source })
+            KernelOp::DeleteRule(_) | KernelOp::DeleteRoute(_) | KernelOp::ReplaceRoute(_) | KernelOp::AddRule(_) => {
+                unreachable!("routes and rules are sent by independent_request")
             }
             KernelOp::DeleteLink { name, index, .. } => {
                 let res = self.handle.link().del(*index).execute().await;
@@ -170,11 +166,6 @@ impl RtNetlink {
                 let path = self.proc_sys.join(key);
                 std::fs::write(&path, value).map_err(|source| KernelError::Sysctl { key: key.clone(), source })
             }
-            KernelOp::ReplaceRoute(spec) => {
-                let msg = self.route_add_message(spec).await?;
-                self.handle.route().add(msg).replace().execute().await.map_err(|source| KernelError::AddRoute { route: spec.to_string(), source })
-            }
-            KernelOp::AddRule(spec) => self.add_rule(spec).await,
         }
     }
 
@@ -207,12 +198,6 @@ impl RtNetlink {
             msg.attributes.push(RouteAttribute::Priority(spec.metric));
         }
         Ok(msg)
-    }
-
-    async fn add_rule(&mut self, spec: &RuleSpec) -> Result<(), KernelError> {
-        let mut req = self.handle.rule().add();
-        *req.message_mut() = rule_message(&spec.to_rule());
-        req.execute().await.map_err(|source| KernelError::AddRule { rule: spec.to_string(), source })
     }
 
     async fn dump_all(&mut self) -> Result<KernelState, KernelError> {
@@ -501,7 +486,8 @@ impl Dataplane for RtNetlink {
         let mut requests: Vec<BoxFuture<'static, Result<(), KernelError>>> = Vec::with_capacity(ops.len());
         for op in ops {
             requests.push(match self.independent_request(op).await {
-                Ok(request) => request,
+                Ok(Some(request)) => request,
+                Ok(None) => Box::pin(futures::future::ready(self.apply_op(op).await)),
                 Err(e) => Box::pin(futures::future::ready(Err(e))),
             });
         }
