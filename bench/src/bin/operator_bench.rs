@@ -15,17 +15,14 @@
 //! ```
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
+use anyhow::{Context, bail};
+use bgpvpn_bench::{Operator, binding, bgpvpn, namespace, node, running_pod};
+use bgpvpn_crds::{Bgpvpn, EvpnNodeState};
 use clap::Parser;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::Api;
 use kube::runtime::wait::await_condition;
-use kube::Client;
-use serde_json::json;
 use tokio::task::JoinSet;
 
 #[derive(Parser, Debug)]
@@ -51,16 +48,6 @@ struct Args {
     parallel: usize,
 }
 
-/// The operator process, killed by its PID when dropped.
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = text.lines().find(|l| l.starts_with(field)).with_context(|| format!("{field} not in /proc/{pid}/status"))?;
@@ -71,52 +58,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     // nearest rank
     let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
     sorted[rank.min(sorted.len()) - 1]
-}
-
-async fn create<K>(api: &Api<K>, body: serde_json::Value) -> anyhow::Result<K>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    Ok(api.create(&PostParams::default(), &serde_json::from_value(body)?).await?)
-}
-
-async fn node(client: &Client, name: &str, ip: &str) -> anyhow::Result<()> {
-    let api: Api<Node> = Api::all(client.clone());
-    create(&api, json!({"metadata": {"name": name}, "status": {"addresses": [{"type": "InternalIP", "address": ip}]}})).await?;
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}}))).await?;
-    Ok(())
-}
-
-async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
-    create(&Api::<Namespace>::all(client.clone()), json!({"metadata": {"name": name}})).await?;
-    Ok(())
-}
-
-async fn running_pod(client: Client, ns: String, name: String, app: String, node: String, ip: String) -> anyhow::Result<()> {
-    let api: Api<Pod> = Api::namespaced(client, &ns);
-    create(&api, json!({"metadata": {"name": name, "labels": {"app": app}}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.invalid/c"}]}})).await?;
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}))).await?;
-    Ok(())
-}
-
-async fn bgpvpn(client: &Client, name: &str, vni: u32) -> anyhow::Result<()> {
-    create(
-        &Api::<Bgpvpn>::all(client.clone()),
-        json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "metadata": {"name": name},
-            "spec": {"vni": vni, "routeTargets": [format!("65000:{vni}")], "allowedNamespaces": {"all": true}}}),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn binding(client: &Client, ns: &str, name: &str, vpn: &str, app: &str) -> anyhow::Result<()> {
-    create(
-        &Api::<VniBinding>::namespaced(client.clone(), ns),
-        json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "VNIBinding", "metadata": {"name": name},
-            "spec": {"bgpvpn": vpn, "podSelector": {"matchLabels": {"app": app}}}}),
-    )
-    .await?;
-    Ok(())
 }
 
 /// Runs `jobs` with at most `parallel` in flight.
@@ -144,33 +85,11 @@ fn ip(block: usize, i: usize) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let operator_bin = match args.operator_bin.clone() {
-        Some(p) => p,
-        None => std::env::current_exe()?.with_file_name("bgpvpn-operator"),
-    };
-    if !operator_bin.exists() {
-        bail!("{} not found: build it first (cargo build --release -p bgpvpn-operator) or pass --operator-bin", operator_bin.display());
-    }
     let client = bgpvpn_testkit::client().await.context("the apiserver tier is not available (run as root, see hack/test.sh)")?;
     let server = bgpvpn_testkit::server().expect("started above");
-
-    let dir = tempfile_dir()?;
-    let config = dir.join("operator.yaml");
-    std::fs::write(&config, format!("underlay:\n  asn: 65001\n  neighbors:\n    - address: 172.30.0.254\n      remoteAsn: 65000\ndebounceMillis: {}\n", args.debounce_ms))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new(&operator_bin)
-        .args(["run", "--no-leader-election", "--metrics-addr", &format!("127.0.0.1:{port}"), "--config"])
-        .arg(&config)
-        .env("KUBECONFIG", &server.kubeconfig)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("operator.log"))?)
-        .spawn()
-        .with_context(|| format!("start {}", operator_bin.display()))?;
-    let operator = Operator(child);
-    let pid = operator.0.id();
-    println!("operator: {} (pid {pid}), debounce {} ms, log {}", operator_bin.display(), args.debounce_ms, dir.join("operator.log").display());
+    let operator = Operator::start(args.operator_bin.clone(), &server.kubeconfig, "operator-bench", args.debounce_ms, "warn")?;
+    let (pid, dir) = (operator.pid(), operator.dir.clone());
+    println!("operator: {} (pid {pid}), debounce {} ms, log {}", operator.binary.display(), args.debounce_ms, dir.join("operator.log").display());
 
     // 1. latency: binding create -> EVPNNodeState written
     namespace(&client, "lat").await?;
@@ -253,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
     let converged = t_scale.elapsed();
     let rss = proc_status_kib(pid, "VmRSS:")?;
     let hwm = proc_status_kib(pid, "VmHWM:")?;
-    let metrics = reqwest_free_get(port).await.unwrap_or_default();
+    let metrics = operator.metrics().await.unwrap_or_default();
     let writes = metric_line(&metrics, "bgpvpn_operator_node_state_writes_total{op=\"apply\"}");
     println!(
         "{} pods, {} bindings, {} nodes: converged in {:.1} s (objects created and all endpoints written); operator VmRSS {:.1} MiB (peak VmHWM {:.1} MiB; {:.1} MiB before the scale objects); {writes}",
@@ -353,20 +272,4 @@ fn memory_breakdown(pid: u32) -> anyhow::Result<String> {
         mib(file),
         fds.len()
     ))
-}
-
-/// `/metrics` of the operator, read over a plain TCP connection (HTTP/1.0).
-async fn reqwest_free_get(port: u16) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    Some(out)
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("operator-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

@@ -15,15 +15,15 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
+use bgpvpn_bench::{Operator, binding, bgpvpn, namespace, node, running_pod};
+use bgpvpn_crds::EvpnNodeState;
 use clap::Parser;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -50,32 +50,8 @@ struct Args {
     operator_log: String,
 }
 
-/// The operator process, killed by its PID when dropped.
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 const NS: &str = "churn";
 const VNI: u32 = 300_000;
-
-async fn create<K>(api: &Api<K>, body: serde_json::Value) -> anyhow::Result<K>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    Ok(api.create(&PostParams::default(), &serde_json::from_value(body)?).await?)
-}
-
-async fn running_pod(client: &Client, name: &str, node: &str, ip: &str, app: &str) -> anyhow::Result<()> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), NS);
-    create(&api, json!({"metadata": {"name": name, "labels": {"app": app}}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.invalid/c"}]}})).await?;
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}))).await?;
-    Ok(())
-}
 
 fn pod_ip(i: usize) -> String {
     format!("10.77.{}.{}", i / 250, i % 250 + 1)
@@ -84,13 +60,9 @@ fn pod_ip(i: usize) -> String {
 /// Counter deltas of one change and how long it took to show in the EVPNNodeStates.
 type Sample = ([f64; 4], Duration);
 
-/// `/metrics` of the operator, read over a plain TCP connection (HTTP/1.0).
-async fn scrape(port: u16) -> anyhow::Result<BTreeMap<String, f64>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
+/// The operator's `bgpvpn_operator_*` metrics.
+async fn scrape(operator: &Operator) -> anyhow::Result<BTreeMap<String, f64>> {
+    let out = operator.metrics().await?;
     let mut m = BTreeMap::new();
     for line in out.lines().filter(|l| l.starts_with("bgpvpn_operator_")) {
         if let Some((k, v)) = line.rsplit_once(' ')
@@ -143,56 +115,20 @@ async fn wait_endpoints(client: &Client, what: &str, ok: impl Fn(&[String]) -> b
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let operator_bin = match args.operator_bin.clone() {
-        Some(p) => p,
-        None => std::env::current_exe()?.with_file_name("bgpvpn-operator"),
-    };
-    if !operator_bin.exists() {
-        bail!("{} not found: build it first (cargo build --release -p bgpvpn-operator) or pass --operator-bin", operator_bin.display());
-    }
     let client = bgpvpn_testkit::client().await.context("the apiserver tier is not available (run as root, see hack/test.sh)")?;
     let server = bgpvpn_testkit::server().expect("started above");
-    let dir = std::env::temp_dir().join(format!("operator-churn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let config = dir.join("operator.yaml");
-    std::fs::write(&config, format!("underlay:\n  asn: 65001\n  neighbors:\n    - address: 172.30.0.254\n      remoteAsn: 65000\ndebounceMillis: {}\n", args.debounce_ms))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new(&operator_bin)
-        .args(["run", "--no-leader-election", "--metrics-addr", &format!("127.0.0.1:{port}"), "--config"])
-        .arg(&config)
-        .env("KUBECONFIG", &server.kubeconfig)
-        .env("RUST_LOG", &args.operator_log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("operator.log"))?)
-        .spawn()
-        .with_context(|| format!("start {}", operator_bin.display()))?;
-    let _operator = Operator(child);
-    println!("operator: {} (metrics 127.0.0.1:{port}), debounce {} ms", operator_bin.display(), args.debounce_ms);
+    let operator = Operator::start(args.operator_bin.clone(), &server.kubeconfig, "operator-churn", args.debounce_ms, &args.operator_log)?;
+    println!("operator: {} (metrics 127.0.0.1:{}), debounce {} ms", operator.binary.display(), operator.metrics_port, args.debounce_ms);
 
-    create(&Api::<Namespace>::all(client.clone()), json!({"metadata": {"name": NS}})).await?;
-    let nodes: Api<Node> = Api::all(client.clone());
+    namespace(&client, NS).await?;
     for n in 0..args.nodes {
-        let name = format!("churn-node-{n}");
-        let ip = format!("172.28.0.{}", n + 1);
-        create(&nodes, json!({"metadata": {"name": name}})).await?;
-        nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}}))).await?;
+        node(&client, &format!("churn-node-{n}"), &format!("172.28.0.{}", n + 1)).await?;
     }
-    create(
-        &Api::<Bgpvpn>::all(client.clone()),
-        json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "metadata": {"name": "churn"},
-            "spec": {"vni": VNI, "routeTargets": [format!("65000:{VNI}")], "allowedNamespaces": {"all": true}}}),
-    )
-    .await?;
-    create(
-        &Api::<VniBinding>::namespaced(client.clone(), NS),
-        json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "VNIBinding", "metadata": {"name": "b"},
-            "spec": {"bgpvpn": "churn", "podSelector": {"matchLabels": {"app": "churn"}}}}),
-    )
-    .await?;
+    bgpvpn(&client, "churn", VNI).await?;
+    binding(&client, NS, "b", "churn", "churn").await?;
     let node_of = |i: usize| format!("churn-node-{}", i % args.nodes.max(1));
     for i in 0..args.pods {
-        running_pod(&client, &format!("pod-{i}"), &node_of(i), &pod_ip(i), "churn").await?;
+        running_pod(client.clone(), NS.into(), format!("pod-{i}"), "churn".into(), node_of(i), pod_ip(i)).await?;
     }
     let want = args.pods;
     wait_endpoints(&client, "initial pods", |e| e.len() == want).await?;
@@ -201,19 +137,19 @@ async fn main() -> anyhow::Result<()> {
     println!("{} pods on {} nodes bound to VNI {VNI}; each change waits until the operator is idle", args.pods, args.nodes);
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let churn_start = scrape(port).await?;
+    let churn_start = scrape(&operator).await?;
     let mut results: Vec<(&str, Vec<Sample>)> = Vec::new();
     let mut next = args.pods;
     let kinds = ["add a selected pod", "delete a selected pod", "relabel a pod out of the binding", "relabel it back in", "annotate a pod (no effect)"];
     for kind in kinds {
         let mut samples = Vec::new();
         for r in 0..args.repeat {
-            let before = scrape(port).await?;
+            let before = scrape(&operator).await?;
             let took = match kind {
                 "add a selected pod" => {
                     let i = next;
                     next += 1;
-                    running_pod(&client, &format!("pod-{i}"), &node_of(i), &pod_ip(i), "churn").await?;
+                    running_pod(client.clone(), NS.into(), format!("pod-{i}"), "churn".into(), node_of(i), pod_ip(i)).await?;
                     let ip = pod_ip(i);
                     wait_endpoints(&client, kind, |e| e.contains(&ip)).await?
                 }
@@ -239,23 +175,23 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             tokio::time::sleep(quiet).await;
-            samples.push((deltas(&before, &scrape(port).await?), took));
+            samples.push((deltas(&before, &scrape(&operator).await?), took));
         }
         results.push((kind, samples));
     }
     // a burst: `--burst` pods created back to back
-    let before = scrape(port).await?;
+    let before = scrape(&operator).await?;
     let t0 = Instant::now();
     let first = next;
     for i in first..first + args.burst {
-        running_pod(&client, &format!("pod-{i}"), &node_of(i), &pod_ip(i), "churn").await?;
+        running_pod(client.clone(), NS.into(), format!("pod-{i}"), "churn".into(), node_of(i), pod_ip(i)).await?;
     }
     let created = t0.elapsed();
     let all: Vec<String> = (first..first + args.burst).map(pod_ip).collect();
     wait_endpoints(&client, "burst", |e| all.iter().all(|ip| e.contains(ip))).await?;
     let reflected = t0.elapsed();
     tokio::time::sleep(quiet).await;
-    let burst = deltas(&before, &scrape(port).await?);
+    let burst = deltas(&before, &scrape(&operator).await?);
 
     println!("\n| pod change | EVPNNodeState writes | BGPVPN status writes | VNIBinding status writes | plan passes | reflected in EVPNNodeState after |");
     println!("|---|---|---|---|---|---|");
@@ -280,7 +216,7 @@ async fn main() -> anyhow::Result<()> {
         burst[2],
         burst[3]
     );
-    let end = scrape(port).await?;
+    let end = scrape(&operator).await?;
     println!(
         "({} pods on {} nodes; a write = one API request counted by the operator's own metrics; mean cluster pass {} over this run)",
         args.pods,
@@ -288,9 +224,9 @@ async fn main() -> anyhow::Result<()> {
         mean_pass_ms(&churn_start, &end).map(|ms| format!("{ms:.1} ms")).unwrap_or_else(|| "-".into())
     );
     if args.operator_log == "warn" {
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&operator.dir);
     } else {
-        println!("operator log: {}", dir.join("operator.log").display());
+        println!("operator log: {}", operator.dir.join("operator.log").display());
     }
     Ok(())
 }
