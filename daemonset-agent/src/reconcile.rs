@@ -271,17 +271,18 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
 
         // kernel, in rounds
         let mut last_resolved = resolved;
+        // the first round works on the pass's dump (tens of thousands of objects at scale: not copied)
+        let mut first_dump = Some(observed);
         for round in 0..MAX_KERNEL_ROUNDS {
-            let observed = if round == 0 {
-                observed.clone()
-            } else {
-                match self.dp.dump().await {
+            let observed = match first_dump.take() {
+                Some(dump) => dump,
+                None => match self.dp.dump().await {
                     Ok(s) => s,
                     Err(e) => {
                         report.kernel_errors.push(e.to_string());
                         break;
                     }
-                }
+                },
             };
             let r = resolve(desired, &observed, &self.settings);
             let sysctls = self.dp.read_sysctls(&r.sysctl_keys());
