@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
-# hack/lab.sh -- the seed demo, end to end on real parts. Run as root on Debian 12:
+# hack/lab.sh -- the seed demo, end to end on real parts. Run as root on Debian 12 or later:
 #
-#     sudo hack/lab.sh              # plain Kubernetes: kubectl apply/delete of examples/seed/
-#     sudo hack/lab.sh --openstack  # the BGPVPN and the router association come from Neutron
+#     hack/lab.sh              # plain Kubernetes: kubectl apply/delete of examples/seed/
+#     hack/lab.sh --openstack  # the BGPVPN and the router association come from Neutron
 #
 # It installs what it needs (hack/test.sh's installers), builds the operator and the agent, and
 # brings up:
 #   host netns bgpvpn-lab-<rand>: tap 10.99.0.1/24, etcd + kube-apiserver v1.20.2, the operator
 #       (and, with --openstack, neutron-server + networking-bgpvpn)
-#   user-mode-linux guest (VRF-capable kernel) on that tap, 10.99.0.2: the Kubernetes node
+#   the node guest (hack/testbed/guest.sh: user-mode-linux 7.x or QEMU, a trixie root with
+#       FRR 10) on that tap, 10.99.0.2: the Kubernetes node
 #       lab-node-a (agent + FRR, pod web at 10.0.0.84:8080) and the remote cloud (its own FRR in
 #       another AS, vm1 and vm2 both at 20.0.0.100, on VNI 1001 and VNI 1003)
 # and plays the story, printing each step and what it observed. Every observation is asserted:
 # the script exits non-zero as soon as one does not hold (e2e/tests/lab.rs runs it that way).
-# Everything it started is stopped on exit, Ctrl-C included.
+# Everything it started is stopped on exit, Ctrl-C included. Every download happens in the first
+# step, from the host's own network, before the lab's namespace exists.
 #
 # Env: LAB_KEEP=1 keeps the run directory (logs); STEP_TIMEOUT (s, default 90);
+#      GUEST_KERNEL=qemu boots the node guest on QEMU instead of user-mode-linux;
 #      OPERATOR_BIN / AGENT_BIN: use these binaries instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=kubernetes
 case ${1:-} in --openstack) MODE=openstack ;; "") ;; *) echo "usage: $0 [--openstack]" >&2; exit 64 ;; esac
-[ "$(id -u)" = 0 ] || { echo "hack/lab.sh needs root (network namespaces, tap device, user-mode-linux)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "hack/lab.sh needs root (network namespaces, tap device, the node guest)" >&2; exit 1; }
 
 T0=$SECONDS
 log()  { printf '[lab %4ss] %s\n' $((SECONDS - T0)) "$*"; }
@@ -36,13 +39,13 @@ NODE=lab-node-a
 RUN=$(mktemp -d /tmp/bgpvpn-lab.XXXXXX)   # not under /run or /var/tmp: the guest mounts its own there
 chmod 755 "$RUN"
 log "run directory $RUN"
-OPERATOR_PID='' UML_PID='' NEUTRON_DIR=''
+OPERATOR_PID='' GUEST_PID='' NEUTRON_DIR=''
 
 cleanup() {
   set +e
-  [ -n "$UML_PID" ] && kill -0 "$UML_PID" 2>/dev/null && guest_ask shutdown >/dev/null 2>&1
-  for _ in $(seq 50); do [ -n "$UML_PID" ] && kill -0 "$UML_PID" 2>/dev/null || break; sleep 0.2; done
-  [ -n "$UML_PID" ] && kill "$UML_PID" 2>/dev/null
+  [ -n "$GUEST_PID" ] && kill -0 "$GUEST_PID" 2>/dev/null && guest_ask shutdown >/dev/null 2>&1
+  for _ in $(seq 50); do [ -n "$GUEST_PID" ] && kill -0 "$GUEST_PID" 2>/dev/null || break; sleep 0.2; done
+  [ -n "$GUEST_PID" ] && kill "$GUEST_PID" 2>/dev/null
   if [ -n "$OPERATOR_PID" ] && kill "$OPERATOR_PID" 2>/dev/null; then
     for _ in $(seq 50); do kill -0 "$OPERATOR_PID" 2>/dev/null || break; sleep 0.2; done
   fi
@@ -85,16 +88,19 @@ diagnose() {
 }
 
 # ------------------------------------------------------------------ install and build
-step "install the real parts and build"
+step "install the real parts and build (every download happens here, from the host's network)"
+hack/dataplane/install-deps.sh >/dev/null
+hack/testbed/guest.sh prepare >/dev/null
 hack/testbed/kube-apiserver.sh build >/dev/null
 KUBECTL=$(hack/testbed/kube-apiserver.sh kubectl)
-hack/dataplane/install-deps.sh >/dev/null
+[ "$MODE" = kubernetes ] || hack/neutron/install.sh >/dev/null
+hack/testbed/versions.sh
 if [ -z "${OPERATOR_BIN:-}" ] || [ -z "${AGENT_BIN:-}" ]; then   # the e2e test passes the ones it was built with
   cargo build --locked -q -p bgpvpn-operator -p bgpvpn-agent
   TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   OPERATOR_BIN=$TARGET/debug/bgpvpn-operator AGENT_BIN=$TARGET/debug/bgpvpn-agent
 fi
-ok "kube-apiserver, FRR, user-mode-linux kernel, binaries"
+ok "kube-apiserver, the node guest (FRR 10), binaries"
 
 # ------------------------------------------------------------------ host side: apiserver + operator
 step "start kube-apiserver in network namespace $NS"
@@ -146,7 +152,6 @@ EOF
 
 if [ "$MODE" = openstack ]; then
   step "start neutron-server + networking-bgpvpn; create the pod's Neutron network, router and port"
-  hack/neutron/install.sh >/dev/null
   NEUTRON_DIR=$RUN/neutron
   ip netns exec "$NS" hack/neutron/neutron-bgpvpn.sh setup "$NEUTRON_DIR" 2>/dev/null
   ip netns exec "$NS" hack/neutron/neutron-bgpvpn.sh start "$NEUTRON_DIR" 2>/dev/null
@@ -242,18 +247,19 @@ done
 ok "operator pid $OPERATOR_PID wrote EVPNNodeState/$NODE"
 
 # ------------------------------------------------------------------ guest: node + remote cloud
-step "boot the user-mode-linux guest: node $NODE (agent + FRR + pod) and the remote cloud"
+step "boot the node guest: node $NODE (agent + FRR + pod) and the remote cloud"
 AGENT_CMD="RUST_LOG=info KUBECONFIG=$RUN/kube/kubeconfig $AGENT_BIN run --node-name $NODE --metrics-addr $GUEST_IP:9469"
 AGENT_CMD+=' --state-dir "$FRR_A_DIR/agent-state" --frr-pathspace "$FRR_A" --frr-confdir "$FRR_WORK"'
 AGENT_CMD+=' --frr-rundir "$FRR_A_DIR/run" --frr-piddir "/run/frr/$FRR_A" --frr-preamble "$FRR_A_DIR/preamble.conf"'
 mkdir -p "$RUN/guest-out"
-ip netns exec "$NS" env TAP=$TAPIF UML_OUT="$RUN/guest-out" UML_TIMEOUT=3600 hack/testbed/uml-guest.sh hack/lab/guest.sh \
+ip netns exec "$NS" env TAP=$TAPIF GUEST_OUT="$RUN/guest-out" GUEST_TIMEOUT=3600 GUEST_BIND="$RUN $AGENT_BIN" \
+  hack/testbed/guest.sh run hack/lab/guest.sh \
   GUEST_IP=$GUEST_IP HOST_IP=$HOST_IP CHECK_PORT=$CHECK_PORT NODE_NAME=$NODE AGENT_CMD="$AGENT_CMD" \
   >"$RUN/guest.log" 2>&1 &
-UML_PID=$!
+GUEST_PID=$!
 deadline=$((SECONDS + 120))
 until check ready >/dev/null 2>&1; do
-  kill -0 "$UML_PID" 2>/dev/null || { tail -30 "$RUN/guest.log"; fail "the guest exited"; }
+  kill -0 "$GUEST_PID" 2>/dev/null || { tail -30 "$RUN/guest.log"; fail "the guest exited"; }
   [ $SECONDS -lt $deadline ] || { tail -30 "$RUN/guest.log"; fail "guest not ready after 120 s"; }
   sleep 0.5
 done

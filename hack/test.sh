@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# hack/test.sh -- every test of the project, on real parts. Run as root on Debian 12:
+# hack/test.sh -- every test of the project, on real parts. Run as root on Debian 12 or later:
 #
-#     sudo hack/test.sh
+#     hack/test.sh
 #
-# Installs what it needs first (each step is cached and a no-op the second time):
-#   * Debian packages: etcd-server, Go 1.19 (build only), frr + frr-pythontools, iproute2, kmod...
+# Installs what it needs first (each step is cached and a no-op the second time), all from the
+# host's own network before any test namespace exists:
+#   * host packages: iproute2, curl, python3, kmod (hack/dataplane/install-deps.sh)
+#   * the node guest (hack/testbed/guest.sh prepare): a Debian trixie root with FRR 10
+#     (debootstrap, ~1 min cold) and forky/sid's user-mode-linux 7.x, or QEMU with Debian's
+#     kernel where that UML does not boot
 #   * kube-apiserver v1.20.2 built from Debian's `kubernetes` source package (~4-6 min cold)
 #     and a matching kubectl (Debian's kubernetes-client, unpacked into the cache)
-#   * the user-mode-linux kernel (VRF-capable; unpacked into the cache, not installed)
-#   * neutron-server + networking-bgpvpn in a venv from PyPI (~1 min cold)
-# Cache: ${TESTBED_CACHE:-~/.cache/bgpvpn-operator}. As root every real-parts tier is required
-# (a tier that cannot start fails the run); as non-root those tiers print SKIPPED and only the
-# pure tests run. Extra arguments go to `cargo test` (e.g. `hack/test.sh -p bgpvpn-crds`).
+#   * neutron-server + networking-bgpvpn and Keystone in venvs from PyPI (~1.5 min cold)
+# It prints the versions of every part it runs. Cache: ${TESTBED_CACHE:-~/.cache/bgpvpn-operator}.
+# As root every real-parts tier is required (a tier that cannot start fails the run); as non-root
+# those tiers print SKIPPED and only the pure tests run. Extra arguments go to `cargo test`
+# (e.g. `hack/test.sh -p bgpvpn-crds`). GUEST_KERNEL=qemu runs the node guest on QEMU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[test %4ss] %s\n' "$SECONDS" "$*" >&2; }
@@ -20,10 +24,13 @@ command -v cargo >/dev/null || { log "cargo not found: this project needs a Rust
 
 if [ "$(id -u)" = 0 ]; then
   log "installing / checking the real parts"
+  hack/dataplane/install-deps.sh
+  log "hack/testbed/guest.sh prepare"
+  hack/testbed/guest.sh prepare >/dev/null
   hack/testbed/kube-apiserver.sh build
-  for installer in hack/dataplane/install-deps.sh hack/neutron/install.sh; do
-    if [ -x "$installer" ]; then log "$installer"; "$installer"; fi
-  done
+  log "hack/neutron/install.sh"
+  hack/neutron/install.sh
+  hack/testbed/versions.sh
   export BGPVPN_REQUIRE_APISERVER=1 BGPVPN_REQUIRE_DATAPLANE=1 BGPVPN_REQUIRE_NEUTRON=1
 else
   log "not root: the real-parts tiers (apiserver, UML dataplane, neutron) will print SKIPPED"

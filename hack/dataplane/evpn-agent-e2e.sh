@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # evpn-agent-e2e.sh -- the seed demo at dataplane level, driven by the real bgpvpn-agent.
 # Runs as root INSIDE a VRF-capable kernel, normally as the payload of a UML guest:
-#     hack/testbed/uml-guest.sh hack/dataplane/evpn-agent-e2e.sh AGENT=$PWD/target/debug/bgpvpn-agent
-# (daemonset-agent/tests/dataplane_uml.rs does exactly that). Host packages: hack/dataplane/install-deps.sh.
+#     hack/testbed/guest.sh run hack/dataplane/evpn-agent-e2e.sh AGENT=$PWD/target/debug/bgpvpn-agent
+# (daemonset-agent/tests/dataplane_guest.rs does exactly that). FRR 10, iproute2 and Python come
+# from the guest's trixie root (hack/testbed/guest-root.sh).
 #
 # Topology (every namespace and process name carries a random suffix):
 #   nodeA (AS 65001, 172.30.0.1) ==veth underlay== nodeB (AS 64999, 172.30.0.2), eBGP l2vpn evpn
@@ -34,7 +35,7 @@ not() { ! "$@"; }
 [ "$(id -u)" = 0 ] || { echo "must run as root (inside the UML guest)" >&2; exit 1; }
 [ -n "${AGENT:-}" ] && [ -x "$AGENT" ] || { echo "AGENT=<path to bgpvpn-agent> is required" >&2; exit 1; }
 for c in ip vtysh curl ping "$PY" "$FRR_LIB/zebra" "$FRR_LIB/bgpd" "$FRR_LIB/frr-reload.py"; do
-  command -v "$c" >/dev/null || { echo "missing $c: run hack/dataplane/install-deps.sh on the host" >&2; exit 1; }
+  command -v "$c" >/dev/null || { echo "missing $c: the guest root lacks it (hack/testbed/guest-root.sh)" >&2; exit 1; }
 done
 
 A=nodeA-$SFX B=nodeB-$SFX POD=pod-$SFX VM1=vm1-$SFX VM2=vm2-$SFX EXT=ext-$SFX
@@ -290,8 +291,8 @@ if wait_for 10 rule_back; then ok "rule and route repaired ($(ms_since "$t") ms)
 check "traffic back after the rule/route repair" wait_for 60 vm_says VM2
 
 log "kill node A's FRR daemons and start them again with the base config only"
-for d in bgpd zebra; do kill "$(cat "/run/frr/$A/$d.pid")"; done
-gone() { ! kill -0 "$(cat "/run/frr/$A/zebra.pid")" 2>/dev/null && ! kill -0 "$(cat "/run/frr/$A/bgpd.pid")" 2>/dev/null; }
+for d in bgpd zebra mgmtd; do kill "$(cat "/run/frr/$A/$d.pid")"; done
+gone() { local d; for d in bgpd zebra mgmtd; do ! kill -0 "$(cat "/run/frr/$A/$d.pid")" 2>/dev/null || return 1; done; }
 wait_for 10 gone || true
 t=$(date +%s%N)
 frr_start "$A" "$A"

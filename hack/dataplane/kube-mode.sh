@@ -3,17 +3,19 @@
 # hack/testbed/kube-apiserver.sh): it watches its own EVPNNodeState (field selector on the name),
 # programs it, writes the status by server-side apply, reports a kernel failure in the status, and
 # keeps running (dataplane untouched) while the API server is gone.
-# Runs as root on the host: the API server, etcd, the node's own zebra/bgpd (-N pathspace) and the
-# agent all live in ONE network namespace this script creates (loopback only). This host kernel has
-# no VRF, which the second step uses on purpose (a kernel error must show up in the status).
-#     AGENT=$PWD/target/debug/bgpvpn-agent hack/dataplane/kube-mode.sh
+# Runs as root on the host kernel, inside the node guest's trixie root (FRR 10, etcd, openssl):
+# the API server, etcd, the node's own FRR (mgmtd/zebra/bgpd, -N pathspace) and the agent all live
+# in ONE network namespace this script creates (loopback only). The host kernel is used on purpose
+# when it has no VRF: the second step then checks that a kernel error shows up in the status.
+#     hack/testbed/guest.sh chroot hack/dataplane/kube-mode.sh AGENT=$PWD/target/debug/bgpvpn-agent \
+#         TESTBED_CACHE=$HOME/.cache/bgpvpn-operator
 # Last line: "N passed, M failed"; exit 0 iff M = 0; exit 77 when the API server binary is not
-# built (hack/testbed/kube-apiserver.sh build) unless BUILD=1.
+# built (hack/testbed/kube-apiserver.sh build, on the host).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/../lib/remote-cloud.sh"   # frr_prepare, frr_start, frr_stop
 REPO=$(cd "$HERE/../.." && pwd)
 KA=$REPO/hack/testbed/kube-apiserver.sh
-FRR=/usr/lib/frr
 PASS=0 FAIL=0 T0=$SECONDS
 log() { printf '[%4ss] == %s\n' $((SECONDS - T0)) "$*"; }
 ok()  { printf '[%4ss] CHECK PASS: %s\n' $((SECONDS - T0)) "$*"; PASS=$((PASS + 1)); }
@@ -23,9 +25,9 @@ wait_for() { local end=$((SECONDS + $1)); shift; until "$@" >/dev/null 2>&1; do 
 
 [ "$(id -u)" = 0 ] || { echo "must run as root" >&2; exit 1; }
 [ -n "${AGENT:-}" ] && [ -x "$AGENT" ] || { echo "AGENT=<path to bgpvpn-agent> is required" >&2; exit 1; }
-[ -n "${BUILD:-}" ] && "$KA" build
+
 CACHE=${TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bgpvpn-operator}
-[ -x "$CACHE/kube-apiserver-v1.20.2/kube-apiserver" ] || { echo "kube-apiserver not built: $KA build (or BUILD=1)" >&2; exit 77; }
+[ -x "$CACHE/kube-apiserver-v1.20.2/kube-apiserver" ] || { echo "kube-apiserver not built: $KA build" >&2; exit 77; }
 KUBECTL=$("$KA" kubectl)
 
 SFX=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
@@ -37,7 +39,7 @@ cleanup() {
     kill "$(cat "$AGENT_PID")" 2>/dev/null || true
     timeout 10 tail --pid="$(cat "$AGENT_PID")" -f /dev/null || kill -9 "$(cat "$AGENT_PID")" 2>/dev/null || true
   fi
-  for d in bgpd zebra; do [ -s "/run/frr/$NS/$d.pid" ] && { kill "$(cat "/run/frr/$NS/$d.pid")" 2>/dev/null || true; }; done
+  frr_stop "$NS"
   [ -f "$RUN/env" ] && { ip netns exec "$NS" "$KA" stop "$RUN" >/dev/null 2>&1 || true; }
   sleep 0.3
   ip netns del "$NS" 2>/dev/null || true
@@ -56,11 +58,9 @@ k apply --validate=false -f "$REPO/crds/evpnnodestate.yaml" >/dev/null
 check "CRD established" wait_for 30 k wait --for condition=established --timeout=5s crd/evpnnodestates.bgpvpn.io
 
 # the node's own FRR, in the namespace, with its own pathspace (nothing on the host's FRR paths)
-mkdir -p "$W/$NS" "/run/frr/$NS"; : >"$W/$NS/vtysh.conf"
-printf 'log file %s/frr.log\n' "$W" >"$W/base.conf"
-chown -R frr:frr "$W/$NS" "/run/frr/$NS"; chmod 644 "$W/base.conf"; touch "$W/frr.log"; chown frr:frr "$W/frr.log"
-nsx $FRR/zebra -N "$NS" -d -P 0 -f "$W/base.conf" -i "/run/frr/$NS/zebra.pid"
-nsx $FRR/bgpd -N "$NS" -d -P 0 -f "$W/base.conf" -i "/run/frr/$NS/bgpd.pid"
+WORK=$W
+frr_prepare "$NS"
+frr_start "$NS" "$NS"
 
 obj() {  # with-vrf?
   cat <<EOF
@@ -80,7 +80,7 @@ obj | k apply --validate=false -f - >/dev/null
 # not through nsx: $! must be the agent's own PID (ip netns exec and env exec it)
 ip netns exec "$NS" env NODE_NAME="$NODE" KUBECONFIG="$KUBECONFIG" "$AGENT" run --state-dir "$W/state" \
   --frr-pathspace "$NS" --frr-confdir "$W" --frr-rundir "$W" --frr-piddir "/run/frr/$NS" \
-  --frr-preamble "$W/base.conf" --metrics-addr 127.0.0.1:9470 >"$W/agent.log" 2>&1 &
+  --frr-preamble "$W/$NS/preamble.conf" --metrics-addr 127.0.0.1:9470 >"$W/agent.log" 2>&1 &
 echo $! >"$AGENT_PID"
 
 status() { k get evpnnodestate "$NODE" -o json; }

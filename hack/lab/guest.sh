@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# hack/lab/guest.sh -- the lab's user-mode-linux payload (started by hack/lab.sh through
-# hack/testbed/uml-guest.sh with TAP=...). Inside the VRF-capable guest kernel:
+# hack/lab/guest.sh -- the lab's node-guest payload (started by hack/lab.sh through
+# hack/testbed/guest.sh run with TAP=...). Inside the VRF-capable guest kernel, FRR 10:
 #
 #   guest root namespace = Kubernetes node "$NODE_NAME" (AS 65001, underlay 172.30.0.1):
 #       vec0 $GUEST_IP/24 -> the host's netns, where kube-apiserver and the operator run
-#       the bgpvpn agent + its FRR (zebra, bgpd; pathspace $FRR_A)
+#       the bgpvpn agent + its FRR (mgmtd, zebra, bgpd; pathspace $FRR_A)
 #       pod netns "web": 10.0.0.84, HTTP on 8080, attached by a veth like a CNI plugin does
 #                        (pod IP routed in the node's MAIN table via the host-side veth)
 #   netns "remote": the other cloud (AS 64999, underlay 172.30.0.2), its own FRR, configured
@@ -12,7 +12,7 @@
 #       HTTP with its own name; explicit route targets 65000:<vni>. Built by hack/lib/remote-cloud.sh.
 #
 # The host asks questions through hack/lab/check-server.py on $GUEST_IP:$CHECK_PORT and ends the
-# guest with /shutdown. Inputs (KEY=VAL from uml-guest.sh): GUEST_IP, HOST_IP, CHECK_PORT,
+# guest with /shutdown. Inputs (KEY=VAL from guest.sh): GUEST_IP, HOST_IP, CHECK_PORT,
 # NODE_NAME, AGENT_CMD (the agent's command line; FRR_A (pathspace), FRR_WORK and FRR_A_DIR are
 # exported to it), LAB_TIMEOUT (s).
 set -euo pipefail
@@ -39,7 +39,7 @@ trap cleanup EXIT
 rc_need_vrf
 
 # ---------------------------------------------------------------- host link, node sysctls
-ip addr add "$GUEST_IP/24" dev "$UML_NIC"; ip link set "$UML_NIC" up
+ip addr add "$GUEST_IP/24" dev "$GUEST_NIC"; ip link set "$GUEST_NIC" up
 sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
 
 # ---------------------------------------------------------------- underlay, pod, remote cloud

@@ -89,17 +89,31 @@ frr_prepare() {
   cp "$WORK/$n/preamble.conf" "$WORK/$n/base.conf"
   chown -R frr:frr "$WORK/$n" "/run/frr/$n"
 }
-# frr_start <pathspace> <netns> [zebra.conf] [bgpd.conf] (default $WORK/<ps>/base.conf)
+# frr_start <pathspace> <netns> [frr.conf] (default $WORK/<ps>/base.conf): FRR 10 the way the
+# chart's sidecar (frrinit/watchfrr) runs it: mgmtd first (zebra is its backend; vtysh refuses
+# `vrf`/`vni` lines while it is down), zebra and bgpd without a config of their own, then the
+# integrated configuration pushed with `vtysh -b`.
 frr_start() {
-  local n=$1 ns=$2 z=${3:-$WORK/$1/base.conf} b=${4:-$WORK/$1/base.conf}
-  PIDFILES+=("/run/frr/$n/bgpd.pid" "/run/frr/$n/zebra.pid")
-  # -s: a netlink receive buffer big enough for thousands of devices/routes at once (bench)
-  nsx "$ns" $FRR_LIB/zebra -N "$n" -d -P 0 -s 67108864 -f "$z" -i "/run/frr/$n/zebra.pid" 2>>"$WORK/$n/startup.log"
-  nsx "$ns" $FRR_LIB/bgpd -N "$n" -d -P 0 -f "$b" -i "/run/frr/$n/bgpd.pid" 2>>"$WORK/$n/startup.log"
+  local n=$1 ns=$2 conf=${3:-$WORK/$1/base.conf} d i
+  local boot=$WORK/$n/boot
+  mkdir -p "$boot/$n"; cp "$conf" "$boot/$n/frr.conf"; : >"$boot/$n/vtysh.conf"; : >"$WORK/$n/empty.conf"
+  chown -R frr:frr "$boot" "$WORK/$n/empty.conf"
+  for d in mgmtd zebra bgpd; do
+    PIDFILES+=("/run/frr/$n/$d.pid")
+    case $d in
+      mgmtd) nsx "$ns" $FRR_LIB/mgmtd -N "$n" -d -P 0 -i "/run/frr/$n/mgmtd.pid" 2>>"$WORK/$n/startup.log" ;;
+      # -s: a netlink receive buffer big enough for thousands of devices/routes at once (bench)
+      zebra) nsx "$ns" $FRR_LIB/zebra -N "$n" -d -P 0 -s 67108864 -f "$WORK/$n/empty.conf" -i "/run/frr/$n/zebra.pid" 2>>"$WORK/$n/startup.log" ;;
+      bgpd) nsx "$ns" $FRR_LIB/bgpd -N "$n" -d -P 0 -f "$WORK/$n/empty.conf" -i "/run/frr/$n/bgpd.pid" 2>>"$WORK/$n/startup.log" ;;
+    esac
+  done
+  for i in $(seq 200); do [ -S "/run/frr/$n/bgpd.vty" ] && [ -S "/run/frr/$n/zebra.vty" ] && break; sleep 0.05; done
+  vtysh --config_dir "$boot" -N "$n" -b >>"$WORK/$n/startup.log" 2>&1 \
+    || { echo "frr_start $n: vtysh -b failed:" >&2; tail -5 "$WORK/$n/startup.log" >&2; return 1; }
 }
-frr_stop() {  # <pathspace>: SIGTERM both daemons by PID, wait until gone
+frr_stop() {  # <pathspace>: SIGTERM the daemons by PID, wait until gone
   local n=$1 d p
-  for d in bgpd zebra; do
+  for d in bgpd zebra mgmtd; do
     p=$(cat "/run/frr/$n/$d.pid" 2>/dev/null) || continue
     kill "$p" 2>/dev/null || true
     timeout 60 tail --pid="$p" -f /dev/null || kill -9 "$p" 2>/dev/null || true

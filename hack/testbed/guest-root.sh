@@ -17,8 +17,9 @@ CACHE=${TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bgpvpn-operator}
 SUITE=${GUEST_SUITE:-trixie}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # what the payloads run inside the guest: FRR 10 and frr-reload.py, iproute2, ping/curl, python3
-# (check server, HTTP servers, frr-reload.py), kmod (modprobe), procps, etcd (apiserver in a guest)
-PKGS=(frr frr-pythontools iproute2 iputils-ping curl python3 kmod procps psmisc ca-certificates etcd-server)
+# (check server, HTTP servers, frr-reload.py), kmod (modprobe), procps; etcd + openssl for an
+# apiserver started inside the root (hack/testbed/kube-apiserver.sh start)
+PKGS=(frr frr-pythontools iproute2 iputils-ping curl python3 kmod procps psmisc ca-certificates etcd-server openssl)
 log() { printf '[guest-root %4ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -53,8 +54,8 @@ build() {
   mount -t proc proc "$tmp/proc"
   log "apt-get install ${PKGS[*]}"
   chroot "$tmp" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      --no-install-recommends ${PKGS[*]} >/dev/null && apt-get clean" \
-    || die "apt-get install in the $SUITE root failed"
+      --no-install-recommends ${PKGS[*]} && apt-get clean" >"$CACHE/guest-root/.apt.log" 2>&1 \
+    || { tail -20 "$CACHE/guest-root/.apt.log" >&2; die "apt-get install in the $SUITE root failed"; }
   umount "$tmp/proc"
   # the guest mounts its own /run, /tmp, /var/log...: these are mount points, nothing else
   mkdir -p "$tmp/mnt/out" "$tmp/srv"

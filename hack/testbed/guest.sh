@@ -8,6 +8,9 @@
 #   guest.sh versions                 one line: the kernel and how it runs, FRR, iproute2, Python
 #   guest.sh run <script> [KEY=VAL]   boot, run <script> as root inside, exit with its exit code
 #                                     (125: the guest never reported one). Downloads nothing.
+#   guest.sh chroot <script> [KEY=VAL] run <script> on the HOST kernel with the same root and
+#                                     binds (no VRF there: for tests of the agent's Kubernetes
+#                                     side with FRR 10 that want a kernel without VRF)
 #
 # Kernels (GUEST_KERNEL=auto|uml|qemu; auto, the default, takes UML unless UML did not boot on
 # this CPU when prepare probed it):
@@ -372,6 +375,7 @@ case $cmd in
     versions
     ;;
   versions) ROOT=$(root_path); versions ;;
+  __boot) ROOT=$(root_path); boot "$@"; exit $? ;;
   run)
     [ $# -ge 1 ] || { sed -n '2,/^set -euo/p' "$SELF" | grep '^#' >&2; exit 64; }
     [ "$(id -u)" = 0 ] || die "run needs root (mount namespace, chroot)"
@@ -388,10 +392,36 @@ case $cmd in
     else OUTDIR=$RUN/out; mkdir -p "$OUTDIR"; fi
     log "booting $(versions | cut -d' ' -f1-4) (payload $(basename "$PAYLOAD"))"
     t0=$SECONDS rc=0
-    boot "$KIND" "$PAYLOAD" "$OUTDIR" "$@" || rc=$?
+    # the guest in a process group of its own: a killed run takes the kernel and all it forked along
+    setsid "$SELF" __boot "$KIND" "$PAYLOAD" "$OUTDIR" "$@" &
+    BOOT=$!
+    trap 'kill -TERM -- -$BOOT 2>/dev/null && sleep 1 && kill -KILL -- -$BOOT 2>/dev/null; rm -rf "$RUN"' EXIT
+    trap 'exit 143' TERM INT
+    wait "$BOOT" || rc=$?
     [ -f "$OUTDIR/.guest-rc" ] || die "the guest did not report an exit code (crash or GUEST_TIMEOUT)"
     log "guest finished after $((SECONDS - t0))s (kernel->payload $(cat "$OUTDIR/.guest-boot-s" 2>/dev/null)s), exit code $rc${GUEST_OUT:+ (results in $OUTDIR)}"
     exit "$rc"
+    ;;
+  chroot)
+    [ $# -ge 1 ] || { sed -n '2,/^set -euo/p' "$SELF" | grep '^#' >&2; exit 64; }
+    [ "$(id -u)" = 0 ] || die "chroot needs root"
+    ROOT=$(root_path)
+    PAYLOAD=$(readlink -f "$1"); shift
+    env=() extra=("$REPO" "$PAYLOAD" ${GUEST_BIND:-})
+    for kv in "$@"; do
+      [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "not KEY=VAL: $kv"
+      env+=("$kv"); [[ ${kv#*=} == /* ]] && extra+=("${kv#*=}")
+    done
+    mapfile -t binds < <(binds_for "${extra[@]}")
+    make_mountpoints "${binds[@]}"
+    exec unshare --mount --propagation private bash -c 'set -e; R=$1; shift
+      mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
+      while [ "$1" != -- ]; do mkdir -p "$R$1"; mount --rbind "$1" "$R$1"; shift; done; shift
+      mount -t proc proc "$R/proc"; mount --rbind /sys "$R/sys"; mount --rbind /dev "$R/dev"
+      mount -t tmpfs -o mode=755 tmpfs "$R/run"; mkdir -p "$R/run/netns" "$R/run/frr"
+      for d in /var/log /var/tmp /var/lib/frr; do mount -t tmpfs tmpfs "$R$d"; done
+      exec chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb "$@"' guest-chroot \
+      "$ROOT" "${binds[@]}" -- "${env[@]}" bash "$PAYLOAD"
     ;;
   *) sed -n '2,/^set -euo/p' "$SELF" | grep '^#' >&2; exit 64 ;;
 esac

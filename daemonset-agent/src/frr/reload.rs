@@ -318,8 +318,14 @@ impl FrrControl for FrrReload {
 
     fn fingerprint(&mut self) -> Option<String> {
         let mut parts = Vec::new();
-        for daemon in ["zebra", "bgpd"] {
-            let pid = std::fs::read_to_string(self.settings.piddir.join(format!("{daemon}.pid"))).ok()?;
+        // FRR 10 runs mgmtd in front of zebra: a restarted mgmtd has lost the vrf/vni config too
+        for (daemon, required) in [("mgmtd", false), ("zebra", true), ("bgpd", true)] {
+            let Ok(pid) = std::fs::read_to_string(self.settings.piddir.join(format!("{daemon}.pid"))) else {
+                if required {
+                    return None;
+                }
+                continue;
+            };
             let pid = pid.trim();
             // a pid file outlives a killed daemon
             if pid.is_empty() || !Path::new("/proc").join(pid).exists() {

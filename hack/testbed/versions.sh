@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# versions.sh -- one line per part the tests and the lab run, read from the parts themselves
+# (not from what this repository expects). Prints "not prepared" for a part not built yet.
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+CACHE=${TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bgpvpn-operator}
+say() { printf '[versions] %-15s %s\n' "$1" "$2"; }
+say "node guest" "$("$HERE/guest.sh" versions 2>/dev/null || echo 'not prepared (hack/testbed/guest.sh prepare)')"
+api=$(ls -d "$CACHE"/kube-apiserver-v*/kube-apiserver 2>/dev/null | sort -V | tail -1)
+say kube-apiserver "$([ -n "$api" ] && "$api" --version 2>/dev/null || echo 'not built')"
+kubectl=$("$HERE/kube-apiserver.sh" kubectl 2>/dev/null)
+say kubectl "$([ -n "$kubectl" ] && "$kubectl" version --client 2>/dev/null | head -1 || echo 'not installed')"
+say "etcd (host)" "$(etcd --version 2>/dev/null | head -1 || echo 'not installed')"
+for v in "$CACHE"/neutron-*/bin/python "$CACHE"/keystone-*/bin/python; do
+  [ -x "$v" ] || continue
+  say "$(basename "$(dirname "$(dirname "$v")")" | cut -d- -f1)" "$("$v" -m pip list 2>/dev/null | awk '$1 ~ /^(neutron|networking-bgpvpn|keystone)$/ {printf "%s %s  ", $1, $2}')"
+done
