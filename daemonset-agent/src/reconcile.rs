@@ -3,7 +3,8 @@
 //! * **Create:** FRR VRF/VNI stanzas first, then the devices.
 //! * **Delete:** devices first, then the FRR stanzas (a removed VRF stays in FRR, as last
 //!   applied, until its devices are gone).
-//! * **Move a VRF to another VNI** (FRR 8.4 loses the router MAC with the naive order): unmap
+//! * **Move a VRF to another VNI** (FRR 8.4 lost the router MAC with the naive order; FRR 10.3
+//!   did not in the bed, and this order is correct on both, so it stays): unmap
 //!   the VNI with the old route targets still in place → wait until the VRF table holds no EVPN
 //!   route → apply the new route targets (still unmapped) → swap the VXLAN device → wait until
 //!   zebra knows the new one → map the new VNI.

@@ -1,12 +1,13 @@
-//! The seed story end to end: `hack/lab.sh` on real parts (kube-apiserver, operator, agent, FRR,
-//! user-mode-linux kernel), which asserts every observation and exits non-zero on the first
-//! that does not hold. Root only: it creates network namespaces, a tap device and a UML guest.
+//! The seed story end to end: `hack/lab.sh` on real parts (kube-apiserver, operator, agent, FRR 10
+//! in the node guest), which asserts every observation and exits non-zero on the first that does
+//! not hold. Root only: it creates network namespaces, a tap device and the node guest
+//! (`hack/testbed/guest.sh`).
 
 use std::process::{Command, Stdio};
 
 use bgpvpn_testkit::built_binary;
 
-/// One lab at a time: each boots a UML guest, and two on 2 cores would only slow each other.
+/// One lab at a time: each boots a node guest, and two on 2 cores would only slow each other.
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run_lab(args: &[&str]) {
