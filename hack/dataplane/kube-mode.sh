@@ -50,10 +50,10 @@ cleanup() {
 trap 'rc=$?; cleanup; [ $rc = 0 ] || echo "$PASS passed, $((FAIL + 1)) failed"' EXIT
 
 ip netns add "$NS"; ip -n "$NS" link set lo up
-nsx() { ip netns exec "$NS" "$@"; }
-nsx "$KA" start "$RUN" >"$W/apiserver-start.log" 2>&1 || { cat "$W/apiserver-start.log"; exit 1; }
+inns() { ip netns exec "$NS" "$@"; }
+inns "$KA" start "$RUN" >"$W/apiserver-start.log" 2>&1 || { cat "$W/apiserver-start.log"; exit 1; }
 set -a; . "$RUN/env"; set +a
-k() { nsx "$KUBECTL" --kubeconfig "$KUBECONFIG" "$@"; }
+k() { inns "$KUBECTL" --kubeconfig "$KUBECONFIG" "$@"; }
 k apply --validate=false -f "$REPO/crds/evpnnodestate.yaml" >/dev/null
 check "CRD established" wait_for 30 k wait --for condition=established --timeout=5s crd/evpnnodestates.bgpvpn.io
 
@@ -107,10 +107,10 @@ check "generation 2: Ready=False" cond Ready False 2
 log "status message: $(status | python3 -c 'import json,sys; c=[c for c in json.load(sys.stdin)["status"]["conditions"] if c["type"]=="DataplaneProgrammed"][0]; print(c["message"][:160])')"
 
 log "stop the API server"
-nsx "$KA" stop "$RUN" >/dev/null 2>&1
+inns "$KA" stop "$RUN" >/dev/null 2>&1
 sleep 5
 check "agent still running without the API server" kill -0 "$(cat "$AGENT_PID")"
-check "agent healthy without the API server" nsx curl -sf http://127.0.0.1:9470/healthz
+check "agent healthy without the API server" inns curl -sf http://127.0.0.1:9470/healthz
 check "agent logged the watch failure and kept the dataplane" grep -q "keeping the dataplane as it is" "$W/agent.log"
 p=$(cat "$AGENT_PID"); kill "$p"
 check "agent exits on SIGTERM" timeout 10 tail --pid="$p" -f /dev/null

@@ -252,7 +252,7 @@ make_mountpoints() {
   for p in "$@"; do
     [[ $p == /tmp/* ]] && continue
     grep -qxF "$p" "$ROOT/.mountpoints" 2>/dev/null || echo "$p" >>"$ROOT/.mountpoints"
-    mkdir -p "$ROOT$p"
+    if [ -d "$p" ]; then mkdir -p "$ROOT$p"; else mkdir -p "$(dirname "$ROOT$p")"; touch "$ROOT$p"; fi
   done
 }
 
@@ -283,7 +283,8 @@ boot() {
   make_mountpoints "${binds[@]}"
   # the mount namespace: a tmpfs /tmp, then the binds (mount points made inside, after the tmpfs)
   local setup='set -e; R=$1; shift; mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
-    while [ "$1" != -- ]; do mkdir -p "$R$1"; mount --rbind "$1" "$R$1"; shift; done; shift'
+    while [ "$1" != -- ]; do if [ -d "$1" ]; then mkdir -p "$R$1"; else mkdir -p "${R}${1%/*}"; touch "$R$1"; fi
+      mount --rbind "$1" "$R$1"; shift; done; shift'
   local nic=() nicenv=()
   if [ -n "${TAP:-}" ]; then
     [ -e "/sys/class/net/$TAP" ] || die "TAP=$TAP: no such interface in this network namespace"
@@ -414,9 +415,11 @@ case $cmd in
     done
     mapfile -t binds < <(binds_for "${extra[@]}")
     make_mountpoints "${binds[@]}"
+    # the root a mount point of its own: ip netns needs "/" to be one inside the chroot
     exec unshare --mount --propagation private bash -c 'set -e; R=$1; shift
-      mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
-      while [ "$1" != -- ]; do mkdir -p "$R$1"; mount --rbind "$1" "$R$1"; shift; done; shift
+      mount --bind "$R" "$R"; mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
+      while [ "$1" != -- ]; do if [ -d "$1" ]; then mkdir -p "$R$1"; else mkdir -p "${R}${1%/*}"; touch "$R$1"; fi
+      mount --rbind "$1" "$R$1"; shift; done; shift
       mount -t proc proc "$R/proc"; mount --rbind /sys "$R/sys"; mount --rbind /dev "$R/dev"
       mount -t tmpfs -o mode=755 tmpfs "$R/run"; mkdir -p "$R/run/netns" "$R/run/frr"
       for d in /var/log /var/tmp /var/lib/frr; do mount -t tmpfs tmpfs "$R$d"; done
