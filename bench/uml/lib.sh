@@ -1,5 +1,5 @@
-# Sourced by the guest payloads in bench/uml (they run as PID 1's only job inside the UML guest
-# that hack/testbed/uml-guest.sh boots). Namespaces and FRR pathspaces carry a random suffix;
+# Sourced by the guest payloads in bench/uml (they run as PID 1's only job inside the node guest
+# that hack/testbed/guest.sh boots). Namespaces and FRR pathspaces carry a random suffix;
 # the topology and its cleanup (by recorded PID and namespace) come from hack/lib/remote-cloud.sh.
 
 . "$(dirname "${BASH_SOURCE[0]}")/../../hack/lib/remote-cloud.sh"   # nsx, ns_new, frr_*, rc_*
