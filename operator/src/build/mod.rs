@@ -128,7 +128,7 @@ pub fn plan(view: &ClusterView, config: &Config) -> Plan {
     let vpns = vpns::decide(&view.bgpvpns);
     let mut bindings = bindings::decide(&view.bindings, &vpns, &index);
     let evpn_nodes = nodes::evpn_nodes(&view.nodes, config);
-    let placement = nodes::assemble(&evpn_nodes, &vpns, &mut bindings);
+    let placement = nodes::assemble(&evpn_nodes, &vpns, &mut bindings, &index.node_states);
     Plan {
         bgpvpns: report::bgpvpn_reports(&vpns, &bindings, &placement, &index),
         bindings: report::binding_reports(&bindings, &placement, &index),

@@ -333,7 +333,7 @@ fn route_distinguishers_are_unique_per_node_and_valid_for_any_vni() {
     let mut vnis = vec![l3(1, ""), l3(2, "172.30.0.1:65537"), l3(3, "172.30.0.1:4"), l3(4, ""), l3(65536, ""), l3(65537, "")];
     // "172.30.0.1:65537" does not parse as a type-1 RD (16-bit number) and stays as given
     vnis[1].route_distinguisher = "65000:7".into();
-    nodes::assign_route_distinguishers("172.30.0.1".parse().unwrap(), &mut vnis);
+    nodes::assign_route_distinguishers("172.30.0.1".parse().unwrap(), &mut vnis, &[]);
     let rds: Vec<&str> = vnis.iter().map(|v| v.route_distinguisher.as_str()).collect();
     assert_eq!(rds, ["172.30.0.1:1", "65000:7", "172.30.0.1:4", "172.30.0.1:5", "172.30.0.1:2", "172.30.0.1:3"]);
 
@@ -431,4 +431,62 @@ fn the_plan_does_not_depend_on_list_order() {
     world.pods.reverse();
     world.nodes.reverse();
     assert_eq!(first, world.plan());
+}
+
+/// VNIs whose 16-bit fold collides: 65536 folds onto 1, 16777215 onto 255.
+fn colliding_world() -> World {
+    World {
+        vpns: vec![vpn("high", 65_536, 0), vpn("low", 1, 0), vpn("other", 2, 0)],
+        bindings: vec![binding("demo", "high", "high", 0, selector("web"))],
+        pods: vec![pod("demo", "web-1", "web", "n1", "10.0.0.84"), pod("demo", "db", "db", "n1", "10.0.0.9"), pod("demo", "cache", "cache", "n1", "10.0.0.7")],
+        nodes: vec![node("n1", "172.30.0.1")],
+        namespaces: vec![namespace("demo", json!({}))],
+        ..Default::default()
+    }
+}
+
+fn rds_of(plan: &Plan, node: &str) -> Vec<(u32, String)> {
+    plan.nodes[node].spec.l3vnis.iter().map(|v| (v.vni, v.route_distinguisher.clone())).collect()
+}
+
+#[test]
+fn a_programmed_route_distinguisher_stays_while_others_come_and_go() {
+    let mut world = colliding_world();
+    let plan = world.plan();
+    assert_eq!(rds_of(&plan, "n1"), [(65_536, "172.30.0.1:1".to_string())]);
+    world.agents_report(&plan, true);
+
+    // VNI 1 folds onto the RD that 65536 already runs with: the newcomer moves, not 65536
+    world.bindings.push(binding("demo", "low", "low", 1, selector("db")));
+    let plan = world.plan();
+    assert_eq!(rds_of(&plan, "n1"), [(1, "172.30.0.1:2".to_string()), (65_536, "172.30.0.1:1".to_string())]);
+    world.agents_report(&plan, true);
+
+    // another VNI joins and leaves, then VNI 1 leaves: 65536 keeps its RD throughout
+    world.bindings.push(binding("demo", "other", "other", 2, selector("cache")));
+    let plan = world.plan();
+    assert_eq!(rds_of(&plan, "n1"), [(1, "172.30.0.1:2".to_string()), (2, "172.30.0.1:3".to_string()), (65_536, "172.30.0.1:1".to_string())]);
+    world.agents_report(&plan, true);
+    world.bindings.retain(|b| b["metadata"]["name"] != "other" && b["metadata"]["name"] != "low");
+    let plan = world.plan();
+    assert_eq!(rds_of(&plan, "n1"), [(65_536, "172.30.0.1:1".to_string())]);
+}
+
+#[test]
+fn kept_route_distinguishers_yield_to_explicit_ones_and_new_router_ids() {
+    use bgpvpn_crds::L3Vni;
+    let l3 = |vni: u32, rd: &str| L3Vni { vni, route_distinguisher: rd.into(), ..Default::default() };
+    let router: std::net::Ipv4Addr = "172.30.0.1".parse().unwrap();
+    let programmed = vec![l3(255, "172.30.0.1:256"), l3(300, "172.30.0.1:300"), l3(16_777_215, "172.30.0.1:255"), l3(400, "192.0.2.1:400")];
+
+    let mut vnis = vec![l3(255, ""), l3(300, ""), l3(400, ""), l3(16_777_215, "")];
+    nodes::assign_route_distinguishers(router, &mut vnis, &programmed);
+    let rds: Vec<&str> = vnis.iter().map(|v| v.route_distinguisher.as_str()).collect();
+    assert_eq!(rds, ["172.30.0.1:256", "172.30.0.1:300", "172.30.0.1:400", "172.30.0.1:255"], "kept; the RD of another router id is not");
+
+    // an explicit RD that equals a kept one wins; the kept VNI takes a free number
+    let mut vnis = vec![l3(255, ""), l3(300, "172.30.0.1:256")];
+    nodes::assign_route_distinguishers(router, &mut vnis, &programmed);
+    let rds: Vec<&str> = vnis.iter().map(|v| v.route_distinguisher.as_str()).collect();
+    assert_eq!(rds, ["172.30.0.1:255", "172.30.0.1:256"]);
 }
