@@ -40,6 +40,8 @@ pub const CIDR_PATTERN: &str = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:.]{2,4
 pub const CIDR_MAX_LEN: u32 = 49;
 /// Extra prefixes a binding may advertise.
 pub const MAX_ADVERTISED_PREFIXES: u32 = 64;
+/// Entries of a BGPVPN's `allowedPrefixes`.
+pub const MAX_ALLOWED_PREFIXES: u32 = 256;
 
 /// Linux interface names: at most 15 bytes, no `/`, whitespace or `:`.
 pub const IFNAME_PATTERN: &str = r"^[A-Za-z0-9_.-]{1,15}$";

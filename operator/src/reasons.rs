@@ -21,6 +21,8 @@
 //! | VNIBinding | Ready | False | `KuryrNotInstalled` | a Neutron target without the Kuryr CRDs |
 //! | VNIBinding | Ready | False | `TargetNotFound` | no KuryrNetwork / KuryrPort carries the Neutron id |
 //! | VNIBinding | Ready | False | `NoEndpoints` | the target resolved to no Running pod with an address |
+//! | VNIBinding | PrefixesAllowed | True | `PrefixesAllowed` | every `advertisePrefixes` entry may be advertised |
+//! | VNIBinding | PrefixesAllowed | False | `PrefixNotAllowed` | entries left out (named in the message): outside the BGPVPN's `allowedPrefixes`, another binding's pod address, or never advertised (default route, link-local, multicast, loopback, unspecified) |
 
 pub const VALID: &str = "Valid";
 pub const INVALID: &str = "Invalid";
@@ -37,11 +39,13 @@ pub const NOT_ALLOWED: &str = "NotAllowed";
 pub const BGPVPN_NOT_READY: &str = "BGPVPNNotReady";
 pub const KURYR_NOT_INSTALLED: &str = "KuryrNotInstalled";
 pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+pub const PREFIXES_ALLOWED: &str = "PrefixesAllowed";
+pub const PREFIX_NOT_ALLOWED: &str = "PrefixNotAllowed";
 
 /// Reasons worth a Warning event when a condition enters them.
 pub fn is_warning(reason: &str) -> bool {
     matches!(
         reason,
-        INVALID | VNI_CONFLICT | RD_CONFLICT | POD_CONFLICT | NOT_SUPPORTED | BGPVPN_NOT_FOUND | NOT_ALLOWED | BGPVPN_NOT_READY | KURYR_NOT_INSTALLED | TARGET_NOT_FOUND
+        INVALID | VNI_CONFLICT | RD_CONFLICT | POD_CONFLICT | NOT_SUPPORTED | BGPVPN_NOT_FOUND | NOT_ALLOWED | BGPVPN_NOT_READY | KURYR_NOT_INSTALLED | TARGET_NOT_FOUND | PREFIX_NOT_ALLOWED
     )
 }

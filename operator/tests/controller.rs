@@ -97,7 +97,7 @@ async fn binding_edits_and_bgpvpn_deletion() {
     let n = node(&client, "172.31.2.1", json!({})).await;
     let (vpn_a, vpn_b) = (bgpvpn_testkit::unique_name("edit-a"), bgpvpn_testkit::unique_name("edit-b"));
     let (vni_a, vni_b) = (unique_vni(), unique_vni());
-    bgpvpn(&client, &vpn_a, vni_a, json!({"importTargets": ["65000:9"], "localPref": 200})).await;
+    bgpvpn(&client, &vpn_a, vni_a, json!({"importTargets": ["65000:9"], "localPref": 200, "allowedPrefixes": ["192.0.2.0/24"]})).await;
     bgpvpn(&client, &vpn_b, vni_b, json!({"routeDistinguishers": ["65000:77"]})).await;
     running_pod(&client, &ns, "web", json!({"app": "web"}), &n, "10.2.0.1").await;
     running_pod(&client, &ns, "db", json!({"app": "db"}), &n, "10.2.0.2").await;

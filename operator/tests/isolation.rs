@@ -145,3 +145,65 @@ async fn a_programmed_route_distinguisher_never_moves() {
         "unbinding VNI {low} renumbered VNI {high}"
     );
 }
+
+/// The advertised prefixes of a VNI on a node.
+fn prefixes_of(state: &EvpnNodeState, vni: u32) -> Vec<String> {
+    state.spec.l3vnis.iter().filter(|v| v.vni == vni).flat_map(|v| v.prefixes.iter().map(|p| p.prefix.clone())).collect()
+}
+
+#[tokio::test]
+async fn tenants_advertise_only_what_the_admin_allows() {
+    let client = setup_or_skip!();
+    let (tenant, neighbour) = (namespace(&client, json!({})).await, namespace(&client, json!({})).await);
+    let n = node(&client, "172.31.21.1", json!({})).await;
+    let vpn = bgpvpn_testkit::unique_name("prefixes");
+    let vni = unique_vni();
+    bgpvpn(&client, &vpn, vni, json!({"allowedPrefixes": ["192.0.2.0/24", "2001:db8:1::/48"]})).await;
+    running_pod(&client, &tenant, "a", json!({"app": "a"}), &n, "10.21.0.1").await;
+    running_pod(&client, &neighbour, "b", json!({"app": "b"}), &n, "10.21.0.2").await;
+    binding(&client, &neighbour, "b", &vpn, json!({"podSelector": {"matchLabels": {"app": "b"}}, "advertisePrefixes": ["192.0.2.128/25"]})).await;
+    let refused = [
+        "0.0.0.0/0",       // default routes
+        "::/0",
+        "10.21.0.2/32",    // the other tenant's pod
+        "198.51.100.7/32", // a remote VM
+        "10.96.0.0/12",    // the service CIDR
+        "172.31.21.0/24",  // the underlay
+        "169.254.0.0/16",  // link-local, multicast, loopback, unspecified
+        "fe80::/64",
+        "224.0.0.0/4",
+        "127.0.0.0/8",
+        "0.0.0.0/32",
+    ];
+    let accepted = ["10.21.0.1/32", "192.0.2.0/25", "2001:db8:1:5::/64"];
+    let asked: Vec<&str> = refused.iter().chain(&accepted).copied().collect();
+    binding(&client, &tenant, "a", &vpn, json!({"podSelector": {"matchLabels": {"app": "a"}}, "advertisePrefixes": asked})).await;
+
+    // the node advertises what both bindings may, and nothing else
+    let want = ["10.21.0.1/32", "192.0.2.0/25", "192.0.2.128/25", "2001:db8:1:5::/64"];
+    let s = wait_node_state(&client, &n, "the allowed prefixes only", |s| vnis_of(s).get(&vni).is_some_and(|eps| eps.len() == 2) && prefixes_of(s, vni) == want).await;
+    assert_eq!(prefixes_of(&s, vni), want);
+    let b = wait_binding(&client, &tenant, "a", "PrefixesAllowed=False", |b| {
+        b.status.as_ref().is_some_and(|s| cond(&s.conditions, "PrefixesAllowed") == ("False".into(), "PrefixNotAllowed".into()))
+    })
+    .await;
+    let message = condition(&b.status.as_ref().unwrap().conditions, "PrefixesAllowed").unwrap().message.clone();
+    for prefix in refused {
+        assert!(message.contains(prefix), "{prefix} not named in {message:?}");
+    }
+    assert!(accepted.iter().all(|p| !message.contains(p)), "{message:?}");
+    wait_event(&client, &tenant, "a", "PrefixNotAllowed").await;
+    // the valid parts of the binding, and the other tenant, are unaffected
+    wait_binding(&client, &neighbour, "b", "PrefixesAllowed=True", |b| {
+        b.status.as_ref().is_some_and(|s| cond(&s.conditions, "PrefixesAllowed").0 == "True")
+    })
+    .await;
+    assert_eq!(vnis_of(&s)[&vni], ["10.21.0.1", "10.21.0.2"]);
+
+    // an admin allowing everything still never gets the always-refused kinds advertised
+    let vpns: Api<bgpvpn_crds::Bgpvpn> = Api::all(client.clone());
+    let everything = json!({"spec": {"allowedPrefixes": ["0.0.0.0/0", "::/0"]}});
+    vpns.patch(&vpn, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(everything)).await.unwrap();
+    let want = ["10.21.0.1/32", "10.96.0.0/12", "172.31.21.0/24", "192.0.2.0/25", "192.0.2.128/25", "198.51.100.7/32", "2001:db8:1:5::/64"];
+    wait_node_state(&client, &n, "all but the always-refused prefixes", |s| prefixes_of(s, vni) == want).await;
+}

@@ -7,12 +7,14 @@
 //!
 //! 1. [`vpns::decide`]: validate each BGPVPN, settle VNI and RD conflicts.
 //! 2. [`bindings::decide`]: validate each binding, find its BGPVPN, check tenancy, resolve its
-//!    target to endpoints ([`crate::resolve`]), settle pods claimed by two BGPVPNs.
+//!    target to endpoints ([`crate::resolve`]), settle pods claimed by two BGPVPNs, and keep
+//!    the prefixes the BGPVPN allows, within its limits ([`prefixes`]).
 //! 3. [`nodes::evpn_nodes`] + [`nodes::assemble`]: the underlay of each node and its L3 VNIs.
 //! 4. [`report`]: conditions and counters, with what the agents report.
 
 pub mod bindings;
 pub mod nodes;
+pub mod prefixes;
 pub mod report;
 pub mod vpns;
 

@@ -150,9 +150,9 @@ pub fn assemble(
         b.endpoints = kept;
         for node in placed_nodes {
             let entry = l3.get_mut(node).and_then(|m| m.get_mut(&vni)).expect("placed above");
-            for prefix in &b.binding.spec.advertise_prefixes {
-                if !entry.prefixes.iter().any(|p| &p.prefix == prefix) {
-                    entry.prefixes.push(RoutedPrefix { prefix: prefix.clone(), next_hop: None });
+            for prefix in b.prefixes.iter().map(|p| p.to_string()) {
+                if !entry.prefixes.iter().any(|p| p.prefix == prefix) {
+                    entry.prefixes.push(RoutedPrefix { prefix, next_hop: None });
                 }
             }
         }

@@ -166,6 +166,9 @@ pub fn binding_reports(bindings: &[BindingDecision], placement: &Placement, inde
                 let texts: Vec<String> = b.conflicts.iter().map(conflict_text).collect();
                 Cond::new(types::CONFLICT, true, reasons::POD_CONFLICT, listing(&texts))
             });
+            if matches!(b.verdict, BindVerdict::Bound { .. }) {
+                report.conditions.push(prefixes_allowed(b));
+            }
             let ready = match &b.verdict {
                 BindVerdict::Rejected { reason, message } => Cond::new(types::READY, false, reason, message.clone()),
                 BindVerdict::Bound { bgpvpn, vni } => {
@@ -187,6 +190,19 @@ pub fn binding_reports(bindings: &[BindingDecision], placement: &Placement, inde
             (b.key.clone(), report)
         })
         .collect()
+}
+
+/// `PrefixesAllowed` of a bound binding. Every prefix refused is named (a binding has at most
+/// 64).
+fn prefixes_allowed(b: &BindingDecision) -> Cond {
+    let refused = &b.refused_prefixes;
+    if refused.is_empty() {
+        Cond::new(types::PREFIXES_ALLOWED, true, reasons::PREFIXES_ALLOWED, "every advertisePrefixes entry is allowed by the BGPVPN")
+    } else {
+        let left_out: Vec<String> = refused.iter().map(|(prefix, why)| format!("{prefix} ({why})")).collect();
+        let message = format!("{} of {} advertisePrefixes left out: {}", refused.len(), b.requested_prefixes.len(), left_out.join("; "));
+        Cond::new(types::PREFIXES_ALLOWED, false, reasons::PREFIX_NOT_ALLOWED, message)
+    }
 }
 
 fn with_notes(mut cond: Cond, notes: &[String]) -> Cond {

@@ -490,3 +490,45 @@ fn kept_route_distinguishers_yield_to_explicit_ones_and_new_router_ids() {
     let rds: Vec<&str> = vnis.iter().map(|v| v.route_distinguisher.as_str()).collect();
     assert_eq!(rds, ["172.30.0.1:255", "172.30.0.1:256"]);
 }
+
+fn prefixes_on(plan: &Plan, node: &str, vni: u32) -> Vec<String> {
+    plan.nodes[node].spec.l3vnis.iter().filter(|v| v.vni == vni).flat_map(|v| v.prefixes.iter().map(|p| p.prefix.clone())).collect()
+}
+
+#[test]
+fn only_prefixes_the_bgpvpn_allows_are_advertised() {
+    let mut world = two_node_world();
+    world.vpns[0]["spec"]["allowedPrefixes"] = json!(["192.0.2.0/24", "2001:db8::/32"]);
+    world.namespaces.push(namespace("other", json!({})));
+    world.pods.push(pod("other", "o", "o", "n1", "10.0.0.50"));
+    world.bindings.push(binding("other", "o", "vpn-a", 1, json!({"podSelector": {"matchLabels": {"app": "o"}}, "advertisePrefixes": ["192.0.2.128/25"]})));
+    let refused = ["0.0.0.0/0", "::/0", "10.0.0.50/32", "10.96.0.0/12", "172.30.0.0/24", "169.254.1.0/24", "fe80::/64", "224.0.0.0/4", "127.0.0.0/8", "0.0.0.0/32", "192.0.0.0/8"];
+    let mut asked: Vec<&str> = refused.to_vec();
+    asked.extend(["192.0.2.0/25", "10.0.0.84/32", "2001:DB8:5::/48"]);
+    world.bindings[0]["spec"]["advertisePrefixes"] = json!(asked);
+    let plan = world.plan();
+    assert_eq!(prefixes_on(&plan, "n1", 1001), ["10.0.0.84/32", "192.0.2.0/25", "192.0.2.128/25", "2001:db8:5::/48"]);
+    assert_eq!(prefixes_on(&plan, "n2", 1001), ["10.0.0.84/32", "192.0.2.0/25", "2001:db8:5::/48"], "the other tenant's prefix stays on its node");
+
+    let web = &plan.bindings[&key("demo", "web")];
+    let allowed = cond(&web.conditions, "PrefixesAllowed");
+    assert_eq!((allowed.ok, allowed.reason), (false, reasons::PREFIX_NOT_ALLOWED));
+    for prefix in refused {
+        assert!(allowed.message.contains(&format!("{prefix} (")), "{prefix} not named: {}", allowed.message);
+    }
+    assert!(allowed.message.contains("pod other/o") && allowed.message.contains("a default route"), "{}", allowed.message);
+    assert_eq!(cond(&web.conditions, "Ready").reason, reasons::NODES_NOT_READY, "the binding's pods are programmed as before");
+    assert!(cond(&plan.bindings[&key("other", "o")].conditions, "PrefixesAllowed").ok);
+
+    // empty allowedPrefixes: only the bound pods' own addresses
+    world.vpns[0]["spec"]["allowedPrefixes"] = json!([]);
+    let plan = world.plan();
+    assert_eq!(prefixes_on(&plan, "n1", 1001), ["10.0.0.84/32"]);
+    assert!(!cond(&plan.bindings[&key("other", "o")].conditions, "PrefixesAllowed").ok);
+
+    // an invalid policy makes the BGPVPN invalid, not permissive
+    world.vpns[0]["spec"]["allowedPrefixes"] = json!(["10.0.0.1/8"]);
+    let plan = world.plan();
+    assert_eq!(cond(&plan.bgpvpns["vpn-a"].conditions, "Valid").reason, reasons::INVALID);
+    assert!(plan.nodes["n1"].spec.l3vnis.is_empty());
+}
