@@ -18,6 +18,8 @@ pub mod types {
     pub const SYNCED: &str = "Synced";
     /// Every prefix the binding asks to advertise is allowed by its BGPVPN (VNIBinding).
     pub const PREFIXES_ALLOWED: &str = "PrefixesAllowed";
+    /// Nothing of the binding is left out for a per-BGPVPN limit (VNIBinding).
+    pub const WITHIN_LIMITS: &str = "WithinLimits";
 }
 
 /// `True` / `False` as the API spells them.

@@ -148,22 +148,45 @@ async fn a_programmed_route_distinguisher_never_moves() {
 
 /// The advertised prefixes of a VNI on a node.
 fn prefixes_of(state: &EvpnNodeState, vni: u32) -> Vec<String> {
-    state.spec.l3vnis.iter().filter(|v| v.vni == vni).flat_map(|v| v.prefixes.iter().map(|p| p.prefix.clone())).collect()
+    state
+        .spec
+        .l3vnis
+        .iter()
+        .filter(|v| v.vni == vni)
+        .flat_map(|v| v.prefixes.iter().map(|p| p.prefix.clone()))
+        .collect()
 }
 
 #[tokio::test]
 async fn tenants_advertise_only_what_the_admin_allows() {
     let client = setup_or_skip!();
-    let (tenant, neighbour) = (namespace(&client, json!({})).await, namespace(&client, json!({})).await);
+    let (tenant, neighbour) = (
+        namespace(&client, json!({})).await,
+        namespace(&client, json!({})).await,
+    );
     let n = node(&client, "172.31.21.1", json!({})).await;
     let vpn = bgpvpn_testkit::unique_name("prefixes");
     let vni = unique_vni();
-    bgpvpn(&client, &vpn, vni, json!({"allowedPrefixes": ["192.0.2.0/24", "2001:db8:1::/48"]})).await;
+    bgpvpn(
+        &client,
+        &vpn,
+        vni,
+        json!({"allowedPrefixes": ["192.0.2.0/24", "2001:db8:1::/48"]}),
+    )
+    .await;
     running_pod(&client, &tenant, "a", json!({"app": "a"}), &n, "10.21.0.1").await;
-    running_pod(&client, &neighbour, "b", json!({"app": "b"}), &n, "10.21.0.2").await;
+    running_pod(
+        &client,
+        &neighbour,
+        "b",
+        json!({"app": "b"}),
+        &n,
+        "10.21.0.2",
+    )
+    .await;
     binding(&client, &neighbour, "b", &vpn, json!({"podSelector": {"matchLabels": {"app": "b"}}, "advertisePrefixes": ["192.0.2.128/25"]})).await;
     let refused = [
-        "0.0.0.0/0",       // default routes
+        "0.0.0.0/0", // default routes
         "::/0",
         "10.21.0.2/32",    // the other tenant's pod
         "198.51.100.7/32", // a remote VM
@@ -177,25 +200,50 @@ async fn tenants_advertise_only_what_the_admin_allows() {
     ];
     let accepted = ["10.21.0.1/32", "192.0.2.0/25", "2001:db8:1:5::/64"];
     let asked: Vec<&str> = refused.iter().chain(&accepted).copied().collect();
-    binding(&client, &tenant, "a", &vpn, json!({"podSelector": {"matchLabels": {"app": "a"}}, "advertisePrefixes": asked})).await;
+    binding(
+        &client,
+        &tenant,
+        "a",
+        &vpn,
+        json!({"podSelector": {"matchLabels": {"app": "a"}}, "advertisePrefixes": asked}),
+    )
+    .await;
 
     // the node advertises what both bindings may, and nothing else
-    let want = ["10.21.0.1/32", "192.0.2.0/25", "192.0.2.128/25", "2001:db8:1:5::/64"];
-    let s = wait_node_state(&client, &n, "the allowed prefixes only", |s| vnis_of(s).get(&vni).is_some_and(|eps| eps.len() == 2) && prefixes_of(s, vni) == want).await;
-    assert_eq!(prefixes_of(&s, vni), want);
-    let b = wait_binding(&client, &tenant, "a", "PrefixesAllowed=False", |b| {
-        b.status.as_ref().is_some_and(|s| cond(&s.conditions, "PrefixesAllowed") == ("False".into(), "PrefixNotAllowed".into()))
+    let want = [
+        "10.21.0.1/32",
+        "192.0.2.0/25",
+        "192.0.2.128/25",
+        "2001:db8:1:5::/64",
+    ];
+    let s = wait_node_state(&client, &n, "the allowed prefixes only", |s| {
+        vnis_of(s).get(&vni).is_some_and(|eps| eps.len() == 2) && prefixes_of(s, vni) == want
     })
     .await;
-    let message = condition(&b.status.as_ref().unwrap().conditions, "PrefixesAllowed").unwrap().message.clone();
+    assert_eq!(prefixes_of(&s, vni), want);
+    let b = wait_binding(&client, &tenant, "a", "PrefixesAllowed=False", |b| {
+        b.status.as_ref().is_some_and(|s| {
+            cond(&s.conditions, "PrefixesAllowed") == ("False".into(), "PrefixNotAllowed".into())
+        })
+    })
+    .await;
+    let message = condition(&b.status.as_ref().unwrap().conditions, "PrefixesAllowed")
+        .unwrap()
+        .message
+        .clone();
     for prefix in refused {
-        assert!(message.contains(prefix), "{prefix} not named in {message:?}");
+        assert!(
+            message.contains(prefix),
+            "{prefix} not named in {message:?}"
+        );
     }
     assert!(accepted.iter().all(|p| !message.contains(p)), "{message:?}");
     wait_event(&client, &tenant, "a", "PrefixNotAllowed").await;
     // the valid parts of the binding, and the other tenant, are unaffected
     wait_binding(&client, &neighbour, "b", "PrefixesAllowed=True", |b| {
-        b.status.as_ref().is_some_and(|s| cond(&s.conditions, "PrefixesAllowed").0 == "True")
+        b.status
+            .as_ref()
+            .is_some_and(|s| cond(&s.conditions, "PrefixesAllowed").0 == "True")
     })
     .await;
     assert_eq!(vnis_of(&s)[&vni], ["10.21.0.1", "10.21.0.2"]);
@@ -203,7 +251,130 @@ async fn tenants_advertise_only_what_the_admin_allows() {
     // an admin allowing everything still never gets the always-refused kinds advertised
     let vpns: Api<bgpvpn_crds::Bgpvpn> = Api::all(client.clone());
     let everything = json!({"spec": {"allowedPrefixes": ["0.0.0.0/0", "::/0"]}});
-    vpns.patch(&vpn, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(everything)).await.unwrap();
-    let want = ["10.21.0.1/32", "10.96.0.0/12", "172.31.21.0/24", "192.0.2.0/25", "192.0.2.128/25", "198.51.100.7/32", "2001:db8:1:5::/64"];
-    wait_node_state(&client, &n, "all but the always-refused prefixes", |s| prefixes_of(s, vni) == want).await;
+    vpns.patch(
+        &vpn,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(everything),
+    )
+    .await
+    .unwrap();
+    let want = [
+        "10.21.0.1/32",
+        "10.96.0.0/12",
+        "172.31.21.0/24",
+        "192.0.2.0/25",
+        "192.0.2.128/25",
+        "198.51.100.7/32",
+        "2001:db8:1:5::/64",
+    ];
+    wait_node_state(&client, &n, "all but the always-refused prefixes", |s| {
+        prefixes_of(s, vni) == want
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_tenant_cannot_fill_a_node_object() {
+    use bgpvpn_crds::schema::{MAX_ADVERTISED_PREFIXES, MAX_BGPVPN_PREFIXES, MAX_STATUS_ITEMS};
+    let client = setup_or_skip!();
+    let (flooder, other) = (
+        namespace(&client, json!({})).await,
+        namespace(&client, json!({})).await,
+    );
+    let n = node(&client, "172.31.22.1", json!({})).await;
+    let (vpn_flood, vpn_other) = (
+        bgpvpn_testkit::unique_name("flood"),
+        bgpvpn_testkit::unique_name("victim"),
+    );
+    let (vni_flood, vni_other) = (unique_vni(), unique_vni());
+    bgpvpn(
+        &client,
+        &vpn_flood,
+        vni_flood,
+        json!({"allowedPrefixes": ["10.128.0.0/9"]}),
+    )
+    .await;
+    bgpvpn(&client, &vpn_other, vni_other, json!({})).await;
+    running_pod(&client, &flooder, "a", json!({"app": "a"}), &n, "10.22.0.1").await;
+
+    // more bindings of the most prefixes each than one VNI of an EVPNNodeState can hold
+    let per_binding = MAX_ADVERTISED_PREFIXES as usize;
+    let bindings = MAX_STATUS_ITEMS as usize / per_binding + 1;
+    for i in 0..bindings {
+        let prefixes: Vec<String> = (0..per_binding)
+            .map(|j| format!("10.{}.{j}.0/24", 128 + i))
+            .collect();
+        // names in creation order: within one second of creationTimestamp the name decides
+        binding(
+            &client,
+            &flooder,
+            &format!("flood-{i:03}"),
+            &vpn_flood,
+            json!({"podSelector": {"matchLabels": {"app": "a"}}, "advertisePrefixes": prefixes}),
+        )
+        .await;
+    }
+
+    // another tenant's new pod still reaches the node
+    running_pod(&client, &other, "b", json!({"app": "b"}), &n, "10.22.0.2").await;
+    binding(&client, &other, "b", &vpn_other, selector("b")).await;
+    let s = wait_endpoints(
+        &client,
+        &n,
+        &[vni_flood, vni_other],
+        &[(vni_flood, &["10.22.0.1"]), (vni_other, &["10.22.0.2"])],
+    )
+    .await;
+    assert_eq!(
+        prefixes_of(&s, vni_flood).len(),
+        MAX_BGPVPN_PREFIXES as usize
+    );
+
+    // the oldest bindings are kept whole; the first one past the limit says which limit
+    let full = MAX_BGPVPN_PREFIXES as usize / per_binding;
+    wait_binding(
+        &client,
+        &flooder,
+        &format!("flood-{:03}", full - 1),
+        "WithinLimits=True",
+        |b| {
+            b.status
+                .as_ref()
+                .is_some_and(|s| cond(&s.conditions, "WithinLimits").0 == "True")
+        },
+    )
+    .await;
+    let over = wait_binding(
+        &client,
+        &flooder,
+        &format!("flood-{full:03}"),
+        "WithinLimits=False",
+        |b| {
+            b.status.as_ref().is_some_and(|s| {
+                cond(&s.conditions, "WithinLimits") == ("False".into(), "BGPVPNPrefixLimit".into())
+            })
+        },
+    )
+    .await;
+    let message = condition(&over.status.as_ref().unwrap().conditions, "WithinLimits")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        message.contains(&vpn_flood) && message.contains(&MAX_BGPVPN_PREFIXES.to_string()),
+        "{message:?}"
+    );
+    wait_event(
+        &client,
+        &flooder,
+        &format!("flood-{full:03}"),
+        "BGPVPNPrefixLimit",
+    )
+    .await;
+    wait_binding(&client, &other, "b", "WithinLimits=True", |b| {
+        b.status
+            .as_ref()
+            .is_some_and(|s| cond(&s.conditions, "WithinLimits").0 == "True")
+    })
+    .await;
 }

@@ -6,13 +6,17 @@
 //!    prefix of a pod that another binding of the same VNI holds.
 //! 2. Allowed: the host prefix of one of the binding's own endpoints, and any prefix within one
 //!    of the BGPVPN's `allowedPrefixes` (the admin's; empty allows nothing else).
+//! 3. Limited: the bindings of one BGPVPN advertise at most [`MAX_BGPVPN_PREFIXES`] distinct
+//!    prefixes together, taken oldest binding first (`creationTimestamp`, then
+//!    `namespace/name`), so a newer binding never pushes out what already runs.
 //!
-//! What is left out is reported on the binding (`PrefixesAllowed`); its other
+//! What is left out is reported on the binding (`PrefixesAllowed`, `WithinLimits`); its other
 //! prefixes, and every other binding, are unaffected.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use bgpvpn_crds::schema::MAX_BGPVPN_PREFIXES;
 use bgpvpn_crds::validate::Cidr;
 
 use super::bindings::{BindVerdict, BindingDecision};
@@ -28,16 +32,21 @@ pub enum PrefixRefusal {
     OtherBindingsEndpoint { pod: String },
     #[error("not within spec.allowedPrefixes of BGPVPN {bgpvpn}")]
     NotAllowed { bgpvpn: String },
+    #[error("BGPVPN {bgpvpn} already advertises {MAX_BGPVPN_PREFIXES} prefixes, its limit across all bindings (older bindings first)")]
+    BgpvpnLimit { bgpvpn: String },
 }
 
 impl PrefixRefusal {
     /// The condition reason.
     pub fn reason(&self) -> &'static str {
-        reasons::PREFIX_NOT_ALLOWED
+        match self {
+            PrefixRefusal::BgpvpnLimit { .. } => reasons::BGPVPN_PREFIX_LIMIT,
+            _ => reasons::PREFIX_NOT_ALLOWED,
+        }
     }
 }
 
-/// Fills `prefixes` and `refused_prefixes` of every bound binding.
+/// Fills `prefixes` and `refused_prefixes` of every bound binding; `decisions` is oldest first.
 pub fn settle(decisions: &mut [BindingDecision], vpns: &BTreeMap<String, VpnDecision>) {
     let mut holders: HashMap<(u32, IpAddr), Vec<(usize, String)>> = HashMap::new();
     for (i, d) in decisions.iter().enumerate() {
@@ -47,14 +56,22 @@ pub fn settle(decisions: &mut [BindingDecision], vpns: &BTreeMap<String, VpnDeci
             }
         }
     }
+    let mut advertised: HashMap<String, BTreeSet<Cidr>> = HashMap::new();
     for (i, d) in decisions.iter_mut().enumerate() {
         let BindVerdict::Bound { bgpvpn, vni } = &d.verdict else { continue };
         let Some(vpn) = vpns.get(bgpvpn) else { continue };
         let own: BTreeSet<IpAddr> = d.endpoints.iter().map(|e| e.ip).collect();
+        let used = advertised.entry(bgpvpn.clone()).or_default();
         for prefix in &d.requested_prefixes {
-            match policy(prefix, &own, holders.get(&(*vni, prefix.addr)).map(|h| h.as_slice()).unwrap_or_default(), i, vpn, bgpvpn) {
+            let refusal = policy(prefix, &own, holders.get(&(*vni, prefix.addr)).map(|h| h.as_slice()).unwrap_or_default(), i, vpn, bgpvpn).or_else(|| {
+                (!used.contains(prefix) && used.len() >= MAX_BGPVPN_PREFIXES as usize).then(|| PrefixRefusal::BgpvpnLimit { bgpvpn: bgpvpn.clone() })
+            });
+            match refusal {
                 Some(why) => d.refused_prefixes.push((*prefix, why)),
-                None => d.prefixes.push(*prefix),
+                None => {
+                    used.insert(*prefix);
+                    d.prefixes.push(*prefix);
+                }
             }
         }
     }

@@ -517,6 +517,7 @@ fn only_prefixes_the_bgpvpn_allows_are_advertised() {
         assert!(allowed.message.contains(&format!("{prefix} (")), "{prefix} not named: {}", allowed.message);
     }
     assert!(allowed.message.contains("pod other/o") && allowed.message.contains("a default route"), "{}", allowed.message);
+    assert!(cond(&web.conditions, "WithinLimits").ok);
     assert_eq!(cond(&web.conditions, "Ready").reason, reasons::NODES_NOT_READY, "the binding's pods are programmed as before");
     assert!(cond(&plan.bindings[&key("other", "o")].conditions, "PrefixesAllowed").ok);
 
@@ -531,4 +532,36 @@ fn only_prefixes_the_bgpvpn_allows_are_advertised() {
     let plan = world.plan();
     assert_eq!(cond(&plan.bgpvpns["vpn-a"].conditions, "Valid").reason, reasons::INVALID);
     assert!(plan.nodes["n1"].spec.l3vnis.is_empty());
+}
+
+#[test]
+fn a_bgpvpn_advertises_at_most_its_limit_older_bindings_first() {
+    let limit = bgpvpn_crds::schema::MAX_BGPVPN_PREFIXES as usize;
+    let per_binding = bgpvpn_crds::schema::MAX_ADVERTISED_PREFIXES as usize;
+    let full = limit / per_binding;
+    let mut world = two_node_world();
+    world.vpns[0]["spec"]["allowedPrefixes"] = json!(["10.128.0.0/9"]);
+    world.vpns.push(vpn("vpn-b", 2002, 0));
+    world.vpns[1]["spec"]["allowedPrefixes"] = json!(["10.64.0.0/16"]);
+    world.bindings.push(binding("demo", "b", "vpn-b", 0, json!({"podSelector": {"matchLabels": {"app": "db"}}, "advertisePrefixes": ["10.64.1.0/24"]})));
+    for i in 0..=full {
+        let mut prefixes: Vec<String> = (0..per_binding).map(|j| format!("10.{}.{j}.0/24", 128 + i)).collect();
+        if i == full {
+            // already advertised by an older binding: costs nothing
+            prefixes[0] = "10.128.0.0/24".into();
+        }
+        let name = format!("flood-{i:02}");
+        // the newest first in the list: the creation order decides, not the list order
+        world.bindings.insert(0, binding("demo", &name, "vpn-a", 100 + i as i64, json!({"podSelector": {"matchLabels": {"app": "web"}}, "advertisePrefixes": prefixes})));
+    }
+    let plan = world.plan();
+    assert_eq!(prefixes_on(&plan, "n1", 1001).len(), limit);
+    assert!(prefixes_on(&plan, "n1", 1001).contains(&format!("10.{}.63.0/24", 128 + full - 1)));
+    assert_eq!(prefixes_on(&plan, "n1", 2002), ["10.64.1.0/24"], "another BGPVPN is unaffected");
+    assert!(cond(&plan.bindings[&key("demo", &format!("flood-{:02}", full - 1))].conditions, "WithinLimits").ok);
+    let over = cond(&plan.bindings[&key("demo", &format!("flood-{full:02}"))].conditions, "WithinLimits");
+    assert_eq!((over.ok, over.reason), (false, reasons::BGPVPN_PREFIX_LIMIT));
+    assert!(over.message.starts_with(&format!("{} advertisePrefixes left out", per_binding - 1)), "{}", over.message);
+    assert!(cond(&plan.bindings[&key("demo", &format!("flood-{full:02}"))].conditions, "PrefixesAllowed").ok, "a limit is not a policy refusal");
+    assert!(cond(&plan.bindings[&key("demo", "b")].conditions, "WithinLimits").ok);
 }
