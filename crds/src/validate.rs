@@ -238,10 +238,19 @@ pub fn validate_node_state(spec: &EvpnNodeStateSpec) -> Result<(), ValidationErr
             errors.push(format!("{f}.remoteAsn"), "0 is not a valid AS number");
         }
     }
+    // the schema's item limits: an object past them is refused whole by the API server
+    let too_many = |errors: &mut ValidationErrors, field: &str, n: usize| {
+        if n > MAX_STATUS_ITEMS as usize {
+            errors.push(field, format!("at most {MAX_STATUS_ITEMS} entries, got {n}"));
+        }
+    };
+    too_many(&mut errors, "spec.l3vnis", spec.l3vnis.len());
     let (mut vnis, mut vrfs, mut rds) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     let mut endpoint_ips = BTreeSet::new();
     for (i, v) in spec.l3vnis.iter().enumerate() {
         let f = format!("spec.l3vnis[{i}]");
+        too_many(&mut errors, &format!("{f}.endpoints"), v.endpoints.len());
+        too_many(&mut errors, &format!("{f}.prefixes"), v.prefixes.len());
         if !(VNI_MIN..=VNI_MAX).contains(&v.vni) {
             errors.push(format!("{f}.vni"), format!("{} is outside {VNI_MIN}..{VNI_MAX}", v.vni));
         }
@@ -574,5 +583,15 @@ mod tests {
         s.underlay.neighbors[0].interface = Some("eth0".into());
         let err = validate_node_state(&s).unwrap_err().to_string();
         assert!(err.contains(".vrf") && err.contains("importTargets") && err.contains("exactly one of address"), "{err}");
+    }
+
+    #[test]
+    fn node_state_item_limits_of_the_schema() {
+        let mut s = node();
+        s.l3vnis[0].prefixes = (0..=MAX_STATUS_ITEMS).map(|i| crate::RoutedPrefix { prefix: format!("10.{}.{}.0/24", i / 256, i % 256), next_hop: None }).collect();
+        let err = validate_node_state(&s).unwrap_err().to_string();
+        assert!(err.contains("spec.l3vnis[0].prefixes: at most 4096 entries, got 4097"), "{err}");
+        s.l3vnis[0].prefixes.pop();
+        assert!(validate_node_state(&s).is_ok());
     }
 }
