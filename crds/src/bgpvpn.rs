@@ -63,6 +63,14 @@ pub struct BgpvpnSpec {
     /// Which namespaces may bind to this BGPVPN. Empty means none.
     #[serde(default)]
     pub allowed_namespaces: AllowedNamespaces,
+
+    /// Prefixes (CIDR) the bindings of this BGPVPN may advertise: each `advertisePrefixes`
+    /// entry must lie within one of them. Empty means none beyond the bound pods' own
+    /// addresses. Default routes, link-local, multicast, loopback and unspecified prefixes are
+    /// never advertised, whatever this says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_ALLOWED_PREFIXES), inner(regex(pattern = CIDR_PATTERN), length(max = CIDR_MAX_LEN)))]
+    pub allowed_prefixes: Vec<String>,
 }
 
 /// Type of a BGPVPN, as in networking-bgpvpn.

@@ -16,6 +16,10 @@ pub mod types {
     pub const DATAPLANE_PROGRAMMED: &str = "DataplaneProgrammed";
     /// The object mirrors a Neutron resource and the last sync succeeded.
     pub const SYNCED: &str = "Synced";
+    /// Every prefix the binding asks to advertise is allowed by its BGPVPN (VNIBinding).
+    pub const PREFIXES_ALLOWED: &str = "PrefixesAllowed";
+    /// Nothing of the binding is left out for a per-BGPVPN limit (VNIBinding).
+    pub const WITHIN_LIMITS: &str = "WithinLimits";
 }
 
 /// `True` / `False` as the API spells them.

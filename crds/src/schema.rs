@@ -40,6 +40,12 @@ pub const CIDR_PATTERN: &str = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:.]{2,4
 pub const CIDR_MAX_LEN: u32 = 49;
 /// Extra prefixes a binding may advertise.
 pub const MAX_ADVERTISED_PREFIXES: u32 = 64;
+/// Distinct prefixes the bindings of one BGPVPN advertise together; the rest is left out, newest
+/// bindings first. Well under [`MAX_STATUS_ITEMS`], the most prefixes one VNI of an
+/// EVPNNodeState holds, so no BGPVPN can make a node's object unwritable.
+pub const MAX_BGPVPN_PREFIXES: u32 = 1024;
+/// Entries of a BGPVPN's `allowedPrefixes`.
+pub const MAX_ALLOWED_PREFIXES: u32 = 256;
 
 /// Linux interface names: at most 15 bytes, no `/`, whitespace or `:`.
 pub const IFNAME_PATTERN: &str = r"^[A-Za-z0-9_.-]{1,15}$";

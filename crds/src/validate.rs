@@ -96,8 +96,14 @@ fn check_rt_list(errors: &mut ValidationErrors, field: &str, list: &[String], ma
     }
 }
 
+/// What [`validate_bgpvpn`] parsed, for the build to use without parsing again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ValidBgpvpn {
+    pub allowed_prefixes: Vec<Cidr>,
+}
+
 /// Checks a BGPVPN spec on its own.
-pub fn validate_bgpvpn(spec: &BgpvpnSpec) -> Result<(), ValidationErrors> {
+pub fn validate_bgpvpn(spec: &BgpvpnSpec) -> Result<ValidBgpvpn, ValidationErrors> {
     let mut errors = ValidationErrors::default();
     if !(VNI_MIN..=VNI_MAX).contains(&spec.vni) {
         errors.push("spec.vni", format!("{} is outside {VNI_MIN}..{VNI_MAX}", spec.vni));
@@ -124,7 +130,24 @@ pub fn validate_bgpvpn(spec: &BgpvpnSpec) -> Result<(), ValidationErrors> {
              FRR's automatic <own AS>:<VNI> differs between ASes",
         );
     }
-    errors.into_result(())
+    let allowed_prefixes = parse_prefix_list(&mut errors, "spec.allowedPrefixes", &spec.allowed_prefixes, MAX_ALLOWED_PREFIXES);
+    errors.into_result(ValidBgpvpn { allowed_prefixes })
+}
+
+/// Parses a list of CIDRs, reporting each bad entry and a list that is too long.
+fn parse_prefix_list(errors: &mut ValidationErrors, field: &str, list: &[String], max: u32) -> Vec<Cidr> {
+    if list.len() > max as usize {
+        errors.push(field, format!("at most {max} entries, got {}", list.len()));
+    }
+    let mut out: Vec<Cidr> = Vec::with_capacity(list.len());
+    for (i, p) in list.iter().enumerate() {
+        match Cidr::parse(p) {
+            Ok(c) if !out.contains(&c) => out.push(c),
+            Ok(_) => {}
+            Err(e) => errors.push(format!("{field}[{i}]"), e),
+        }
+    }
+    out
 }
 
 /// Types the dataplane can program. Kept apart from [`validate_bgpvpn`]: an `l2` BGPVPN is a
@@ -145,8 +168,17 @@ pub fn validate_vni_unchanged(programmed: Option<u32>, spec_vni: u32) -> Result<
     errors.into_result(())
 }
 
-/// Checks a VNIBinding spec and returns its one target.
-pub fn validate_binding<'a>(spec: &'a VniBindingSpec) -> Result<BindingTarget<'a>, ValidationErrors> {
+/// What [`validate_binding`] parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidBinding<'a> {
+    /// The one target.
+    pub target: BindingTarget<'a>,
+    /// `advertisePrefixes`, in order, without repeats.
+    pub advertise_prefixes: Vec<Cidr>,
+}
+
+/// Checks a VNIBinding spec and returns its one target and its prefixes.
+pub fn validate_binding<'a>(spec: &'a VniBindingSpec) -> Result<ValidBinding<'a>, ValidationErrors> {
     let mut errors = ValidationErrors::default();
     check_dns_subdomain(&mut errors, "spec.bgpvpn", &spec.bgpvpn);
     let mut targets = Vec::new();
@@ -174,18 +206,10 @@ pub fn validate_binding<'a>(spec: &'a VniBindingSpec) -> Result<BindingTarget<'a
         1 => {}
         n => errors.push("spec", format!("exactly one of podSelector, networkId, routerId, portId is allowed; {n} are set")),
     }
-    if spec.advertise_prefixes.len() > MAX_ADVERTISED_PREFIXES as usize {
-        errors.push("spec.advertisePrefixes", format!("at most {MAX_ADVERTISED_PREFIXES} entries"));
-    }
-    for (i, p) in spec.advertise_prefixes.iter().enumerate() {
-        if let Err(e) = parse_cidr(p) {
-            errors.push(format!("spec.advertisePrefixes[{i}]"), e);
-        }
-    }
-    if errors.0.is_empty() {
-        Ok(targets.pop().expect("exactly one target"))
-    } else {
-        Err(errors)
+    let advertise_prefixes = parse_prefix_list(&mut errors, "spec.advertisePrefixes", &spec.advertise_prefixes, MAX_ADVERTISED_PREFIXES);
+    match targets.pop() {
+        Some(target) if errors.0.is_empty() => Ok(ValidBinding { target, advertise_prefixes }),
+        _ => Err(errors),
     }
 }
 
@@ -214,10 +238,19 @@ pub fn validate_node_state(spec: &EvpnNodeStateSpec) -> Result<(), ValidationErr
             errors.push(format!("{f}.remoteAsn"), "0 is not a valid AS number");
         }
     }
+    // the schema's item limits: an object past them is refused whole by the API server
+    let too_many = |errors: &mut ValidationErrors, field: &str, n: usize| {
+        if n > MAX_STATUS_ITEMS as usize {
+            errors.push(field, format!("at most {MAX_STATUS_ITEMS} entries, got {n}"));
+        }
+    };
+    too_many(&mut errors, "spec.l3vnis", spec.l3vnis.len());
     let (mut vnis, mut vrfs, mut rds) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     let mut endpoint_ips = BTreeSet::new();
     for (i, v) in spec.l3vnis.iter().enumerate() {
         let f = format!("spec.l3vnis[{i}]");
+        too_many(&mut errors, &format!("{f}.endpoints"), v.endpoints.len());
+        too_many(&mut errors, &format!("{f}.prefixes"), v.prefixes.len());
         if !(VNI_MIN..=VNI_MAX).contains(&v.vni) {
             errors.push(format!("{f}.vni"), format!("{} is outside {VNI_MIN}..{VNI_MAX}", v.vni));
         }
@@ -280,6 +313,74 @@ pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
     Ok((ip, len))
 }
 
+/// A prefix: address and length, without host bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+/// Ranges no binding ever advertises, whatever the BGPVPN allows: a prefix overlapping one of
+/// them would draw (or leak) traffic that is never a tenant's.
+const RESERVED_RANGES: [(&str, &str); 9] = [
+    ("0.0.0.0/8", "unspecified"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("255.255.255.255/32", "broadcast"),
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+];
+
+impl Cidr {
+    /// Parses `addr/len` (see [`parse_cidr`]).
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        parse_cidr(s).map(|(addr, len)| Cidr { addr, len })
+    }
+
+    /// The host prefix of one address (`/32`, `/128`).
+    pub fn host(addr: IpAddr) -> Cidr {
+        Cidr { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
+    }
+
+    /// Whether every address of `other` is in `self`.
+    pub fn contains(&self, other: &Cidr) -> bool {
+        if self.len > other.len {
+            return false;
+        }
+        match (self.addr, other.addr) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => self.len == 0 || (u32::from(a) ^ u32::from(b)) >> (32 - u32::from(self.len)) == 0,
+            (IpAddr::V6(a), IpAddr::V6(b)) => self.len == 0 || (u128::from(a) ^ u128::from(b)) >> (128 - u32::from(self.len)) == 0,
+            _ => false,
+        }
+    }
+
+    /// Whether the two share an address.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.contains(other) || other.contains(self)
+    }
+
+    /// Why this prefix is never advertised, if it is one of those: a default route, or a
+    /// prefix overlapping an unspecified, loopback, link-local, multicast or broadcast range.
+    pub fn never_advertised(&self) -> Option<String> {
+        if self.len == 0 {
+            return Some("a default route".to_string());
+        }
+        RESERVED_RANGES.iter().find_map(|(range, what)| {
+            let range = Cidr::parse(range).ok()?;
+            self.overlaps(&range).then(|| format!("overlaps the {what} range {range}"))
+        })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
 /// A Neutron id.
 pub fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
@@ -337,6 +438,7 @@ mod tests {
             route_distinguishers: vec![],
             local_pref: None,
             allowed_namespaces: Default::default(),
+            allowed_prefixes: vec![],
         }
     }
 
@@ -397,13 +499,44 @@ mod tests {
         assert!(validate_binding(&two).unwrap_err().to_string().contains("2 are set"));
         let mut one = binding();
         one.port_id = Some("2a9d2ad8-5d35-4a52-9e6f-2a0e5f8b1c11".into());
-        assert_eq!(validate_binding(&one).unwrap(), BindingTarget::Port("2a9d2ad8-5d35-4a52-9e6f-2a0e5f8b1c11"));
+        assert_eq!(validate_binding(&one).unwrap().target, BindingTarget::Port("2a9d2ad8-5d35-4a52-9e6f-2a0e5f8b1c11"));
         one.port_id = Some("not-a-uuid".into());
         assert!(validate_binding(&one).unwrap_err().to_string().contains("spec.portId"));
         let mut bad_name = binding();
         bad_name.bgpvpn = "Bad Name".into();
         bad_name.pod_selector = Some(Default::default());
         assert!(validate_binding(&bad_name).unwrap_err().to_string().contains("spec.bgpvpn"));
+    }
+
+    #[test]
+    fn allowed_prefixes_are_prefixes() {
+        let mut v = vpn(7, &["65000:7"]);
+        v.allowed_prefixes = vec!["192.0.2.0/24".into(), "2001:db8::/32".into(), "192.0.2.0/24".into()];
+        let valid = validate_bgpvpn(&v).unwrap();
+        assert_eq!(valid.allowed_prefixes.iter().map(|c| c.to_string()).collect::<Vec<_>>(), ["192.0.2.0/24", "2001:db8::/32"]);
+        v.allowed_prefixes = vec!["192.0.2.1/24".into(), "nope".into()];
+        let err = validate_bgpvpn(&v).unwrap_err().to_string();
+        assert!(err.contains("allowedPrefixes[0]") && err.contains("allowedPrefixes[1]"), "{err}");
+    }
+
+    #[test]
+    fn prefix_containment_and_the_never_advertised() {
+        let c = |s: &str| Cidr::parse(s).unwrap();
+        assert!(c("10.0.0.0/8").contains(&c("10.1.2.0/24")));
+        assert!(c("10.0.0.0/8").contains(&c("10.0.0.0/8")));
+        assert!(!c("10.1.2.0/24").contains(&c("10.0.0.0/8")));
+        assert!(!c("10.0.0.0/8").contains(&c("11.0.0.0/24")));
+        assert!(c("0.0.0.0/0").contains(&c("203.0.113.9/32")));
+        assert!(!c("0.0.0.0/0").contains(&c("2001:db8::/32")), "no family crosses");
+        assert!(c("2001:db8::/32").contains(&c("2001:db8:1::/48")));
+        assert!(!c("2001:db8::/32").contains(&c("2001:db9::/48")));
+        for never in ["0.0.0.0/0", "::/0", "0.0.0.0/32", "0.0.0.0/1", "127.0.0.1/32", "169.254.0.0/16", "169.254.7.0/24", "169.0.0.0/8", "224.0.0.0/4", "239.1.1.1/32", "::/128", "::1/128", "fe80::/64", "ff02::1/128"] {
+            assert!(c(never).never_advertised().is_some(), "{never} must be refused");
+        }
+        for fine in ["10.96.0.0/12", "192.0.2.0/24", "203.0.113.9/32", "2001:db8::/32", "fd00::/8", "128.0.0.0/3"] {
+            assert_eq!(c(fine).never_advertised(), None, "{fine}");
+        }
+        assert_eq!(Cidr::host("10.1.2.3".parse().unwrap()).to_string(), "10.1.2.3/32");
     }
 
     #[test]
@@ -450,5 +583,15 @@ mod tests {
         s.underlay.neighbors[0].interface = Some("eth0".into());
         let err = validate_node_state(&s).unwrap_err().to_string();
         assert!(err.contains(".vrf") && err.contains("importTargets") && err.contains("exactly one of address"), "{err}");
+    }
+
+    #[test]
+    fn node_state_item_limits_of_the_schema() {
+        let mut s = node();
+        s.l3vnis[0].prefixes = (0..=MAX_STATUS_ITEMS).map(|i| crate::RoutedPrefix { prefix: format!("10.{}.{}.0/24", i / 256, i % 256), next_hop: None }).collect();
+        let err = validate_node_state(&s).unwrap_err().to_string();
+        assert!(err.contains("spec.l3vnis[0].prefixes: at most 4096 entries, got 4097"), "{err}");
+        s.l3vnis[0].prefixes.pop();
+        assert!(validate_node_state(&s).is_ok());
     }
 }

@@ -21,6 +21,10 @@
 //! | VNIBinding | Ready | False | `KuryrNotInstalled` | a Neutron target without the Kuryr CRDs |
 //! | VNIBinding | Ready | False | `TargetNotFound` | no KuryrNetwork / KuryrPort carries the Neutron id |
 //! | VNIBinding | Ready | False | `NoEndpoints` | the target resolved to no Running pod with an address |
+//! | VNIBinding | PrefixesAllowed | True | `PrefixesAllowed` | every `advertisePrefixes` entry may be advertised |
+//! | VNIBinding | PrefixesAllowed | False | `PrefixNotAllowed` | entries left out (named in the message): outside the BGPVPN's `allowedPrefixes`, another binding's pod address, or never advertised (default route, link-local, multicast, loopback, unspecified) |
+//! | VNIBinding | WithinLimits | True | `WithinLimits` | nothing of the binding is left out for a limit |
+//! | VNIBinding | WithinLimits | False | `BGPVPNPrefixLimit` | the BGPVPN's bindings already advertise `MAX_BGPVPN_PREFIXES` prefixes (older bindings first); the rest of this one is left out |
 
 pub const VALID: &str = "Valid";
 pub const INVALID: &str = "Invalid";
@@ -37,11 +41,15 @@ pub const NOT_ALLOWED: &str = "NotAllowed";
 pub const BGPVPN_NOT_READY: &str = "BGPVPNNotReady";
 pub const KURYR_NOT_INSTALLED: &str = "KuryrNotInstalled";
 pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+pub const PREFIXES_ALLOWED: &str = "PrefixesAllowed";
+pub const PREFIX_NOT_ALLOWED: &str = "PrefixNotAllowed";
+pub const WITHIN_LIMITS: &str = "WithinLimits";
+pub const BGPVPN_PREFIX_LIMIT: &str = "BGPVPNPrefixLimit";
 
 /// Reasons worth a Warning event when a condition enters them.
 pub fn is_warning(reason: &str) -> bool {
     matches!(
         reason,
-        INVALID | VNI_CONFLICT | RD_CONFLICT | POD_CONFLICT | NOT_SUPPORTED | BGPVPN_NOT_FOUND | NOT_ALLOWED | BGPVPN_NOT_READY | KURYR_NOT_INSTALLED | TARGET_NOT_FOUND
+        INVALID | VNI_CONFLICT | RD_CONFLICT | POD_CONFLICT | NOT_SUPPORTED | BGPVPN_NOT_FOUND | NOT_ALLOWED | BGPVPN_NOT_READY | KURYR_NOT_INSTALLED | TARGET_NOT_FOUND | PREFIX_NOT_ALLOWED | BGPVPN_PREFIX_LIMIT
     )
 }

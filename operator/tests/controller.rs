@@ -11,47 +11,20 @@ mod support;
 use std::sync::{Arc, OnceLock};
 
 use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
-use bgpvpn_operator::config::Config;
 use bgpvpn_operator::metrics::Metrics;
-use bgpvpn_operator::run::{Operator, Options};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::*;
 
 static OPERATOR: OnceLock<Arc<Metrics>> = OnceLock::new();
 
-/// Starts the shared operator on its own runtime (a client belongs to the runtime that made it).
-fn start_operator() -> Arc<Metrics> {
-    // the operator's log, filtered by RUST_LOG (e.g. RUST_LOG=bgpvpn_operator=debug)
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .try_init();
-    let kubeconfig = bgpvpn_testkit::server().expect("apiserver").kubeconfig.clone();
-    let config = Config::load(&fixture("operator-config.yaml")).expect("test config");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let kc = Kubeconfig::read_from(&kubeconfig).unwrap();
-            let client = Client::try_from(kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap()).unwrap();
-            let operator = Operator::new(client, config, Options { instance: "controller-tests".into(), ..Default::default() });
-            tx.send(operator.metrics()).unwrap();
-            let (_keep, stop) = bgpvpn_operator::shutdown::channel();
-            operator.run(stop).await.expect("operator runs");
-        });
-    });
-    rx.recv().unwrap()
-}
-
 /// A client, with the shared operator running; `None` when the apiserver tier is skipped.
 async fn setup() -> Option<(Client, Arc<Metrics>)> {
     let client = bgpvpn_testkit::client().await?;
     install_kuryr_crds(&client).await;
-    let metrics = OPERATOR.get_or_init(start_operator).clone();
+    let metrics = OPERATOR.get_or_init(|| start_operator("controller-tests")).clone();
     Some((client, metrics))
 }
 
@@ -124,7 +97,7 @@ async fn binding_edits_and_bgpvpn_deletion() {
     let n = node(&client, "172.31.2.1", json!({})).await;
     let (vpn_a, vpn_b) = (bgpvpn_testkit::unique_name("edit-a"), bgpvpn_testkit::unique_name("edit-b"));
     let (vni_a, vni_b) = (unique_vni(), unique_vni());
-    bgpvpn(&client, &vpn_a, vni_a, json!({"importTargets": ["65000:9"], "localPref": 200})).await;
+    bgpvpn(&client, &vpn_a, vni_a, json!({"importTargets": ["65000:9"], "localPref": 200, "allowedPrefixes": ["192.0.2.0/24"]})).await;
     bgpvpn(&client, &vpn_b, vni_b, json!({"routeDistinguishers": ["65000:77"]})).await;
     running_pod(&client, &ns, "web", json!({"app": "web"}), &n, "10.2.0.1").await;
     running_pod(&client, &ns, "db", json!({"app": "db"}), &n, "10.2.0.2").await;

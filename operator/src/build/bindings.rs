@@ -9,11 +9,12 @@
 use std::collections::BTreeMap;
 
 use bgpvpn_crds::binding::BindingTarget;
-use bgpvpn_crds::validate::validate_binding;
+use bgpvpn_crds::validate::{validate_binding, Cidr};
 use bgpvpn_crds::{AllowedNamespaces, VniBinding};
 use kube::core::{Selector, SelectorExt};
 use kube::ResourceExt;
 
+use super::prefixes::PrefixRefusal;
 use super::vpns::{VpnDecision, VpnVerdict};
 use super::{creation_order, ObjectKey};
 use crate::reasons;
@@ -33,6 +34,12 @@ pub struct BindingDecision<'a> {
     pub conflicts: Vec<PodConflict>,
     /// Nodes hosting endpoints of this binding that have no EVPNNodeState, with why.
     pub unplaced: BTreeMap<String, String>,
+    /// `spec.advertisePrefixes`, parsed.
+    pub requested_prefixes: Vec<Cidr>,
+    /// Those advertised: allowed by the BGPVPN and within its limits ([`super::prefixes`]).
+    pub prefixes: Vec<Cidr>,
+    /// Those left out, with why.
+    pub refused_prefixes: Vec<(Cidr, PrefixRefusal)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +73,7 @@ pub fn decide<'a>(bindings: &'a [std::sync::Arc<VniBinding>], vpns: &BTreeMap<St
     ordered.sort_by_key(|b| creation_order(*b));
     let mut out: Vec<BindingDecision> = ordered.into_iter().map(|b| decide_one(b, vpns, index)).collect();
     settle_pod_conflicts(&mut out);
+    super::prefixes::settle(&mut out, vpns);
     out
 }
 
@@ -75,30 +83,50 @@ fn rejected(reason: &'static str, message: String) -> BindVerdict {
 
 fn decide_one<'a>(binding: &'a VniBinding, vpns: &BTreeMap<String, VpnDecision>, index: &Index) -> BindingDecision<'a> {
     let key = ObjectKey::of(binding);
-    let mut decision = BindingDecision { binding, key, verdict: rejected(reasons::INVALID, String::new()), endpoints: vec![], notes: vec![], conflicts: vec![], unplaced: BTreeMap::new() };
+    let mut decision = BindingDecision {
+        binding,
+        key,
+        verdict: rejected(reasons::INVALID, String::new()),
+        endpoints: vec![],
+        notes: vec![],
+        conflicts: vec![],
+        unplaced: BTreeMap::new(),
+        requested_prefixes: vec![],
+        prefixes: vec![],
+        refused_prefixes: vec![],
+    };
     decision.verdict = match bind(binding, vpns, index) {
-        Ok((verdict, resolved)) => {
-            decision.endpoints = resolved.endpoints;
-            decision.notes = resolved.notes;
-            verdict
+        Ok(bound) => {
+            decision.endpoints = bound.resolved.endpoints;
+            decision.notes = bound.resolved.notes;
+            decision.requested_prefixes = bound.prefixes;
+            bound.verdict
         }
         Err(verdict) => verdict,
     };
     decision
 }
 
+/// A binding that found its BGPVPN, with what it resolved to.
+struct Bound {
+    verdict: BindVerdict,
+    resolved: crate::resolve::Resolved,
+    prefixes: Vec<Cidr>,
+}
+
 /// validate → find the BGPVPN → tenancy → the BGPVPN is programmed → resolve.
-fn bind(binding: &VniBinding, vpns: &BTreeMap<String, VpnDecision>, index: &Index) -> Result<(BindVerdict, crate::resolve::Resolved), BindVerdict> {
+fn bind(binding: &VniBinding, vpns: &BTreeMap<String, VpnDecision>, index: &Index) -> Result<Bound, BindVerdict> {
     let spec = &binding.spec;
     let namespace = binding.namespace().unwrap_or_default();
-    let target = validate_binding(spec).map_err(|e| rejected(reasons::INVALID, e.to_string())).and_then(|t| match t {
+    let valid = validate_binding(spec).map_err(|e| rejected(reasons::INVALID, e.to_string()))?;
+    let target = match valid.target {
         BindingTarget::Pods(sel) => Selector::try_from(sel.clone())
             .map(Target::Pods)
             .map_err(|e| rejected(reasons::INVALID, format!("spec.podSelector: {e}"))),
         BindingTarget::Network(id) => Ok(Target::Network(id.to_string())),
         BindingTarget::Router(id) => Ok(Target::Router(id.to_string())),
         BindingTarget::Port(id) => Ok(Target::Port(id.to_string())),
-    })?;
+    }?;
     let Some(vpn) = vpns.get(&spec.bgpvpn) else {
         return Err(rejected(reasons::BGPVPN_NOT_FOUND, format!("BGPVPN {} does not exist (yet); waiting for it", spec.bgpvpn)));
     };
@@ -111,7 +139,7 @@ fn bind(binding: &VniBinding, vpns: &BTreeMap<String, VpnDecision>, index: &Inde
         }
     };
     let resolved = resolve(&target, &namespace, index).map_err(|u| rejected(u.reason, u.message))?;
-    Ok((BindVerdict::Bound { bgpvpn: spec.bgpvpn.clone(), vni }, resolved))
+    Ok(Bound { verdict: BindVerdict::Bound { bgpvpn: spec.bgpvpn.clone(), vni }, resolved, prefixes: valid.advertise_prefixes })
 }
 
 /// The tenancy guard of a BGPVPN.

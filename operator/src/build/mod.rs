@@ -7,12 +7,14 @@
 //!
 //! 1. [`vpns::decide`]: validate each BGPVPN, settle VNI and RD conflicts.
 //! 2. [`bindings::decide`]: validate each binding, find its BGPVPN, check tenancy, resolve its
-//!    target to endpoints ([`crate::resolve`]), settle pods claimed by two BGPVPNs.
+//!    target to endpoints ([`crate::resolve`]), settle pods claimed by two BGPVPNs, and keep
+//!    the prefixes the BGPVPN allows, within its limits ([`prefixes`]).
 //! 3. [`nodes::evpn_nodes`] + [`nodes::assemble`]: the underlay of each node and its L3 VNIs.
 //! 4. [`report`]: conditions and counters, with what the agents report.
 
 pub mod bindings;
 pub mod nodes;
+pub mod prefixes;
 pub mod report;
 pub mod vpns;
 
@@ -128,7 +130,7 @@ pub fn plan(view: &ClusterView, config: &Config) -> Plan {
     let vpns = vpns::decide(&view.bgpvpns);
     let mut bindings = bindings::decide(&view.bindings, &vpns, &index);
     let evpn_nodes = nodes::evpn_nodes(&view.nodes, config);
-    let placement = nodes::assemble(&evpn_nodes, &vpns, &mut bindings);
+    let placement = nodes::assemble(&evpn_nodes, &vpns, &mut bindings, &index.node_states);
     Plan {
         bgpvpns: report::bgpvpn_reports(&vpns, &bindings, &placement, &index),
         bindings: report::binding_reports(&bindings, &placement, &index),

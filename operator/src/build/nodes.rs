@@ -8,17 +8,19 @@
 //! * One L3 VNI per BGPVPN that has endpoints on the node: VRF `vrf-<vni>`, import RTs =
 //!   `routeTargets ∪ importTargets`, export RTs = `routeTargets ∪ exportTargets`.
 //! * RD: the BGPVPN's first `routeDistinguishers` entry; else the type-1 RD
-//!   `<router id>:<n>`, with `n` = the VNI when it fits in 16 bits, else the VNI folded into
-//!   1..65535, moved to the next free number on a clash (VNIs are taken in ascending order, so
-//!   a clash only ever moves a VNI above 65535). Unique per node (router id) and per VRF.
+//!   `<router id>:<n>`. A VNI the node's object already carries keeps the RD it has there (a
+//!   changed RD withdraws and re-advertises every route of the VRF, and a peer that sees two
+//!   VRFs swap RDs loses one's router MAC). A new VNI takes `n` = the VNI when it fits in 16
+//!   bits, else the VNI folded into 1..65535, moved to the next free number on a clash. Unique
+//!   per node (router id) and per VRF.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use bgpvpn_crds::validate::{parse_rt_rd, validate_node_state, RouteTargetOrDistinguisher};
-use bgpvpn_crds::{BgpvpnSpec, Endpoint, EvpnNodeStateSpec, L3Vni, RoutedPrefix, Underlay};
+use bgpvpn_crds::{BgpvpnSpec, Endpoint, EvpnNodeState, EvpnNodeStateSpec, L3Vni, RoutedPrefix, Underlay};
 use k8s_openapi::api::core::v1::Node;
 use kube::core::{Selector, SelectorExt};
 use kube::ResourceExt;
@@ -98,7 +100,13 @@ pub struct Placement {
 /// Puts every bound endpoint on its node. Endpoints on nodes without an object are recorded in
 /// the binding (`unplaced`); an address already used by another VNI on the same node is left
 /// out and noted.
-pub fn assemble(nodes: &BTreeMap<String, NodeInfo>, vpns: &BTreeMap<String, VpnDecision>, bindings: &mut [BindingDecision]) -> Placement {
+/// `current` is each node's object as stored: the RDs it carries are kept.
+pub fn assemble(
+    nodes: &BTreeMap<String, NodeInfo>,
+    vpns: &BTreeMap<String, VpnDecision>,
+    bindings: &mut [BindingDecision],
+    current: &HashMap<&str, &EvpnNodeState>,
+) -> Placement {
     let mut l3: BTreeMap<&str, BTreeMap<u32, L3Vni>> = BTreeMap::new();
     let mut ip_vni: BTreeMap<(String, IpAddr), u32> = BTreeMap::new();
     for b in bindings.iter_mut() {
@@ -142,9 +150,9 @@ pub fn assemble(nodes: &BTreeMap<String, NodeInfo>, vpns: &BTreeMap<String, VpnD
         b.endpoints = kept;
         for node in placed_nodes {
             let entry = l3.get_mut(node).and_then(|m| m.get_mut(&vni)).expect("placed above");
-            for prefix in &b.binding.spec.advertise_prefixes {
-                if !entry.prefixes.iter().any(|p| &p.prefix == prefix) {
-                    entry.prefixes.push(RoutedPrefix { prefix: prefix.clone(), next_hop: None });
+            for prefix in b.prefixes.iter().map(|p| p.to_string()) {
+                if !entry.prefixes.iter().any(|p| p.prefix == prefix) {
+                    entry.prefixes.push(RoutedPrefix { prefix, next_hop: None });
                 }
             }
         }
@@ -168,7 +176,8 @@ pub fn assemble(nodes: &BTreeMap<String, NodeInfo>, vpns: &BTreeMap<String, VpnD
             v.prefixes.shrink_to_fit();
         }
         let router_id: Ipv4Addr = underlay.router_id.parse().expect("node_underlay yields an IPv4 router id");
-        assign_route_distinguishers(router_id, &mut l3vnis);
+        let programmed = current.get(name.as_str()).map(|obj| obj.spec.l3vnis.as_slice()).unwrap_or_default();
+        assign_route_distinguishers(router_id, &mut l3vnis, programmed);
         let spec = EvpnNodeStateSpec { underlay, l3vnis };
         match validate_node_state(&spec) {
             Ok(()) => {
@@ -204,9 +213,24 @@ pub fn vrf_name(vni: u32) -> String {
 }
 
 /// Fills in the RD of every VNI that has no explicit one (see the module documentation).
-/// `l3vnis` must be sorted by VNI.
-pub fn assign_route_distinguishers(router_id: Ipv4Addr, l3vnis: &mut [L3Vni]) {
+/// `programmed` is what the node's object carries now: a VNI found there keeps its type-1 RD
+/// of this router id unless an explicit RD has taken it. `l3vnis` must be sorted by VNI.
+pub fn assign_route_distinguishers(router_id: Ipv4Addr, l3vnis: &mut [L3Vni], programmed: &[L3Vni]) {
     let mut taken: BTreeSet<RouteTargetOrDistinguisher> = l3vnis.iter().filter_map(|v| parse_rt_rd(&v.route_distinguisher).ok()).collect();
+    let programmed_rd: BTreeMap<u32, RouteTargetOrDistinguisher> = programmed
+        .iter()
+        .filter_map(|v| match parse_rt_rd(&v.route_distinguisher) {
+            // an RD of an older router id is not this node's to keep
+            Ok(rd @ RouteTargetOrDistinguisher::Ipv4(ip, _)) if ip == router_id => Some((v.vni, rd)),
+            _ => None,
+        })
+        .collect();
+    // kept RDs first, so a new VNI can never take the RD of one already programmed
+    for v in l3vnis.iter_mut().filter(|v| v.route_distinguisher.is_empty()) {
+        if let Some(rd) = programmed_rd.get(&v.vni).filter(|rd| taken.insert(**rd)) {
+            v.route_distinguisher = rd.to_string();
+        }
+    }
     for v in l3vnis.iter_mut().filter(|v| v.route_distinguisher.is_empty()) {
         let mut n = fold_vni(v.vni);
         let rd = loop {

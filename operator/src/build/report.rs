@@ -166,6 +166,9 @@ pub fn binding_reports(bindings: &[BindingDecision], placement: &Placement, inde
                 let texts: Vec<String> = b.conflicts.iter().map(conflict_text).collect();
                 Cond::new(types::CONFLICT, true, reasons::POD_CONFLICT, listing(&texts))
             });
+            if matches!(b.verdict, BindVerdict::Bound { .. }) {
+                report.conditions.extend(prefix_conditions(b));
+            }
             let ready = match &b.verdict {
                 BindVerdict::Rejected { reason, message } => Cond::new(types::READY, false, reason, message.clone()),
                 BindVerdict::Bound { bgpvpn, vni } => {
@@ -187,6 +190,27 @@ pub fn binding_reports(bindings: &[BindingDecision], placement: &Placement, inde
             (b.key.clone(), report)
         })
         .collect()
+}
+
+/// `PrefixesAllowed` and `WithinLimits` of a bound binding. Every prefix refused by policy is
+/// named (a binding has at most 64).
+fn prefix_conditions(b: &BindingDecision) -> [Cond; 2] {
+    let (limited, refused): (Vec<_>, Vec<_>) = b.refused_prefixes.iter().partition(|(_, why)| why.reason() == reasons::BGPVPN_PREFIX_LIMIT);
+    let allowed = if refused.is_empty() {
+        Cond::new(types::PREFIXES_ALLOWED, true, reasons::PREFIXES_ALLOWED, "every advertisePrefixes entry is allowed by the BGPVPN")
+    } else {
+        let left_out: Vec<String> = refused.iter().map(|(prefix, why)| format!("{prefix} ({why})")).collect();
+        let message = format!("{} of {} advertisePrefixes left out: {}", refused.len(), b.requested_prefixes.len(), left_out.join("; "));
+        Cond::new(types::PREFIXES_ALLOWED, false, reasons::PREFIX_NOT_ALLOWED, message)
+    };
+    let within = match limited.first() {
+        None => Cond::new(types::WITHIN_LIMITS, true, reasons::WITHIN_LIMITS, "nothing of this binding is left out for a limit"),
+        Some((_, why)) => {
+            let names: Vec<String> = limited.iter().map(|(prefix, _)| prefix.to_string()).collect();
+            Cond::new(types::WITHIN_LIMITS, false, why.reason(), format!("{} advertisePrefixes left out: {why}: {}", limited.len(), listing(&names)))
+        }
+    };
+    [allowed, within]
 }
 
 fn with_notes(mut cond: Cond, notes: &[String]) -> Cond {

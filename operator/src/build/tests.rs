@@ -333,7 +333,7 @@ fn route_distinguishers_are_unique_per_node_and_valid_for_any_vni() {
     let mut vnis = vec![l3(1, ""), l3(2, "172.30.0.1:65537"), l3(3, "172.30.0.1:4"), l3(4, ""), l3(65536, ""), l3(65537, "")];
     // "172.30.0.1:65537" does not parse as a type-1 RD (16-bit number) and stays as given
     vnis[1].route_distinguisher = "65000:7".into();
-    nodes::assign_route_distinguishers("172.30.0.1".parse().unwrap(), &mut vnis);
+    nodes::assign_route_distinguishers("172.30.0.1".parse().unwrap(), &mut vnis, &[]);
     let rds: Vec<&str> = vnis.iter().map(|v| v.route_distinguisher.as_str()).collect();
     assert_eq!(rds, ["172.30.0.1:1", "65000:7", "172.30.0.1:4", "172.30.0.1:5", "172.30.0.1:2", "172.30.0.1:3"]);
 
@@ -431,4 +431,137 @@ fn the_plan_does_not_depend_on_list_order() {
     world.pods.reverse();
     world.nodes.reverse();
     assert_eq!(first, world.plan());
+}
+
+/// VNIs whose 16-bit fold collides: 65536 folds onto 1, 16777215 onto 255.
+fn colliding_world() -> World {
+    World {
+        vpns: vec![vpn("high", 65_536, 0), vpn("low", 1, 0), vpn("other", 2, 0)],
+        bindings: vec![binding("demo", "high", "high", 0, selector("web"))],
+        pods: vec![pod("demo", "web-1", "web", "n1", "10.0.0.84"), pod("demo", "db", "db", "n1", "10.0.0.9"), pod("demo", "cache", "cache", "n1", "10.0.0.7")],
+        nodes: vec![node("n1", "172.30.0.1")],
+        namespaces: vec![namespace("demo", json!({}))],
+        ..Default::default()
+    }
+}
+
+fn rds_of(plan: &Plan, node: &str) -> Vec<(u32, String)> {
+    plan.nodes[node].spec.l3vnis.iter().map(|v| (v.vni, v.route_distinguisher.clone())).collect()
+}
+
+#[test]
+fn a_programmed_route_distinguisher_stays_while_others_come_and_go() {
+    let mut world = colliding_world();
+    let plan = world.plan();
+    assert_eq!(rds_of(&plan, "n1"), [(65_536, "172.30.0.1:1".to_string())]);
+    world.agents_report(&plan, true);
+
+    // VNI 1 folds onto the RD that 65536 already runs with: the newcomer moves, not 65536
+    world.bindings.push(binding("demo", "low", "low", 1, selector("db")));
+    let plan = world.plan();
+    assert_eq!(rds_of(&plan, "n1"), [(1, "172.30.0.1:2".to_string()), (65_536, "172.30.0.1:1".to_string())]);
+    world.agents_report(&plan, true);
+
+    // another VNI joins and leaves, then VNI 1 leaves: 65536 keeps its RD throughout
+    world.bindings.push(binding("demo", "other", "other", 2, selector("cache")));
+    let plan = world.plan();
+    assert_eq!(rds_of(&plan, "n1"), [(1, "172.30.0.1:2".to_string()), (2, "172.30.0.1:3".to_string()), (65_536, "172.30.0.1:1".to_string())]);
+    world.agents_report(&plan, true);
+    world.bindings.retain(|b| b["metadata"]["name"] != "other" && b["metadata"]["name"] != "low");
+    let plan = world.plan();
+    assert_eq!(rds_of(&plan, "n1"), [(65_536, "172.30.0.1:1".to_string())]);
+}
+
+#[test]
+fn kept_route_distinguishers_yield_to_explicit_ones_and_new_router_ids() {
+    use bgpvpn_crds::L3Vni;
+    let l3 = |vni: u32, rd: &str| L3Vni { vni, route_distinguisher: rd.into(), ..Default::default() };
+    let router: std::net::Ipv4Addr = "172.30.0.1".parse().unwrap();
+    let programmed = vec![l3(255, "172.30.0.1:256"), l3(300, "172.30.0.1:300"), l3(16_777_215, "172.30.0.1:255"), l3(400, "192.0.2.1:400")];
+
+    let mut vnis = vec![l3(255, ""), l3(300, ""), l3(400, ""), l3(16_777_215, "")];
+    nodes::assign_route_distinguishers(router, &mut vnis, &programmed);
+    let rds: Vec<&str> = vnis.iter().map(|v| v.route_distinguisher.as_str()).collect();
+    assert_eq!(rds, ["172.30.0.1:256", "172.30.0.1:300", "172.30.0.1:400", "172.30.0.1:255"], "kept; the RD of another router id is not");
+
+    // an explicit RD that equals a kept one wins; the kept VNI takes a free number
+    let mut vnis = vec![l3(255, ""), l3(300, "172.30.0.1:256")];
+    nodes::assign_route_distinguishers(router, &mut vnis, &programmed);
+    let rds: Vec<&str> = vnis.iter().map(|v| v.route_distinguisher.as_str()).collect();
+    assert_eq!(rds, ["172.30.0.1:255", "172.30.0.1:256"]);
+}
+
+fn prefixes_on(plan: &Plan, node: &str, vni: u32) -> Vec<String> {
+    plan.nodes[node].spec.l3vnis.iter().filter(|v| v.vni == vni).flat_map(|v| v.prefixes.iter().map(|p| p.prefix.clone())).collect()
+}
+
+#[test]
+fn only_prefixes_the_bgpvpn_allows_are_advertised() {
+    let mut world = two_node_world();
+    world.vpns[0]["spec"]["allowedPrefixes"] = json!(["192.0.2.0/24", "2001:db8::/32"]);
+    world.namespaces.push(namespace("other", json!({})));
+    world.pods.push(pod("other", "o", "o", "n1", "10.0.0.50"));
+    world.bindings.push(binding("other", "o", "vpn-a", 1, json!({"podSelector": {"matchLabels": {"app": "o"}}, "advertisePrefixes": ["192.0.2.128/25"]})));
+    let refused = ["0.0.0.0/0", "::/0", "10.0.0.50/32", "10.96.0.0/12", "172.30.0.0/24", "169.254.1.0/24", "fe80::/64", "224.0.0.0/4", "127.0.0.0/8", "0.0.0.0/32", "192.0.0.0/8"];
+    let mut asked: Vec<&str> = refused.to_vec();
+    asked.extend(["192.0.2.0/25", "10.0.0.84/32", "2001:DB8:5::/48"]);
+    world.bindings[0]["spec"]["advertisePrefixes"] = json!(asked);
+    let plan = world.plan();
+    assert_eq!(prefixes_on(&plan, "n1", 1001), ["10.0.0.84/32", "192.0.2.0/25", "192.0.2.128/25", "2001:db8:5::/48"]);
+    assert_eq!(prefixes_on(&plan, "n2", 1001), ["10.0.0.84/32", "192.0.2.0/25", "2001:db8:5::/48"], "the other tenant's prefix stays on its node");
+
+    let web = &plan.bindings[&key("demo", "web")];
+    let allowed = cond(&web.conditions, "PrefixesAllowed");
+    assert_eq!((allowed.ok, allowed.reason), (false, reasons::PREFIX_NOT_ALLOWED));
+    for prefix in refused {
+        assert!(allowed.message.contains(&format!("{prefix} (")), "{prefix} not named: {}", allowed.message);
+    }
+    assert!(allowed.message.contains("pod other/o") && allowed.message.contains("a default route"), "{}", allowed.message);
+    assert!(cond(&web.conditions, "WithinLimits").ok);
+    assert_eq!(cond(&web.conditions, "Ready").reason, reasons::NODES_NOT_READY, "the binding's pods are programmed as before");
+    assert!(cond(&plan.bindings[&key("other", "o")].conditions, "PrefixesAllowed").ok);
+
+    // empty allowedPrefixes: only the bound pods' own addresses
+    world.vpns[0]["spec"]["allowedPrefixes"] = json!([]);
+    let plan = world.plan();
+    assert_eq!(prefixes_on(&plan, "n1", 1001), ["10.0.0.84/32"]);
+    assert!(!cond(&plan.bindings[&key("other", "o")].conditions, "PrefixesAllowed").ok);
+
+    // an invalid policy makes the BGPVPN invalid, not permissive
+    world.vpns[0]["spec"]["allowedPrefixes"] = json!(["10.0.0.1/8"]);
+    let plan = world.plan();
+    assert_eq!(cond(&plan.bgpvpns["vpn-a"].conditions, "Valid").reason, reasons::INVALID);
+    assert!(plan.nodes["n1"].spec.l3vnis.is_empty());
+}
+
+#[test]
+fn a_bgpvpn_advertises_at_most_its_limit_older_bindings_first() {
+    let limit = bgpvpn_crds::schema::MAX_BGPVPN_PREFIXES as usize;
+    let per_binding = bgpvpn_crds::schema::MAX_ADVERTISED_PREFIXES as usize;
+    let full = limit / per_binding;
+    let mut world = two_node_world();
+    world.vpns[0]["spec"]["allowedPrefixes"] = json!(["10.128.0.0/9"]);
+    world.vpns.push(vpn("vpn-b", 2002, 0));
+    world.vpns[1]["spec"]["allowedPrefixes"] = json!(["10.64.0.0/16"]);
+    world.bindings.push(binding("demo", "b", "vpn-b", 0, json!({"podSelector": {"matchLabels": {"app": "db"}}, "advertisePrefixes": ["10.64.1.0/24"]})));
+    for i in 0..=full {
+        let mut prefixes: Vec<String> = (0..per_binding).map(|j| format!("10.{}.{j}.0/24", 128 + i)).collect();
+        if i == full {
+            // already advertised by an older binding: costs nothing
+            prefixes[0] = "10.128.0.0/24".into();
+        }
+        let name = format!("flood-{i:02}");
+        // the newest first in the list: the creation order decides, not the list order
+        world.bindings.insert(0, binding("demo", &name, "vpn-a", 100 + i as i64, json!({"podSelector": {"matchLabels": {"app": "web"}}, "advertisePrefixes": prefixes})));
+    }
+    let plan = world.plan();
+    assert_eq!(prefixes_on(&plan, "n1", 1001).len(), limit);
+    assert!(prefixes_on(&plan, "n1", 1001).contains(&format!("10.{}.63.0/24", 128 + full - 1)));
+    assert_eq!(prefixes_on(&plan, "n1", 2002), ["10.64.1.0/24"], "another BGPVPN is unaffected");
+    assert!(cond(&plan.bindings[&key("demo", &format!("flood-{:02}", full - 1))].conditions, "WithinLimits").ok);
+    let over = cond(&plan.bindings[&key("demo", &format!("flood-{full:02}"))].conditions, "WithinLimits");
+    assert_eq!((over.ok, over.reason), (false, reasons::BGPVPN_PREFIX_LIMIT));
+    assert!(over.message.starts_with(&format!("{} advertisePrefixes left out", per_binding - 1)), "{}", over.message);
+    assert!(cond(&plan.bindings[&key("demo", &format!("flood-{full:02}"))].conditions, "PrefixesAllowed").ok, "a limit is not a policy refusal");
+    assert!(cond(&plan.bindings[&key("demo", "b")].conditions, "WithinLimits").ok);
 }

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use bgpvpn_crds::validate::{check_supported, parse_rt_rd, validate_bgpvpn, validate_vni_unchanged};
+use bgpvpn_crds::validate::{check_supported, parse_rt_rd, validate_bgpvpn, validate_vni_unchanged, Cidr};
 use bgpvpn_crds::Bgpvpn;
 use kube::ResourceExt;
 
@@ -23,6 +23,8 @@ use crate::reasons;
 #[derive(Clone, Debug)]
 pub struct VpnDecision<'a> {
     pub vpn: &'a Bgpvpn,
+    /// `spec.allowedPrefixes`, parsed (empty when the spec is invalid).
+    pub allowed_prefixes: Vec<Cidr>,
     /// Why the spec is not valid (the `Valid` condition), also when it is still programmed.
     pub spec_problem: Option<String>,
     pub verdict: VpnVerdict,
@@ -61,9 +63,13 @@ pub fn decide(vpns: &[std::sync::Arc<Bgpvpn>]) -> BTreeMap<String, VpnDecision<'
 fn decide_alone(vpn: &Bgpvpn) -> VpnDecision<'_> {
     let spec = &vpn.spec;
     let mut problems: Vec<String> = Vec::new();
-    if let Err(e) = validate_bgpvpn(spec) {
-        problems.push(e.to_string());
-    }
+    let allowed_prefixes = match validate_bgpvpn(spec) {
+        Ok(valid) => valid.allowed_prefixes,
+        Err(e) => {
+            problems.push(e.to_string());
+            vec![]
+        }
+    };
     if let Some(sel) = &spec.allowed_namespaces.selector
         && let Err(e) = kube::core::Selector::try_from(sel.clone())
     {
@@ -72,7 +78,7 @@ fn decide_alone(vpn: &Bgpvpn) -> VpnDecision<'_> {
     let programmed = vpn.status.as_ref().and_then(|s| s.programmed_vni);
     if !problems.is_empty() {
         let message = problems.join("; ");
-        return VpnDecision { vpn, spec_problem: Some(message.clone()), verdict: VpnVerdict::Rejected { reason: reasons::INVALID, message } };
+        return VpnDecision { vpn, allowed_prefixes, spec_problem: Some(message.clone()), verdict: VpnVerdict::Rejected { reason: reasons::INVALID, message } };
     }
     let vni_edit = validate_vni_unchanged(programmed, spec.vni).err().map(|e| e.to_string());
     let vni = programmed.unwrap_or(spec.vni);
@@ -80,7 +86,7 @@ fn decide_alone(vpn: &Bgpvpn) -> VpnDecision<'_> {
         Ok(()) => VpnVerdict::Accepted { vni },
         Err(message) => VpnVerdict::Rejected { reason: reasons::NOT_SUPPORTED, message },
     };
-    VpnDecision { vpn, spec_problem: vni_edit, verdict }
+    VpnDecision { vpn, allowed_prefixes, spec_problem: vni_edit, verdict }
 }
 
 /// Sort key of claimants for one VNI or RD: already programmed with it first, then oldest, then name.

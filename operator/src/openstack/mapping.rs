@@ -245,6 +245,9 @@ fn map_one(full: &FullBgpvpn, kuryr: &KuryrIndex) -> Result<Mapped, String> {
         route_distinguishers: b.route_distinguishers.clone(),
         local_pref: b.local_pref,
         allowed_namespaces: AllowedNamespaces { all: false, selector: None, names: names.into_iter().collect() },
+        // Neutron tenants choose port routes: what they may advertise is the admin's to allow
+        // on the mirrored BGPVPN (the sync neither sets nor owns this field)
+        allowed_prefixes: vec![],
     };
     validate_bgpvpn(&spec).map_err(|e| e.to_string())?;
     for binding in &bindings {

@@ -14,7 +14,7 @@
 //! | `type`, `vni`, `route_targets`, `import_targets`, `export_targets`, `route_distinguishers`, `local_pref` | the same fields of `spec` |
 //! | router association (`router_id`) | one `VNIBinding` `os-<association id>` with `spec.routerId` in every namespace whose `KuryrNetwork` has `status.routerId` = that router |
 //! | network association (`network_id`) | one `VNIBinding` `os-<association id>` with `spec.networkId` in every namespace whose `KuryrNetwork` has `status.netId` = that network |
-//! | port association (`port_id`, `routes`) | one `VNIBinding` `os-<association id>` with `spec.portId` in the namespace of the `KuryrPort` (the pod) that has a vif with that id; the `prefix` routes become `spec.advertisePrefixes` |
+//! | port association (`port_id`, `routes`) | one `VNIBinding` `os-<association id>` with `spec.portId` in the namespace of the `KuryrPort` (the pod) that has a vif with that id; the `prefix` routes become `spec.advertisePrefixes`, advertised only within the mirrored BGPVPN's `spec.allowedPrefixes`: the sync neither sets nor owns that field, the cluster admin sets it (Neutron tenants choose port routes) |
 //! | the namespaces bound | `spec.allowedNamespaces.names` of the BGPVPN: exactly those namespaces (`all` is false, no selector). Namespaces are never labelled, and Kubernetes 1.20 has no `kubernetes.io/metadata.name` label to select on. |
 //!
 //! Every object written carries the label `bgpvpn.io/managed-by=openstack-sync` (the ownership

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bgpvpn_crds::conditions::{self, types::SYNCED};
-use bgpvpn_crds::{Bgpvpn, VniBinding};
+use bgpvpn_crds::{Bgpvpn, BgpvpnSpec, VniBinding};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret as KubeSecret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -299,7 +299,9 @@ impl Syncer {
         for (name, want) in &desired.vpns {
             match owned_vpn.get(name) {
                 Some(have) => {
-                    let differs = have.spec != want.spec || subset_differs(have.labels(), &want.labels) || subset_differs(have.annotations(), &want.annotations);
+                    // allowedPrefixes is the admin's to set on a mirrored BGPVPN: not the sync's
+                    let have_spec = BgpvpnSpec { allowed_prefixes: want.spec.allowed_prefixes.clone(), ..have.spec.clone() };
+                    let differs = have_spec != want.spec || subset_differs(have.labels(), &want.labels) || subset_differs(have.annotations(), &want.annotations);
                     if !differs {
                         report.unchanged += 1;
                         continue;

@@ -1,0 +1,380 @@
+//! Tenant and fault isolation (issue 12) against a real kube-apiserver v1.20.2: what one
+//! tenant does never renumbers, widens or blocks what a node runs for the others. One operator
+//! (in-process, leading without election) serves every test of this binary.
+
+mod support;
+
+use std::sync::{Arc, OnceLock};
+
+use bgpvpn_crds::{EvpnNodeState, VniBinding};
+use bgpvpn_operator::metrics::Metrics;
+use kube::Client;
+use kube::api::{Api, DeleteParams};
+use serde_json::json;
+use support::*;
+
+static OPERATOR: OnceLock<Arc<Metrics>> = OnceLock::new();
+
+/// A client, with the shared operator running; `None` when the apiserver tier is skipped.
+async fn setup() -> Option<Client> {
+    let client = bgpvpn_testkit::client().await?;
+    OPERATOR.get_or_init(|| start_operator("isolation-tests"));
+    Some(client)
+}
+
+macro_rules! setup_or_skip {
+    () => {
+        match setup().await {
+            Some(c) => c,
+            None => return,
+        }
+    };
+}
+
+fn rd_of(state: &EvpnNodeState, vni: u32) -> String {
+    state
+        .spec
+        .l3vnis
+        .iter()
+        .find(|v| v.vni == vni)
+        .map(|v| v.route_distinguisher.clone())
+        .unwrap_or_default()
+}
+
+async fn delete_binding(client: &Client, ns: &str, name: &str) {
+    let api: Api<VniBinding> = Api::namespaced(client.clone(), ns);
+    api.delete(name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_programmed_route_distinguisher_never_moves() {
+    let client = setup_or_skip!();
+    let ns = namespace(&client, json!({})).await;
+    let n = node(&client, "172.31.20.1", json!({})).await;
+    // two VNIs whose 16-bit fold collides, and a third that folds elsewhere
+    let low = unique_vni();
+    let high = low + 65_535 * 200;
+    let other = unique_vni();
+    let vnis = [low, high, other];
+    let (vpn_low, vpn_high, vpn_other) = (
+        bgpvpn_testkit::unique_name("rd-low"),
+        bgpvpn_testkit::unique_name("rd-high"),
+        bgpvpn_testkit::unique_name("rd-other"),
+    );
+    bgpvpn(&client, &vpn_low, low, json!({})).await;
+    bgpvpn(&client, &vpn_high, high, json!({})).await;
+    bgpvpn(&client, &vpn_other, other, json!({})).await;
+    running_pod(
+        &client,
+        &ns,
+        "high",
+        json!({"app": "high"}),
+        &n,
+        "10.20.0.1",
+    )
+    .await;
+    running_pod(&client, &ns, "low", json!({"app": "low"}), &n, "10.20.0.2").await;
+    running_pod(
+        &client,
+        &ns,
+        "other",
+        json!({"app": "other"}),
+        &n,
+        "10.20.0.3",
+    )
+    .await;
+
+    // the high VNI is bound first and runs with the folded number
+    binding(&client, &ns, "high", &vpn_high, selector("high")).await;
+    let s = wait_endpoints(&client, &n, &vnis, &[(high, &["10.20.0.1"])]).await;
+    let programmed = rd_of(&s, high);
+    assert_eq!(programmed, format!("172.31.20.1:{low}"));
+
+    // the low VNI folds onto the same number: the newcomer gets another one
+    binding(&client, &ns, "low", &vpn_low, selector("low")).await;
+    let s = wait_endpoints(
+        &client,
+        &n,
+        &vnis,
+        &[(low, &["10.20.0.2"]), (high, &["10.20.0.1"])],
+    )
+    .await;
+    assert_eq!(
+        rd_of(&s, high),
+        programmed,
+        "binding VNI {low} renumbered VNI {high}"
+    );
+    assert_ne!(rd_of(&s, low), programmed);
+
+    // others come and go: still the same RD
+    binding(&client, &ns, "other", &vpn_other, selector("other")).await;
+    let s = wait_endpoints(
+        &client,
+        &n,
+        &vnis,
+        &[
+            (low, &["10.20.0.2"]),
+            (high, &["10.20.0.1"]),
+            (other, &["10.20.0.3"]),
+        ],
+    )
+    .await;
+    assert_eq!(
+        rd_of(&s, high),
+        programmed,
+        "binding VNI {other} renumbered VNI {high}"
+    );
+    delete_binding(&client, &ns, "other").await;
+    let s = wait_endpoints(
+        &client,
+        &n,
+        &vnis,
+        &[(low, &["10.20.0.2"]), (high, &["10.20.0.1"])],
+    )
+    .await;
+    assert_eq!(
+        rd_of(&s, high),
+        programmed,
+        "unbinding VNI {other} renumbered VNI {high}"
+    );
+    delete_binding(&client, &ns, "low").await;
+    let s = wait_endpoints(&client, &n, &vnis, &[(high, &["10.20.0.1"])]).await;
+    assert_eq!(
+        rd_of(&s, high),
+        programmed,
+        "unbinding VNI {low} renumbered VNI {high}"
+    );
+}
+
+/// The advertised prefixes of a VNI on a node.
+fn prefixes_of(state: &EvpnNodeState, vni: u32) -> Vec<String> {
+    state
+        .spec
+        .l3vnis
+        .iter()
+        .filter(|v| v.vni == vni)
+        .flat_map(|v| v.prefixes.iter().map(|p| p.prefix.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn tenants_advertise_only_what_the_admin_allows() {
+    let client = setup_or_skip!();
+    let (tenant, neighbour) = (
+        namespace(&client, json!({})).await,
+        namespace(&client, json!({})).await,
+    );
+    let n = node(&client, "172.31.21.1", json!({})).await;
+    let vpn = bgpvpn_testkit::unique_name("prefixes");
+    let vni = unique_vni();
+    bgpvpn(
+        &client,
+        &vpn,
+        vni,
+        json!({"allowedPrefixes": ["192.0.2.0/24", "2001:db8:1::/48"]}),
+    )
+    .await;
+    running_pod(&client, &tenant, "a", json!({"app": "a"}), &n, "10.21.0.1").await;
+    running_pod(
+        &client,
+        &neighbour,
+        "b",
+        json!({"app": "b"}),
+        &n,
+        "10.21.0.2",
+    )
+    .await;
+    binding(&client, &neighbour, "b", &vpn, json!({"podSelector": {"matchLabels": {"app": "b"}}, "advertisePrefixes": ["192.0.2.128/25"]})).await;
+    let refused = [
+        "0.0.0.0/0", // default routes
+        "::/0",
+        "10.21.0.2/32",    // the other tenant's pod
+        "198.51.100.7/32", // a remote VM
+        "10.96.0.0/12",    // the service CIDR
+        "172.31.21.0/24",  // the underlay
+        "169.254.0.0/16",  // link-local, multicast, loopback, unspecified
+        "fe80::/64",
+        "224.0.0.0/4",
+        "127.0.0.0/8",
+        "0.0.0.0/32",
+    ];
+    let accepted = ["10.21.0.1/32", "192.0.2.0/25", "2001:db8:1:5::/64"];
+    let asked: Vec<&str> = refused.iter().chain(&accepted).copied().collect();
+    binding(
+        &client,
+        &tenant,
+        "a",
+        &vpn,
+        json!({"podSelector": {"matchLabels": {"app": "a"}}, "advertisePrefixes": asked}),
+    )
+    .await;
+
+    // the node advertises what both bindings may, and nothing else
+    let want = [
+        "10.21.0.1/32",
+        "192.0.2.0/25",
+        "192.0.2.128/25",
+        "2001:db8:1:5::/64",
+    ];
+    let s = wait_node_state(&client, &n, "the allowed prefixes only", |s| {
+        vnis_of(s).get(&vni).is_some_and(|eps| eps.len() == 2) && prefixes_of(s, vni) == want
+    })
+    .await;
+    assert_eq!(prefixes_of(&s, vni), want);
+    let b = wait_binding(&client, &tenant, "a", "PrefixesAllowed=False", |b| {
+        b.status.as_ref().is_some_and(|s| {
+            cond(&s.conditions, "PrefixesAllowed") == ("False".into(), "PrefixNotAllowed".into())
+        })
+    })
+    .await;
+    let message = condition(&b.status.as_ref().unwrap().conditions, "PrefixesAllowed")
+        .unwrap()
+        .message
+        .clone();
+    for prefix in refused {
+        assert!(
+            message.contains(prefix),
+            "{prefix} not named in {message:?}"
+        );
+    }
+    assert!(accepted.iter().all(|p| !message.contains(p)), "{message:?}");
+    wait_event(&client, &tenant, "a", "PrefixNotAllowed").await;
+    // the valid parts of the binding, and the other tenant, are unaffected
+    wait_binding(&client, &neighbour, "b", "PrefixesAllowed=True", |b| {
+        b.status
+            .as_ref()
+            .is_some_and(|s| cond(&s.conditions, "PrefixesAllowed").0 == "True")
+    })
+    .await;
+    assert_eq!(vnis_of(&s)[&vni], ["10.21.0.1", "10.21.0.2"]);
+
+    // an admin allowing everything still never gets the always-refused kinds advertised
+    let vpns: Api<bgpvpn_crds::Bgpvpn> = Api::all(client.clone());
+    let everything = json!({"spec": {"allowedPrefixes": ["0.0.0.0/0", "::/0"]}});
+    vpns.patch(
+        &vpn,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(everything),
+    )
+    .await
+    .unwrap();
+    let want = [
+        "10.21.0.1/32",
+        "10.96.0.0/12",
+        "172.31.21.0/24",
+        "192.0.2.0/25",
+        "192.0.2.128/25",
+        "198.51.100.7/32",
+        "2001:db8:1:5::/64",
+    ];
+    wait_node_state(&client, &n, "all but the always-refused prefixes", |s| {
+        prefixes_of(s, vni) == want
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_tenant_cannot_fill_a_node_object() {
+    use bgpvpn_crds::schema::{MAX_ADVERTISED_PREFIXES, MAX_BGPVPN_PREFIXES, MAX_STATUS_ITEMS};
+    let client = setup_or_skip!();
+    let (flooder, other) = (
+        namespace(&client, json!({})).await,
+        namespace(&client, json!({})).await,
+    );
+    let n = node(&client, "172.31.22.1", json!({})).await;
+    let (vpn_flood, vpn_other) = (
+        bgpvpn_testkit::unique_name("flood"),
+        bgpvpn_testkit::unique_name("victim"),
+    );
+    let (vni_flood, vni_other) = (unique_vni(), unique_vni());
+    bgpvpn(
+        &client,
+        &vpn_flood,
+        vni_flood,
+        json!({"allowedPrefixes": ["10.128.0.0/9"]}),
+    )
+    .await;
+    bgpvpn(&client, &vpn_other, vni_other, json!({})).await;
+    running_pod(&client, &flooder, "a", json!({"app": "a"}), &n, "10.22.0.1").await;
+
+    // more bindings of the most prefixes each than one VNI of an EVPNNodeState can hold
+    let per_binding = MAX_ADVERTISED_PREFIXES as usize;
+    let bindings = MAX_STATUS_ITEMS as usize / per_binding + 1;
+    for i in 0..bindings {
+        let prefixes: Vec<String> = (0..per_binding)
+            .map(|j| format!("10.{}.{j}.0/24", 128 + i))
+            .collect();
+        // names in creation order: within one second of creationTimestamp the name decides
+        binding(
+            &client,
+            &flooder,
+            &format!("flood-{i:03}"),
+            &vpn_flood,
+            json!({"podSelector": {"matchLabels": {"app": "a"}}, "advertisePrefixes": prefixes}),
+        )
+        .await;
+    }
+
+    // another tenant's new pod still reaches the node
+    running_pod(&client, &other, "b", json!({"app": "b"}), &n, "10.22.0.2").await;
+    binding(&client, &other, "b", &vpn_other, selector("b")).await;
+    let s = wait_endpoints(
+        &client,
+        &n,
+        &[vni_flood, vni_other],
+        &[(vni_flood, &["10.22.0.1"]), (vni_other, &["10.22.0.2"])],
+    )
+    .await;
+    assert_eq!(
+        prefixes_of(&s, vni_flood).len(),
+        MAX_BGPVPN_PREFIXES as usize
+    );
+
+    // the oldest bindings are kept whole; the first one past the limit says which limit
+    let full = MAX_BGPVPN_PREFIXES as usize / per_binding;
+    wait_binding(
+        &client,
+        &flooder,
+        &format!("flood-{:03}", full - 1),
+        "WithinLimits=True",
+        |b| {
+            b.status
+                .as_ref()
+                .is_some_and(|s| cond(&s.conditions, "WithinLimits").0 == "True")
+        },
+    )
+    .await;
+    let over = wait_binding(
+        &client,
+        &flooder,
+        &format!("flood-{full:03}"),
+        "WithinLimits=False",
+        |b| {
+            b.status.as_ref().is_some_and(|s| {
+                cond(&s.conditions, "WithinLimits") == ("False".into(), "BGPVPNPrefixLimit".into())
+            })
+        },
+    )
+    .await;
+    let message = condition(&over.status.as_ref().unwrap().conditions, "WithinLimits")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        message.contains(&vpn_flood) && message.contains(&MAX_BGPVPN_PREFIXES.to_string()),
+        "{message:?}"
+    );
+    wait_event(
+        &client,
+        &flooder,
+        &format!("flood-{full:03}"),
+        "BGPVPNPrefixLimit",
+    )
+    .await;
+    wait_binding(&client, &other, "b", "WithinLimits=True", |b| {
+        b.status
+            .as_ref()
+            .is_some_and(|s| cond(&s.conditions, "WithinLimits").0 == "True")
+    })
+    .await;
+}
