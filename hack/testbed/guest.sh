@@ -246,6 +246,12 @@ binds_for() {
     [ -z "$a" ] || echo "$a"
   done | sort -u | awk 'NR == 1 || index($0, prev "/") != 1 {print; prev = $0}'
 }
+# The start of every mount namespace a guest or a chroot runs in (arguments: the root, the binds,
+# --): the root a mount point of its own (ip netns needs "/" to be one inside a chroot), a fresh
+# tmpfs /tmp, then the binds (their mount points below /tmp made after the tmpfs).
+NS_SETUP='set -e; R=$1; shift; mount --bind "$R" "$R"; mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
+  while [ "$1" != -- ]; do if [ -d "$1" ]; then mkdir -p "$R$1"; else mkdir -p "${R}${1%/*}"; touch "$R$1"; fi
+    mount --rbind "$1" "$R$1"; shift; done; shift'
 # mount points outside /tmp are made in the root itself, once, and remembered
 make_mountpoints() {
   local p
@@ -281,10 +287,6 @@ boot() {
   extra+=($REPO $payload $outdir ${GUEST_BIND:-})
   mapfile -t binds < <(binds_for "${extra[@]}")
   make_mountpoints "${binds[@]}"
-  # the mount namespace: a tmpfs /tmp, then the binds (mount points made inside, after the tmpfs)
-  local setup='set -e; R=$1; shift; mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
-    while [ "$1" != -- ]; do if [ -d "$1" ]; then mkdir -p "$R$1"; else mkdir -p "${R}${1%/*}"; touch "$R$1"; fi
-      mount --rbind "$1" "$R$1"; shift; done; shift'
   local nic=() nicenv=()
   if [ -n "${TAP:-}" ]; then
     [ -e "/sys/class/net/$TAP" ] || die "TAP=$TAP: no such interface in this network namespace"
@@ -296,7 +298,7 @@ boot() {
     # gro=1: the host tap hands over GSO frames; without it UML logs a warning per frame
     [ -n "${TAP:-}" ] && nic=("vec0:transport=tap,ifname=$TAP,gro=1")
     # UML re-executes itself through /proc/self/exe and keeps its memory file in $TMPDIR
-    timeout -k 10 "${GUEST_TIMEOUT:-900}" unshare --mount --propagation private bash -c "$setup"'
+    timeout -k 10 "${GUEST_TIMEOUT:-900}" unshare --mount --propagation private bash -c "$NS_SETUP"'
       mount -t proc proc "$R/proc"; mount --rbind /dev "$R/dev"
       exec env TMPDIR=/dev/shm chroot "$R" "$@"' guest-ns "$ROOT" "${binds[@]}" -- \
       "$u/root/usr/bin/linux.uml" mem="${GUEST_MEM:-1G}" umid="guest-$$" uml_dir="/tmp" \
@@ -315,7 +317,7 @@ boot() {
       *) die "VM_ACCEL=$a: want auto, kvm or tcg" ;;
     esac
     [ -n "${TAP:-}" ] && nic=(-netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,romfile=")
-    timeout -k 10 "${GUEST_TIMEOUT:-900}" unshare --mount --propagation private bash -c "$setup"'
+    timeout -k 10 "${GUEST_TIMEOUT:-900}" unshare --mount --propagation private bash -c "$NS_SETUP"'
       exec "$@"' guest-ns "$ROOT" "${binds[@]}" -- \
       qemu-system-x86_64 -nodefaults -no-user-config -no-reboot -machine q35 "${acc[@]}" \
       -smp "${VM_SMP:-2}" -m "${GUEST_MEM:-2G}" -display none -serial stdio -monitor none \
@@ -415,11 +417,7 @@ case $cmd in
     done
     mapfile -t binds < <(binds_for "${extra[@]}")
     make_mountpoints "${binds[@]}"
-    # the root a mount point of its own: ip netns needs "/" to be one inside the chroot
-    exec unshare --mount --propagation private bash -c 'set -e; R=$1; shift
-      mount --bind "$R" "$R"; mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
-      while [ "$1" != -- ]; do if [ -d "$1" ]; then mkdir -p "$R$1"; else mkdir -p "${R}${1%/*}"; touch "$R$1"; fi
-      mount --rbind "$1" "$R$1"; shift; done; shift
+    exec unshare --mount --propagation private bash -c "$NS_SETUP"'
       mount -t proc proc "$R/proc"; mount --rbind /sys "$R/sys"; mount --rbind /dev "$R/dev"
       mount -t tmpfs -o mode=755 tmpfs "$R/run"; mkdir -p "$R/run/netns" "$R/run/frr"
       for d in /var/log /var/tmp /var/lib/frr; do mount -t tmpfs tmpfs "$R$d"; done
