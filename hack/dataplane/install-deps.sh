@@ -3,11 +3,12 @@
 #
 # FRR, iproute2 and Python for everything inside the node guest come from its trixie root
 # (hack/testbed/guest-root.sh), not from the host. The host itself needs: iproute2 (network
-# namespaces, the tap), curl and python3 (the lab asks the guest's check server), kmod, and
-# util-linux's unshare/flock (present on every Debian).
+# namespaces, the tap), curl and python3 (the lab asks the guest's check server), and
+# util-linux's unshare/setsid/flock (present on every Debian). The guest's module trees are
+# depmod'ed with the root's own kmod.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: must run as root" >&2; exit 1; }
-PKGS=(iproute2 curl python3 kmod ca-certificates)
+PKGS=(iproute2 curl python3 ca-certificates)
 
 missing=()
 for p in "${PKGS[@]}"; do

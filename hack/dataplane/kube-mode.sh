@@ -25,7 +25,6 @@ wait_for() { local end=$((SECONDS + $1)); shift; until "$@" >/dev/null 2>&1; do 
 
 [ "$(id -u)" = 0 ] || { echo "must run as root" >&2; exit 1; }
 [ -n "${AGENT:-}" ] && [ -x "$AGENT" ] || { echo "AGENT=<path to bgpvpn-agent> is required" >&2; exit 1; }
-
 CACHE=${TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bgpvpn-operator}
 [ -x "$CACHE/kube-apiserver-v1.20.2/kube-apiserver" ] || { echo "kube-apiserver not built: $KA build" >&2; exit 77; }
 KUBECTL=$("$KA" kubectl)
