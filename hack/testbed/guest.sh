@@ -105,25 +105,26 @@ forky_apt() {  # apt-get|apt-cache args...
   chroot "$ROOT" "$tool" -o Dir::Etc::SourceList=/etc/apt/sources.list.forky -o Dir::Etc::SourceParts=- \
     -o Dir::State::Lists=/var/lib/apt/lists-forky -o Acquire::Check-Valid-Until=false "$@"
 }
-# fetch_deb <apt-get|forky_apt> <pkg=version> <dir inside the root>: the .deb unpacked into
+root_apt() { chroot "$ROOT" "$@"; }   # apt inside the root, its own trixie lists
+# fetch_deb <root_apt|forky_apt> <pkg=version> <dir inside the root>: the .deb unpacked into
 # <dir>/root, atomically: a failed download leaves no <dir>
 fetch_deb() {
-  local how=$1 pkg=$2 dir=$3 tmp=$3.tmp-$$
+  local apt=$1 pkg=$2 dir=$3 tmp=$3.tmp-$$
   rm -rf "$ROOT$tmp"; mkdir -p "$ROOT$tmp/deb"
-  if [ "$how" = forky ]; then
-    forky_apt apt-get download -qq -o APT::Sandbox::User=root "$pkg" >/dev/null 2>&1 || { rm -rf "$ROOT$tmp"; return 1; }
+  # apt-get download writes to the cwd: / of the chroot
+  if "$apt" apt-get download -qq -o APT::Sandbox::User=root "$pkg" >/dev/null 2>&1 && mv "$ROOT"/*.deb "$ROOT$tmp/deb/" &&
+    dpkg-deb -x "$ROOT$tmp"/deb/*.deb "$ROOT$tmp/root"; then
+    rm -rf "$ROOT$tmp/deb" "$ROOT$dir"; mv "$ROOT$tmp" "$ROOT$dir"
   else
-    chroot "$ROOT" apt-get download -qq -o APT::Sandbox::User=root "$pkg" >/dev/null 2>&1 || { rm -rf "$ROOT$tmp"; return 1; }
+    rm -rf "$ROOT$tmp"; return 1
   fi
-  mv "$ROOT"/*.deb "$ROOT$tmp/deb/" 2>/dev/null   # apt-get download writes to the cwd: / of the chroot
-  dpkg-deb -x "$ROOT$tmp"/deb/*.deb "$ROOT$tmp/root" || { rm -rf "$ROOT$tmp"; return 1; }
-  rm -rf "$ROOT$tmp/deb"; rm -rf "$ROOT$dir"; mv "$ROOT$tmp" "$ROOT$dir"
 }
 
 uml_version() { forky_apt apt-cache show --no-all-versions user-mode-linux 2>/dev/null | sed -n 's/^Version: //p' | head -1; }
 # the newest UML unpacked in the root (run never asks apt)
-uml_dir() { ls -d "$ROOT$TB"/uml-* 2>/dev/null | sort -V | tail -1 | sed "s|^$ROOT||"; }
-vmk_dir() { ls -d "$ROOT$TB"/vmkernel-* 2>/dev/null | sort -V | tail -1 | sed "s|^$ROOT||"; }
+# (a download killed half-way leaves <dir>.tmp-<pid>: never taken for a kernel)
+uml_dir() { ls -d "$ROOT$TB"/uml-* 2>/dev/null | grep -v '\.tmp-' | sort -V | tail -1 | sed "s|^$ROOT||"; }
+vmk_dir() { ls -d "$ROOT$TB"/vmkernel-* 2>/dev/null | grep -v '\.tmp-' | sort -V | tail -1 | sed "s|^$ROOT||"; }
 # the module tree's base (depmod -b, modprobe -d) of an unpacked kernel: trixie's is merged-/usr
 vmk_modbase() { if [ -d "$ROOT$1/root/usr/lib/modules" ]; then echo "$1/root/usr"; else echo "$1/root"; fi; }
 cpu_key() { { grep -m1 '^model name' /proc/cpuinfo; grep -m1 '^flags' /proc/cpuinfo; } | cksum | cut -d' ' -f1; }
@@ -141,7 +142,7 @@ prepare_uml() {
     u=$TB/uml-${v//[^A-Za-z0-9.+-]/_}
     if [ ! -x "$ROOT$u/root/usr/bin/linux.uml" ]; then
       log "downloading user-mode-linux $v (forky/sid)"
-      fetch_deb forky "user-mode-linux=$v" "$u" || die "apt-get download user-mode-linux=$v failed"
+      fetch_deb forky_apt "user-mode-linux=$v" "$u" || die "apt-get download user-mode-linux=$v failed"
     fi
   fi
   u=$(uml_dir); [ -n "$u" ] || die "no user-mode-linux 7.x: apt found none and none is cached"
@@ -164,17 +165,17 @@ prepare_qemu() {
       || die "cannot install qemu-system-x86"
   fi
   cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
-  chroot "$ROOT" apt-get update -qq >/dev/null 2>&1 || log "WARN: apt-get update in the root failed"
-  kpkg=$(chroot "$ROOT" apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  root_apt apt-get update -qq >/dev/null 2>&1 || log "WARN: apt-get update in the root failed"
+  kpkg=$(root_apt apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
   [ -n "$kpkg" ] || die "apt knows no linux-image-amd64 in $(basename "$ROOT")"
-  kv=$(chroot "$ROOT" apt-cache show --no-all-versions "$kpkg" | sed -n 's/^Version: //p' | head -1)
-  bv=$(chroot "$ROOT" apt-cache show --no-all-versions busybox-static | sed -n 's/^Version: //p' | head -1)
+  kv=$(root_apt apt-cache show --no-all-versions "$kpkg" | sed -n 's/^Version: //p' | head -1)
+  bv=$(root_apt apt-cache show --no-all-versions busybox-static | sed -n 's/^Version: //p' | head -1)
   k=$TB/vmkernel-$kpkg-${kv//[^A-Za-z0-9.+-]/_} b=$TB/busybox-static-${bv//[^A-Za-z0-9.+-]/_}
   if ! ls "$ROOT$k"/root/boot/vmlinuz-* >/dev/null 2>&1; then
-    log "downloading $kpkg $kv"; fetch_deb apt "$kpkg=$kv" "$k" || die "apt-get download $kpkg failed"
+    log "downloading $kpkg $kv"; fetch_deb root_apt "$kpkg=$kv" "$k" || die "apt-get download $kpkg failed"
   fi
   if [ ! -x "$ROOT$b/root/usr/bin/busybox" ] && [ ! -x "$ROOT$b/root/bin/busybox" ]; then
-    log "downloading busybox-static $bv"; fetch_deb apt "busybox-static=$bv" "$b" || die "apt-get download busybox-static failed"
+    log "downloading busybox-static $bv"; fetch_deb root_apt "busybox-static=$bv" "$b" || die "apt-get download busybox-static failed"
   fi
   : >"$ROOT/etc/resolv.conf"
   local kver; kver=$(ls "$ROOT$(vmk_modbase "$k")/lib/modules" | head -1)
