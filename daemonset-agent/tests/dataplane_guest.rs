@@ -11,7 +11,7 @@
 //! As root it runs by default (about 1-2 minutes); `BGPVPN_SKIP_DATAPLANE=1` skips it when it is
 //! not required. `GUEST_KERNEL=qemu` runs it on the QEMU fallback.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 

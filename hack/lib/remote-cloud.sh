@@ -54,11 +54,12 @@ rc_wire() {  # <node netns> <workload netns> <ip> <host ifname>: /32 behind a ve
   nsx "$n" ip neigh replace "$ip" lladdr "$wmac" dev "$h" nud permanent
 }
 
-rc_pod() {  # <node A netns> <pod netns> <host ifname> [http text]: the pod, routed in node A's MAIN
+rc_pod() {  # <node A netns> <pod netns> <host ifname> [http text] [ip, default 10.0.0.84]: the pod, routed in node A's MAIN
+  local ip=${5:-10.0.0.84}
   ns_new "$2"
-  rc_wire "$1" "$2" 10.0.0.84 "$3"
-  nsx "$1" ip route add 10.0.0.84/32 dev "$3"
-  [ -z "${4:-}" ] || rc_serve "$2" 10.0.0.84 "$4"
+  rc_wire "$1" "$2" "$ip" "$3"
+  nsx "$1" ip route add "$ip/32" dev "$3"
+  [ -z "${4:-}" ] || rc_serve "$2" "$ip" "$4"
 }
 
 rc_vm() {  # <node B netns> <vni> <vm netns> [http text]: vrf-<vni> on node B with a VM at 20.0.0.100

@@ -14,7 +14,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
 
-use crate::model::{IfName, LINK_GROUP, Prefix, ROUTE_PROTO, format_mac};
+use crate::model::{BRIDGE_PREFIX, GUARD_PRIORITY, IfName, LINK_GROUP, Prefix, ROUTE_PROTO, RULE_PRIORITY, VXLAN_PREFIX, format_mac, slot_of_table};
 
 /// A network device as observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,8 +34,17 @@ pub struct Link {
 }
 
 impl Link {
+    /// Made by the agent: its device group *and* the shape it gives its devices (a VRF on one of
+    /// its tables, `bvbr-*` bridges, `bvvx-*` VXLAN devices). Another program's device in that
+    /// group is neither changed nor swept.
     pub fn owned(&self) -> bool {
         self.group == LINK_GROUP
+            && match &self.kind {
+                LinkKind::Vrf { table } => slot_of_table(*table).is_some(),
+                LinkKind::Bridge { .. } => self.name.starts_with(BRIDGE_PREFIX),
+                LinkKind::Vxlan(_) => self.name.starts_with(VXLAN_PREFIX),
+                LinkKind::Other(_) => false,
+            }
     }
 }
 
@@ -92,8 +101,10 @@ pub struct Route {
 }
 
 impl Route {
+    /// Made by the agent: its protocol *and* one of its VRF tables (the planner also leaves
+    /// alone a table a foreign VRF holds). `proto 232` anywhere else is another program's.
     pub fn owned(&self) -> bool {
-        self.protocol == ROUTE_PROTO
+        self.protocol == ROUTE_PROTO && slot_of_table(self.table).is_some()
     }
 }
 
@@ -123,8 +134,24 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Made by the agent: its protocol *and* the shape of one of its two rules (a pod's lookup
+    /// into an agent VRF table, a guard on an agent bridge). Any other `proto 232` rule is another
+    /// program's.
     pub fn owned(&self) -> bool {
-        self.protocol == ROUTE_PROTO
+        if self.protocol != ROUTE_PROTO || self.dst.is_some() || self.oif.is_some() || self.has_other_selectors {
+            return false;
+        }
+        let pod_lookup = self.priority == RULE_PRIORITY
+            && self.verdict == RuleVerdict::Lookup
+            && slot_of_table(self.table).is_some()
+            && self.src.is_some_and(|s| s.len == Prefix::host(s.addr).len)
+            && self.iif.is_none()
+            && self.suppress_prefixlen == Some(0);
+        let guard = self.priority == GUARD_PRIORITY
+            && self.verdict == RuleVerdict::Unreachable
+            && self.src.is_none()
+            && self.iif.as_deref().is_some_and(|i| i.starts_with(BRIDGE_PREFIX));
+        pod_lookup || guard
     }
 }
 

@@ -478,8 +478,19 @@ impl Resolved {
                 }
         };
         let desired_keys: HashSet<(u32, Prefix, u32)> = desired_routes.iter().map(|s| (s.table, s.dst, s.metric)).collect();
+        // a foreign VRF on a table of the agent's range: that table is not the agent's
+        let foreign_tables: HashSet<u32> = observed
+            .state
+            .links
+            .iter()
+            .filter(|l| !l.owned())
+            .filter_map(|l| match l.kind {
+                LinkKind::Vrf { table } => Some(table),
+                _ => None,
+            })
+            .collect();
         let mut owned_routes: HashMap<(u32, Prefix, u32), Vec<&Route>> = HashMap::new();
-        for r in observed.state.routes.iter().filter(|r| r.owned()) {
+        for r in observed.state.routes.iter().filter(|r| r.owned() && !foreign_tables.contains(&r.table)) {
             if !desired_keys.contains(&(r.table, r.dst, r.metric)) && !protected_tables.contains(&r.table) {
                 deletes_routes.push(KernelOp::DeleteRoute(r.clone()));
             }
