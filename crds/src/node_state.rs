@@ -123,6 +123,13 @@ pub struct Endpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 317))]
     pub pod: Option<String>,
+    /// Who holds the address: the pod's UID, and the start of its network sandbox when known.
+    /// The agent binds the endpoint to the interface it first finds for this holder and never
+    /// moves it to another interface while the holder stays the same: an address taken over by
+    /// another pod joins nothing until the operator names the new holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub holder: Option<String>,
 }
 
 /// A prefix in a VNI: routed via `nextHop` when set (per-subnet gateway mode), and advertised.

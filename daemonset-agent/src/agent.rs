@@ -167,7 +167,11 @@ pub async fn run<D: Dataplane, F: FrrControl>(
             }
             ev = source.recv() => match ev {
                 Some(SourceEvent::Desired(Ok(d))) => {
-                    tracing::info!(vnis = d.vrfs.len(), generation = ?d.generation, "new desired state");
+                    let d = rec.accept(d);
+                    for h in &d.held_back {
+                        tracing::warn!(vni = h.vni, vrf = %h.vrf, reason = %h.reason, kept_running = h.kept_running, "L3 VNI held back");
+                    }
+                    tracing::info!(vnis = d.vrfs.len(), held_back = d.held_back.len(), generation = ?d.generation, "new desired state");
                     desired = Some(d);
                     due = Some(Instant::now());
                     trigger = "new desired state";

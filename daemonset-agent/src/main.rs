@@ -238,7 +238,8 @@ async fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let mut dp = RtNetlink::connect().context("opening rtnetlink")?.with_proc_sys(args.frr.proc_sys_dir.clone());
     let observed = dp.dump().await?;
     let settings = NodeSettings { vxlan_mtu: args.frr.vxlan_mtu };
-    let resolved = resolve(&desired, &observed, &settings);
+    // a plan of the state on its own: no endpoint bound yet
+    let resolved = resolve(&desired, &observed, &settings, &Default::default());
     let sysctls = dp.read_sysctls(&resolved.sysctl_keys());
     let ops = resolved.ops(&observed, &sysctls);
     println!("# kernel: {} change(s) (devices created here get their sysctls in a second round)", ops.len());

@@ -24,7 +24,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use bgpvpn_crds::validate::{RouteTargetOrDistinguisher, ValidationErrors, parse_cidr, parse_rt_rd, validate_node_state};
+use bgpvpn_crds::validate::{RouteTargetOrDistinguisher, ValidationErrors, check_node_state, parse_cidr, parse_rt_rd};
 use bgpvpn_crds::{EvpnNodeState, EvpnNodeStateSpec};
 use serde::{Deserialize, Serialize};
 
@@ -215,6 +215,9 @@ pub struct EndpointModel {
     pub interface: Option<IfName>,
     /// `namespace/name`, for status and logs only (never rendered into FRR or netlink).
     pub pod: Option<String>,
+    /// Who holds the address (see `Endpoint::holder`); never rendered.
+    #[serde(default)]
+    pub holder: Option<String>,
 }
 
 /// A prefix in a VRF, routed via `next_hop` when set, and advertised.
@@ -266,6 +269,18 @@ impl Default for NodeSettings {
     }
 }
 
+/// An L3 VNI of the spec that is not applied as written, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBack {
+    pub vni: u32,
+    pub vrf: String,
+    pub bgpvpn: String,
+    pub reason: String,
+    /// The node keeps running the last accepted version of this VNI.
+    #[serde(default)]
+    pub kept_running: bool,
+}
+
 /// The desired EVPN state of this node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredState {
@@ -274,13 +289,28 @@ pub struct DesiredState {
     pub vrfs: Vec<VrfModel>,
     /// `metadata.generation` of the object this came from, if any.
     pub generation: Option<i64>,
+    /// VNIs of the spec refused on their own; every other VNI is applied.
+    #[serde(default)]
+    pub held_back: Vec<HeldBack>,
 }
 
 impl DesiredState {
-    /// Validates the spec with [`validate_node_state`] and types it. Nothing that fails here
-    /// reaches netlink or frr.conf.
+    /// Checks the spec with [`check_node_state`] and types it. Nothing that fails here reaches
+    /// netlink or frr.conf. An underlay finding refuses the whole spec; an L3 VNI with a
+    /// finding is left out and listed in `held_back`, the others are taken.
     pub fn from_spec(spec: &EvpnNodeStateSpec, generation: Option<i64>) -> Result<Self, ModelError> {
-        validate_node_state(spec)?;
+        let findings = check_node_state(spec);
+        if !findings.underlay.0.is_empty() {
+            return Err(ModelError::Invalid(findings.underlay));
+        }
+        let mut held_back: Vec<HeldBack> = findings
+            .l3vnis
+            .iter()
+            .map(|(i, why)| {
+                let v = &spec.l3vnis[*i];
+                HeldBack { vni: v.vni, vrf: v.vrf.clone(), bgpvpn: v.bgpvpn.clone(), reason: why.to_string(), kept_running: false }
+            })
+            .collect();
         let u = &spec.underlay;
         // After validation every parse below succeeds; the errors are mapped anyway so a future
         // drift between validation and this code fails loudly instead of panicking.
@@ -300,9 +330,15 @@ impl DesiredState {
         }
         let mut vrfs = Vec::new();
         for (i, v) in spec.l3vnis.iter().enumerate() {
+            if findings.l3vnis.contains_key(&i) {
+                continue;
+            }
             let f = format!("spec.l3vnis[{i}]");
             let name = IfName::new(&v.vrf).map_err(|e| bad(&format!("{f}.vrf"), e))?;
-            check_vrf_name(i, &name)?;
+            if let Err(e) = check_vrf_name(i, &name) {
+                held_back.push(HeldBack { vni: v.vni, vrf: v.vrf.clone(), bgpvpn: v.bgpvpn.clone(), reason: e.to_string(), kept_running: false });
+                continue;
+            }
             let rts = |list: &[String], field: &str| -> Result<Vec<RtRd>, ModelError> {
                 let mut out: Vec<_> = list.iter().map(|s| parse_rt_rd(s).map(RtRd).map_err(|e| bad(&format!("{f}.{field}"), e))).collect::<Result<_, _>>()?;
                 out.sort();
@@ -313,7 +349,7 @@ impl DesiredState {
             for (j, ep) in v.endpoints.iter().enumerate() {
                 let ip = ep.ip.parse().map_err(|_| bad(&format!("{f}.endpoints[{j}].ip"), "not an IP".into()))?;
                 let interface = ep.interface.as_deref().map(IfName::new).transpose().map_err(|e| bad(&format!("{f}.endpoints[{j}].interface"), e))?;
-                endpoints.push(EndpointModel { ip, interface, pod: ep.pod.clone() });
+                endpoints.push(EndpointModel { ip, interface, pod: ep.pod.clone(), holder: ep.holder.clone() });
             }
             endpoints.sort();
             endpoints.dedup_by(|a, b| a.ip == b.ip);
@@ -338,7 +374,24 @@ impl DesiredState {
             });
         }
         vrfs.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Self { underlay: UnderlayModel { asn: u.asn, router_id, vtep_ip, neighbors }, vrfs, generation })
+        held_back.sort_by_key(|h| h.vni);
+        Ok(Self { underlay: UnderlayModel { asn: u.asn, router_id, vtep_ip, neighbors }, vrfs, generation, held_back })
+    }
+
+    /// Keeps the last accepted version (from `last`) of every held-back VNI that is still
+    /// free beside this state's VNIs: a tenant's bad update never tears down what runs.
+    pub fn keep_held_back_from(&mut self, last: &DesiredState) {
+        for h in &mut self.held_back {
+            let Some(old) = last.vrfs.iter().find(|v| v.vni == h.vni) else { continue };
+            let clash = self.vrfs.iter().any(|v| {
+                v.name == old.name || v.rd == old.rd || v.vni == old.vni || v.endpoints.iter().any(|e| old.endpoints.iter().any(|o| o.ip == e.ip))
+            });
+            if !clash {
+                self.vrfs.push(old.clone());
+                h.kept_running = true;
+            }
+        }
+        self.vrfs.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
     pub fn vrf(&self, name: &IfName) -> Option<&VrfModel> {
@@ -512,9 +565,11 @@ l3vnis:
 
     #[test]
     fn reserved_vrf_names_are_refused() {
+        // only that VNI is held back
         for name in ["bvbr-7", "bvvx-1001", "default", "lo"] {
-            let err = parse_state(&SEED.replace("vrf-blue", name)).unwrap_err().to_string();
-            assert!(err.contains("spec.l3vnis[0].vrf"), "{name}: {err}");
+            let d = parse_state(&SEED.replace("vrf-blue", name)).unwrap();
+            assert!(d.vrfs.is_empty(), "{name}");
+            assert!(d.held_back[0].reason.contains("spec.l3vnis[0].vrf"), "{name}: {:?}", d.held_back);
         }
     }
 

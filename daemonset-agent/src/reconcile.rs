@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::frr::reload::{FrrControl, FrrError, FrrOutcome};
 use crate::frr::delta::delta;
 use crate::frr::{FrrView, render};
-use crate::kernel::plan::{Resolved, resolve};
+use crate::kernel::plan::{EndpointPins, Resolved, resolve};
 use crate::kernel::{Dataplane, KernelState};
 use crate::metrics::Metrics;
 use crate::model::{DesiredState, IfName, NodeSettings};
@@ -84,6 +84,13 @@ pub struct Reconciler<D: Dataplane, F: FrrControl> {
     /// The view FRR was last brought to (persisted in `applied_path`).
     pub applied: Option<FrrView>,
     pub applied_path: Option<PathBuf>,
+    /// The last desired state taken (persisted in `accepted_path`): a VNI whose new spec is
+    /// refused keeps running as it was, across agent restarts too.
+    pub accepted: Option<DesiredState>,
+    pub accepted_path: Option<PathBuf>,
+    /// Each endpoint's interface (persisted in `pins_path`).
+    pub pins: EndpointPins,
+    pub pins_path: Option<PathBuf>,
     /// Apply FRR even if the view did not change (startup, FRR restart, periodic resync).
     pub force_frr: bool,
     /// The forced apply is only the periodic re-check of a view FRR is known to hold: if the
@@ -97,14 +104,62 @@ pub struct Reconciler<D: Dataplane, F: FrrControl> {
 
 impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
     pub fn new(dp: D, frr: F, settings: NodeSettings) -> Self {
-        Self { dp, frr, settings, applied: None, applied_path: None, force_frr: true, recheck_only: false, waits: Waits::default(), metrics: None }
+        Self {
+            dp,
+            frr,
+            settings,
+            applied: None,
+            applied_path: None,
+            accepted: None,
+            accepted_path: None,
+            pins: EndpointPins::default(),
+            pins_path: None,
+            force_frr: true,
+            recheck_only: false,
+            waits: Waits::default(),
+            metrics: None,
+        }
     }
 
     /// Remembers the last applied view across agent restarts.
     pub fn with_state_file(mut self, path: PathBuf) -> Self {
         self.applied = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let accepted = path.with_file_name("desired-accepted.json");
+        self.accepted = std::fs::read(&accepted).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        self.accepted_path = Some(accepted);
+        let pins = path.with_file_name("endpoint-pins.json");
+        self.pins = std::fs::read(&pins).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        self.pins_path = Some(pins);
         self.applied_path = Some(path);
         self
+    }
+
+    /// Takes a new desired state: held-back VNIs keep their last accepted version; the result
+    /// is remembered (and persisted) as the last accepted state.
+    pub fn accept(&mut self, mut desired: DesiredState) -> DesiredState {
+        if let Some(last) = &self.accepted {
+            desired.keep_held_back_from(last);
+        }
+        if let Some(p) = &self.accepted_path
+            && let Ok(json) = serde_json::to_vec(&desired)
+            && let Err(e) = crate::frr::reload::write_file(p, &String::from_utf8_lossy(&json))
+        {
+            tracing::warn!(error = %e, "cannot persist the accepted desired state");
+        }
+        self.accepted = Some(desired.clone());
+        desired
+    }
+
+    fn record_pins(&mut self, resolved: &Resolved, generation: Option<i64>) {
+        let before = self.pins.clone();
+        self.pins.update(resolved, generation);
+        if self.pins != before
+            && let Some(p) = &self.pins_path
+            && let Ok(json) = serde_json::to_vec(&self.pins)
+            && let Err(e) = crate::frr::reload::write_file(p, &String::from_utf8_lossy(&json))
+        {
+            tracing::warn!(error = %e, "cannot persist the endpoint pins");
+        }
     }
 
     async fn apply_frr(&mut self, view: &FrrView, what: &str, report: &mut PassReport) -> bool {
@@ -220,7 +275,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                 return report;
             }
         };
-        let resolved = resolve(desired, &observed, &self.settings);
+        let resolved = resolve(desired, &observed, &self.settings, &self.pins);
         let conflicted: Vec<IfName> = resolved.vrfs.iter().filter(|v| v.conflict.is_some()).map(|v| v.name.clone()).collect();
         let final_view = FrrView::from_desired(desired, &conflicted);
         let previous = self.applied.clone();
@@ -285,7 +340,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                     }
                 },
             };
-            let r = resolve(desired, &observed, &self.settings);
+            let r = resolve(desired, &observed, &self.settings, &self.pins);
             let sysctls = self.dp.read_sysctls(&r.sysctl_keys());
             let ops = r.ops(&observed, &sysctls);
             last_resolved = r;
@@ -326,6 +381,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                 report.warnings.push(format!("kernel state still differs after {MAX_KERNEL_ROUNDS} rounds"));
             }
         }
+        self.record_pins(&last_resolved, desired.generation);
         report.resolved = Some(last_resolved);
         if !report.kernel_errors.is_empty() {
             // keep FRR at the pre-kernel view: removing a VRF's stanzas while its devices may

@@ -50,6 +50,9 @@ pub fn build_status(
         if !frr_ok {
             problems.push("FRR configuration not applied (see status.frr)".into());
         }
+        if let Some(h) = desired.held_back.iter().find(|h| h.vni == v.vni) {
+            problems.insert(0, format!("held back: {}; the last accepted version keeps running", h.reason));
+        }
         l3vnis.push(L3VniStatus {
             vni: v.vni,
             vrf: v.name.to_string(),
@@ -59,6 +62,17 @@ pub fn build_status(
             message: (!problems.is_empty()).then(|| problems.join("; ")),
         });
     }
+    for h in desired.held_back.iter().filter(|h| !h.kept_running) {
+        l3vnis.push(L3VniStatus {
+            vni: h.vni,
+            vrf: h.vrf.clone(),
+            bgpvpn: h.bgpvpn.clone(),
+            ready: false,
+            endpoints: 0,
+            message: Some(format!("held back: {}; not programmed", h.reason)),
+        });
+    }
+    l3vnis.sort_by_key(|s| s.vni);
     let programmed = l3vnis.iter().filter(|s| s.ready).count() as i32;
     let dataplane_msg = if kernel_ok {
         format!("{} kernel writes in the last pass", report.kernel_writes)

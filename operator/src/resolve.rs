@@ -39,6 +39,8 @@ pub struct ResolvedEndpoint {
     pub ip: IpAddr,
     /// Host-side interface, when known (Kuryr records it as the vif name).
     pub interface: Option<String>,
+    /// See [`PodView::holder`].
+    pub holder: Option<String>,
 }
 
 /// What a target resolved to, with remarks for the status message.
@@ -121,7 +123,7 @@ fn selected_pods(selector: &Selector, namespace: &str, index: &Index) -> Resolve
         match eligible_node(pod) {
             Ok(node) => {
                 for ip in pod_ips(pod) {
-                    out.endpoints.push(ResolvedEndpoint { pod: pod_key(pod), node: node.to_string(), ip, interface: None });
+                    out.endpoints.push(ResolvedEndpoint { pod: pod_key(pod), node: node.to_string(), ip, interface: None, holder: pod.holder() });
                 }
             }
             Err(Skip::HostNetwork) => host_network += 1,
@@ -224,7 +226,7 @@ fn vif_endpoints(pod: &PodView, node: &str, vif: &Vif, notes: &mut Vec<String>) 
         notes.push(format!("vif {} of pod {} has addresses that are not IPs: {}", vif.id, pod_key(pod), bad.join(", ")));
     }
     let interface = vif.vif_name.clone().filter(|n| valid_ifname(n));
-    ips.into_iter().map(|ip| ResolvedEndpoint { pod: pod_key(pod), node: node.to_string(), ip, interface: interface.clone() }).collect()
+    ips.into_iter().map(|ip| ResolvedEndpoint { pod: pod_key(pod), node: node.to_string(), ip, interface: interface.clone(), holder: pod.holder() }).collect()
 }
 
 fn valid_ifname(name: &str) -> bool {

@@ -49,6 +49,41 @@ pub struct PodViewStatus {
     pub pod_ip: Option<String>,
     #[serde(default, rename = "podIPs")]
     pub pod_ips: Option<Vec<PodIp>>,
+    /// `lastTransitionTime` of the `PodReadyToStartContainers` condition: when the kubelet last
+    /// (re)made the pod's network sandbox. The only condition kept.
+    #[serde(default, rename = "conditions", deserialize_with = "sandbox_since")]
+    pub sandbox_since: Option<String>,
+}
+
+fn sandbox_since<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Condition {
+        #[serde(rename = "type")]
+        type_: String,
+        #[serde(default)]
+        status: String,
+        #[serde(default)]
+        last_transition_time: Option<String>,
+    }
+    let conditions: Option<Vec<Condition>> = Option::deserialize(d)?;
+    Ok(conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "PodReadyToStartContainers" && c.status == "True")
+        .and_then(|c| c.last_transition_time))
+}
+
+impl PodView {
+    /// Who holds the pod's addresses: its UID, and when its network sandbox was made (a
+    /// sandbox made again, by the same pod, may come with new host interfaces).
+    pub fn holder(&self) -> Option<String> {
+        let uid = self.metadata.uid.as_deref()?;
+        Some(match &self.status.sandbox_since {
+            Some(since) => format!("{uid}@{since}"),
+            None => uid.to_string(),
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

@@ -134,8 +134,8 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Made by the agent: its protocol *and* the shape of one of its two rules (a pod's lookup
-    /// into an agent VRF table, a guard on an agent bridge). Any other `proto 232` rule is another
+    /// Made by the agent: its protocol *and* the shape of one of its two rules (a pod's or a
+    /// routed prefix's lookup into an agent VRF table, a guard on an agent bridge). Any other `proto 232` rule is another
     /// program's.
     pub fn owned(&self) -> bool {
         if self.protocol != ROUTE_PROTO || self.dst.is_some() || self.oif.is_some() || self.has_other_selectors {
@@ -144,7 +144,7 @@ impl Rule {
         let pod_lookup = self.priority == RULE_PRIORITY
             && self.verdict == RuleVerdict::Lookup
             && slot_of_table(self.table).is_some()
-            && self.src.is_some_and(|s| s.len == Prefix::host(s.addr).len)
+            && self.src.is_some_and(|s| s.len > 0)
             && self.iif.is_none()
             && self.suppress_prefixlen == Some(0);
         let guard = self.priority == GUARD_PRIORITY

@@ -13,6 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
+use serde::{Deserialize, Serialize};
+
 use super::{KernelOp, KernelState, Link, LinkKind, Route, RouteKind, RouteSpec, RouteTarget, Rule, RuleSpec};
 use crate::model::{
     DesiredState, IfName, LINK_GROUP, MAX_SLOT, NodeSettings, OVERFLOW_SLOT_BASE, Prefix, VXLAN_PORT, bridge_mac, bridge_name, slot_of_table,
@@ -21,6 +23,10 @@ use crate::model::{
 
 /// Main routing table.
 pub const MAIN_TABLE: u32 = 254;
+/// Local routing table (the node's own addresses).
+pub const LOCAL_TABLE: u32 = 255;
+/// Route type of an address of the node itself.
+const RTN_LOCAL: u8 = 2;
 
 /// The metric the kernel gives a route added without one: 0 for IPv4, 1024 for IPv6. The
 /// desired routes carry it so that what is read back compares equal.
@@ -33,16 +39,86 @@ pub fn default_metric(dst: &Prefix) -> u32 {
 pub struct EndpointPlan {
     pub ip: IpAddr,
     pub pod: Option<String>,
-    /// The host-side interface, or why it is not known yet.
-    pub interface: Result<String, String>,
+    pub holder: Option<String>,
+    /// The host-side interface (name, index), or why it is not used.
+    pub interface: Result<(String, u32), String>,
 }
+
+impl EndpointPlan {
+    pub fn ifname(&self) -> Option<&str> {
+        self.interface.as_ref().ok().map(|(n, _)| n.as_str())
+    }
+}
+
+/// The interface an endpoint was bound to, for which holder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    pub holder: Option<String>,
+    /// Without a holder: the generation of the state that bound it.
+    pub generation: Option<i64>,
+    pub ifindex: u32,
+    pub ifname: String,
+}
+
+/// Which interface each endpoint is bound to. An address that shows up on another interface
+/// while the desired state still names the same holder is another pod's (an address reused
+/// while the state is stale: operator down, failover) and joins nothing until the holder
+/// changes. Persisted across agent restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointPins(pub BTreeMap<IpAddr, Pin>);
+
+impl EndpointPins {
+    /// Why `link` may not take `ip` for `holder`, if it may not.
+    fn refuses(&self, ip: IpAddr, holder: Option<&String>, generation: Option<i64>, link: &Link) -> Option<String> {
+        let pin = self.0.get(&ip)?;
+        let same_holder = match holder {
+            Some(h) => pin.holder.as_ref() == Some(h),
+            None => pin.holder.is_none() && pin.generation == generation,
+        };
+        (same_holder && pin.ifindex != link.index).then(|| {
+            format!(
+                "{ip} moved from interface {} (#{}) to {} (#{}) while the desired state still names the same holder{}: another pod holds it now; not routed until the state names the new holder",
+                pin.ifname,
+                pin.ifindex,
+                link.name,
+                link.index,
+                holder.map(|h| format!(" ({h})")).unwrap_or_default()
+            )
+        })
+    }
+
+    /// After a pass: every endpoint bound in it is pinned to its interface; pins of endpoints
+    /// that were refused or are waiting stay; pins of addresses no longer desired go.
+    pub fn update(&mut self, resolved: &Resolved, generation: Option<i64>) {
+        let mut next = BTreeMap::new();
+        for e in resolved.vrfs.iter().flat_map(|v| v.endpoints.iter()) {
+            match &e.interface {
+                Ok((ifname, ifindex)) => {
+                    let kept = self.0.get(&e.ip).filter(|p| p.ifindex == *ifindex && p.holder == e.holder);
+                    let mut pin = kept.cloned().unwrap_or(Pin { holder: e.holder.clone(), generation, ifindex: *ifindex, ifname: ifname.clone() });
+                    pin.generation = generation;
+                    next.insert(e.ip, pin);
+                }
+                Err(_) => {
+                    if let Some(p) = self.0.get(&e.ip) {
+                        next.insert(e.ip, p.clone());
+                    }
+                }
+            }
+        }
+        self.0 = next;
+    }
+}
+
 
 /// Where one routed prefix stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrefixPlan {
     pub prefix: Prefix,
-    /// `Ok(Some((next hop, dev)))`: routed; `Ok(None)`: advertised only; `Err`: next hop unusable.
-    pub route: Result<Option<(IpAddr, String)>, String>,
+    /// How the VRF table forwards it (`via` the spec's next hop, or as the main table routes
+    /// it), or why it is not routed. Only a routed prefix is announced: FRR's `network` takes
+    /// a prefix only while a route to it exists in the VRF.
+    pub route: Result<RouteTarget, String>,
 }
 
 /// Kernel facts of one desired VRF.
@@ -89,14 +165,20 @@ struct Observed<'a> {
     by_master: HashMap<u32, Vec<&'a Link>>,
     /// Main-table routes not owned by the agent (the CNI's routes to pods), by destination.
     main_routes: HashMap<Prefix, &'a Route>,
+    /// The node's own addresses (`local` routes of the local table), with their device.
+    local_addrs: HashMap<IpAddr, Option<u32>>,
 }
 
 impl<'a> Observed<'a> {
     fn new(state: &'a KernelState) -> Self {
         let mut main_routes = HashMap::new();
+        let mut local_addrs = HashMap::new();
         for r in &state.routes {
             if r.table == MAIN_TABLE && r.kind == RouteKind::Unicast && r.oif.is_some() && !r.owned() {
                 main_routes.entry(r.dst).or_insert(r);
+            }
+            if r.table == LOCAL_TABLE && r.kind == RouteKind::Other(RTN_LOCAL) && r.dst.len == Prefix::host(r.dst.addr).len {
+                local_addrs.insert(r.dst.addr, r.oif);
             }
         }
         let mut by_master: HashMap<u32, Vec<&Link>> = HashMap::new();
@@ -111,6 +193,7 @@ impl<'a> Observed<'a> {
             by_index: state.links.iter().map(|l| (l.index, l)).collect(),
             by_master,
             main_routes,
+            local_addrs,
         }
     }
 
@@ -128,7 +211,7 @@ impl<'a> Observed<'a> {
     }
 }
 
-pub fn resolve(desired: &DesiredState, observed: &KernelState, settings: &NodeSettings) -> Resolved {
+pub fn resolve(desired: &DesiredState, observed: &KernelState, settings: &NodeSettings, pins: &EndpointPins) -> Resolved {
     let observed = &Observed::new(observed);
     let vtep = desired.underlay.vtep_ip;
     let desired_names: BTreeSet<&str> = desired.vrfs.iter().map(|v| v.name.as_str()).collect();
@@ -190,7 +273,17 @@ pub fn resolve(desired: &DesiredState, observed: &KernelState, settings: &NodeSe
         let endpoints = v
             .endpoints
             .iter()
-            .map(|ep| EndpointPlan { ip: ep.ip, pod: ep.pod.clone(), interface: endpoint_interface(observed, ep.ip, ep.interface.as_ref()) })
+            .map(|ep| EndpointPlan {
+                ip: ep.ip,
+                pod: ep.pod.clone(),
+                holder: ep.holder.clone(),
+                interface: endpoint_interface(observed, ep.ip, ep.interface.as_ref()).and_then(|link| {
+                    match pins.refuses(ep.ip, ep.holder.as_ref(), desired.generation, link) {
+                        Some(why) => Err(why),
+                        None => Ok((link.name.clone(), link.index)),
+                    }
+                }),
+            })
             .collect();
         let prefixes = v
             .prefixes
@@ -198,8 +291,9 @@ pub fn resolve(desired: &DesiredState, observed: &KernelState, settings: &NodeSe
             .map(|p| PrefixPlan {
                 prefix: p.prefix,
                 route: match p.next_hop {
-                    None => Ok(None),
-                    Some(nh) => connected_dev(observed, nh).map(|dev| Some((nh, dev))),
+                    None => main_route_target(observed, p.prefix),
+                    Some(nh) if observed.local_addrs.contains_key(&nh) => Err(format!("next hop {nh} is an address of this node")),
+                    Some(nh) => connected_dev(observed, nh).map(|dev| RouteTarget::Via { gateway: nh, dev }),
                 },
             })
             .collect();
@@ -222,7 +316,11 @@ pub fn resolve(desired: &DesiredState, observed: &KernelState, settings: &NodeSe
 
 /// The pod's host-side interface: the one named in the spec, or the one of the pod's host
 /// route in the main table (which the CNI plugin installed).
-fn endpoint_interface(observed: &Observed, ip: IpAddr, named: Option<&IfName>) -> Result<String, String> {
+fn endpoint_interface<'a>(observed: &Observed<'a>, ip: IpAddr, named: Option<&IfName>) -> Result<&'a Link, String> {
+    if let Some(dev) = observed.local_addrs.get(&ip) {
+        let on = dev.and_then(|i| observed.link_by_index(i)).map(|l| format!(" (on {})", l.name)).unwrap_or_default();
+        return Err(format!("{ip} is an address of this node{on}: never routed into a VRF"));
+    }
     let link = match named {
         Some(n) => observed.link(n.as_str()).ok_or_else(|| format!("interface {n} not found"))?,
         None => {
@@ -243,7 +341,25 @@ fn endpoint_interface(observed: &Observed, ip: IpAddr, named: Option<&IfName>) -
     {
         return Err(format!("interface {} is enslaved to VRF {}", link.name, m.name));
     }
-    Ok(link.name.clone())
+    Ok(link)
+}
+
+/// How the main table routes exactly `prefix` (the CNI's route to a pod subnet, say), for a
+/// prefix advertised without a next hop.
+fn main_route_target(observed: &Observed, prefix: Prefix) -> Result<RouteTarget, String> {
+    let route = observed
+        .main_routes
+        .get(&prefix)
+        .ok_or_else(|| format!("the main table has no route to {prefix} (and no next hop is given): not routed, not announced"))?;
+    let dev = observed
+        .link_by_index(route.oif.unwrap_or_default())
+        .filter(|l| !l.owned())
+        .map(|l| l.name.clone())
+        .ok_or_else(|| format!("the main-table route to {prefix} uses no usable interface"))?;
+    Ok(match route.gateway {
+        Some(gateway) => RouteTarget::Via { gateway, dev },
+        None => RouteTarget::Dev(dev),
+    })
 }
 
 /// The device of the longest directly connected main-table route that holds `nh`.
@@ -270,7 +386,7 @@ impl Resolved {
         for v in self.vrfs.iter().filter(|v| v.conflict.is_none()) {
             devs.insert(v.name.to_string());
             devs.insert(v.bridge.to_string());
-            devs.extend(v.endpoints.iter().filter_map(|e| e.interface.clone().ok()));
+            devs.extend(v.endpoints.iter().filter_map(|e| e.ifname().map(str::to_string)));
         }
         keys.extend(devs.into_iter().map(|d| format!("net/ipv4/conf/{d}/rp_filter")));
         keys
@@ -281,15 +397,14 @@ impl Resolved {
         let mut out = Vec::new();
         for v in self.vrfs.iter().filter(|v| v.conflict.is_none()) {
             for ep in &v.endpoints {
-                if let Ok(dev) = &ep.interface {
+                if let Some(dev) = ep.ifname() {
                     let dst = Prefix::host(ep.ip);
-                    out.push(RouteSpec { table: v.table, dst, target: RouteTarget::Dev(dev.clone()), metric: default_metric(&dst) });
+                    out.push(RouteSpec { table: v.table, dst, target: RouteTarget::Dev(dev.to_string()), metric: default_metric(&dst) });
                 }
             }
             for p in &v.prefixes {
-                if let Ok(Some((gateway, dev))) = &p.route {
-                    let target = RouteTarget::Via { gateway: *gateway, dev: dev.clone() };
-                    out.push(RouteSpec { table: v.table, dst: p.prefix, target, metric: default_metric(&p.prefix) });
+                if let Ok(target) = &p.route {
+                    out.push(RouteSpec { table: v.table, dst: p.prefix, target: target.clone(), metric: default_metric(&p.prefix) });
                 }
             }
         }
@@ -306,6 +421,10 @@ impl Resolved {
             }
             for e in v.endpoints.iter().filter(|e| e.interface.is_ok()) {
                 out.push(RuleSpec::PodLookup { src: Prefix::host(e.ip), table: v.table });
+            }
+            // what a routed prefix sends back goes through the VRF too
+            for p in v.prefixes.iter().filter(|p| p.route.is_ok()) {
+                out.push(RuleSpec::PodLookup { src: p.prefix, table: v.table });
             }
         }
         out.sort();

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bgpvpn_crds::{Endpoint, EvpnNodeState, EvpnNodeStateSpec, EvpnNodeStateStatus, L3Vni, Neighbor, Underlay};
+use bgpvpn_crds::{
+    Endpoint, EvpnNodeState, EvpnNodeStateSpec, EvpnNodeStateStatus, L3Vni, Neighbor, Underlay,
+};
 
 /// Node A's underlay settings in the bed.
 pub const NODE_A_IP: &str = "172.30.0.1";
@@ -28,14 +30,21 @@ fn required() -> bool {
 }
 
 fn skip(reason: &str) {
-    assert!(!required(), "BGPVPN_REQUIRE_DATAPLANE=1 but the dataplane tier cannot run: {reason}");
+    assert!(
+        !required(),
+        "BGPVPN_REQUIRE_DATAPLANE=1 but the dataplane tier cannot run: {reason}"
+    );
     println!("SKIPPED: needs root and the node guest: {reason}");
 }
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
         .unwrap_or(false)
 }
 
@@ -49,7 +58,10 @@ pub struct BedSpec {
 
 impl Default for BedSpec {
     fn default() -> Self {
-        Self { vnis: "1001 1003", pods: "10.0.0.84" }
+        Self {
+            vnis: "1001 1003",
+            pods: "10.0.0.84",
+        }
     }
 }
 
@@ -74,13 +86,24 @@ fn boot(name: &str, spec: &BedSpec) {
     if std::env::var("BGPVPN_SKIP_DATAPLANE").is_ok_and(|v| v == "1") {
         return skip("BGPVPN_SKIP_DATAPLANE=1");
     }
-    let versions = Command::new("bash").arg(&runner).arg("versions").output().expect("running guest.sh versions");
+    let versions = Command::new("bash")
+        .arg(&runner)
+        .arg("versions")
+        .output()
+        .expect("running guest.sh versions");
     if !versions.status.success() {
-        return skip(&format!("the node guest is not prepared (hack/testbed/guest.sh prepare): {}", String::from_utf8_lossy(&versions.stderr).trim()));
+        return skip(&format!(
+            "the node guest is not prepared (hack/testbed/guest.sh prepare): {}",
+            String::from_utf8_lossy(&versions.stderr).trim()
+        ));
     }
-    let agent = PathBuf::from(env!("CARGO_BIN_EXE_bgpvpn-agent"));
+    // BGPVPN_AGENT_BIN: another build of the agent (e.g. one from before a fix, to see a scenario fail)
+    let agent = std::env::var_os("BGPVPN_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bgpvpn-agent")));
     let me = std::env::current_exe().expect("the test binary's path");
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("guest-{name}-{}", std::process::id()));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("guest-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     let started = Instant::now();
@@ -100,13 +123,28 @@ fn boot(name: &str, spec: &BedSpec) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    println!("{name}: {:.1} s in the node guest ({})", started.elapsed().as_secs_f64(), versions_line(&versions));
+    println!(
+        "{name}: {:.1} s in the node guest ({})",
+        started.elapsed().as_secs_f64(),
+        versions_line(&versions)
+    );
     if output.status.code() == Some(125) && !stdout.contains("bed: kernel") {
-        panic!("the node guest did not run the scenario (exit 125): {}", stderr.lines().last().unwrap_or(""));
+        panic!(
+            "the node guest did not run the scenario (exit 125): {}",
+            stderr.lines().last().unwrap_or("")
+        );
     }
-    assert!(output.status.success(), "scenario {name} failed in the node guest (exit {:?}); logs in {}", output.status.code(), out.display());
+    assert!(
+        output.status.success(),
+        "scenario {name} failed in the node guest (exit {:?}); logs in {}",
+        output.status.code(),
+        out.display()
+    );
     // the test binary inside ran exactly this one test, and it passed
-    assert!(stdout.contains("test result: ok. 1 passed"), "the scenario did not report success: {name}");
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "the scenario did not report success: {name}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -136,7 +174,10 @@ impl Drop for Bed {
 
 impl Bed {
     fn from_env() -> Self {
-        let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run through hack/dataplane/bed.sh"));
+        let var = |k: &str| {
+            std::env::var(k)
+                .unwrap_or_else(|_| panic!("{k} is not set: run through hack/dataplane/bed.sh"))
+        };
         let pods = var("BED_PODS")
             .split_whitespace()
             .map(|p| {
@@ -163,13 +204,23 @@ impl Bed {
 
     /// A command in a namespace; its output, whatever its exit code.
     pub fn exec(&self, ns: &str, cmd: &[&str]) -> Output {
-        Command::new("ip").args(["netns", "exec", ns]).args(cmd).stdin(Stdio::null()).output().expect("running ip netns exec")
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ip netns exec")
     }
 
     /// A command in a namespace that must succeed; its stdout.
     pub fn sh(&self, ns: &str, cmd: &[&str]) -> String {
         let out = self.exec(ns, cmd);
-        assert!(out.status.success(), "in {ns}: {} failed: {}", cmd.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        assert!(
+            out.status.success(),
+            "in {ns}: {} failed: {}",
+            cmd.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -179,13 +230,17 @@ impl Bed {
     }
 
     pub fn succeeds(&self, ns: &str, cmd: &str) -> bool {
-        self.exec(ns, &cmd.split_whitespace().collect::<Vec<_>>()).status.success()
+        self.exec(ns, &cmd.split_whitespace().collect::<Vec<_>>())
+            .status
+            .success()
     }
 
     /// Node A's `vtysh -c ...` output.
     pub fn vty(&self, node: &str, cmds: &[&str]) -> String {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", node, "vtysh", "--config_dir"]).arg(&self.work).args(["-N", node]);
+        c.args(["netns", "exec", node, "vtysh", "--config_dir"])
+            .arg(&self.work)
+            .args(["-N", node]);
         for cmd in cmds {
             c.args(["-c", cmd]);
         }
@@ -196,7 +251,9 @@ impl Bed {
     pub fn fetch(&self, ns: &str, ip: &str) -> Option<String> {
         let url = format!("http://{ip}:8080/");
         let out = self.exec(ns, &["curl", "-s", "--max-time", "2", &url]);
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     /// Node B's VM of `vni`.
@@ -231,17 +288,58 @@ impl Bed {
 
     fn debug(&self) {
         println!("---- node A");
-        println!("{}", self.vty(&self.a, &["show running-config", "show bgp l2vpn evpn route type prefix"]));
-        println!("{}", String::from_utf8_lossy(&self.exec(&self.a, &["ip", "-d", "link", "show"]).stdout));
-        println!("{}", String::from_utf8_lossy(&self.exec(&self.a, &["ip", "rule", "show"]).stdout));
-        println!("{}", String::from_utf8_lossy(&self.exec(&self.a, &["ip", "route", "show", "table", "all"]).stdout));
+        println!(
+            "{}",
+            self.vty(
+                &self.a,
+                &[
+                    "show running-config",
+                    "show bgp l2vpn evpn route type prefix"
+                ]
+            )
+        );
+        println!(
+            "{}",
+            String::from_utf8_lossy(&self.exec(&self.a, &["ip", "-d", "link", "show"]).stdout)
+        );
+        println!(
+            "{}",
+            String::from_utf8_lossy(&self.exec(&self.a, &["ip", "rule", "show"]).stdout)
+        );
+        println!(
+            "{}",
+            String::from_utf8_lossy(
+                &self
+                    .exec(&self.a, &["ip", "route", "show", "table", "all"])
+                    .stdout
+            )
+        );
         println!("---- node B");
-        println!("{}", self.vty(&self.b, &["show bgp l2vpn evpn route type prefix", "show ip route vrf all"]));
+        println!(
+            "{}",
+            self.vty(
+                &self.b,
+                &[
+                    "show bgp l2vpn evpn route type prefix",
+                    "show ip route vrf all"
+                ]
+            )
+        );
         println!("---- agent status");
-        println!("{}", std::fs::read_to_string(self.status_path()).unwrap_or_default());
+        println!(
+            "{}",
+            std::fs::read_to_string(self.status_path()).unwrap_or_default()
+        );
         println!("---- agent log (tail)");
         let log = std::fs::read_to_string(self.agent_log()).unwrap_or_default();
-        for l in log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev() {
+        for l in log
+            .lines()
+            .rev()
+            .take(60)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             println!("{l}");
         }
     }
@@ -264,7 +362,12 @@ impl Bed {
             asn: 65001,
             router_id: NODE_A_IP.into(),
             vtep_ip: NODE_A_IP.into(),
-            neighbors: vec![Neighbor { address: Some(NODE_B_IP.into()), interface: None, remote_asn: 64999, bfd: false }],
+            neighbors: vec![Neighbor {
+                address: Some(NODE_B_IP.into()),
+                interface: None,
+                remote_asn: 64999,
+                bfd: false,
+            }],
         }
     }
 
@@ -283,14 +386,22 @@ impl Bed {
     pub fn write_raw_state(&mut self, yaml: &str) -> i64 {
         self.generation += 1;
         let tmp = self.work.join("state.yaml.tmp");
-        std::fs::write(&tmp, yaml.replace("GENERATION", &self.generation.to_string())).unwrap();
+        std::fs::write(
+            &tmp,
+            yaml.replace("GENERATION", &self.generation.to_string()),
+        )
+        .unwrap();
         std::fs::rename(&tmp, self.state_path()).unwrap();
         self.generation
     }
 
     pub fn start_agent(&mut self, extra: &[&str]) {
         assert!(self.agent.is_none(), "the agent already runs");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.agent_log()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.agent_log())
+            .unwrap();
         let w = self.work.display().to_string();
         let a = self.a.clone();
         let args: Vec<String> = [
@@ -352,7 +463,9 @@ impl Bed {
     pub fn status_is(&self, generation: i64, ready: bool) -> bool {
         self.status().is_some_and(|s| {
             s.observed_generation == Some(generation)
-                && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == if ready { "True" } else { "False" })
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == if ready { "True" } else { "False" })
         })
     }
 
@@ -367,15 +480,36 @@ impl Bed {
 
     /// Whether node B has a route to `prefix` in `vrf-<vni>`.
     pub fn b_has_route(&self, vni: u32, prefix: &str) -> bool {
-        let out = self.exec(&self.b, &["ip", "route", "show", "vrf", &format!("vrf-{vni}")]);
-        String::from_utf8_lossy(&out.stdout).lines().any(|l| l.split_whitespace().next() == Some(prefix))
+        let out = self.exec(
+            &self.b,
+            &["ip", "route", "show", "vrf", &format!("vrf-{vni}")],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(prefix))
     }
 
     /// `GET /healthz` of the agent: the HTTP status code (0 when it did not answer).
     pub fn healthz(&self) -> u16 {
         let url = format!("http://{AGENT_HTTP}/healthz");
-        let out = self.exec(&self.a, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", &url]);
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+        let out = self.exec(
+            &self.a,
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "2",
+                &url,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
     }
 
     /// The agent log since byte `from`.
@@ -385,7 +519,9 @@ impl Bed {
     }
 
     pub fn agent_log_len(&self) -> usize {
-        std::fs::metadata(self.agent_log()).map(|m| m.len() as usize).unwrap_or(0)
+        std::fs::metadata(self.agent_log())
+            .map(|m| m.len() as usize)
+            .unwrap_or(0)
     }
 
     /// Records a process the scenario started, so the bed's trap stops it too.
@@ -396,7 +532,11 @@ impl Bed {
     /// A new netns named `<base>-<sfx>` (removed by the bed's trap).
     pub fn netns(&self, base: &str) -> String {
         let ns = format!("{base}-{}", self.sfx);
-        let ok = Command::new("ip").args(["netns", "add", &ns]).status().unwrap().success();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "ip netns add {ns}");
         self.run(&ns, "ip link set lo up");
         ns
@@ -408,7 +548,18 @@ impl Bed {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("index.html"), format!("{text}\n")).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", "-m", "http.server", "8080", "--bind", ip, "--directory"])
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                ip,
+                "--directory",
+            ])
             .arg(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -430,7 +581,15 @@ pub fn l3vni(vrf: &str, vni: u32, rd: &str, endpoints: &[(&str, &str)]) -> L3Vni
         export_targets: vec![format!("65000:{vni}")],
         route_distinguisher: rd.into(),
         local_pref: None,
-        endpoints: endpoints.iter().map(|(ip, pod)| Endpoint { ip: (*ip).into(), interface: None, pod: Some((*pod).into()), ..Default::default() }).collect(),
+        endpoints: endpoints
+            .iter()
+            .map(|(ip, pod)| Endpoint {
+                ip: (*ip).into(),
+                interface: None,
+                pod: Some((*pod).into()),
+                holder: None,
+            })
+            .collect(),
         prefixes: Vec::new(),
     }
 }

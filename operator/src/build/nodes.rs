@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use bgpvpn_crds::validate::{parse_rt_rd, validate_node_state, RouteTargetOrDistinguisher};
+use bgpvpn_crds::validate::{check_node_state, parse_rt_rd, NodeStateFindings, RouteTargetOrDistinguisher};
 use bgpvpn_crds::{BgpvpnSpec, Endpoint, EvpnNodeState, EvpnNodeStateSpec, L3Vni, RoutedPrefix, Underlay};
 use k8s_openapi::api::core::v1::Node;
 use kube::core::{Selector, SelectorExt};
@@ -142,7 +142,7 @@ pub fn assemble(
             let entry = l3.entry(node_name.as_str()).or_default().entry(vni).or_insert_with(|| l3vni_template(&bgpvpn, vni, spec));
             let ip = ep.ip.to_string();
             if !entry.endpoints.iter().any(|e| e.ip == ip) {
-                entry.endpoints.push(Endpoint { ip, interface: ep.interface.clone(), pod: Some(ep.pod.clone()) });
+                entry.endpoints.push(Endpoint { ip, interface: ep.interface.clone(), pod: Some(ep.pod.clone()), holder: ep.holder.clone() });
             }
             placed_nodes.insert(node_name.as_str());
             kept.push(ep);
@@ -178,18 +178,55 @@ pub fn assemble(
         let router_id: Ipv4Addr = underlay.router_id.parse().expect("node_underlay yields an IPv4 router id");
         let programmed = current.get(name.as_str()).map(|obj| obj.spec.l3vnis.as_slice()).unwrap_or_default();
         assign_route_distinguishers(router_id, &mut l3vnis, programmed);
-        let spec = EvpnNodeStateSpec { underlay, l3vnis };
-        match validate_node_state(&spec) {
-            Ok(()) => {
-                placement.nodes.insert(name.clone(), Arc::new(NodePlan { uid: info.uid.clone(), spec }));
-            }
+        let mut spec = EvpnNodeStateSpec { underlay, l3vnis };
+        let findings = check_node_state(&spec);
+        if !findings.underlay.0.is_empty() {
             // never hand an agent a state it refuses; keep what it has and say why
-            Err(e) => {
-                placement.kept.insert(name.clone(), format!("the desired state is invalid: {e}"));
+            placement.kept.insert(name.clone(), format!("the desired state is invalid: {}", findings.underlay));
+            continue;
+        }
+        for (vni, why) in hold_back(&mut spec, findings, programmed) {
+            for b in bindings.iter_mut().filter(|b| matches!(&b.verdict, BindVerdict::Bound { vni: v, .. } if *v == vni)) {
+                b.unplaced.insert(name.clone(), format!("VNI {vni} held back on this node: {why}"));
             }
         }
+        placement.nodes.insert(name.clone(), Arc::new(NodePlan { uid: info.uid.clone(), spec }));
     }
     placement
+}
+
+/// Takes every L3 VNI with a finding out of `spec`: the node keeps running what it has for that
+/// VNI (`programmed`, when that is still valid beside the others), and no other VNI is held up.
+/// Returns the VNIs held back, with why.
+fn hold_back(spec: &mut EvpnNodeStateSpec, mut findings: NodeStateFindings, programmed: &[L3Vni]) -> Vec<(u32, String)> {
+    let mut held: Vec<(u32, String)> = Vec::new();
+    // a kept programmed VNI may itself clash with the rest: then it goes too
+    for _ in 0..3 {
+        if findings.l3vnis.is_empty() {
+            break;
+        }
+        for (index, why) in findings.l3vnis.iter().rev() {
+            let vni = spec.l3vnis[*index].vni;
+            if !held.iter().any(|(v, _)| *v == vni) {
+                held.push((vni, why.to_string()));
+            }
+            match programmed.iter().find(|p| p.vni == vni && spec.l3vnis[*index] != **p) {
+                Some(last) => spec.l3vnis[*index] = last.clone(),
+                None => {
+                    spec.l3vnis.remove(*index);
+                }
+            }
+        }
+        findings = check_node_state(spec);
+    }
+    let mut index = 0;
+    spec.l3vnis.retain(|_| {
+        let keep = !findings.l3vnis.contains_key(&index);
+        index += 1;
+        keep
+    });
+    held.sort();
+    held
 }
 
 fn l3vni_template(bgpvpn: &str, vni: u32, spec: &BgpvpnSpec) -> L3Vni {
