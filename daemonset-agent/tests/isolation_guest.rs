@@ -234,14 +234,6 @@ fn one_tenants_bad_values_never_hold_up_another_vpn() {
                     l3vnis: vec![bad_1001, good_1003.clone()],
                 });
                 bed.log(&format!("tenant 1 writes {what}"));
-                bed.wait(
-                    &format!("{what}: VNI 1001 held back, saying {want:?}"),
-                    30,
-                    || {
-                        let m = vni_message(bed, generation, 1001);
-                        m.contains("held back") && m.contains(want)
-                    },
-                );
                 if first {
                     bed.wait(
                         "tenant 3's new VPN is programmed meanwhile: pod -> VM of VNI 1003",
@@ -250,6 +242,14 @@ fn one_tenants_bad_values_never_hold_up_another_vpn() {
                     );
                     first = false;
                 }
+                bed.wait(
+                    &format!("{what}: VNI 1001 held back, saying {want:?}"),
+                    30,
+                    || {
+                        let m = vni_message(bed, generation, 1001);
+                        m.contains("held back") && m.contains(want)
+                    },
+                );
                 bed.wait(&format!("{what}: VNI 1003 Ready"), 30, || {
                     bed.vni_status(generation, 1003).is_some_and(|s| s.ready)
                 });
