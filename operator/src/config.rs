@@ -122,8 +122,10 @@ impl Config {
         let probe = EvpnNodeStateSpec {
             underlay: Underlay {
                 asn: self.underlay.asn,
-                router_id: "192.0.2.1".into(),
-                vtep_ip: "192.0.2.1".into(),
+                // a node's own addresses come from its Node object: the probe's must not clash
+                // with any configured peer (TEST-NET-2, never used by a real one)
+                router_id: "198.51.100.254".into(),
+                vtep_ip: "198.51.100.254".into(),
                 neighbors: self.underlay.neighbors.clone(),
             },
             l3vnis: vec![],
