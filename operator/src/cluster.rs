@@ -4,14 +4,16 @@
 //!
 //! Inputs: BGPVPN, VNIBinding, Pod, Namespace, Node, EVPNNodeState (the agents' status), and
 //! KuryrNetwork / KuryrPort once their CRDs are found (looked for again periodically while
-//! absent). Stored objects are trimmed to the fields the build reads (pods are stored as
+//! absent). The first pass waits until every store is filled and the API server has said
+//! whether the Kuryr CRDs exist (and, if they do, their stores are filled): a restart or a
+//! failover rebuilds exactly the plan that was applied, and writes nothing. Stored objects are trimmed to the fields the build reads (pods are stored as
 //! [`PodView`]s), which keeps memory flat with many pods. The BGPVPN and VNIBinding reflectors
 //! are shared with the status controllers ([`SharedInputs`]): one copy of each object.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
@@ -121,9 +123,24 @@ fn trim_kuryr<K: Resource>(obj: &mut K) {
 }
 
 /// The Kuryr stores, once the CRDs are found and the stores are filled.
+#[derive(Clone)]
 struct KuryrStores {
     networks: Store<KuryrNetwork>,
     ports: Store<KuryrPort>,
+}
+
+/// What the pass loop knows of Kuryr. A pass is built only once this is not `Unknown`: a pass
+/// that took "not known yet" for "not installed" would withdraw every Kuryr-resolved binding
+/// from its nodes until the next pass, on every start of the operator and every failover.
+#[derive(Clone, Default)]
+enum Kuryr {
+    /// Not asked yet, or the API server has not answered.
+    #[default]
+    Unknown,
+    /// The CRDs are not served (looked for again periodically).
+    Absent,
+    /// The CRDs are served and their stores are filled.
+    Watched(KuryrStores),
 }
 
 /// Every store the build reads.
@@ -134,23 +151,30 @@ struct Inputs {
     namespaces: Store<Namespace>,
     nodes: Store<Node>,
     node_states: Store<EvpnNodeState>,
-    kuryr: Arc<OnceLock<KuryrStores>>,
+    kuryr: watch::Receiver<Kuryr>,
 }
 
 impl Inputs {
     /// The snapshot of one pass.
     fn view(&self) -> ClusterView {
+        let kuryr = match &*self.kuryr.borrow() {
+            Kuryr::Watched(k) => Some(KuryrView { networks: k.networks.state(), ports: k.ports.state() }),
+            Kuryr::Unknown | Kuryr::Absent => None,
+        };
         ClusterView {
             bgpvpns: self.bgpvpns.state(),
             bindings: self.bindings.state(),
             pods: self.pods.state(),
             namespaces: self.namespaces.state(),
             nodes: self.nodes.state(),
-            kuryr: self.kuryr.get().map(|k| KuryrView { networks: k.networks.state(), ports: k.ports.state() }),
+            kuryr,
             node_states: self.node_states.state(),
         }
     }
 
+    /// Until every store is filled and whether Kuryr is installed is known (and if it is, its
+    /// stores are filled too): a pass never sees an input as empty only because it has not been
+    /// read yet.
     async fn wait_until_ready(&self) {
         // a writer is only dropped with its task, which lives as long as this pass loop
         let _ = futures::join!(
@@ -161,21 +185,38 @@ impl Inputs {
             self.nodes.wait_until_ready(),
             self.node_states.wait_until_ready(),
         );
+        let mut kuryr = self.kuryr.clone();
+        if matches!(*kuryr.borrow_and_update(), Kuryr::Unknown) {
+            tracing::info!("caches filled; waiting for the Kuryr objects (or to learn that Kuryr is not installed)");
+        }
+        // the sender lives in the discovery task, as long as this pass loop
+        let _ = kuryr.wait_for(|k| !matches!(k, Kuryr::Unknown)).await;
     }
 }
 
 /// Looks for the Kuryr CRDs until found (logging once while absent), then fills their stores.
-async fn discover_kuryr(client: Client, every: Duration, trigger: Arc<Notify>, slot: Arc<OnceLock<KuryrStores>>) {
+/// `state` says `Absent` only on an answer that they are not served, and `Watched` only once
+/// their stores are filled.
+async fn discover_kuryr(client: Client, every: Duration, trigger: Arc<Notify>, state: watch::Sender<Kuryr>, metrics: Arc<Metrics>) {
     let mut told = false;
     loop {
         match startup::kuryr_missing(&client).await {
             Ok(None) => break,
-            Ok(Some(missing)) if !told => {
-                tracing::info!(%missing, "Kuryr CRDs not installed: running without Kuryr (networkId/routerId/portId bindings report KuryrNotInstalled); looking again every {}s", every.as_secs());
-                told = true;
+            Ok(Some(missing)) => {
+                if !told {
+                    tracing::info!(%missing, "Kuryr CRDs not installed: running without Kuryr (networkId/routerId/portId bindings report KuryrNotInstalled); looking again every {}s", every.as_secs());
+                    told = true;
+                }
+                state.send_if_modified(|k| {
+                    let unknown = matches!(k, Kuryr::Unknown);
+                    if unknown {
+                        *k = Kuryr::Absent;
+                    }
+                    unknown
+                });
             }
-            Ok(Some(_)) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot check for the Kuryr CRDs"),
+            // not known yet: no pass is built on a guess
+            Err(e) => tracing::warn!(error = %e, "cannot check for the Kuryr CRDs; retrying in {}s", every.as_secs()),
         }
         tokio::time::sleep(every).await;
     }
@@ -183,7 +224,8 @@ async fn discover_kuryr(client: Client, every: Duration, trigger: Arc<Notify>, s
     let (ports, drive_ports) = reflect(Api::<KuryrPort>::all(client), trim_kuryr, trigger.clone());
     let install = async {
         let _ = futures::join!(networks.wait_until_ready(), ports.wait_until_ready());
-        let _ = slot.set(KuryrStores { networks: networks.clone(), ports: ports.clone() });
+        state.send_replace(Kuryr::Watched(KuryrStores { networks: networks.clone(), ports: ports.clone() }));
+        metrics.kuryr_watched.set(1);
         tracing::info!("Kuryr CRDs found: KuryrNetwork and KuryrPort are watched");
         trigger.notify_one();
     };
@@ -213,6 +255,7 @@ pub async fn run(ctx: PassContext, shared: SharedInputs, stop: Shutdown) {
             store
         }};
     }
+    let (kuryr_tx, kuryr_rx) = watch::channel(Kuryr::Unknown);
     let inputs = Inputs {
         bgpvpns: shared.bgpvpns,
         bindings: shared.bindings,
@@ -220,9 +263,9 @@ pub async fn run(ctx: PassContext, shared: SharedInputs, stop: Shutdown) {
         namespaces: input!(Api::<Namespace>::all(client.clone()), trim_namespace),
         nodes: input!(Api::<Node>::all(client.clone()), trim_node),
         node_states: input!(Api::<EvpnNodeState>::all(client.clone()), trim_node_state),
-        kuryr: Arc::new(OnceLock::new()),
+        kuryr: kuryr_rx,
     };
-    tasks.spawn(discover_kuryr(client.clone(), ctx.config.kuryr_discovery(), trigger.clone(), inputs.kuryr.clone()));
+    tasks.spawn(discover_kuryr(client.clone(), ctx.config.kuryr_discovery(), trigger.clone(), kuryr_tx, ctx.metrics.clone()));
 
     tokio::select! {
         _ = inputs.wait_until_ready() => {}
@@ -252,6 +295,7 @@ pub async fn run(ctx: PassContext, shared: SharedInputs, stop: Shutdown) {
         retry.record(ok);
     }
     ctx.synced.store(false, Ordering::Relaxed);
+    ctx.metrics.kuryr_watched.set(0);
     tasks.abort_all();
 }
 
@@ -262,7 +306,6 @@ async fn pass(ctx: &PassContext, inputs: &Inputs, writer: &mut NodeStateWriter) 
     let last = ctx.plan.borrow().clone();
     let view = inputs.view();
     let plan = build::plan(&view, &ctx.config);
-    ctx.metrics.passes.inc();
     let applied = writer.apply(&plan, &view.node_states, &ctx.metrics).await;
     for error in &applied.errors {
         tracing::warn!(%error, "apply failed; will retry");
@@ -278,6 +321,7 @@ async fn pass(ctx: &PassContext, inputs: &Inputs, writer: &mut NodeStateWriter) 
         }
         changed
     });
+    ctx.metrics.passes.inc();
     let ok = applied.errors.is_empty() && applied.awaiting_store == 0;
     let result: Result<(), ()> = if applied.errors.is_empty() { Ok(()) } else { Err(()) };
     timer.done(&result);

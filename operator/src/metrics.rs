@@ -10,7 +10,8 @@
 //! | `bgpvpn_operator_leader` | gauge | 1 while this replica holds the Lease |
 //! | `bgpvpn_operator_nodes`, `_vnis`, `_endpoints` | gauge | the last plan: EVPN nodes, (node, VNI) pairs, endpoints |
 //! | `bgpvpn_operator_malformed_objects` | gauge | Kuryr objects that could not be read in full |
-//! | `bgpvpn_operator_plan_passes_total` | counter | passes over the whole cluster view |
+//! | `bgpvpn_operator_kuryr_watched` | gauge | 1 once the Kuryr CRDs are found and their objects read |
+//! | `bgpvpn_operator_plan_passes_total` | counter | passes over the whole cluster view (counted when applied) |
 //! | `bgpvpn_operator_openstack_sync_*` | | the OpenStack sync (see `openstack::metrics`) |
 
 use std::sync::atomic::AtomicU64;
@@ -53,8 +54,10 @@ pub struct Metrics {
     pub vnis: Gauge,
     pub endpoints: Gauge,
     pub malformed_objects: Gauge<i64, std::sync::atomic::AtomicI64>,
-    /// Passes that computed a plan (also the `cluster` reconcile count); used by tests to wait
-    /// for "a pass has seen this change".
+    /// 1 once the Kuryr CRDs are found and their stores filled.
+    pub kuryr_watched: Gauge,
+    /// Passes that computed a plan and applied it (counted at the end of the pass); used by
+    /// tests to wait for "a pass has seen this change".
     pub passes: Counter<u64, AtomicU64>,
 }
 
@@ -75,6 +78,7 @@ impl Metrics {
         let leader = Gauge::default();
         let (nodes, vnis, endpoints) = (Gauge::default(), Gauge::default(), Gauge::default());
         let malformed_objects = Gauge::default();
+        let kuryr_watched = Gauge::default();
         let passes = Counter::default();
         registry.register("reconciles", "Reconciles, per controller", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, per controller", reconcile_errors.clone());
@@ -86,7 +90,8 @@ impl Metrics {
         registry.register("vnis", "(node, L3 VNI) pairs in the last plan", vnis.clone());
         registry.register("endpoints", "Endpoints in the last plan, over all nodes", endpoints.clone());
         registry.register("malformed_objects", "Kuryr objects that could not be read in full", malformed_objects.clone());
-        registry.register("plan_passes", "Passes over the whole cluster view", passes.clone());
+        registry.register("kuryr_watched", "1 once the Kuryr CRDs are found and their objects read", kuryr_watched.clone());
+        registry.register("plan_passes", "Passes over the whole cluster view (counted once applied)", passes.clone());
         // the OpenStack sync's own set (bgpvpn_operator_openstack_sync_*), see openstack::metrics
         crate::openstack::register_metrics(registry.sub_registry_with_prefix("openstack_sync"));
         Metrics {
@@ -101,6 +106,7 @@ impl Metrics {
             vnis,
             endpoints,
             malformed_objects,
+            kuryr_watched,
             passes,
         }
     }

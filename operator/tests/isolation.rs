@@ -4,21 +4,26 @@
 
 mod support;
 
-use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bgpvpn_crds::{EvpnNodeState, VniBinding};
-use bgpvpn_operator::metrics::Metrics;
-use kube::Client;
-use kube::api::{Api, DeleteParams};
+use bgpvpn_operator::leader::LeaseConfig;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::*;
 
-static OPERATOR: OnceLock<Arc<Metrics>> = OnceLock::new();
+/// The operator the tests share; a test that restarts it holds the lock meanwhile.
+static OPERATOR: tokio::sync::Mutex<Option<RunningOperator>> = tokio::sync::Mutex::const_new(None);
 
 /// A client, with the shared operator running; `None` when the apiserver tier is skipped.
 async fn setup() -> Option<Client> {
     let client = bgpvpn_testkit::client().await?;
-    OPERATOR.get_or_init(|| start_operator("isolation-tests"));
+    let mut shared = OPERATOR.lock().await;
+    if shared.is_none() {
+        *shared = Some(spawn_operator("isolation-tests", None));
+    }
     Some(client)
 }
 
@@ -377,4 +382,94 @@ async fn one_tenant_cannot_fill_a_node_object() {
             .is_some_and(|s| cond(&s.conditions, "WithinLimits").0 == "True")
     })
     .await;
+}
+
+/// Waits until `op` leads with its caches filled and the Kuryr objects read, then until a pass
+/// that began after a change made here has been applied: everything it will ever see at startup
+/// has been seen and written.
+async fn settled(client: &Client, op: &RunningOperator) {
+    bgpvpn_testkit::wait_for("the new operator leads, synced, with Kuryr watched", TIMEOUT, || async {
+        (op.leading() && op.health.synced.load(std::sync::atomic::Ordering::Relaxed) && op.metrics.kuryr_watched.get() == 1).then_some(())
+    })
+    .await;
+    let before = op.passes();
+    // any change wakes the pass loop
+    let api: Api<Namespace> = Api::all(client.clone());
+    let poke = bgpvpn_testkit::unique_name("poke");
+    api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": poke}})).unwrap())
+        .await
+        .unwrap();
+    bgpvpn_testkit::wait_for("a pass after the change applied", TIMEOUT, || async { (op.passes() > before).then_some(()) }).await;
+}
+
+/// The node's object and the binding's Ready condition are exactly as they were.
+async fn assert_untouched(client: &Client, node: &str, before: &EvpnNodeState, ns: &str, binding: &str, ready: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition, what: &str) {
+    let now = Api::<EvpnNodeState>::all(client.clone()).get(node).await.unwrap();
+    assert_eq!(
+        now.metadata.generation, before.metadata.generation,
+        "{what} changed the EVPNNodeState of {node} (generation {:?} -> {:?}; VNIs now {:?})",
+        before.metadata.generation, now.metadata.generation, vnis_of(&now)
+    );
+    assert_eq!(now.spec, before.spec, "{what} changed the spec of EVPNNodeState {node}");
+    let b = Api::<VniBinding>::namespaced(client.clone(), ns).get(binding).await.unwrap();
+    let cond = condition(&b.status.as_ref().unwrap().conditions, "Ready").unwrap();
+    assert_eq!(cond, ready, "{what} changed the Ready condition of VNIBinding {ns}/{binding}");
+}
+
+#[tokio::test]
+async fn a_restart_or_failover_changes_no_node_state() {
+    let client = setup_or_skip!();
+    install_kuryr_crds(&client).await;
+    let ns = namespace(&client, json!({})).await;
+    let n = node(&client, "172.31.23.1", json!({})).await;
+    let vpn = bgpvpn_testkit::unique_name("restart");
+    let vni = unique_vni();
+    bgpvpn(&client, &vpn, vni, json!({})).await;
+    let net = "7a0e1c2a-0b1d-4c6e-9a51-0d3c2b1a0f01";
+    put_kuryr(&client, "KuryrNetwork", &ns, &ns, json!({"spec": {"nsName": ns, "projectId": "p1", "nsLabels": {}},
+        "status": {"netId": net, "routerId": "7a0e1c2a-0b1d-4c6e-9a51-0d3c2b1a0f02", "subnetId": "s1", "subnetCIDR": "10.23.0.0/24", "populated": true}}))
+    .await;
+    let pod = running_pod(&client, &ns, "web", json!({"app": "web"}), &n, "10.23.0.10").await;
+    put_kuryr(&client, "KuryrPort", &ns, "web", json!({"spec": {"podUid": pod.uid().unwrap(), "podNodeName": n},
+        "status": {"vifs": {"eth0": {"default": true, "vif": {"id": "7a0e1c2a-0b1d-4c6e-9a51-0d3c2b1a0faa", "address": "fa:16:3e:00:23:0a",
+            "vif_name": "tap7a0e1c2a-aa", "active": true, "network": {"id": net, "subnets": [{"cidr": "10.23.0.0/24", "ips": [{"address": "10.23.0.10"}]}]}}}}}}))
+    .await;
+    binding(&client, &ns, "by-net", &vpn, json!({"networkId": net})).await;
+    wait_endpoints(&client, &n, &[vni], &[(vni, &["10.23.0.10"])]).await;
+    agent_reports(&client, &n, true).await;
+    let b = wait_binding_ready_reason(&client, &ns, "by-net", "Programmed").await;
+    let ready = condition(&b.status.as_ref().unwrap().conditions, "Ready").unwrap().clone();
+    let before = Api::<EvpnNodeState>::all(client.clone()).get(&n).await.unwrap();
+
+    let mut shared = OPERATOR.lock().await;
+    shared.take().expect("the shared operator runs").stop();
+
+    // no batch window: a first pass starts as soon as the core caches are filled, so whatever
+    // is read after them (the Kuryr objects) must not be missing from it
+    let mut config = bgpvpn_operator::config::Config::load(&fixture("operator-config.yaml")).unwrap();
+    config.debounce_millis = 0;
+    let spawn = |instance: &str, lease: Option<LeaseConfig>| spawn_operator_with(instance, lease, config.clone());
+
+    // a restart: a new process reads everything anew
+    let restarted = spawn("isolation-restarted", None);
+    settled(&client, &restarted).await;
+    assert_untouched(&client, &n, &before, &ns, "by-net", &ready, "a restart").await;
+    restarted.stop();
+
+    // a failover: the leader stops, the standby takes over
+    let lease = LeaseConfig {
+        lease_duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(2),
+        retry_period: Duration::from_millis(300),
+        ..LeaseConfig::new("default", bgpvpn_testkit::unique_name("isolation-lease"), "replica-a")
+    };
+    let a = spawn("replica-a", Some(lease.clone()));
+    bgpvpn_testkit::wait_for("replica-a leads", TIMEOUT, || async { a.leading().then_some(()) }).await;
+    let b = spawn("replica-b", Some(LeaseConfig { identity: "replica-b".into(), ..lease }));
+    settled(&client, &a).await;
+    assert_untouched(&client, &n, &before, &ns, "by-net", &ready, "the first leader").await;
+    a.stop();
+    settled(&client, &b).await;
+    assert_untouched(&client, &n, &before, &ns, "by-net", &ready, "a failover").await;
+    *shared = Some(b);
 }

@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
 use bgpvpn_operator::config::Config;
+use bgpvpn_operator::http::Health;
+use bgpvpn_operator::leader::LeaseConfig;
 use bgpvpn_operator::metrics::Metrics;
 use bgpvpn_operator::run::{Operator, Options};
+use bgpvpn_operator::shutdown::Trigger;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -28,9 +31,54 @@ pub fn unique_vni() -> u32 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// An operator running on a thread (and runtime) of its own, until [`RunningOperator::stop`].
+pub struct RunningOperator {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    stop: Trigger,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RunningOperator {
+    /// Stops it as SIGTERM would (a leader releases its Lease) and waits until it has stopped.
+    pub fn stop(self) {
+        self.stop.fire();
+        self.thread.join().expect("the operator thread ends cleanly");
+    }
+
+    /// Leaves it running until the test binary exits.
+    pub fn detach(self) -> Arc<Metrics> {
+        let metrics = self.metrics.clone();
+        Box::leak(Box::new(self));
+        metrics
+    }
+
+    /// Passes that applied their plan.
+    pub fn passes(&self) -> u64 {
+        self.metrics.passes.get()
+    }
+
+    /// Leads (with or without election).
+    pub fn leading(&self) -> bool {
+        self.health.leading.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Starts an operator (leading without election) on its own runtime, as `instance`: a client
 /// belongs to the runtime that made it, and each `#[tokio::test]` has its own.
 pub fn start_operator(instance: &str) -> Arc<Metrics> {
+    spawn_operator(instance, None).detach()
+}
+
+/// Starts an operator as `instance` with the test configuration; with `lease`, it leads only
+/// while it holds that Lease.
+pub fn spawn_operator(instance: &str, lease: Option<LeaseConfig>) -> RunningOperator {
+    let config = Config::load(&fixture("operator-config.yaml")).expect("test config");
+    spawn_operator_with(instance, lease, config)
+}
+
+/// [`spawn_operator`] with another configuration.
+pub fn spawn_operator_with(instance: &str, lease: Option<LeaseConfig>, config: Config) -> RunningOperator {
     // the operator's log, filtered by RUST_LOG (e.g. RUST_LOG=bgpvpn_operator=debug)
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -42,10 +90,10 @@ pub fn start_operator(instance: &str) -> Arc<Metrics> {
         .expect("apiserver")
         .kubeconfig
         .clone();
-    let config = Config::load(&fixture("operator-config.yaml")).expect("test config");
     let instance = instance.to_string();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let (trigger, stop) = bgpvpn_operator::shutdown::channel();
+    let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -64,15 +112,21 @@ pub fn start_operator(instance: &str) -> Arc<Metrics> {
                 config,
                 Options {
                     instance,
+                    leader_election: lease,
                     ..Default::default()
                 },
             );
-            tx.send(operator.metrics()).unwrap();
-            let (_keep, stop) = bgpvpn_operator::shutdown::channel();
+            tx.send((operator.metrics(), operator.health())).unwrap();
             operator.run(stop).await.expect("operator runs");
         });
     });
-    rx.recv().unwrap()
+    let (metrics, health) = rx.recv().unwrap();
+    RunningOperator {
+        metrics,
+        health,
+        stop: trigger,
+        thread,
+    }
 }
 
 pub fn fixture(name: &str) -> std::path::PathBuf {
