@@ -12,8 +12,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
@@ -22,10 +22,10 @@ use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus};
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::apply::NodeStateWriter;
@@ -40,22 +40,38 @@ use crate::view::{ClusterView, KuryrView, PodView};
 
 /// A store, and the stream of objects that keeps it filled (whoever polls it fills the store);
 /// every change wakes the pass loop through `trigger`.
-fn reflected<K>(api: Api<K>, trim: fn(&mut K), trigger: Arc<Notify>) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+fn reflected<K>(
+    api: Api<K>,
+    trim: fn(&mut K),
+    trigger: Arc<Notify>,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff().modify(trim))
-        .inspect(move |event| match event {
-            Ok(_) => trigger.notify_one(),
-            Err(e) => tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying"),
-        })
-        .applied_objects();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(trim),
+    )
+    .inspect(move |event| match event {
+        Ok(_) => trigger.notify_one(),
+        Err(e) => tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying"),
+    })
+    .applied_objects();
     (reader, stream)
 }
 
 /// A store and the future that keeps it filled.
-fn reflect<K>(api: Api<K>, trim: fn(&mut K), trigger: Arc<Notify>) -> (Store<K>, impl Future<Output = ()> + Send + 'static)
+fn reflect<K>(
+    api: Api<K>,
+    trim: fn(&mut K),
+    trigger: Arc<Notify>,
+) -> (Store<K>, impl Future<Output = ()> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -80,9 +96,25 @@ impl SharedInputs {
     /// The shared reflectors, with the streams that fill them: hand those to the controllers.
     pub fn new(client: &Client) -> (Self, Changes<Bgpvpn>, Changes<VniBinding>) {
         let trigger = Arc::new(Notify::new());
-        let (bgpvpns, bgpvpn_changes) = reflected(Api::<Bgpvpn>::all(client.clone()), trim_meta, trigger.clone());
-        let (bindings, binding_changes) = reflected(Api::<VniBinding>::all(client.clone()), trim_meta, trigger.clone());
-        (SharedInputs { trigger, bgpvpns, bindings }, bgpvpn_changes.boxed(), binding_changes.boxed())
+        let (bgpvpns, bgpvpn_changes) = reflected(
+            Api::<Bgpvpn>::all(client.clone()),
+            trim_meta,
+            trigger.clone(),
+        );
+        let (bindings, binding_changes) = reflected(
+            Api::<VniBinding>::all(client.clone()),
+            trim_meta,
+            trigger.clone(),
+        );
+        (
+            SharedInputs {
+                trigger,
+                bgpvpns,
+                bindings,
+            },
+            bgpvpn_changes.boxed(),
+            binding_changes.boxed(),
+        )
     }
 }
 
@@ -105,7 +137,10 @@ fn trim_node(node: &mut Node) {
     }
     node.spec = None;
     let status = node.status.take().unwrap_or_default();
-    node.status = Some(NodeStatus { addresses: status.addresses, ..Default::default() });
+    node.status = Some(NodeStatus {
+        addresses: status.addresses,
+        ..Default::default()
+    });
 }
 
 fn trim_namespace(ns: &mut Namespace) {
@@ -158,7 +193,10 @@ impl Inputs {
     /// The snapshot of one pass.
     fn view(&self) -> ClusterView {
         let kuryr = match &*self.kuryr.borrow() {
-            Kuryr::Watched(k) => Some(KuryrView { networks: k.networks.state(), ports: k.ports.state() }),
+            Kuryr::Watched(k) => Some(KuryrView {
+                networks: k.networks.state(),
+                ports: k.ports.state(),
+            }),
             Kuryr::Unknown | Kuryr::Absent => None,
         };
         ClusterView {
@@ -187,7 +225,9 @@ impl Inputs {
         );
         let mut kuryr = self.kuryr.clone();
         if matches!(*kuryr.borrow_and_update(), Kuryr::Unknown) {
-            tracing::info!("caches filled; waiting for the Kuryr objects (or to learn that Kuryr is not installed)");
+            tracing::info!(
+                "caches filled; waiting for the Kuryr objects (or to learn that Kuryr is not installed)"
+            );
         }
         // the sender lives in the discovery task, as long as this pass loop
         let _ = kuryr.wait_for(|k| !matches!(k, Kuryr::Unknown)).await;
@@ -197,7 +237,13 @@ impl Inputs {
 /// Looks for the Kuryr CRDs until found (logging once while absent), then fills their stores.
 /// `state` says `Absent` only on an answer that they are not served, and `Watched` only once
 /// their stores are filled.
-async fn discover_kuryr(client: Client, every: Duration, trigger: Arc<Notify>, state: watch::Sender<Kuryr>, metrics: Arc<Metrics>) {
+async fn discover_kuryr(
+    client: Client,
+    every: Duration,
+    trigger: Arc<Notify>,
+    state: watch::Sender<Kuryr>,
+    metrics: Arc<Metrics>,
+) {
     let mut told = false;
     loop {
         match startup::kuryr_missing(&client).await {
@@ -216,15 +262,24 @@ async fn discover_kuryr(client: Client, every: Duration, trigger: Arc<Notify>, s
                 });
             }
             // not known yet: no pass is built on a guess
-            Err(e) => tracing::warn!(error = %e, "cannot check for the Kuryr CRDs; retrying in {}s", every.as_secs()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check for the Kuryr CRDs; retrying in {}s", every.as_secs())
+            }
         }
         tokio::time::sleep(every).await;
     }
-    let (networks, drive_networks) = reflect(Api::<KuryrNetwork>::all(client.clone()), trim_kuryr, trigger.clone());
+    let (networks, drive_networks) = reflect(
+        Api::<KuryrNetwork>::all(client.clone()),
+        trim_kuryr,
+        trigger.clone(),
+    );
     let (ports, drive_ports) = reflect(Api::<KuryrPort>::all(client), trim_kuryr, trigger.clone());
     let install = async {
         let _ = futures::join!(networks.wait_until_ready(), ports.wait_until_ready());
-        state.send_replace(Kuryr::Watched(KuryrStores { networks: networks.clone(), ports: ports.clone() }));
+        state.send_replace(Kuryr::Watched(KuryrStores {
+            networks: networks.clone(),
+            ports: ports.clone(),
+        }));
         metrics.kuryr_watched.set(1);
         tracing::info!("Kuryr CRDs found: KuryrNetwork and KuryrPort are watched");
         trigger.notify_one();
@@ -265,7 +320,13 @@ pub async fn run(ctx: PassContext, shared: SharedInputs, stop: Shutdown) {
         node_states: input!(Api::<EvpnNodeState>::all(client.clone()), trim_node_state),
         kuryr: kuryr_rx,
     };
-    tasks.spawn(discover_kuryr(client.clone(), ctx.config.kuryr_discovery(), trigger.clone(), kuryr_tx, ctx.metrics.clone()));
+    tasks.spawn(discover_kuryr(
+        client.clone(),
+        ctx.config.kuryr_discovery(),
+        trigger.clone(),
+        kuryr_tx,
+        ctx.metrics.clone(),
+    ));
 
     tokio::select! {
         _ = inputs.wait_until_ready() => {}
@@ -323,7 +384,11 @@ async fn pass(ctx: &PassContext, inputs: &Inputs, writer: &mut NodeStateWriter) 
     });
     ctx.metrics.passes.inc();
     let ok = applied.errors.is_empty() && applied.awaiting_store == 0;
-    let result: Result<(), ()> = if applied.errors.is_empty() { Ok(()) } else { Err(()) };
+    let result: Result<(), ()> = if applied.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(())
+    };
     timer.done(&result);
     ok
 }
@@ -331,8 +396,19 @@ async fn pass(ctx: &PassContext, inputs: &Inputs, writer: &mut NodeStateWriter) 
 fn record_gauges(ctx: &PassContext, plan: &Plan) {
     let m = &ctx.metrics;
     m.nodes.set(plan.nodes.len() as i64);
-    m.vnis.set(plan.nodes.values().map(|n| n.spec.l3vnis.len() as i64).sum());
-    m.endpoints.set(plan.nodes.values().flat_map(|n| &n.spec.l3vnis).map(|v| v.endpoints.len() as i64).sum());
+    m.vnis.set(
+        plan.nodes
+            .values()
+            .map(|n| n.spec.l3vnis.len() as i64)
+            .sum(),
+    );
+    m.endpoints.set(
+        plan.nodes
+            .values()
+            .flat_map(|n| &n.spec.l3vnis)
+            .map(|v| v.endpoints.len() as i64)
+            .sum(),
+    );
     m.malformed_objects.set(plan.malformed.len() as i64);
 }
 
@@ -347,7 +423,9 @@ async fn report_changes(ctx: &PassContext, view: &ClusterView, last: &Plan, plan
             let event = Event {
                 type_: EventType::Warning,
                 reason: "EVPNNodeStateNotUpdated".into(),
-                note: Some(format!("the EVPNNodeState of this node is left as it is: {problem}")),
+                note: Some(format!(
+                    "the EVPNNodeState of this node is left as it is: {problem}"
+                )),
                 action: "Program".into(),
                 secondary: None,
             };
@@ -356,8 +434,13 @@ async fn report_changes(ctx: &PassContext, view: &ClusterView, last: &Plan, plan
     }
 }
 
-fn new_entries<'a>(before: &BTreeMap<String, String>, now: &'a BTreeMap<String, String>) -> Vec<(&'a String, &'a String)> {
-    now.iter().filter(|(k, v)| before.get(*k) != Some(*v)).collect()
+fn new_entries<'a>(
+    before: &BTreeMap<String, String>,
+    now: &'a BTreeMap<String, String>,
+) -> Vec<(&'a String, &'a String)> {
+    now.iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .collect()
 }
 
 /// Keeps the pass loop busy at most half of the time: after a pass that took longer than the
@@ -375,7 +458,10 @@ impl Pace {
 
     /// The batch window of the next pass, starting now.
     fn window(&self, debounce: Duration) -> Duration {
-        let rest = self.last.map(|(ended, took)| took.min(Self::MAX).saturating_sub(ended.elapsed())).unwrap_or_default();
+        let rest = self
+            .last
+            .map(|(ended, took)| took.min(Self::MAX).saturating_sub(ended.elapsed()))
+            .unwrap_or_default();
         debounce.max(rest)
     }
 
@@ -392,10 +478,16 @@ struct Retry {
 
 impl Retry {
     fn record(&mut self, ok: bool) {
-        self.failures = if ok { 0 } else { self.failures.saturating_add(1) };
+        self.failures = if ok {
+            0
+        } else {
+            self.failures.saturating_add(1)
+        };
     }
 
     fn delay(&self) -> Option<Duration> {
-        (self.failures > 0).then(|| Duration::from_secs(1u64 << (self.failures - 1).min(6)).min(Duration::from_secs(60)))
+        (self.failures > 0).then(|| {
+            Duration::from_secs(1u64 << (self.failures - 1).min(6)).min(Duration::from_secs(60))
+        })
     }
 }

@@ -50,6 +50,17 @@ pub const BGPVPN_PREFIX_LIMIT: &str = "BGPVPNPrefixLimit";
 pub fn is_warning(reason: &str) -> bool {
     matches!(
         reason,
-        INVALID | VNI_CONFLICT | RD_CONFLICT | POD_CONFLICT | NOT_SUPPORTED | BGPVPN_NOT_FOUND | NOT_ALLOWED | BGPVPN_NOT_READY | KURYR_NOT_INSTALLED | TARGET_NOT_FOUND | PREFIX_NOT_ALLOWED | BGPVPN_PREFIX_LIMIT
+        INVALID
+            | VNI_CONFLICT
+            | RD_CONFLICT
+            | POD_CONFLICT
+            | NOT_SUPPORTED
+            | BGPVPN_NOT_FOUND
+            | NOT_ALLOWED
+            | BGPVPN_NOT_READY
+            | KURYR_NOT_INSTALLED
+            | TARGET_NOT_FOUND
+            | PREFIX_NOT_ALLOWED
+            | BGPVPN_PREFIX_LIMIT
     )
 }

@@ -4,8 +4,8 @@
 use std::fmt::Debug;
 
 use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
-use kube::api::{Api, ListParams};
 use kube::Client;
+use kube::api::{Api, ListParams};
 use serde::de::DeserializeOwned;
 
 use crate::kuryr::{KuryrNetwork, KuryrPort};
@@ -16,7 +16,10 @@ pub async fn served<K>(client: &Client) -> Result<bool, kube::Error>
 where
     K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    match Api::<K>::all(client.clone()).list_metadata(&ListParams::default().limit(1)).await {
+    match Api::<K>::all(client.clone())
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+    {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
         Err(e) => Err(e),
@@ -50,7 +53,11 @@ pub async fn check_crds(client: &Client) -> Result<(), StartupError> {
     if !served::<EvpnNodeState>(client).await? {
         missing.push(crd_name::<EvpnNodeState>());
     }
-    if missing.is_empty() { Ok(()) } else { Err(StartupError::MissingCrds(missing.join(", "))) }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StartupError::MissingCrds(missing.join(", ")))
+    }
 }
 
 /// `Ok(None)` when both Kuryr CRDs are served, else which ones are missing.
@@ -62,5 +69,9 @@ pub async fn kuryr_missing(client: &Client) -> Result<Option<String>, kube::Erro
     if !served::<KuryrPort>(client).await? {
         missing.push(crd_name::<KuryrPort>());
     }
-    Ok(if missing.is_empty() { None } else { Some(missing.join(", ")) })
+    Ok(if missing.is_empty() {
+        None
+    } else {
+        Some(missing.join(", "))
+    })
 }

@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use k8s_openapi::NamespaceResourceScope;
 use kube::ResourceExt;
 use serde::{Deserialize, Deserializer};
 
@@ -153,22 +153,35 @@ impl<'a> Index<'a> {
         let mut pods_by_namespace: HashMap<&str, Vec<&PodView>> = HashMap::new();
         let mut pod_by_name = HashMap::new();
         for pod in &view.pods {
-            pods_by_namespace.entry(ns_of(&**pod)).or_default().push(pod);
+            pods_by_namespace
+                .entry(ns_of(&**pod))
+                .or_default()
+                .push(pod);
             pod_by_name.insert((ns_of(&**pod), name_of(&**pod)), &**pod);
         }
         for pods in pods_by_namespace.values_mut() {
             pods.sort_by_key(|p| p.name_any());
         }
-        let namespace_labels = view.namespaces.iter().map(|ns| (name_of(&**ns), ns.labels())).collect();
+        let namespace_labels = view
+            .namespaces
+            .iter()
+            .map(|ns| (name_of(&**ns), ns.labels()))
+            .collect();
         let kuryr = view.kuryr.as_ref().map(|k| {
             let mut networks_by_namespace: HashMap<&str, Vec<&KuryrNetwork>> = HashMap::new();
             for net in &k.networks {
-                networks_by_namespace.entry(ns_of(&**net)).or_default().push(net);
+                networks_by_namespace
+                    .entry(ns_of(&**net))
+                    .or_default()
+                    .push(net);
             }
             let mut ports_by_namespace: HashMap<&str, Vec<&KuryrPort>> = HashMap::new();
             let mut port_by_name = HashMap::new();
             for port in &k.ports {
-                ports_by_namespace.entry(ns_of(&**port)).or_default().push(port);
+                ports_by_namespace
+                    .entry(ns_of(&**port))
+                    .or_default()
+                    .push(port);
                 port_by_name.insert((ns_of(&**port), name_of(&**port)), &**port);
             }
             for list in networks_by_namespace.values_mut() {
@@ -177,9 +190,23 @@ impl<'a> Index<'a> {
             for list in ports_by_namespace.values_mut() {
                 list.sort_by(|a, b| name_of(*a).cmp(name_of(*b)));
             }
-            KuryrIndex { networks_by_namespace, ports_by_namespace, port_by_name }
+            KuryrIndex {
+                networks_by_namespace,
+                ports_by_namespace,
+                port_by_name,
+            }
         });
-        let node_states = view.node_states.iter().map(|s| (name_of(&**s), &**s)).collect();
-        Index { pods_by_namespace, pod_by_name, namespace_labels, kuryr, node_states }
+        let node_states = view
+            .node_states
+            .iter()
+            .map(|s| (name_of(&**s), &**s))
+            .collect();
+        Index {
+            pods_by_namespace,
+            pod_by_name,
+            namespace_labels,
+            kuryr,
+            node_states,
+        }
     }
 }

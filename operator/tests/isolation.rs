@@ -388,32 +388,68 @@ async fn one_tenant_cannot_fill_a_node_object() {
 /// that began after a change made here has been applied: everything it will ever see at startup
 /// has been seen and written.
 async fn settled(client: &Client, op: &RunningOperator) {
-    bgpvpn_testkit::wait_for("the new operator leads, synced, with Kuryr watched", TIMEOUT, || async {
-        (op.leading() && op.health.synced.load(std::sync::atomic::Ordering::Relaxed) && op.metrics.kuryr_watched.get() == 1).then_some(())
-    })
+    bgpvpn_testkit::wait_for(
+        "the new operator leads, synced, with Kuryr watched",
+        TIMEOUT,
+        || async {
+            (op.leading()
+                && op.health.synced.load(std::sync::atomic::Ordering::Relaxed)
+                && op.metrics.kuryr_watched.get() == 1)
+                .then_some(())
+        },
+    )
     .await;
     let before = op.passes();
     // any change wakes the pass loop
     let api: Api<Namespace> = Api::all(client.clone());
     let poke = bgpvpn_testkit::unique_name("poke");
-    api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": poke}})).unwrap())
-        .await
-        .unwrap();
-    bgpvpn_testkit::wait_for("a pass after the change applied", TIMEOUT, || async { (op.passes() > before).then_some(()) }).await;
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": poke}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    bgpvpn_testkit::wait_for("a pass after the change applied", TIMEOUT, || async {
+        (op.passes() > before).then_some(())
+    })
+    .await;
 }
 
 /// The node's object and the binding's Ready condition are exactly as they were.
-async fn assert_untouched(client: &Client, node: &str, before: &EvpnNodeState, ns: &str, binding: &str, ready: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition, what: &str) {
-    let now = Api::<EvpnNodeState>::all(client.clone()).get(node).await.unwrap();
+async fn assert_untouched(
+    client: &Client,
+    node: &str,
+    before: &EvpnNodeState,
+    ns: &str,
+    binding: &str,
+    ready: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition,
+    what: &str,
+) {
+    let now = Api::<EvpnNodeState>::all(client.clone())
+        .get(node)
+        .await
+        .unwrap();
     assert_eq!(
-        now.metadata.generation, before.metadata.generation,
+        now.metadata.generation,
+        before.metadata.generation,
         "{what} changed the EVPNNodeState of {node} (generation {:?} -> {:?}; VNIs now {:?})",
-        before.metadata.generation, now.metadata.generation, vnis_of(&now)
+        before.metadata.generation,
+        now.metadata.generation,
+        vnis_of(&now)
     );
-    assert_eq!(now.spec, before.spec, "{what} changed the spec of EVPNNodeState {node}");
-    let b = Api::<VniBinding>::namespaced(client.clone(), ns).get(binding).await.unwrap();
+    assert_eq!(
+        now.spec, before.spec,
+        "{what} changed the spec of EVPNNodeState {node}"
+    );
+    let b = Api::<VniBinding>::namespaced(client.clone(), ns)
+        .get(binding)
+        .await
+        .unwrap();
     let cond = condition(&b.status.as_ref().unwrap().conditions, "Ready").unwrap();
-    assert_eq!(cond, ready, "{what} changed the Ready condition of VNIBinding {ns}/{binding}");
+    assert_eq!(
+        cond, ready,
+        "{what} changed the Ready condition of VNIBinding {ns}/{binding}"
+    );
 }
 
 #[tokio::test]
@@ -438,17 +474,25 @@ async fn a_restart_or_failover_changes_no_node_state() {
     wait_endpoints(&client, &n, &[vni], &[(vni, &["10.23.0.10"])]).await;
     agent_reports(&client, &n, true).await;
     let b = wait_binding_ready_reason(&client, &ns, "by-net", "Programmed").await;
-    let ready = condition(&b.status.as_ref().unwrap().conditions, "Ready").unwrap().clone();
-    let before = Api::<EvpnNodeState>::all(client.clone()).get(&n).await.unwrap();
+    let ready = condition(&b.status.as_ref().unwrap().conditions, "Ready")
+        .unwrap()
+        .clone();
+    let before = Api::<EvpnNodeState>::all(client.clone())
+        .get(&n)
+        .await
+        .unwrap();
 
     let mut shared = OPERATOR.lock().await;
     shared.take().expect("the shared operator runs").stop();
 
     // no batch window: a first pass starts as soon as the core caches are filled, so whatever
     // is read after them (the Kuryr objects) must not be missing from it
-    let mut config = bgpvpn_operator::config::Config::load(&fixture("operator-config.yaml")).unwrap();
+    let mut config =
+        bgpvpn_operator::config::Config::load(&fixture("operator-config.yaml")).unwrap();
     config.debounce_millis = 0;
-    let spawn = |instance: &str, lease: Option<LeaseConfig>| spawn_operator_with(instance, lease, config.clone());
+    let spawn = |instance: &str, lease: Option<LeaseConfig>| {
+        spawn_operator_with(instance, lease, config.clone())
+    };
 
     // a restart: a new process reads everything anew
     let restarted = spawn("isolation-restarted", None);
@@ -461,13 +505,35 @@ async fn a_restart_or_failover_changes_no_node_state() {
         lease_duration: Duration::from_secs(3),
         renew_deadline: Duration::from_secs(2),
         retry_period: Duration::from_millis(300),
-        ..LeaseConfig::new("default", bgpvpn_testkit::unique_name("isolation-lease"), "replica-a")
+        ..LeaseConfig::new(
+            "default",
+            bgpvpn_testkit::unique_name("isolation-lease"),
+            "replica-a",
+        )
     };
     let a = spawn("replica-a", Some(lease.clone()));
-    bgpvpn_testkit::wait_for("replica-a leads", TIMEOUT, || async { a.leading().then_some(()) }).await;
-    let b = spawn("replica-b", Some(LeaseConfig { identity: "replica-b".into(), ..lease }));
+    bgpvpn_testkit::wait_for("replica-a leads", TIMEOUT, || async {
+        a.leading().then_some(())
+    })
+    .await;
+    let b = spawn(
+        "replica-b",
+        Some(LeaseConfig {
+            identity: "replica-b".into(),
+            ..lease
+        }),
+    );
     settled(&client, &a).await;
-    assert_untouched(&client, &n, &before, &ns, "by-net", &ready, "the first leader").await;
+    assert_untouched(
+        &client,
+        &n,
+        &before,
+        &ns,
+        "by-net",
+        &ready,
+        "the first leader",
+    )
+    .await;
     a.stop();
     settled(&client, &b).await;
     assert_untouched(&client, &n, &before, &ns, "by-net", &ready, "a failover").await;

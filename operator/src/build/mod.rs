@@ -37,11 +37,17 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectKey { namespace: namespace.into(), name: name.into() }
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     pub fn of<K: kube::Resource>(obj: &K) -> Self {
-        ObjectKey::new(obj.meta().namespace.clone().unwrap_or_default(), obj.meta().name.clone().unwrap_or_default())
+        ObjectKey::new(
+            obj.meta().namespace.clone().unwrap_or_default(),
+            obj.meta().name.clone().unwrap_or_default(),
+        )
     }
 }
 
@@ -62,8 +68,18 @@ pub struct Cond {
 }
 
 impl Cond {
-    pub fn new(type_: &'static str, ok: bool, reason: &'static str, message: impl Into<String>) -> Self {
-        Cond { type_, ok, reason, message: message.into() }
+    pub fn new(
+        type_: &'static str,
+        ok: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Cond {
+            type_,
+            ok,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -116,7 +132,12 @@ pub struct Plan {
 
 /// Sort key "older first, then by name" (objects without a timestamp last).
 pub fn creation_order<K: kube::Resource>(obj: &K) -> (i64, String) {
-    let created = obj.meta().creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(i64::MAX);
+    let created = obj
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(i64::MAX);
     let name = match obj.meta().namespace.as_deref() {
         Some(ns) => format!("{ns}/{}", obj.name_any()),
         None => obj.name_any(),

@@ -64,7 +64,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use metrics::{register_metrics, sync_metrics, SyncMetrics};
+pub use metrics::{SyncMetrics, register_metrics, sync_metrics};
 pub use sync::{CycleReport, Syncer};
 
 /// Field manager of every write of the sync.
@@ -141,9 +141,12 @@ impl SyncConfig {
             return Err("openstack: set credentials (a clouds.yaml Secret) or neutronUrl (no authentication)".into());
         }
         if let Some(url) = &self.neutron_url {
-            let parsed = reqwest::Url::parse(url).map_err(|e| format!("openstack.neutronUrl {url:?}: {e}"))?;
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| format!("openstack.neutronUrl {url:?}: {e}"))?;
             if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(format!("openstack.neutronUrl {url:?}: only http and https are supported"));
+                return Err(format!(
+                    "openstack.neutronUrl {url:?}: only http and https are supported"
+                ));
             }
         }
         if let Some(c) = &self.credentials
@@ -167,11 +170,15 @@ impl SyncConfig {
     }
 
     pub fn poll_interval(&self) -> Duration {
-        self.poll_interval_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_POLL_INTERVAL)
+        self.poll_interval_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_POLL_INTERVAL)
     }
 
     pub fn request_timeout(&self) -> Duration {
-        self.request_timeout_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+        self.request_timeout_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
     }
 
     pub fn page_size(&self) -> u32 {
@@ -179,7 +186,9 @@ impl SyncConfig {
     }
 
     pub fn max_backoff(&self) -> Duration {
-        self.max_backoff_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_MAX_BACKOFF)
+        self.max_backoff_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_MAX_BACKOFF)
     }
 }
 
@@ -219,7 +228,11 @@ pub struct SyncError {
 
 impl SyncError {
     pub fn new(stage: Stage, kind: Kind, message: impl Into<String>) -> Self {
-        SyncError { stage, kind, message: message.into() }
+        SyncError {
+            stage,
+            kind,
+            message: message.into(),
+        }
     }
 
     pub(crate) fn kube(context: &str, e: kube::Error) -> Self {
@@ -274,9 +287,14 @@ impl SyncError {
 ///
 /// Failures of a pass are reported and retried inside; only a configuration that can never work
 /// is returned as an error.
-pub async fn run(client: kube::Client, config: SyncConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), crate::Error> {
+pub async fn run(
+    client: kube::Client,
+    config: SyncConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), crate::Error> {
     config.check().map_err(crate::Error::OpenStack)?;
-    let syncer = Syncer::new(client, config, sync_metrics()).map_err(|e| crate::Error::OpenStack(e.to_string()))?;
+    let syncer = Syncer::new(client, config, sync_metrics())
+        .map_err(|e| crate::Error::OpenStack(e.to_string()))?;
     syncer.run(shutdown).await;
     Ok(())
 }
@@ -295,11 +313,28 @@ mod tests {
         assert_eq!(c.poll_interval(), Duration::from_secs(5));
         assert_eq!(c.request_timeout(), DEFAULT_REQUEST_TIMEOUT);
         assert_eq!(c.page_size(), 50);
-        assert!(serde_yaml::from_str::<SyncConfig>("pollInterval: 5\n").unwrap_err().to_string().contains("unknown field"));
-        assert!(SyncConfig::default().check().unwrap_err().contains("credentials"));
-        let bad = SyncConfig { neutron_url: Some("ftp://x".into()), ..Default::default() };
+        assert!(
+            serde_yaml::from_str::<SyncConfig>("pollInterval: 5\n")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field")
+        );
+        assert!(
+            SyncConfig::default()
+                .check()
+                .unwrap_err()
+                .contains("credentials")
+        );
+        let bad = SyncConfig {
+            neutron_url: Some("ftp://x".into()),
+            ..Default::default()
+        };
         assert!(bad.check().is_err());
-        let zero = SyncConfig { neutron_url: Some("http://x:9696".into()), poll_interval_seconds: Some(0), ..Default::default() };
+        let zero = SyncConfig {
+            neutron_url: Some("http://x:9696".into()),
+            poll_interval_seconds: Some(0),
+            ..Default::default()
+        };
         assert!(zero.check().unwrap_err().contains("pollIntervalSeconds"));
         assert!(DEFAULT_POLL_INTERVAL <= Duration::from_secs(30));
     }
@@ -309,6 +344,9 @@ mod tests {
         let e = SyncError::new(Stage::Neutron, Kind::Status(503), "x");
         assert_eq!(e.reason(), "NeutronServerError");
         assert_eq!(e.metric_reason(), "neutron_error");
-        assert_eq!(SyncError::new(Stage::Keystone, Kind::Unauthorized, "x").reason(), "KeystoneUnauthorized");
+        assert_eq!(
+            SyncError::new(Stage::Keystone, Kind::Unauthorized, "x").reason(),
+            "KeystoneUnauthorized"
+        );
     }
 }

@@ -43,7 +43,9 @@ impl RunningOperator {
     /// Stops it as SIGTERM would (a leader releases its Lease) and waits until it has stopped.
     pub fn stop(self) {
         self.stop.fire();
-        self.thread.join().expect("the operator thread ends cleanly");
+        self.thread
+            .join()
+            .expect("the operator thread ends cleanly");
     }
 
     /// Leaves it running until the test binary exits.
@@ -60,7 +62,9 @@ impl RunningOperator {
 
     /// Leads (with or without election).
     pub fn leading(&self) -> bool {
-        self.health.leading.load(std::sync::atomic::Ordering::Relaxed)
+        self.health
+            .leading
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -78,7 +82,11 @@ pub fn spawn_operator(instance: &str, lease: Option<LeaseConfig>) -> RunningOper
 }
 
 /// [`spawn_operator`] with another configuration.
-pub fn spawn_operator_with(instance: &str, lease: Option<LeaseConfig>, config: Config) -> RunningOperator {
+pub fn spawn_operator_with(
+    instance: &str,
+    lease: Option<LeaseConfig>,
+    config: Config,
+) -> RunningOperator {
     // the operator's log, filtered by RUST_LOG (e.g. RUST_LOG=bgpvpn_operator=debug)
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
