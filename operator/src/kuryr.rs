@@ -23,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// API group of the Kuryr CRDs.
 pub const GROUP: &str = "openstack.org";
@@ -58,18 +59,20 @@ impl<T> Lenient<T> {
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Anything that is JSON at all is accepted here; the typed parse happens afterwards.
-        let value = Value::deserialize(d)?;
-        Ok(Lenient::from_value(value))
+        // Anything that is JSON at all is accepted here, as text (scanned, not parsed: any
+        // depth); the typed parse happens afterwards, on its own, so a part nested too deep is
+        // a malformed part and not an unreadable object.
+        let raw = Box::<RawValue>::deserialize(d)?;
+        Ok(Lenient::from_json(raw.get()))
     }
 }
 
 impl<T: DeserializeOwned> Lenient<T> {
-    fn from_value(value: Value) -> Self {
-        if value.is_null() {
+    fn from_json(text: &str) -> Self {
+        if text.trim() == "null" {
             return Lenient::Absent;
         }
-        match serde_json::from_value(value) {
+        match serde_json::from_str(text) {
             Ok(v) => Lenient::Ok(v),
             Err(e) => Lenient::Malformed(e.to_string()),
         }

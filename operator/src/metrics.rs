@@ -9,7 +9,7 @@
 //! | `bgpvpn_operator_status_writes_total` | counter | `kind` = `BGPVPN`, `VNIBinding` |
 //! | `bgpvpn_operator_leader` | gauge | 1 while this replica holds the Lease |
 //! | `bgpvpn_operator_nodes`, `_vnis`, `_endpoints` | gauge | the last plan: EVPN nodes, (node, VNI) pairs, endpoints |
-//! | `bgpvpn_operator_malformed_objects` | gauge | Kuryr objects that could not be read in full |
+//! | `bgpvpn_operator_malformed_objects` | gauge | objects that could not be read in full (Kuryr objects with malformed parts, objects of any kind that do not decode) |
 //! | `bgpvpn_operator_kuryr_watched` | gauge | 1 once the Kuryr CRDs are found and their objects read |
 //! | `bgpvpn_operator_plan_passes_total` | counter | passes over the whole cluster view (counted when applied) |
 //! | `bgpvpn_operator_openstack_sync_*` | | the OpenStack sync (see `openstack::metrics`) |
@@ -124,7 +124,7 @@ impl Metrics {
         );
         registry.register(
             "malformed_objects",
-            "Kuryr objects that could not be read in full",
+            "Objects that could not be read in full (malformed Kuryr parts; objects of any kind that do not decode)",
             malformed_objects.clone(),
         );
         registry.register(

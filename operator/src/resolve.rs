@@ -163,6 +163,7 @@ fn matching_network<'a>(
     want: NetworkMatch,
     namespace: &str,
     kuryr: &KuryrIndex<'a>,
+    index: &Index,
 ) -> Result<(&'a KuryrNetwork, Option<String>), Unresolved> {
     let nets = kuryr
         .networks_by_namespace
@@ -197,7 +198,13 @@ fn matching_network<'a>(
             )),
         }
     }
-    let message = if nets.is_empty() {
+    for u in index.unreadable_in("KuryrNetwork", namespace) {
+        seen.push(format!(
+            "KuryrNetwork {namespace}/{} cannot be read ({})",
+            u.name, u.error
+        ));
+    }
+    let message = if seen.is_empty() {
         format!("namespace {namespace} has no KuryrNetwork (yet), so no Neutron {field} {id}")
     } else {
         format!(
@@ -306,7 +313,7 @@ fn kuryr_network_pods(
     index: &Index,
 ) -> Result<Resolved, Unresolved> {
     let kuryr = kuryr_index(index)?;
-    let (_, net_id) = matching_network(want, namespace, kuryr)?;
+    let (_, net_id) = matching_network(want, namespace, kuryr, index)?;
     let mut out = Resolved::default();
     let (mut host_network, mut without_port) = (0, 0);
     for pod in index.pods_by_namespace.get(namespace).into_iter().flatten() {
@@ -319,7 +326,13 @@ fn kuryr_network_pods(
             Err(Skip::NotRunning) => continue,
         };
         let Some(port) = port_of(pod, kuryr) else {
-            without_port += 1;
+            match index.unreadable("KuryrPort", namespace, &pod.name_any()) {
+                Some(u) => out.notes.push(format!(
+                    "KuryrPort {namespace}/{} cannot be read ({})",
+                    u.name, u.error
+                )),
+                None => without_port += 1,
+            }
             continue;
         };
         let before = out.endpoints.len();
@@ -360,11 +373,25 @@ fn kuryr_port_pod(port_id: &str, namespace: &str, index: &Index) -> Result<Resol
                 .map(|e| (*port, &e.vif))
         });
     let Some((port, vif)) = found else {
+        let mut message = format!(
+            "no KuryrPort in namespace {namespace} has a vif with Neutron port id {port_id}"
+        );
+        let unreadable: Vec<String> = index
+            .unreadable_in("KuryrPort", namespace)
+            .iter()
+            .map(|u| {
+                format!(
+                    "KuryrPort {namespace}/{} cannot be read ({})",
+                    u.name, u.error
+                )
+            })
+            .collect();
+        if !unreadable.is_empty() {
+            message = format!("{message}; {}", unreadable.join("; "));
+        }
         return Err(Unresolved {
             reason: reasons::TARGET_NOT_FOUND,
-            message: format!(
-                "no KuryrPort in namespace {namespace} has a vif with Neutron port id {port_id}"
-            ),
+            message,
         });
     };
     let pod = index

@@ -26,6 +26,7 @@ use crate::apply::FIELD_MANAGER;
 use crate::build::{BgpvpnReport, BindingReport, Cond, ObjectKey, Plan};
 use crate::cluster::Changes;
 use crate::events::Events;
+use crate::guard::Guarded;
 use crate::metrics::Metrics;
 use crate::reasons;
 use crate::shutdown::Shutdown;
@@ -148,13 +149,17 @@ async fn publish<K: Resource<DynamicType = ()>>(ctx: &StatusContext, obj: &K, ev
     }
 }
 
-/// Reconciles one BGPVPN's status.
+/// Reconciles one BGPVPN's status. An unreadable object is left as it is (the cluster pass
+/// reports it).
 pub async fn reconcile_bgpvpn(
-    obj: Arc<Bgpvpn>,
+    obj: Arc<Guarded<Bgpvpn>>,
     ctx: Arc<StatusContext>,
 ) -> Result<Action, StatusError> {
+    let Some(obj) = obj.ok() else {
+        return Ok(Action::await_change());
+    };
     let timer = ctx.metrics.reconcile("bgpvpn");
-    let result = write_bgpvpn(&obj, &ctx).await;
+    let result = write_bgpvpn(obj, &ctx).await;
     timer.done(&result);
     result
 }
@@ -194,13 +199,16 @@ async fn write_bgpvpn(obj: &Bgpvpn, ctx: &StatusContext) -> Result<Action, Statu
     Ok(Action::await_change())
 }
 
-/// Reconciles one VNIBinding's status.
+/// Reconciles one VNIBinding's status (as [`reconcile_bgpvpn`]).
 pub async fn reconcile_binding(
-    obj: Arc<VniBinding>,
+    obj: Arc<Guarded<VniBinding>>,
     ctx: Arc<StatusContext>,
 ) -> Result<Action, StatusError> {
+    let Some(obj) = obj.ok() else {
+        return Ok(Action::await_change());
+    };
     let timer = ctx.metrics.reconcile("vnibinding");
-    let result = write_binding(&obj, &ctx).await;
+    let result = write_binding(obj, &ctx).await;
     timer.done(&result);
     result
 }
@@ -264,7 +272,7 @@ const CONCURRENT_RECONCILES: u16 = 8;
 /// by `changes`, which this controller drives).
 pub async fn run_bgpvpn_controller(
     ctx: Arc<StatusContext>,
-    store: Store<Bgpvpn>,
+    store: Store<Guarded<Bgpvpn>>,
     changes: Changes<Bgpvpn>,
     stop: Shutdown,
 ) {
@@ -280,7 +288,7 @@ pub async fn run_bgpvpn_controller(
 /// Runs the VNIBinding status controller until `stop` (as [`run_bgpvpn_controller`]).
 pub async fn run_binding_controller(
     ctx: Arc<StatusContext>,
-    store: Store<VniBinding>,
+    store: Store<Guarded<VniBinding>>,
     changes: Changes<VniBinding>,
     stop: Shutdown,
 ) {

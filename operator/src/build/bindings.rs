@@ -149,6 +149,15 @@ fn bind(
         BindingTarget::Port(id) => Ok(Target::Port(id.to_string())),
     }?;
     let Some(vpn) = vpns.get(&spec.bgpvpn) else {
+        if let Some(u) = index.unreadable("BGPVPN", "", &spec.bgpvpn) {
+            return Err(rejected(
+                reasons::BGPVPN_NOT_READY,
+                format!(
+                    "BGPVPN {} cannot be read, so nothing of it is programmed: {}",
+                    spec.bgpvpn, u.error
+                ),
+            ));
+        }
         return Err(rejected(
             reasons::BGPVPN_NOT_FOUND,
             format!(

@@ -126,7 +126,9 @@ pub struct Plan {
     pub kept_nodes: BTreeMap<String, String>,
     pub bgpvpns: BTreeMap<String, BgpvpnReport>,
     pub bindings: BTreeMap<ObjectKey, BindingReport>,
-    /// Foreign objects that could not be read in full (`Kind ns/name` -> problem).
+    /// Objects that could not be read in full: Kuryr objects with malformed parts (tolerated),
+    /// and objects of any kind that could not be read at all (left out) (`Kind ns/name` ->
+    /// problem).
     pub malformed: BTreeMap<String, String>,
 }
 
@@ -150,12 +152,13 @@ pub fn plan(view: &ClusterView, config: &Config) -> Plan {
     let index = Index::new(view);
     let vpns = vpns::decide(&view.bgpvpns);
     let mut bindings = bindings::decide(&view.bindings, &vpns, &index);
-    let evpn_nodes = nodes::evpn_nodes(&view.nodes, config);
+    let mut evpn_nodes = nodes::evpn_nodes(&view.nodes, config);
+    nodes::keep_unreadable(&mut evpn_nodes, &index);
     let placement = nodes::assemble(&evpn_nodes, &vpns, &mut bindings, &index.node_states);
     Plan {
         bgpvpns: report::bgpvpn_reports(&vpns, &bindings, &placement, &index),
         bindings: report::binding_reports(&bindings, &placement, &index),
-        malformed: report::malformed_kuryr(&index),
+        malformed: report::malformed(&index),
         nodes: placement.nodes,
         kept_nodes: placement.kept,
     }

@@ -31,6 +31,7 @@ use super::NodePlan;
 use super::bindings::{BindVerdict, BindingDecision};
 use super::vpns::VpnDecision;
 use crate::config::{Config, UnderlayConfig};
+use crate::view::Index;
 
 /// Node annotation overriding the VTEP address.
 pub const ANNOTATION_VTEP_IP: &str = "bgpvpn.io/vtep-ip";
@@ -65,6 +66,37 @@ pub fn evpn_nodes(nodes: &[Arc<Node>], config: &Config) -> BTreeMap<String, Node
             )
         })
         .collect()
+}
+
+/// A node whose Node or EVPNNodeState could not be read keeps its object as it is: nothing
+/// is known of its addresses, or of the route distinguishers it runs, and an orphan is never
+/// deleted on a guess.
+pub fn keep_unreadable(nodes: &mut BTreeMap<String, NodeInfo>, index: &Index) {
+    for u in index.unreadable.values() {
+        let why = match u.kind.as_str() {
+            "Node"
+                if index.node_states.contains_key(u.name.as_str())
+                    || index.unreadable("EVPNNodeState", "", &u.name).is_some() =>
+            {
+                format!("the Node cannot be read: {}", u.error)
+            }
+            "EVPNNodeState"
+                if nodes.contains_key(&u.name)
+                    || index.unreadable("Node", "", &u.name).is_some() =>
+            {
+                format!("its EVPNNodeState cannot be read: {}", u.error)
+            }
+            _ => continue,
+        };
+        let info = nodes.entry(u.name.clone()).or_insert_with(|| NodeInfo {
+            uid: u.uid.clone().unwrap_or_default(),
+            underlay: Err(String::new()),
+        });
+        info.underlay = Err(match &info.underlay {
+            Err(before) if !before.is_empty() => format!("{before}; {why}"),
+            _ => why,
+        });
+    }
 }
 
 /// The underlay of one node.

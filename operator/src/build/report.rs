@@ -353,9 +353,19 @@ fn with_notes(mut cond: Cond, notes: &[String]) -> Cond {
     cond
 }
 
-/// Objects of a kind that could not be read in full, for the metric and the log.
-pub fn malformed_kuryr(index: &Index) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+/// Objects that could not be read in full, for the metric, the log and Events: Kuryr objects
+/// with malformed parts, and objects of any kind that could not be read at all.
+pub fn malformed(index: &Index) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = index
+        .unreadable
+        .values()
+        .map(|u| {
+            (
+                u.describe(),
+                format!("cannot be read, so it is left out: {}", u.error),
+            )
+        })
+        .collect();
     let Some(k) = &index.kuryr else { return out };
     for (ns, nets) in &k.networks_by_namespace {
         for net in nets {

@@ -8,16 +8,32 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::{Config, UnderlayConfig};
+use crate::guard::Guarded;
 use crate::kuryr::{KuryrNetwork, KuryrPort};
 use crate::reasons;
-use crate::view::{ClusterView, KuryrView, PodView};
+use crate::view::{ClusterView, KuryrView, PodView, UnreadableObject};
 
 const NET: &str = "78f13a6a-586e-43f8-be56-70c5c04239a5";
 const ROUTER: &str = "5f1e2d3c-4b5a-4978-8a9b-0c1d2e3f4a5b";
 const PORT: &str = "2a9d2ad8-5d35-4a52-9e6f-2a0e5f8b1c11";
 
-fn obj<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
-    Arc::new(serde_json::from_value(v).expect("test object"))
+/// The readable objects of `values`; the others go to `unreadable`.
+fn read<K>(values: &[Value], unreadable: &mut Vec<UnreadableObject>) -> Vec<Arc<K>>
+where
+    K: serde::de::DeserializeOwned + kube::Resource<DynamicType = ()> + Clone,
+{
+    let mut out = Vec::new();
+    for v in values {
+        match Guarded::<K>::from_json(&v.to_string()).get() {
+            Ok(k) => out.push(k.clone()),
+            Err(u) => unreadable.push(UnreadableObject::new(
+                &K::api_version(&()),
+                &K::kind(&()),
+                u,
+            )),
+        }
+    }
+    out
 }
 
 fn ts(secs: i64) -> String {
@@ -84,33 +100,23 @@ struct World {
 }
 
 impl World {
+    /// The objects as the operator reads them: each through [`Guarded`], so one that does not
+    /// decode is unreadable, as from the API server.
     fn view(&self) -> ClusterView {
+        let mut unreadable = Vec::new();
+        let kuryr = self.kuryr.as_ref().map(|(n, p)| KuryrView {
+            networks: read::<KuryrNetwork>(n, &mut unreadable),
+            ports: read::<KuryrPort>(p, &mut unreadable),
+        });
         ClusterView {
-            bgpvpns: self.vpns.iter().cloned().map(obj::<Bgpvpn>).collect(),
-            bindings: self
-                .bindings
-                .iter()
-                .cloned()
-                .map(obj::<VniBinding>)
-                .collect(),
-            pods: self.pods.iter().cloned().map(obj::<PodView>).collect(),
-            namespaces: self
-                .namespaces
-                .iter()
-                .cloned()
-                .map(obj::<Namespace>)
-                .collect(),
-            nodes: self.nodes.iter().cloned().map(obj::<Node>).collect(),
-            kuryr: self.kuryr.as_ref().map(|(n, p)| KuryrView {
-                networks: n.iter().cloned().map(obj::<KuryrNetwork>).collect(),
-                ports: p.iter().cloned().map(obj::<KuryrPort>).collect(),
-            }),
-            node_states: self
-                .states
-                .iter()
-                .cloned()
-                .map(obj::<EvpnNodeState>)
-                .collect(),
+            bgpvpns: read::<Bgpvpn>(&self.vpns, &mut unreadable),
+            bindings: read::<VniBinding>(&self.bindings, &mut unreadable),
+            pods: read::<PodView>(&self.pods, &mut unreadable),
+            namespaces: read::<Namespace>(&self.namespaces, &mut unreadable),
+            nodes: read::<Node>(&self.nodes, &mut unreadable),
+            kuryr,
+            node_states: read::<EvpnNodeState>(&self.states, &mut unreadable),
+            unreadable,
         }
     }
 
@@ -1018,4 +1024,75 @@ fn a_bgpvpn_advertises_at_most_its_limit_older_bindings_first() {
         "a limit is not a policy refusal"
     );
     assert!(cond(&plan.bindings[&key("demo", "b")].conditions, "WithinLimits").ok);
+}
+
+#[test]
+fn objects_that_cannot_be_read_are_left_out_and_named() {
+    let mut world = two_node_world();
+    let plan = world.plan();
+    world.agents_report(&plan, true);
+    // a BGPVPN with a number its type cannot hold, and a binding to it
+    let mut bad = vpn("vpn-bad", 1002, 1);
+    bad["spec"]["localPref"] = json!(8_589_934_592u64);
+    world.vpns.push(bad);
+    world
+        .bindings
+        .push(binding("demo", "bad", "vpn-bad", 1, selector("db")));
+    // n2's EVPNNodeState and the Node n3 do not decode
+    world.states[1]["spec"]["l3vnis"] = json!("junk");
+    world.nodes[2]["metadata"]["labels"] = json!(5);
+    let plan = world.plan();
+
+    let named: Vec<&str> = plan.malformed.keys().map(String::as_str).collect();
+    assert_eq!(named, ["BGPVPN vpn-bad", "EVPNNodeState n2", "Node n3"]);
+    assert!(
+        plan.malformed["BGPVPN vpn-bad"].contains("cannot be read"),
+        "{:?}",
+        plan.malformed
+    );
+    let ready = cond(&plan.bindings[&key("demo", "bad")].conditions, "Ready");
+    assert_eq!(ready.reason, reasons::BGPVPN_NOT_READY);
+    assert!(
+        ready.message.contains("BGPVPN vpn-bad cannot be read"),
+        "{ready:?}"
+    );
+    // the nodes whose objects cannot be read are left as they are; the rest goes on
+    assert_eq!(plan.nodes.keys().collect::<Vec<_>>(), ["n1"]);
+    assert!(
+        plan.kept_nodes["n2"].contains("its EVPNNodeState cannot be read"),
+        "{:?}",
+        plan.kept_nodes
+    );
+    assert!(
+        plan.kept_nodes["n3"].contains("the Node cannot be read"),
+        "{:?}",
+        plan.kept_nodes
+    );
+    assert_eq!(plan.nodes["n1"].spec.l3vnis[0].endpoints[0].ip, "10.0.0.84");
+    assert_eq!(
+        cond(&plan.bindings[&key("demo", "web")].conditions, "Valid").reason,
+        reasons::VALID
+    );
+}
+
+#[test]
+fn an_unreadable_kuryr_port_is_named_by_the_bindings_it_concerns() {
+    let mut world = kuryr_world();
+    world.kuryr.as_mut().unwrap().1[1]["metadata"]["labels"] = json!(5);
+    let plan = world.plan();
+    let ready = cond(&plan.bindings[&key("demo", "by-net")].conditions, "Ready");
+    assert!(
+        ready.message.contains("KuryrPort demo/db cannot be read"),
+        "{ready:?}"
+    );
+    assert_eq!(
+        plan.nodes["n1"].spec.l3vnis[0].endpoints.len(),
+        1,
+        "web-1 still"
+    );
+    assert!(
+        plan.malformed.contains_key("KuryrPort demo/db"),
+        "{:?}",
+        plan.malformed
+    );
 }

@@ -20,7 +20,10 @@ use super::mapping::{self, Desired, DesiredBinding, DesiredVpn, KuryrIndex};
 use super::neutron::{Access, Neutron};
 use super::*;
 use crate::events::Events;
+use crate::guard::Guarded;
 use crate::kuryr::{KuryrNetwork, KuryrPort};
+use crate::reasons;
+use crate::view::UnreadableObject;
 
 const API_VERSION: &str = "bgpvpn.io/v1alpha1";
 /// Events about one failure go to at most this many BGPVPNs.
@@ -54,6 +57,30 @@ impl CycleReport {
     pub fn changed(&self) -> bool {
         self.created + self.updated + self.deleted > 0
     }
+}
+
+/// Lists `K` (every namespace) with `lp`: the objects that can be read, and those that cannot
+/// (one of those never fails the list).
+async fn list_guarded<K>(
+    client: &kube::Client,
+    lp: &ListParams,
+) -> Result<(Vec<K>, Vec<UnreadableObject>), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let items = Api::<Guarded<K>>::all(client.clone()).list(lp).await?.items;
+    let (mut readable, mut unreadable) = (Vec::new(), Vec::new());
+    for item in items {
+        match item.into_inner() {
+            Ok(obj) => readable.push(Arc::unwrap_or_clone(obj)),
+            Err(u) => unreadable.push(UnreadableObject::new(
+                &K::api_version(&()),
+                &K::kind(&()),
+                &u,
+            )),
+        }
+    }
+    Ok((readable, unreadable))
 }
 
 /// The sync: holds the clients, the Keystone session and what was reported already.
@@ -330,7 +357,8 @@ impl Syncer {
         Ok(n)
     }
 
-    async fn kuryr(&self) -> Result<KuryrIndex, SyncError> {
+    /// The Kuryr objects, and those that cannot be read.
+    async fn kuryr(&self) -> Result<(KuryrIndex, Vec<UnreadableObject>), SyncError> {
         let missing = |what: &'static str| {
             move |e: kube::Error| {
                 if is_status(&e, 404) {
@@ -347,36 +375,47 @@ impl Syncer {
             }
         };
         let lp = ListParams::default();
-        let nets = Api::<KuryrNetwork>::all(self.client.clone())
-            .list(&lp)
+        let (nets, mut unreadable) = list_guarded::<KuryrNetwork>(&self.client, &lp)
             .await
             .map_err(missing("KuryrNetwork"))?;
-        let ports = Api::<KuryrPort>::all(self.client.clone())
-            .list(&lp)
+        let (ports, bad_ports) = list_guarded::<KuryrPort>(&self.client, &lp)
             .await
             .map_err(missing("KuryrPort"))?;
-        Ok(KuryrIndex::new(&nets.items, &ports.items))
+        unreadable.extend(bad_ports);
+        let mut index = KuryrIndex::new(&nets, &ports);
+        // what an unreadable object says is not known: what the sync owns there is kept
+        index
+            .uncertain_namespaces
+            .extend(unreadable.iter().filter_map(|u| u.namespace.clone()));
+        Ok((index, unreadable))
     }
 
     async fn try_pass(&mut self) -> Result<CycleReport, SyncError> {
         let neutron = self.neutron().await?;
         let snapshot = neutron.snapshot().await?;
-        let kuryr = self.kuryr().await?;
+        let (kuryr, mut unreadable) = self.kuryr().await?;
         let vpns_api: Api<Bgpvpn> = Api::all(self.client.clone());
-        let bindings_api: Api<VniBinding> = Api::all(self.client.clone());
-        let owned_vpns = vpns_api
-            .list(&owned_selector())
+        let (owned_vpns, bad_vpns) = list_guarded::<Bgpvpn>(&self.client, &owned_selector())
             .await
-            .map_err(kube_err("list owned BGPVPNs"))?
-            .items;
-        let owned_bindings = bindings_api
-            .list(&owned_selector())
-            .await
-            .map_err(kube_err("list owned VNIBindings"))?
-            .items;
+            .map_err(kube_err("list owned BGPVPNs"))?;
+        let (owned_bindings, bad_bindings) =
+            list_guarded::<VniBinding>(&self.client, &owned_selector())
+                .await
+                .map_err(kube_err("list owned VNIBindings"))?;
         // Everything is read: from here on, nothing aborts the pass.
 
+        // owned objects that cannot be read are left as they are, and so is what they concern
+        let unreadable_vpns: BTreeSet<String> = bad_vpns.iter().map(|u| u.name.clone()).collect();
+        let unreadable_bindings: BTreeSet<(String, String)> = bad_bindings
+            .iter()
+            .map(|u| (u.namespace.clone().unwrap_or_default(), u.name.clone()))
+            .collect();
+        unreadable.extend(bad_vpns);
+        unreadable.extend(bad_bindings);
         let mut desired = mapping::desired(&snapshot, &kuryr);
+        desired
+            .uncertain_namespaces
+            .extend(unreadable_bindings.iter().map(|(ns, _)| ns.clone()));
         for b in &owned_bindings {
             let ns = b.namespace().unwrap_or_default();
             if desired.uncertain_namespaces.contains(&ns)
@@ -408,6 +447,11 @@ impl Syncer {
         let mut not_written: BTreeSet<String> = BTreeSet::new();
         let mut created_vpns: BTreeSet<String> = BTreeSet::new();
         for (name, want) in &desired.vpns {
+            if unreadable_vpns.contains(name) {
+                not_written.insert(name.clone());
+                report.kept += 1;
+                continue;
+            }
             match owned_vpn.get(name) {
                 Some(have) => {
                     // allowedPrefixes is the admin's to set on a mirrored BGPVPN: not the sync's
@@ -509,8 +553,8 @@ impl Syncer {
             .map(|b| ((b.namespace().unwrap_or_default(), b.name_any()), b))
             .collect();
         for (key, want) in &desired.bindings {
-            if not_written.contains(&want.spec.bgpvpn) {
-                if owned_binding.contains_key(key) {
+            if not_written.contains(&want.spec.bgpvpn) || unreadable_bindings.contains(key) {
+                if owned_binding.contains_key(key) || unreadable_bindings.contains(key) {
                     report.kept += 1;
                 }
                 continue;
@@ -719,6 +763,22 @@ impl Syncer {
 
         // Report what is wrong, once per change.
         let mut current: BTreeSet<String> = BTreeSet::new();
+        for u in &unreadable {
+            let key = format!("unreadable/{}", u.describe());
+            current.insert(key.clone());
+            let message = format!(
+                "{} cannot be read, so what the OpenStack sync owns there is left as it is: {}",
+                u.describe(),
+                u.error
+            );
+            events.push((
+                key,
+                message,
+                EventType::Warning,
+                reasons::MALFORMED_OBJECT,
+                u.reference(),
+            ));
+        }
         for p in &desired.invalid {
             let key = format!("invalid/{}", p.neutron_id);
             current.insert(key.clone());
@@ -903,8 +963,7 @@ impl Syncer {
         } else {
             tracing::debug!(%reason, error = %e, "OpenStack sync pass failed again");
         }
-        let api: Api<Bgpvpn> = Api::all(self.client.clone());
-        let Ok(owned) = api.list(&owned_selector()).await else {
+        let Ok((owned, _)) = list_guarded::<Bgpvpn>(&self.client, &owned_selector()).await else {
             self.failing = Some(reason);
             return;
         };
@@ -913,7 +972,7 @@ impl Syncer {
             &format!("not synced, objects kept as they are: {}", e.message),
             1000,
         );
-        for (i, v) in owned.items.iter().enumerate() {
+        for (i, v) in owned.iter().enumerate() {
             let name = v.name_any();
             let previous = v
                 .status

@@ -150,18 +150,23 @@ pub async fn install_kuryr_crds(client: &Client) {
 
 pub use bgpvpn_testkit::kuryr_api;
 
-/// Creates (or replaces the content of) a Kuryr object.
+/// Creates (or replaces the content of) a Kuryr object. The answer is not read: it may be
+/// deeper than a client can parse.
 pub async fn put_kuryr(client: &Client, kind: &str, ns: &str, name: &str, body: Value) {
     let mut obj = json!({"apiVersion": "openstack.org/v1", "kind": kind, "metadata": {"name": name, "namespace": ns}});
     obj.as_object_mut()
         .unwrap()
         .extend(body.as_object().unwrap().clone());
-    kuryr_api(client, kind, ns)
+    let url = kuryr_api(client, kind, ns).resource_url().to_string();
+    let request = kube::core::Request::new(url)
         .patch(
             name,
             &PatchParams::apply("kuryr-controller").force(),
             &Patch::Apply(&obj),
         )
+        .unwrap();
+    client
+        .request::<serde::de::IgnoredAny>(request)
         .await
         .unwrap();
 }
