@@ -337,7 +337,7 @@ async fn real_keystone_tokens_catalog_renewal_and_bad_credentials() {
     let assoc = os
         .associate(&vpn, "router", json!({"router_id": router}))
         .await;
-    let ns = kuryr_namespace(&client, &uuid_like(), &router).await;
+    let ns = kuryr_namespace(&client, &os.project, &uuid_like(), &router).await;
 
     // The clouds.yaml Secret, in a namespace of the operator's.
     let ops = namespace(&client).await;

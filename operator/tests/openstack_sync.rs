@@ -157,10 +157,10 @@ async fn follows_neutron_through_its_api() {
         .await;
     // Kuryr side: ns_r's network is behind the router, ns_n's network is net1, ns_p holds the
     // pod whose vif is the port. ns_x matches nothing.
-    let ns_r = kuryr_namespace(&client, &uuid_like(), &router).await;
-    let ns_n = kuryr_namespace(&client, &net1, &uuid_like()).await;
-    let ns_p = kuryr_namespace(&client, &net2, &uuid_like()).await;
-    let ns_x = kuryr_namespace(&client, &uuid_like(), &uuid_like()).await;
+    let ns_r = kuryr_namespace(&client, &os.project, &uuid_like(), &router).await;
+    let ns_n = kuryr_namespace(&client, &os.project, &net1, &uuid_like()).await;
+    let ns_p = kuryr_namespace(&client, &os.project, &net2, &uuid_like()).await;
+    let ns_x = kuryr_namespace(&client, &os.project, &uuid_like(), &uuid_like()).await;
     kuryr_port(&client, &ns_p, "web", &port, &net2).await;
     // Objects made by hand, which the sync must never change.
     let hand_vpn = hand_made_vpn(&client, &format!("hand-{}", short()), unique_vni()).await;
@@ -412,7 +412,7 @@ async fn measures_neutron_change_to_cr_change() {
     let os = NeutronApi::noauth(&neutron.url);
     os.delete_all_bgpvpns().await;
     let router = os.router().await;
-    let ns = kuryr_namespace(&client, &uuid_like(), &router).await;
+    let ns = kuryr_namespace(&client, &os.project, &uuid_like(), &router).await;
     // a realistic background: a few other bgpvpns with associations
     for _ in 0..5 {
         let v = unique_vni();
@@ -536,7 +536,7 @@ async fn neutron_down_deletes_nothing_and_is_reported() {
     let assoc = os
         .associate(&id, "router", json!({"router_id": router}))
         .await;
-    let ns = kuryr_namespace(&client, &uuid_like(), &router).await;
+    let ns = kuryr_namespace(&client, &os.project, &uuid_like(), &router).await;
     let metrics = Arc::new(SyncMetrics::default());
     let mut sync = syncer(&client, &neutron.url, &metrics);
     sync.pass().await.unwrap();
@@ -769,7 +769,7 @@ async fn failures_of_neutron_never_delete_anything() {
         .fallback(fake_handler)
         .with_state(fake.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let ns = kuryr_namespace(&client, &uuid_like(), &fake.router).await;
+    let ns = kuryr_namespace(&client, "p", &uuid_like(), &fake.router).await;
     let set = |m: Mode| *fake.mode.lock().unwrap() = m;
 
     let metrics = Arc::new(SyncMetrics::default());

@@ -99,6 +99,10 @@ impl KuryrIndex {
     }
 }
 
+/// The OpenStack project of each namespace the cluster admin mapped to one (the Namespace label
+/// [`NAMESPACE_PROJECT_LABEL`]), in lower case.
+pub type NamespaceProjects = BTreeMap<String, String>;
+
 /// A `BGPVPN` the sync wants.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredVpn {
@@ -106,6 +110,8 @@ pub struct DesiredVpn {
     pub spec: BgpvpnSpec,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// The projects whose namespaces it may admit (its own, and its associations'), lower case.
+    pub projects: BTreeSet<String>,
 }
 
 /// A `VNIBinding` the sync wants.
@@ -142,6 +148,9 @@ pub struct Desired {
     pub invalid: Vec<Problem>,
     /// Parts that are valid in Neutron but not mirrored (skipped; the rest is mirrored).
     pub unsupported: Vec<Problem>,
+    /// Namespaces an association reaches through Kuryr but that the admin did not map to the
+    /// association's project (not bound).
+    pub unmapped: Vec<Problem>,
 }
 
 fn labels(neutron_id: &str) -> BTreeMap<String, String> {
@@ -151,8 +160,9 @@ fn labels(neutron_id: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// Computes the objects that should exist.
-pub fn desired(snapshot: &Snapshot, kuryr: &KuryrIndex) -> Desired {
+/// Computes the objects that should exist. A namespace is bound only when the admin mapped it
+/// to the project of the association (or of the bgpvpn, when the association names none).
+pub fn desired(snapshot: &Snapshot, kuryr: &KuryrIndex, projects: &NamespaceProjects) -> Desired {
     let mut out = Desired {
         uncertain_namespaces: kuryr.uncertain_namespaces.clone(),
         ..Default::default()
@@ -169,14 +179,15 @@ pub fn desired(snapshot: &Snapshot, kuryr: &KuryrIndex) -> Desired {
                 out.keep.insert(fetched.id.clone());
                 out.invalid.push(invalid(problems.join("; ")));
             }
-            Ok(full) => match map_one(full, kuryr) {
-                Ok((v, bindings, unsupported)) => {
-                    out.unsupported
-                        .extend(unsupported.into_iter().map(|m| Problem {
-                            neutron_id: fetched.id.clone(),
-                            vpn: vpn.clone(),
-                            message: m,
-                        }));
+            Ok(full) => match map_one(full, kuryr, projects) {
+                Ok((v, bindings, unsupported, unmapped)) => {
+                    let problem = |message: String| Problem {
+                        neutron_id: fetched.id.clone(),
+                        vpn: vpn.clone(),
+                        message,
+                    };
+                    out.unsupported.extend(unsupported.into_iter().map(problem));
+                    out.unmapped.extend(unmapped.into_iter().map(problem));
                     out.vpns.insert(vpn.clone(), v);
                     for b in bindings {
                         out.bindings
@@ -210,21 +221,45 @@ impl Desired {
     }
 }
 
-type Mapped = (DesiredVpn, Vec<DesiredBinding>, Vec<String>);
+/// The desired BGPVPN, its bindings, the unsupported parts and the unmapped namespaces.
+type Mapped = (DesiredVpn, Vec<DesiredBinding>, Vec<String>, Vec<String>);
 
-fn map_one(full: &FullBgpvpn, kuryr: &KuryrIndex) -> Result<Mapped, String> {
+fn map_one(
+    full: &FullBgpvpn,
+    kuryr: &KuryrIndex,
+    projects: &NamespaceProjects,
+) -> Result<Mapped, String> {
     let b = &full.bgpvpn;
     let vpn = vpn_name(&b.id);
     let vni = b
         .vni
         .ok_or("the bgpvpn has no VNI; only bgpvpns with a VNI are mirrored")?;
     let mut unsupported = Vec::new();
+    let mut unmapped = Vec::new();
     let mut bindings = Vec::new();
     let mut bind = |namespace: String,
                     association_id: &str,
                     kind: &str,
                     project_id: &Option<String>,
                     spec: VniBindingSpec| {
+        // Kuryr says which namespaces an association reaches; only the admin's mapping says
+        // whether they are the association's project's to bind
+        let owner = project_id.as_deref().unwrap_or(&b.project_id);
+        match projects.get(&namespace) {
+            Some(mapped) if mapped.eq_ignore_ascii_case(owner) => {}
+            mapped => {
+                let whose = match mapped {
+                    Some(other) => format!("the admin mapped to project {other}"),
+                    None => format!(
+                        "is mapped to no project (Namespace label {NAMESPACE_PROJECT_LABEL})"
+                    ),
+                };
+                unmapped.push(format!(
+                    "{kind} association {association_id} of project {owner} reaches namespace {namespace}, which {whose}: not bound there"
+                ));
+                return;
+            }
+        }
         let mut annotations = BTreeMap::from([
             (BGPVPN_ID_KEY.to_string(), b.id.clone()),
             (
@@ -352,15 +387,23 @@ fn map_one(full: &FullBgpvpn, kuryr: &KuryrIndex) -> Result<Mapped, String> {
         (PROJECT_ID_ANNOTATION.to_string(), b.project_id.clone()),
         (NAME_ANNOTATION.to_string(), b.name.clone()),
     ]);
+    let projects = std::iter::once(&b.project_id)
+        .chain(full.routers.iter().filter_map(|a| a.project_id.as_ref()))
+        .chain(full.networks.iter().filter_map(|a| a.project_id.as_ref()))
+        .chain(full.ports.iter().filter_map(|a| a.project_id.as_ref()))
+        .map(|p| p.to_ascii_lowercase())
+        .collect();
     Ok((
         DesiredVpn {
             neutron_id: b.id.clone(),
             spec,
             labels: labels(&b.id),
             annotations,
+            projects,
         },
         bindings,
         unsupported,
+        unmapped,
     ))
 }
 
@@ -435,9 +478,16 @@ mod tests {
         }
     }
 
+    /// The admin's mapping: the three namespaces Kuryr puts behind the associations are p1's.
+    fn projects() -> NamespaceProjects {
+        ["team-a", "team-b", "team-c"]
+            .map(|ns| (ns.to_string(), "p1".to_string()))
+            .into()
+    }
+
     #[test]
     fn all_three_association_kinds() {
-        let d = desired(&snap(Ok(full())), &kuryr());
+        let d = desired(&snap(Ok(full())), &kuryr(), &projects());
         let name = format!("os-{V}");
         let vpn = &d.vpns[&name];
         assert_eq!(vpn.spec.vni, 1001);
@@ -481,7 +531,44 @@ mod tests {
             d.uncertain_namespaces,
             BTreeSet::from(["broken".to_string()])
         );
-        assert!(d.invalid.is_empty() && d.unsupported.is_empty() && d.keep.is_empty());
+        assert!(
+            d.invalid.is_empty()
+                && d.unsupported.is_empty()
+                && d.keep.is_empty()
+                && d.unmapped.is_empty()
+        );
+        assert_eq!(vpn.projects, BTreeSet::from(["p1".to_string()]));
+    }
+
+    #[test]
+    fn an_association_reaches_only_the_namespaces_of_its_project() {
+        // team-a is another project's, team-c is mapped to none; the project ids compare in any case
+        let mut projects = projects();
+        projects.insert("team-a".into(), "p2".into());
+        projects.remove("team-c");
+        let mut f = full();
+        f.routers[0].project_id = Some("P1".into());
+        let d = desired(&snap(Ok(f)), &kuryr(), &projects);
+        let keys: Vec<&str> = d.bindings.keys().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(keys, ["team-b", "team-b"]);
+        assert_eq!(
+            d.vpns[&vpn_name(V)].spec.allowed_namespaces.names,
+            ["team-b"]
+        );
+        let said: Vec<&str> = d.unmapped.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(
+            said[0].contains("router association")
+                && said[0].contains("team-a")
+                && said[0].contains("project p2"),
+            "{said:?}"
+        );
+        assert!(
+            said[1].contains("port association")
+                && said[1].contains("team-c")
+                && said[1].contains("mapped to no project"),
+            "{said:?}"
+        );
     }
 
     #[test]
@@ -489,6 +576,7 @@ mod tests {
         let d = desired(
             &snap(Err(vec!["vni 0 is outside 1..16777215".into()])),
             &kuryr(),
+            &projects(),
         );
         assert!(d.vpns.is_empty() && d.bindings.is_empty());
         assert!(d.keep.contains(V));
@@ -496,7 +584,7 @@ mod tests {
 
         let mut no_rt = full();
         no_rt.bgpvpn.route_targets.clear();
-        let d = desired(&snap(Ok(no_rt)), &kuryr());
+        let d = desired(&snap(Ok(no_rt)), &kuryr(), &projects());
         assert!(d.vpns.is_empty() && d.keep.contains(V));
         assert!(
             d.invalid[0].message.contains("route target"),
@@ -506,14 +594,18 @@ mod tests {
 
         let mut bad_rt = full();
         bad_rt.bgpvpn.route_targets = vec!["64512:1001\nrouter bgp 1".into()];
-        assert!(desired(&snap(Ok(bad_rt)), &kuryr()).keep.contains(V));
+        assert!(
+            desired(&snap(Ok(bad_rt)), &kuryr(), &projects())
+                .keep
+                .contains(V)
+        );
 
         let mut host_bits = full();
         host_bits.ports[0].routes = vec![PortRoute::Prefix {
             prefix: "192.168.100.1/24".into(),
             local_pref: None,
         }];
-        let d = desired(&snap(Ok(host_bits)), &kuryr());
+        let d = desired(&snap(Ok(host_bits)), &kuryr(), &projects());
         assert!(
             d.invalid[0].message.contains("host bits"),
             "{:?}",
@@ -523,7 +615,7 @@ mod tests {
         let mut no_vni = full();
         no_vni.bgpvpn.vni = None;
         assert!(
-            desired(&snap(Ok(no_vni)), &kuryr()).invalid[0]
+            desired(&snap(Ok(no_vni)), &kuryr(), &projects()).invalid[0]
                 .message
                 .contains("no VNI")
         );
@@ -536,11 +628,11 @@ mod tests {
             bgpvpn_id: ROUTER.into(),
             local_pref: None,
         });
-        let d = desired(&snap(Ok(f.clone())), &kuryr());
+        let d = desired(&snap(Ok(f.clone())), &kuryr(), &projects());
         assert_eq!(d.bindings.len(), 4);
         assert!(d.unsupported[0].message.contains("leaked"));
         f.ports[0].advertise_fixed_ips = false;
-        let d = desired(&snap(Ok(f)), &kuryr());
+        let d = desired(&snap(Ok(f)), &kuryr(), &projects());
         assert_eq!(d.bindings.len(), 3);
         assert_eq!(
             d.vpns[&format!("os-{V}")].spec.allowed_namespaces.names,
@@ -560,7 +652,7 @@ mod tests {
                 && n.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         );
-        let mut d = desired(&snap(Ok(full())), &KuryrIndex::default());
+        let mut d = desired(&snap(Ok(full())), &KuryrIndex::default(), &projects());
         assert!(d.bindings.is_empty());
         assert!(d.vpns[&n].spec.allowed_namespaces.names.is_empty());
         d.admit(&n, "kept");

@@ -15,13 +15,34 @@
 //! | router association (`router_id`) | one `VNIBinding` `os-<association id>` with `spec.routerId` in every namespace whose `KuryrNetwork` has `status.routerId` = that router |
 //! | network association (`network_id`) | one `VNIBinding` `os-<association id>` with `spec.networkId` in every namespace whose `KuryrNetwork` has `status.netId` = that network |
 //! | port association (`port_id`, `routes`) | one `VNIBinding` `os-<association id>` with `spec.portId` in the namespace of the `KuryrPort` (the pod) that has a vif with that id; the `prefix` routes become `spec.advertisePrefixes`, advertised only within the mirrored BGPVPN's `spec.allowedPrefixes`: the sync neither sets nor owns that field, the cluster admin sets it (Neutron tenants choose port routes) |
-//! | the namespaces bound | `spec.allowedNamespaces.names` of the BGPVPN: exactly those namespaces (`all` is false, no selector). Namespaces are never labelled, and Kubernetes 1.20 has no `kubernetes.io/metadata.name` label to select on. |
+//! | the namespaces bound | `spec.allowedNamespaces.names` of the BGPVPN: exactly those namespaces (`all` is false, no selector). Namespaces are never labelled by the sync, and Kubernetes 1.20 has no `kubernetes.io/metadata.name` label to select on. |
 //!
-//! Every object written carries the label `bgpvpn.io/managed-by=openstack-sync` (the ownership
-//! mark: only objects with it are ever changed or deleted) and `bgpvpn.io/openstack-bgpvpn-id`,
-//! and the annotations `bgpvpn.io/openstack-bgpvpn-id`, `bgpvpn.io/openstack-project-id`,
-//! `bgpvpn.io/openstack-name` (BGPVPN) or `bgpvpn.io/openstack-association-id`,
-//! `bgpvpn.io/openstack-association-type` (VNIBinding).
+//! # Which namespaces a project reaches
+//!
+//! Kuryr says which namespaces an association reaches (their network is behind the router, is
+//! the network, holds the port); only the cluster admin says whose they are. A namespace is
+//! bound only when the admin labelled it `bgpvpn.io/openstack-project-id=<project id>` with the
+//! project of the association (or of the bgpvpn, for an association without `project_id`);
+//! project ids compare in any case. Namespaces are the admin's to label (tenants usually cannot
+//! edit Namespace objects). A namespace an association reaches but that is not mapped to its
+//! project is not bound, and is named in a Warning Event `NamespaceNotMapped` on the BGPVPN.
+//!
+//! # What the sync owns
+//!
+//! Every object written carries the label `bgpvpn.io/managed-by=openstack-sync` and
+//! `bgpvpn.io/openstack-bgpvpn-id`; for a BGPVPN (cluster-scoped: only admins and the sync write
+//! it) the label is the ownership mark. For a VNIBinding it is only a filter, since a tenant can
+//! put it on a binding of its own: a labelled binding is the sync's only when its BGPVPN is the
+//! sync's and admits the binding's namespace (which only the sync made it do). Only the sync's
+//! objects are ever changed or deleted, and only the sync's bindings keep a namespace admitted
+//! where its Kuryr objects cannot be read (and only while the namespace is still mapped to a
+//! project of the BGPVPN). Any other labelled binding is left to its tenant and named in a
+//! Warning Event `NotMadeBySync`: the label gains it nothing (the operator reports it
+//! `NotAllowed` like any binding the BGPVPN does not admit).
+//!
+//! Objects written also carry the annotations `bgpvpn.io/openstack-bgpvpn-id`,
+//! `bgpvpn.io/openstack-project-id`, `bgpvpn.io/openstack-name` (BGPVPN) or
+//! `bgpvpn.io/openstack-association-id`, `bgpvpn.io/openstack-association-type` (VNIBinding).
 //!
 //! Not mirrored, and said so in an Event (`Unsupported`): port-association routes of type
 //! `bgpvpn` (route leaking), port associations with `advertise_fixed_ips: false` (a binding always
@@ -30,7 +51,7 @@
 //!
 //! # Nothing lost
 //!
-//! * Objects without the ownership label are never changed or deleted. When the name the sync
+//! * Objects that are not the sync's (above) are never changed or deleted. When the name the sync
 //!   needs is taken by such an object, the clash is reported (Warning Event `NameClash` on that
 //!   object, a metric, a log line) and the bgpvpn's bindings are not written either.
 //! * New objects are created with `POST` (which fails on a clash, so a hand-made object created
@@ -76,6 +97,9 @@ pub const MANAGED_BY_VALUE: &str = "openstack-sync";
 pub const BGPVPN_ID_KEY: &str = "bgpvpn.io/openstack-bgpvpn-id";
 /// Annotation: the Neutron project of the bgpvpn / association.
 pub const PROJECT_ID_ANNOTATION: &str = "bgpvpn.io/openstack-project-id";
+/// Namespace label, set by the cluster admin: the OpenStack project (id) the namespace belongs
+/// to. An association reaches only the namespaces mapped to its project.
+pub const NAMESPACE_PROJECT_LABEL: &str = "bgpvpn.io/openstack-project-id";
 /// Annotation: the Neutron name of the bgpvpn.
 pub const NAME_ANNOTATION: &str = "bgpvpn.io/openstack-name";
 /// Annotation: the Neutron association a binding mirrors.

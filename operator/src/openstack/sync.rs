@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bgpvpn_crds::conditions::{self, types::SYNCED};
 use bgpvpn_crds::{Bgpvpn, BgpvpnSpec, VniBinding};
-use k8s_openapi::api::core::v1::{ObjectReference, Secret as KubeSecret};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret as KubeSecret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -81,6 +81,21 @@ where
         }
     }
     Ok((readable, unreadable))
+}
+
+/// The labelled bindings that are the sync's (their BGPVPN is the sync's and admits their
+/// namespace), and the others.
+fn sort_out_bindings(
+    labelled: Vec<VniBinding>,
+    owned_vpns: &[Bgpvpn],
+) -> (Vec<VniBinding>, Vec<VniBinding>) {
+    labelled.into_iter().partition(|b| {
+        let ns = b.namespace().unwrap_or_default();
+        owned_vpns
+            .iter()
+            .find(|v| v.name_any() == b.spec.bgpvpn)
+            .is_some_and(|v| v.spec.allowed_namespaces.names.contains(&ns))
+    })
 }
 
 /// The sync: holds the clients, the Keystone session and what was reported already.
@@ -357,6 +372,26 @@ impl Syncer {
         Ok(n)
     }
 
+    /// The namespaces the admin mapped to an OpenStack project (label
+    /// [`NAMESPACE_PROJECT_LABEL`]), with the project in lower case.
+    async fn namespace_projects(&self) -> Result<mapping::NamespaceProjects, SyncError> {
+        let lp = ListParams::default().labels(NAMESPACE_PROJECT_LABEL);
+        let (namespaces, _) = list_guarded::<Namespace>(&self.client, &lp)
+            .await
+            .map_err(kube_err("list the namespaces mapped to OpenStack projects"))?;
+        Ok(namespaces
+            .iter()
+            .filter_map(|ns| {
+                let project = ns
+                    .labels()
+                    .get(NAMESPACE_PROJECT_LABEL)?
+                    .trim()
+                    .to_ascii_lowercase();
+                (!project.is_empty()).then(|| (ns.name_any(), project))
+            })
+            .collect())
+    }
+
     /// The Kuryr objects, and those that cannot be read.
     async fn kuryr(&self) -> Result<(KuryrIndex, Vec<UnreadableObject>), SyncError> {
         let missing = |what: &'static str| {
@@ -398,11 +433,18 @@ impl Syncer {
         let (owned_vpns, bad_vpns) = list_guarded::<Bgpvpn>(&self.client, &owned_selector())
             .await
             .map_err(kube_err("list owned BGPVPNs"))?;
-        let (owned_bindings, bad_bindings) =
+        let (labelled_bindings, bad_bindings) =
             list_guarded::<VniBinding>(&self.client, &owned_selector())
                 .await
                 .map_err(kube_err("list owned VNIBindings"))?;
+        let projects = self.namespace_projects().await?;
         // Everything is read: from here on, nothing aborts the pass.
+
+        // The label is only a filter: a tenant can put it on a binding of its own. A binding is
+        // the sync's when its BGPVPN (cluster-scoped: only admins and the sync write it) is the
+        // sync's and admits the binding's namespace, which only the sync made it do. The others
+        // are left to their tenants (the label gives them nothing), and said so.
+        let (owned_bindings, forged) = sort_out_bindings(labelled_bindings, &owned_vpns);
 
         // owned objects that cannot be read are left as they are, and so is what they concern
         let unreadable_vpns: BTreeSet<String> = bad_vpns.iter().map(|u| u.name.clone()).collect();
@@ -412,14 +454,21 @@ impl Syncer {
             .collect();
         unreadable.extend(bad_vpns);
         unreadable.extend(bad_bindings);
-        let mut desired = mapping::desired(&snapshot, &kuryr);
+        let mut desired = mapping::desired(&snapshot, &kuryr, &projects);
         desired
             .uncertain_namespaces
             .extend(unreadable_bindings.iter().map(|(ns, _)| ns.clone()));
+        // where Kuryr cannot be read, the sync's own bindings stay admitted, while their
+        // namespace is still mapped to a project of the BGPVPN
         for b in &owned_bindings {
             let ns = b.namespace().unwrap_or_default();
+            let mapped = desired
+                .vpns
+                .get(&b.spec.bgpvpn)
+                .is_some_and(|v| projects.get(&ns).is_some_and(|p| v.projects.contains(p)));
             if desired.uncertain_namespaces.contains(&ns)
                 && !desired.bindings.contains_key(&(ns.clone(), b.name_any()))
+                && mapped
             {
                 desired.admit(&b.spec.bgpvpn, &ns);
             }
@@ -763,6 +812,35 @@ impl Syncer {
 
         // Report what is wrong, once per change.
         let mut current: BTreeSet<String> = BTreeSet::new();
+        for b in &forged {
+            let (ns, name) = (b.namespace().unwrap_or_default(), b.name_any());
+            let key = format!("forged/{ns}/{name}");
+            current.insert(key.clone());
+            let message = format!(
+                "this VNIBinding carries the label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}, but the OpenStack sync did not make it: \
+                 BGPVPN {} does not admit namespace {ns} for the sync; the sync leaves it alone, and the label gives it nothing",
+                b.spec.bgpvpn
+            );
+            events.push((
+                key,
+                message,
+                EventType::Warning,
+                "NotMadeBySync",
+                reference("VNIBinding", Some(&ns), &name, b.uid()),
+            ));
+        }
+        for p in &desired.unmapped {
+            let key = format!("unmapped/{}/{}", p.neutron_id, p.message);
+            current.insert(key.clone());
+            let uid = owned_vpn.get(&p.vpn).and_then(|v| v.uid());
+            events.push((
+                key,
+                p.message.clone(),
+                EventType::Warning,
+                "NamespaceNotMapped",
+                reference("BGPVPN", None, &p.vpn, uid),
+            ));
+        }
         for u in &unreadable {
             let key = format!("unreadable/{}", u.describe());
             current.insert(key.clone());
@@ -806,7 +884,7 @@ impl Syncer {
             ));
         }
         for (key, _, _, _, _) in &events {
-            if key.starts_with("clash/") {
+            if key.starts_with("clash/") || key.starts_with("unreadable/") {
                 current.insert(key.clone());
             }
         }
@@ -1041,6 +1119,7 @@ mod tests {
             spec: serde_json::from_value(json!({"vni": 5, "routeTargets": ["1:1"]})).unwrap(),
             labels: BTreeMap::from([("a".into(), "b".into())]),
             annotations: BTreeMap::new(),
+            projects: BTreeSet::new(),
         };
         let body = vpn_apply_body("os-x", &want, Some("u".into()));
         assert_eq!(body["spec"]["localPref"], Value::Null);
@@ -1067,5 +1146,36 @@ mod tests {
             json!({"bgpvpn": "os-x", "routerId": "0f3b5a8e-6a0e-4c39-9d0b-0a1b2c3d4e5f", "advertisePrefixes": []})
         );
         assert!(body["metadata"].get("uid").is_none());
+    }
+
+    #[test]
+    fn only_bindings_their_bgpvpn_admits_are_the_syncs() {
+        let vpn: Bgpvpn = serde_json::from_value(json!({"metadata": {"name": "os-v", "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+            "spec": {"vni": 5, "routeTargets": ["1:1"], "allowedNamespaces": {"names": ["team-a"]}}}))
+        .unwrap();
+        let binding = |ns: &str, vpn: &str| -> VniBinding {
+            serde_json::from_value(json!({"metadata": {"name": "os-b", "namespace": ns, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+                "spec": {"bgpvpn": vpn, "podSelector": {}}}))
+            .unwrap()
+        };
+        let labelled = vec![
+            binding("team-a", "os-v"),
+            binding("tenant", "os-v"),
+            binding("team-a", "os-other"),
+        ];
+        let (own, forged) = sort_out_bindings(labelled, &[vpn]);
+        let where_ = |v: &[VniBinding]| {
+            v.iter()
+                .map(|b| (b.namespace().unwrap(), b.spec.bgpvpn.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(where_(&own), [("team-a".to_string(), "os-v".to_string())]);
+        assert_eq!(
+            where_(&forged),
+            [
+                ("tenant".to_string(), "os-v".to_string()),
+                ("team-a".to_string(), "os-other".to_string())
+            ]
+        );
     }
 }

@@ -383,11 +383,20 @@ pub async fn install_kuryr_crds(client: &Client) {
 
 pub use bgpvpn_testkit::kuryr_api;
 
-/// A new namespace with Kuryr's KuryrNetwork in it (network and router of the namespace).
-pub async fn kuryr_namespace(client: &Client, net_id: &str, router_id: &str) -> String {
-    let ns = namespace(client).await;
+/// The Namespace label by which the cluster admin maps a namespace to an OpenStack project.
+pub const PROJECT_LABEL: &str = "bgpvpn.io/openstack-project-id";
+
+/// A new namespace of OpenStack project `project` (labelled so by the admin), with Kuryr's
+/// KuryrNetwork in it (network and router of the namespace).
+pub async fn kuryr_namespace(
+    client: &Client,
+    project: &str,
+    net_id: &str,
+    router_id: &str,
+) -> String {
+    let ns = project_namespace(client, project).await;
     let obj = json!({"apiVersion": "openstack.org/v1", "kind": "KuryrNetwork", "metadata": {"name": ns, "namespace": ns},
-        "spec": {"nsName": ns, "projectId": "p", "nsLabels": {}},
+        "spec": {"nsName": ns, "projectId": project, "nsLabels": {}},
         "status": {"netId": net_id, "routerId": router_id, "subnetId": uuid_like(), "subnetCIDR": "10.0.0.0/24", "populated": true}});
     kuryr_api(client, "KuryrNetwork", &ns)
         .create(
@@ -399,9 +408,21 @@ pub async fn kuryr_namespace(client: &Client, net_id: &str, router_id: &str) -> 
     ns
 }
 
-/// A pod's KuryrPort whose default vif is Neutron port `port_id`, in Kuryr's own (versioned
-/// object) format; `spec.podUid` is the pod's when the pod exists.
+/// A pod's KuryrPort whose default vif is Neutron port `port_id` with address 10.20.0.5, in
+/// Kuryr's own (versioned object) format; `spec.podUid` is the pod's when the pod exists.
 pub async fn kuryr_port(client: &Client, ns: &str, pod: &str, port_id: &str, net_id: &str) {
+    kuryr_port_with_ip(client, ns, pod, port_id, net_id, "10.20.0.5").await
+}
+
+/// [`kuryr_port`] with the vif's address.
+pub async fn kuryr_port_with_ip(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+    port_id: &str,
+    net_id: &str,
+    address: &str,
+) {
     let existing = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
         .get_opt(pod)
         .await
@@ -411,7 +432,7 @@ pub async fn kuryr_port(client: &Client, ns: &str, pod: &str, port_id: &str, net
         .unwrap_or_else(uuid_like);
     // oslo versioned-object primitives, nested the way Kuryr stores them
     let vo = |name: &str, data: Value| json!({"versioned_object.name": name, "versioned_object.namespace": "os_vif", "versioned_object.version": "1.0", "versioned_object.data": data});
-    let ip = vo("FixedIP", json!({"address": "10.20.0.5"}));
+    let ip = vo("FixedIP", json!({"address": address}));
     let subnet = vo(
         "Subnet",
         json!({"cidr": "10.20.0.0/24", "ips": vo("FixedIPList", json!({"objects": [ip]}))}),
@@ -434,6 +455,22 @@ pub async fn kuryr_port(client: &Client, ns: &str, pod: &str, port_id: &str, net
         )
         .await
         .unwrap();
+}
+
+/// A new namespace mapped to OpenStack project `project` by the admin's label.
+pub async fn project_namespace(client: &Client, project: &str) -> String {
+    let name = bgpvpn_testkit::unique_name("os");
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": {PROJECT_LABEL: project}}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    name
 }
 
 pub async fn namespace(client: &Client) -> String {
