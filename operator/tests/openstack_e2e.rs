@@ -292,6 +292,21 @@ async fn a_project_reaches_only_its_namespaces_and_a_forged_label_gains_nothing(
         )
         .await
         .unwrap();
+    // and one nested deeper than a JSON parser reads by default: the sync's lists go on
+    let deep = (0..140).fold(json!("x"), |inner, _| json!({ "a": inner }));
+    let deep = json!({"apiVersion": "openstack.org/v1", "kind": "KuryrPort", "metadata": {"name": "deep", "namespace": ns_t},
+        "spec": {"podUid": uuid_like(), "podNodeName": node}, "status": {"vifs": {"eth0": deep}}});
+    let url = kuryr_api(&client, "KuryrPort", &ns_t)
+        .resource_url()
+        .to_string();
+    let create = kube::core::Request::new(url)
+        .create(&PostParams::default(), serde_json::to_vec(&deep).unwrap())
+        .unwrap();
+    // (the answer is as deep: not parsed)
+    client
+        .request::<serde::de::IgnoredAny>(create)
+        .await
+        .unwrap();
 
     // P's BGPVPN, with P's router associated
     let vni = unique_vni();
