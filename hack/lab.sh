@@ -225,6 +225,9 @@ status:
                                 versioned_object.data: {address: 10.0.0.84}
 EOF
   ok "KuryrNetwork demo (router $ROUTER) and KuryrPort web (port $PORT, 10.0.0.84)"
+  # the cluster admin maps the namespace to its OpenStack project: the sync binds no other
+  k label namespace demo "bgpvpn.io/openstack-project-id=$PROJECT" --overwrite >/dev/null
+  ok "namespace demo mapped to project $PROJECT (label bgpvpn.io/openstack-project-id)"
   cat >>"$RUN/operator.yaml" <<EOF
 openstack:
   neutronUrl: $NEUTRON

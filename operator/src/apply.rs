@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bgpvpn_crds::EvpnNodeState;
-use futures::{stream, StreamExt};
+use futures::{StreamExt, stream};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::core::Request;
@@ -57,11 +57,16 @@ pub struct NodeStateWriter {
 }
 
 fn owner_of(obj: &EvpnNodeState) -> Option<&str> {
-    obj.owner_references().iter().find(|o| o.kind == "Node" && o.api_version == "v1").map(|o| o.uid.as_str())
+    obj.owner_references()
+        .iter()
+        .find(|o| o.kind == "Node" && o.api_version == "v1")
+        .map(|o| o.uid.as_str())
 }
 
 fn up_to_date(obj: &EvpnNodeState, desired: &NodePlan) -> bool {
-    obj.spec == desired.spec && owner_of(obj) == Some(desired.uid.as_str()) && obj.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+    obj.spec == desired.spec
+        && owner_of(obj) == Some(desired.uid.as_str())
+        && obj.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
 }
 
 /// The object as the operator owns it: labels, owner reference and spec; never status.
@@ -88,19 +93,35 @@ pub fn desired_object(name: &str, desired: &NodePlan) -> EvpnNodeState {
 /// Server-side applies `obj` without reading back the object the API server answers with: that
 /// is the whole object again, managed fields included (for a node with a thousand VNIs, megabytes
 /// of parsing only to drop it). Errors are read as usual.
-async fn apply_unread(client: &Client, name: &str, params: &PatchParams, obj: &EvpnNodeState) -> kube::Result<()> {
-    let request = Request::new(EvpnNodeState::url_path(&(), None)).patch(name, params, &Patch::Apply(obj)).map_err(kube::Error::BuildRequest)?;
+async fn apply_unread(
+    client: &Client,
+    name: &str,
+    params: &PatchParams,
+    obj: &EvpnNodeState,
+) -> kube::Result<()> {
+    let request = Request::new(EvpnNodeState::url_path(&(), None))
+        .patch(name, params, &Patch::Apply(obj))
+        .map_err(kube::Error::BuildRequest)?;
     client.request::<IgnoredAny>(request).await.map(|_| ())
 }
 
 impl NodeStateWriter {
     pub fn new(api: Api<EvpnNodeState>) -> Self {
         let client = api.clone().into_client();
-        NodeStateWriter { api, client, written: HashMap::new() }
+        NodeStateWriter {
+            api,
+            client,
+            written: HashMap::new(),
+        }
     }
 
     /// Whether `name` needs a write, given the stored object.
-    fn needs_write(&mut self, name: &str, desired: &NodePlan, stored: Option<&EvpnNodeState>) -> Result<bool, ()> {
+    fn needs_write(
+        &mut self,
+        name: &str,
+        desired: &NodePlan,
+        stored: Option<&EvpnNodeState>,
+    ) -> Result<bool, ()> {
         if stored.is_some_and(|obj| up_to_date(obj, desired)) {
             self.written.remove(name);
             return Ok(false);
@@ -108,19 +129,35 @@ impl NodeStateWriter {
         let stored_rv = stored.and_then(|o| o.resource_version());
         match self.written.get(name) {
             // the store still shows what we wrote over: our write is on its way
-            Some(w) if *w.desired == *desired && w.over == stored_rv && w.at.elapsed() < STORE_LAG_GRACE => Err(()),
+            Some(w)
+                if *w.desired == *desired
+                    && w.over == stored_rv
+                    && w.at.elapsed() < STORE_LAG_GRACE =>
+            {
+                Err(())
+            }
             _ => Ok(true),
         }
     }
 
     /// Makes the stored objects match `plan`.
-    pub async fn apply(&mut self, plan: &Plan, stored: &[Arc<EvpnNodeState>], metrics: &Metrics) -> Applied {
-        let stored: HashMap<String, &EvpnNodeState> = stored.iter().map(|o| (o.name_any(), &**o)).collect();
+    pub async fn apply(
+        &mut self,
+        plan: &Plan,
+        stored: &[Arc<EvpnNodeState>],
+        metrics: &Metrics,
+    ) -> Applied {
+        let stored: HashMap<String, &EvpnNodeState> =
+            stored.iter().map(|o| (o.name_any(), &**o)).collect();
         let mut applied = Applied::default();
         let mut to_write = Vec::new();
         for (name, desired) in &plan.nodes {
             match self.needs_write(name, desired, stored.get(name).copied()) {
-                Ok(true) => to_write.push((name.clone(), desired.clone(), stored.get(name).and_then(|o| o.resource_version()))),
+                Ok(true) => to_write.push((
+                    name.clone(),
+                    desired.clone(),
+                    stored.get(name).and_then(|o| o.resource_version()),
+                )),
                 Ok(false) => {}
                 Err(()) => applied.awaiting_store += 1,
             }
@@ -143,10 +180,19 @@ impl NodeStateWriter {
                 Ok(_) => {
                     metrics.node_state_write("apply");
                     tracing::info!(node = %name, vnis = desired.spec.l3vnis.len(), "EVPNNodeState written");
-                    self.written.insert(name.clone(), Written { desired, over, at: Instant::now() });
+                    self.written.insert(
+                        name.clone(),
+                        Written {
+                            desired,
+                            over,
+                            at: Instant::now(),
+                        },
+                    );
                     applied.written.push(name);
                 }
-                Err(e) => applied.errors.push(format!("write EVPNNodeState {name}: {e}")),
+                Err(e) => applied
+                    .errors
+                    .push(format!("write EVPNNodeState {name}: {e}")),
             }
         }
 
@@ -154,11 +200,20 @@ impl NodeStateWriter {
             .values()
             .copied()
             .filter(|o| o.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY))
-            .filter(|o| !plan.nodes.contains_key(&o.name_any()) && !plan.kept_nodes.contains_key(&o.name_any()))
+            .filter(|o| {
+                !plan.nodes.contains_key(&o.name_any())
+                    && !plan.kept_nodes.contains_key(&o.name_any())
+            })
             .collect();
         for obj in orphans {
             let name = obj.name_any();
-            let params = DeleteParams { preconditions: Some(Preconditions { uid: obj.uid(), resource_version: None }), ..Default::default() };
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: obj.uid(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
             match self.api.delete(&name, &params).await {
                 Ok(_) => {
                     metrics.node_state_write("delete");
@@ -167,7 +222,9 @@ impl NodeStateWriter {
                     applied.deleted.push(name);
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => applied.errors.push(format!("delete EVPNNodeState {name}: {e}")),
+                Err(e) => applied
+                    .errors
+                    .push(format!("delete EVPNNodeState {name}: {e}")),
             }
         }
         applied

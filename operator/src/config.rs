@@ -78,9 +78,15 @@ fn default_kuryr_discovery_seconds() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Parse { path: String, source: serde_yaml::Error },
+    Parse {
+        path: String,
+        source: serde_yaml::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -101,18 +107,33 @@ impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse { path: shown.clone(), source },
-            ConfigError::Invalid { message, .. } => ConfigError::Invalid { path: shown.clone(), message },
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: shown.clone(),
+                source,
+            },
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid {
+                path: shown.clone(),
+                message,
+            },
             other => other,
         })
     }
 
     /// Parses and checks configuration YAML.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: String::new(), source })?;
-        config.check().map_err(|message| ConfigError::Invalid { path: String::new(), message })?;
+        let config: Config = serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: String::new(),
+            source,
+        })?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: String::new(),
+            message,
+        })?;
         Ok(config)
     }
 
@@ -130,9 +151,11 @@ impl Config {
             },
             l3vnis: vec![],
         };
-        validate_node_state(&probe).map_err(|e| e.to_string().replace("spec.underlay", "underlay"))?;
+        validate_node_state(&probe)
+            .map_err(|e| e.to_string().replace("spec.underlay", "underlay"))?;
         if let Some(sel) = &self.node_selector {
-            kube::core::Selector::try_from(sel.clone()).map_err(|e| format!("nodeSelector: {e}"))?;
+            kube::core::Selector::try_from(sel.clone())
+                .map_err(|e| format!("nodeSelector: {e}"))?;
         }
         if let Some(sync) = &self.openstack {
             sync.check()?;
@@ -170,13 +193,34 @@ mod tests {
 
     #[test]
     fn mistakes_are_refused() {
-        assert!(Config::parse("underlay: {asn: 65001}\nunderlai: {}\n").unwrap_err().to_string().contains("unknown field"));
-        let err = Config::parse("underlay: {asn: 0, neighbors: [{address: nope, remoteAsn: 1}]}\n").unwrap_err().to_string();
-        assert!(err.contains("underlay.asn") && err.contains("neighbors[0].address"), "{err}");
-        let err = Config::parse("underlay: {asn: 1}\nnodeSelector: {matchExpressions: [{key: a, operator: Bogus}]}\n").unwrap_err().to_string();
+        assert!(
+            Config::parse("underlay: {asn: 65001}\nunderlai: {}\n")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field")
+        );
+        let err = Config::parse("underlay: {asn: 0, neighbors: [{address: nope, remoteAsn: 1}]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("underlay.asn") && err.contains("neighbors[0].address"),
+            "{err}"
+        );
+        let err = Config::parse(
+            "underlay: {asn: 1}\nnodeSelector: {matchExpressions: [{key: a, operator: Bogus}]}\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("nodeSelector"), "{err}");
-        let err = Config::parse("underlay: {asn: 1}\nopenstack: {}\n").unwrap_err().to_string();
+        let err = Config::parse("underlay: {asn: 1}\nopenstack: {}\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("openstack"), "{err}");
-        assert!(Config::parse("underlay: {asn: 1}\nopenstack: {neutronUrl: \"http://neutron:9696\"}\n").unwrap().openstack.is_some());
+        assert!(
+            Config::parse("underlay: {asn: 1}\nopenstack: {neutronUrl: \"http://neutron:9696\"}\n")
+                .unwrap()
+                .openstack
+                .is_some()
+        );
     }
 }

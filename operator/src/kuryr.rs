@@ -18,11 +18,12 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// API group of the Kuryr CRDs.
 pub const GROUP: &str = "openstack.org";
@@ -58,18 +59,20 @@ impl<T> Lenient<T> {
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Anything that is JSON at all is accepted here; the typed parse happens afterwards.
-        let value = Value::deserialize(d)?;
-        Ok(Lenient::from_value(value))
+        // Anything that is JSON at all is accepted here, as text (scanned, not parsed: any
+        // depth); the typed parse happens afterwards, on its own, so a part nested too deep is
+        // a malformed part and not an unreadable object.
+        let raw = Box::<RawValue>::deserialize(d)?;
+        Ok(Lenient::from_json(raw.get()))
     }
 }
 
 impl<T: DeserializeOwned> Lenient<T> {
-    fn from_value(value: Value) -> Self {
-        if value.is_null() {
+    fn from_json(text: &str) -> Self {
+        if text.trim() == "null" {
             return Lenient::Absent;
         }
-        match serde_json::from_value(value) {
+        match serde_json::from_str(text) {
             Ok(v) => Lenient::Ok(v),
             Err(e) => Lenient::Malformed(e.to_string()),
         }
@@ -183,8 +186,12 @@ impl<'de> Deserialize<'de> for VifEntry {
             default: bool,
             vif: Vif,
         }
-        let raw: Raw = serde_json::from_value(unwrap_versioned_objects(Value::deserialize(d)?)).map_err(serde::de::Error::custom)?;
-        Ok(VifEntry { default: raw.default, vif: raw.vif })
+        let raw: Raw = serde_json::from_value(unwrap_versioned_objects(Value::deserialize(d)?))
+            .map_err(serde::de::Error::custom)?;
+        Ok(VifEntry {
+            default: raw.default,
+            vif: raw.vif,
+        })
     }
 }
 
@@ -231,7 +238,12 @@ impl Vif {
     pub fn ips(&self) -> (Vec<IpAddr>, Vec<String>) {
         let mut good = Vec::new();
         let mut bad = Vec::new();
-        for ip in self.network.iter().flat_map(|n| &n.subnets).flat_map(|s| &s.ips) {
+        for ip in self
+            .network
+            .iter()
+            .flat_map(|n| &n.subnets)
+            .flat_map(|s| &s.ips)
+        {
             match ip.address.parse::<IpAddr>() {
                 Ok(a) => good.push(a),
                 Err(_) => bad.push(ip.address.clone()),
@@ -255,15 +267,24 @@ pub fn unwrap_versioned_objects(value: Value) -> Value {
             if let Some(data) = map.remove("versioned_object.data") {
                 let data = unwrap_versioned_objects(data);
                 return match data {
-                    Value::Object(mut inner) if inner.len() == 1 && inner.get("objects").is_some_and(Value::is_array) => {
+                    Value::Object(mut inner)
+                        if inner.len() == 1
+                            && inner.get("objects").is_some_and(Value::is_array) =>
+                    {
                         inner.remove("objects").expect("checked above")
                     }
                     other => other,
                 };
             }
-            Value::Object(map.into_iter().map(|(k, v)| (k, unwrap_versioned_objects(v))).collect())
+            Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (k, unwrap_versioned_objects(v)))
+                    .collect(),
+            )
         }
-        Value::Array(items) => Value::Array(items.into_iter().map(unwrap_versioned_objects).collect()),
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(unwrap_versioned_objects).collect())
+        }
         other => other,
     }
 }
@@ -295,7 +316,10 @@ mod tests {
         assert_eq!(a, b);
         let vif = &a.status.ok().unwrap().vifs["eth0"].ok().unwrap().vif;
         assert_eq!(vif.ips().0, vec!["10.0.0.84".parse::<IpAddr>().unwrap()]);
-        assert_eq!(vif.network_id(), Some("78f13a6a-586e-43f8-be56-70c5c04239a5"));
+        assert_eq!(
+            vif.network_id(),
+            Some("78f13a6a-586e-43f8-be56-70c5c04239a5")
+        );
     }
 
     #[test]
@@ -307,9 +331,13 @@ mod tests {
         let vifs = &kp.status.ok().unwrap().vifs;
         assert!(vifs["eth0"].problem().unwrap().contains("id"));
         assert_eq!(vifs["eth1"].ok().unwrap().vif.id, "x");
-        let whole: KuryrPort = serde_json::from_value(json!({"metadata": {"name": "q"}, "status": {"vifs": "not a map"}})).unwrap();
+        let whole: KuryrPort = serde_json::from_value(
+            json!({"metadata": {"name": "q"}, "status": {"vifs": "not a map"}}),
+        )
+        .unwrap();
         assert!(whole.status.problem().is_some());
-        let empty: KuryrNetwork = serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap();
+        let empty: KuryrNetwork =
+            serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap();
         assert_eq!(empty.status, Lenient::Absent);
     }
 }

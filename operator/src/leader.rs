@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
 use crate::metrics::Metrics;
 use crate::shutdown::{self, Shutdown};
@@ -36,7 +36,11 @@ pub struct LeaseConfig {
 
 impl LeaseConfig {
     /// client-go's defaults: 15 s lease, 10 s renew deadline, 2 s retry.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>, identity: impl Into<String>) -> Self {
+    pub fn new(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        identity: impl Into<String>,
+    ) -> Self {
         LeaseConfig {
             namespace: namespace.into(),
             name: name.into(),
@@ -94,7 +98,11 @@ fn seconds(d: Duration) -> i32 {
 
 impl Elector {
     pub fn new(client: Client, config: LeaseConfig) -> Self {
-        Elector { api: Api::namespaced(client, &config.namespace), config, observed: None }
+        Elector {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+            observed: None,
+        }
     }
 
     /// Acquires or renews the Lease.
@@ -103,7 +111,11 @@ impl Elector {
         let me = self.config.identity.clone();
         let Some(current) = self.api.get_opt(&self.config.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.config.name.clone()), namespace: Some(self.config.namespace.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.config.name.clone()),
+                    namespace: Some(self.config.namespace.clone()),
+                    ..Default::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(me),
                     lease_duration_seconds: Some(seconds(self.config.lease_duration)),
@@ -130,8 +142,15 @@ impl Elector {
         }
         let ours = holder.as_deref() == Some(me.as_str());
         if let Some(other) = holder.as_ref().filter(|_| !ours) {
-            let duration = spec.lease_duration_seconds.map(|s| Duration::from_secs(s.max(1) as u64)).unwrap_or(self.config.lease_duration);
-            let unchanged_for = self.observed.as_ref().map(|(_, at)| at.elapsed()).unwrap_or_default();
+            let duration = spec
+                .lease_duration_seconds
+                .map(|s| Duration::from_secs(s.max(1) as u64))
+                .unwrap_or(self.config.lease_duration);
+            let unchanged_for = self
+                .observed
+                .as_ref()
+                .map(|(_, at)| at.elapsed())
+                .unwrap_or_default();
             if unchanged_for < duration {
                 return Ok(Attempt::HeldBy(other.clone()));
             }
@@ -147,7 +166,11 @@ impl Elector {
         s.renew_time = Some(now);
         s.lease_duration_seconds = Some(seconds(self.config.lease_duration));
         // `next` carries the resourceVersion read above: a concurrent writer makes this a 409
-        match self.api.replace(&self.config.name, &PostParams::default(), &next).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &next)
+            .await
+        {
             Ok(updated) => {
                 self.observed = Some((updated.metadata.resource_version, Instant::now()));
                 Ok(Attempt::Held)
@@ -159,7 +182,9 @@ impl Elector {
 
     /// Gives the Lease up (if still ours), so a standby need not wait for it to expire.
     pub async fn release(&mut self) -> Result<(), kube::Error> {
-        let Some(mut lease) = self.api.get_opt(&self.config.name).await? else { return Ok(()) };
+        let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
+            return Ok(());
+        };
         let spec = lease.spec.get_or_insert_with(Default::default);
         if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
             return Ok(());
@@ -167,7 +192,10 @@ impl Elector {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        self.api.replace(&self.config.name, &PostParams::default(), &lease).await.map(|_| ())
+        self.api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+            .map(|_| ())
     }
 
     /// One attempt, bounded in time (a hung request must not outlive the renew deadline).
@@ -189,7 +217,13 @@ enum TermEnd<E> {
 /// Runs `lead` whenever this replica holds the Lease, until `shutdown`. `lead` gets a signal
 /// that fires when the term ends; it must return soon after. A term that ends with an error of
 /// `lead` ends the election with that error (after releasing the Lease).
-pub async fn run<F, Fut, E>(client: Client, config: LeaseConfig, metrics: &Metrics, shutdown: Shutdown, mut lead: F) -> Result<(), E>
+pub async fn run<F, Fut, E>(
+    client: Client,
+    config: LeaseConfig,
+    metrics: &Metrics,
+    shutdown: Shutdown,
+    mut lead: F,
+) -> Result<(), E>
 where
     F: FnMut(Shutdown) -> Fut,
     Fut: Future<Output = Result<(), E>>,
@@ -244,7 +278,11 @@ where
             }
         };
         end_term.fire();
-        if !matches!(end, TermEnd::Finished(_)) && tokio::time::timeout(Duration::from_secs(10), &mut leading).await.is_err() {
+        if !matches!(end, TermEnd::Finished(_))
+            && tokio::time::timeout(Duration::from_secs(10), &mut leading)
+                .await
+                .is_err()
+        {
             tracing::warn!("controllers did not stop within 10s");
         }
         metrics.leader.set(0);

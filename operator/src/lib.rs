@@ -6,6 +6,8 @@
 //!   snapshot ([`view`]) → [`build`] (pure: validate, resolve via [`resolve`], per-node state,
 //!   per-object status) → [`apply`] (EVPNNodeStates written only when changed, orphans deleted)
 //!   → the plan is published to the status controllers.
+//! * [`guard`]: every kind is watched through [`guard::Guarded`], so one object that does not
+//!   decode is reported by name instead of failing the list or the watch of its kind.
 //! * [`status`]: the `BGPVPN` and `VNIBinding` controllers (kube-runtime `Controller`s) write
 //!   each object's status from the latest plan by server-side apply, and emit Events.
 //! * [`leader`]: Lease-based leader election; only the leader runs the above.
@@ -19,6 +21,7 @@ pub mod build;
 pub mod cluster;
 pub mod config;
 pub mod events;
+pub mod guard;
 pub mod http;
 pub mod kuryr;
 pub mod leader;

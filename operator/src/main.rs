@@ -15,10 +15,20 @@ use bgpvpn_operator::shutdown;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "bgpvpn-operator", version, about = "Reconciles BGPVPNs and VNIBindings into one EVPNNodeState per node")]
+#[command(
+    name = "bgpvpn-operator",
+    version,
+    about = "Reconciles BGPVPNs and VNIBindings into one EVPNNodeState per node"
+)]
 struct Cli {
     /// Log format.
-    #[arg(long, value_enum, default_value = "text", env = "BGPVPN_LOG_FORMAT", global = true)]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "BGPVPN_LOG_FORMAT",
+        global = true
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -73,21 +83,31 @@ struct RunArgs {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn,tower=warn,hyper=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn,tower=warn,hyper=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }
 
 fn default_identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "bgpvpn-operator".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "bgpvpn-operator".into());
     format!("{host}-{}", std::process::id())
 }
 
 fn seconds(s: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("--{flag}: {s} is not a duration in seconds"))
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| anyhow::anyhow!("--{flag}: {s} is not a duration in seconds"))
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -104,9 +124,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(lease)
     };
     let stop = shutdown::on_signals()?;
-    let client = kube::Client::try_default().await.map_err(|e| anyhow::anyhow!("cannot reach the cluster: {e}"))?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the cluster: {e}"))?;
     tracing::info!(%identity, version = env!("CARGO_PKG_VERSION"), "starting");
-    let options = Options { http_addr: Some(args.metrics_addr), leader_election, instance: identity };
+    let options = Options {
+        http_addr: Some(args.metrics_addr),
+        leader_election,
+        instance: identity,
+    };
     Ok(Operator::new(client, config, options).run(stop).await?)
 }
 
@@ -116,7 +142,9 @@ async fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Run(args) => run(args).await,
-        Command::CheckConfig { config } => Config::load(&config).map(|_| println!("{}: ok", config.display())).map_err(Into::into),
+        Command::CheckConfig { config } => Config::load(&config)
+            .map(|_| println!("{}: ok", config.display()))
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => {

@@ -9,7 +9,7 @@
 //! | `bgpvpn_operator_status_writes_total` | counter | `kind` = `BGPVPN`, `VNIBinding` |
 //! | `bgpvpn_operator_leader` | gauge | 1 while this replica holds the Lease |
 //! | `bgpvpn_operator_nodes`, `_vnis`, `_endpoints` | gauge | the last plan: EVPN nodes, (node, VNI) pairs, endpoints |
-//! | `bgpvpn_operator_malformed_objects` | gauge | Kuryr objects that could not be read in full |
+//! | `bgpvpn_operator_malformed_objects` | gauge | objects that could not be read in full (Kuryr objects with malformed parts, objects of any kind that do not decode) |
 //! | `bgpvpn_operator_kuryr_watched` | gauge | 1 once the Kuryr CRDs are found and their objects read |
 //! | `bgpvpn_operator_plan_passes_total` | counter | passes over the whole cluster view (counted when applied) |
 //! | `bgpvpn_operator_openstack_sync_*` | | the OpenStack sync (see `openstack::metrics`) |
@@ -21,7 +21,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,7 +72,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("bgpvpn_operator");
         let reconciles = Family::default();
         let reconcile_errors = Family::default();
-        let reconcile_duration: HistogramFamily = Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16)));
+        let reconcile_duration: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16)));
         let node_state_writes = Family::default();
         let status_writes = Family::default();
         let leader = Gauge::default();
@@ -80,18 +81,62 @@ impl Metrics {
         let malformed_objects = Gauge::default();
         let kuryr_watched = Gauge::default();
         let passes = Counter::default();
-        registry.register("reconciles", "Reconciles, per controller", reconciles.clone());
-        registry.register("reconcile_errors", "Reconciles that failed, per controller", reconcile_errors.clone());
-        registry.register("reconcile_duration_seconds", "Duration of reconciles, per controller", reconcile_duration.clone());
-        registry.register("node_state_writes", "EVPNNodeState writes (apply = created or changed, delete = orphan removed)", node_state_writes.clone());
-        registry.register("status_writes", "Status writes of BGPVPNs and VNIBindings", status_writes.clone());
-        registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles, per controller",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, per controller",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconciles, per controller",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "node_state_writes",
+            "EVPNNodeState writes (apply = created or changed, delete = orphan removed)",
+            node_state_writes.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "Status writes of BGPVPNs and VNIBindings",
+            status_writes.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
         registry.register("nodes", "EVPN nodes in the last plan", nodes.clone());
-        registry.register("vnis", "(node, L3 VNI) pairs in the last plan", vnis.clone());
-        registry.register("endpoints", "Endpoints in the last plan, over all nodes", endpoints.clone());
-        registry.register("malformed_objects", "Kuryr objects that could not be read in full", malformed_objects.clone());
-        registry.register("kuryr_watched", "1 once the Kuryr CRDs are found and their objects read", kuryr_watched.clone());
-        registry.register("plan_passes", "Passes over the whole cluster view (counted once applied)", passes.clone());
+        registry.register(
+            "vnis",
+            "(node, L3 VNI) pairs in the last plan",
+            vnis.clone(),
+        );
+        registry.register(
+            "endpoints",
+            "Endpoints in the last plan, over all nodes",
+            endpoints.clone(),
+        );
+        registry.register(
+            "malformed_objects",
+            "Objects that could not be read in full (malformed Kuryr parts; objects of any kind that do not decode)",
+            malformed_objects.clone(),
+        );
+        registry.register(
+            "kuryr_watched",
+            "1 once the Kuryr CRDs are found and their objects read",
+            kuryr_watched.clone(),
+        );
+        registry.register(
+            "plan_passes",
+            "Passes over the whole cluster view (counted once applied)",
+            passes.clone(),
+        );
         // the OpenStack sync's own set (bgpvpn_operator_openstack_sync_*), see openstack::metrics
         crate::openstack::register_metrics(registry.sub_registry_with_prefix("openstack_sync"));
         Metrics {
@@ -114,14 +159,21 @@ impl Metrics {
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 
     /// Starts timing a reconcile of `controller`; call [`ReconcileTimer::done`] at the end.
     pub fn reconcile(&self, controller: &'static str) -> ReconcileTimer<'_> {
-        self.reconciles.get_or_create(&ControllerLabel { controller }).inc();
-        ReconcileTimer { metrics: self, controller, start: Instant::now() }
+        self.reconciles
+            .get_or_create(&ControllerLabel { controller })
+            .inc();
+        ReconcileTimer {
+            metrics: self,
+            controller,
+            start: Instant::now(),
+        }
     }
 
     pub fn node_state_write(&self, op: &'static str) {
@@ -146,8 +198,13 @@ pub struct ReconcileTimer<'a> {
 
 impl ReconcileTimer<'_> {
     pub fn done<T, E>(self, result: &Result<T, E>) {
-        let label = ControllerLabel { controller: self.controller };
-        self.metrics.reconcile_duration.get_or_create(&label).observe(self.start.elapsed().as_secs_f64());
+        let label = ControllerLabel {
+            controller: self.controller,
+        };
+        self.metrics
+            .reconcile_duration
+            .get_or_create(&label)
+            .observe(self.start.elapsed().as_secs_f64());
         if result.is_err() {
             self.metrics.reconcile_errors.get_or_create(&label).inc();
         }

@@ -24,6 +24,7 @@
 //! | VNIBinding | PrefixesAllowed | True | `PrefixesAllowed` | every `advertisePrefixes` entry may be advertised |
 //! | VNIBinding | PrefixesAllowed | False | `PrefixNotAllowed` | entries left out (named in the message): outside the BGPVPN's `allowedPrefixes`, another binding's pod address, or never advertised (default route, link-local, multicast, loopback, unspecified) |
 //! | VNIBinding | WithinLimits | True | `WithinLimits` | nothing of the binding is left out for a limit |
+//! | VNIBinding | Ready | False | `BGPVPNNotReady` | also when the BGPVPN cannot be read (a value its type cannot hold) |
 //! | VNIBinding | WithinLimits | False | `BGPVPNPrefixLimit` | the BGPVPN's bindings already advertise `MAX_BGPVPN_PREFIXES` prefixes (older bindings first); the rest of this one is left out |
 
 pub const VALID: &str = "Valid";
@@ -45,11 +46,25 @@ pub const PREFIXES_ALLOWED: &str = "PrefixesAllowed";
 pub const PREFIX_NOT_ALLOWED: &str = "PrefixNotAllowed";
 pub const WITHIN_LIMITS: &str = "WithinLimits";
 pub const BGPVPN_PREFIX_LIMIT: &str = "BGPVPNPrefixLimit";
+/// Event reason only: an object of a watched kind that could not be read in full (a Kuryr
+/// object with malformed parts, or any object that does not decode at all and is left out).
+pub const MALFORMED_OBJECT: &str = "MalformedObject";
 
 /// Reasons worth a Warning event when a condition enters them.
 pub fn is_warning(reason: &str) -> bool {
     matches!(
         reason,
-        INVALID | VNI_CONFLICT | RD_CONFLICT | POD_CONFLICT | NOT_SUPPORTED | BGPVPN_NOT_FOUND | NOT_ALLOWED | BGPVPN_NOT_READY | KURYR_NOT_INSTALLED | TARGET_NOT_FOUND | PREFIX_NOT_ALLOWED | BGPVPN_PREFIX_LIMIT
+        INVALID
+            | VNI_CONFLICT
+            | RD_CONFLICT
+            | POD_CONFLICT
+            | NOT_SUPPORTED
+            | BGPVPN_NOT_FOUND
+            | NOT_ALLOWED
+            | BGPVPN_NOT_READY
+            | KURYR_NOT_INSTALLED
+            | TARGET_NOT_FOUND
+            | PREFIX_NOT_ALLOWED
+            | BGPVPN_PREFIX_LIMIT
     )
 }

@@ -109,7 +109,9 @@ fn pod_key(pod: &PodView) -> String {
 
 fn host_network_note(count: usize, notes: &mut Vec<String>) {
     if count > 0 {
-        notes.push(format!("{count} selected pod(s) use the host network and cannot join a VRF"));
+        notes.push(format!(
+            "{count} selected pod(s) use the host network and cannot join a VRF"
+        ));
     }
 }
 
@@ -123,7 +125,13 @@ fn selected_pods(selector: &Selector, namespace: &str, index: &Index) -> Resolve
         match eligible_node(pod) {
             Ok(node) => {
                 for ip in pod_ips(pod) {
-                    out.endpoints.push(ResolvedEndpoint { pod: pod_key(pod), node: node.to_string(), ip, interface: None, holder: pod.holder() });
+                    out.endpoints.push(ResolvedEndpoint {
+                        pod: pod_key(pod),
+                        node: node.to_string(),
+                        ip,
+                        interface: None,
+                        holder: pod.holder(),
+                    });
                 }
             }
             Err(Skip::HostNetwork) => host_network += 1,
@@ -154,8 +162,17 @@ fn same_id(a: &str, b: &str) -> bool {
 }
 
 /// The namespace's KuryrNetwork carrying the id, with its network id.
-fn matching_network<'a>(want: NetworkMatch, namespace: &str, kuryr: &KuryrIndex<'a>) -> Result<(&'a KuryrNetwork, Option<String>), Unresolved> {
-    let nets = kuryr.networks_by_namespace.get(namespace).map(Vec::as_slice).unwrap_or_default();
+fn matching_network<'a>(
+    want: NetworkMatch,
+    namespace: &str,
+    kuryr: &KuryrIndex<'a>,
+    index: &Index,
+) -> Result<(&'a KuryrNetwork, Option<String>), Unresolved> {
+    let nets = kuryr
+        .networks_by_namespace
+        .get(namespace)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let (field, id) = match want {
         NetworkMatch::Network(id) => ("netId", id),
         NetworkMatch::Router(id) => ("routerId", id),
@@ -165,7 +182,9 @@ fn matching_network<'a>(want: NetworkMatch, namespace: &str, kuryr: &KuryrIndex<
         let name = net.name_any();
         let Some(status) = net.status.ok() else {
             match net.status.problem() {
-                Some(p) => seen.push(format!("KuryrNetwork {namespace}/{name} has a malformed status ({p})")),
+                Some(p) => seen.push(format!(
+                    "KuryrNetwork {namespace}/{name} has a malformed status ({p})"
+                )),
                 None => seen.push(format!("KuryrNetwork {namespace}/{name} has no status yet")),
             }
             continue;
@@ -177,21 +196,43 @@ fn matching_network<'a>(want: NetworkMatch, namespace: &str, kuryr: &KuryrIndex<
         match value {
             Some(v) if same_id(v, id) => return Ok((net, status.net_id.clone())),
             Some(v) => seen.push(format!("KuryrNetwork {namespace}/{name} has {field} {v}")),
-            None => seen.push(format!("KuryrNetwork {namespace}/{name} has no {field} yet")),
+            None => seen.push(format!(
+                "KuryrNetwork {namespace}/{name} has no {field} yet"
+            )),
         }
     }
-    let message = if nets.is_empty() {
+    for u in index.unreadable_in("KuryrNetwork", namespace) {
+        seen.push(format!(
+            "KuryrNetwork {namespace}/{} cannot be read ({})",
+            u.name, u.error
+        ));
+    }
+    let message = if seen.is_empty() {
         format!("namespace {namespace} has no KuryrNetwork (yet), so no Neutron {field} {id}")
     } else {
-        format!("no KuryrNetwork of namespace {namespace} has {field} {id}: {}", seen.join("; "))
+        format!(
+            "no KuryrNetwork of namespace {namespace} has {field} {id}: {}",
+            seen.join("; ")
+        )
     };
-    Err(Unresolved { reason: reasons::TARGET_NOT_FOUND, message })
+    Err(Unresolved {
+        reason: reasons::TARGET_NOT_FOUND,
+        message,
+    })
 }
 
 /// The usable vifs of a pod's KuryrPort in the given network (or its default vif when the
 /// network of the vifs is not recorded).
-fn port_vifs<'p>(port: &'p KuryrPort, net_id: Option<&str>, notes: &mut Vec<String>) -> Vec<&'p Vif> {
-    let name = format!("{}/{}", port.namespace().unwrap_or_default(), port.name_any());
+fn port_vifs<'p>(
+    port: &'p KuryrPort,
+    net_id: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Vec<&'p Vif> {
+    let name = format!(
+        "{}/{}",
+        port.namespace().unwrap_or_default(),
+        port.name_any()
+    );
     let Some(status) = port.status.ok() else {
         if let Some(p) = port.status.problem() {
             notes.push(format!("KuryrPort {name} has a malformed status ({p})"));
@@ -220,22 +261,49 @@ fn port_vifs<'p>(port: &'p KuryrPort, net_id: Option<&str>, notes: &mut Vec<Stri
     vifs
 }
 
-fn vif_endpoints(pod: &PodView, node: &str, vif: &Vif, notes: &mut Vec<String>) -> Vec<ResolvedEndpoint> {
+fn vif_endpoints(
+    pod: &PodView,
+    node: &str,
+    vif: &Vif,
+    notes: &mut Vec<String>,
+) -> Vec<ResolvedEndpoint> {
     let (ips, bad) = vif.ips();
     if !bad.is_empty() {
-        notes.push(format!("vif {} of pod {} has addresses that are not IPs: {}", vif.id, pod_key(pod), bad.join(", ")));
+        notes.push(format!(
+            "vif {} of pod {} has addresses that are not IPs: {}",
+            vif.id,
+            pod_key(pod),
+            bad.join(", ")
+        ));
     }
     let interface = vif.vif_name.clone().filter(|n| valid_ifname(n));
-    ips.into_iter().map(|ip| ResolvedEndpoint { pod: pod_key(pod), node: node.to_string(), ip, interface: interface.clone(), holder: pod.holder() }).collect()
+    ips.into_iter()
+        .map(|ip| ResolvedEndpoint {
+            pod: pod_key(pod),
+            node: node.to_string(),
+            ip,
+            interface: interface.clone(),
+            holder: pod.holder(),
+        })
+        .collect()
 }
 
 fn valid_ifname(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 15 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) && name != "." && name != ".."
+    !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && name != "."
+        && name != ".."
 }
 
 /// The KuryrPort of a pod, unless it belongs to an earlier pod of the same name.
 fn port_of<'a>(pod: &PodView, kuryr: &KuryrIndex<'a>) -> Option<&'a KuryrPort> {
-    let port = kuryr.port_by_name.get(&(pod.metadata.namespace.as_deref().unwrap_or_default(), pod.metadata.name.as_deref().unwrap_or_default()))?;
+    let port = kuryr.port_by_name.get(&(
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default(),
+    ))?;
     let port_uid = port.spec.ok().and_then(|s| s.pod_uid.as_deref());
     match (port_uid, pod.metadata.uid.as_deref()) {
         (Some(a), Some(b)) if a != b => None,
@@ -243,9 +311,13 @@ fn port_of<'a>(pod: &PodView, kuryr: &KuryrIndex<'a>) -> Option<&'a KuryrPort> {
     }
 }
 
-fn kuryr_network_pods(want: NetworkMatch, namespace: &str, index: &Index) -> Result<Resolved, Unresolved> {
+fn kuryr_network_pods(
+    want: NetworkMatch,
+    namespace: &str,
+    index: &Index,
+) -> Result<Resolved, Unresolved> {
     let kuryr = kuryr_index(index)?;
-    let (_, net_id) = matching_network(want, namespace, kuryr)?;
+    let (_, net_id) = matching_network(want, namespace, kuryr, index)?;
     let mut out = Resolved::default();
     let (mut host_network, mut without_port) = (0, 0);
     for pod in index.pods_by_namespace.get(namespace).into_iter().flatten() {
@@ -258,12 +330,19 @@ fn kuryr_network_pods(want: NetworkMatch, namespace: &str, index: &Index) -> Res
             Err(Skip::NotRunning) => continue,
         };
         let Some(port) = port_of(pod, kuryr) else {
-            without_port += 1;
+            match index.unreadable("KuryrPort", namespace, &pod.name_any()) {
+                Some(u) => out.notes.push(format!(
+                    "KuryrPort {namespace}/{} cannot be read ({})",
+                    u.name, u.error
+                )),
+                None => without_port += 1,
+            }
             continue;
         };
         let before = out.endpoints.len();
         for vif in port_vifs(port, net_id.as_deref(), &mut out.notes) {
-            out.endpoints.extend(vif_endpoints(pod, node, vif, &mut out.notes));
+            out.endpoints
+                .extend(vif_endpoints(pod, node, vif, &mut out.notes));
         }
         if out.endpoints.len() == before {
             without_port += 1;
@@ -271,7 +350,9 @@ fn kuryr_network_pods(want: NetworkMatch, namespace: &str, index: &Index) -> Res
     }
     host_network_note(host_network, &mut out.notes);
     if without_port > 0 {
-        out.notes.push(format!("{without_port} Running pod(s) have no Kuryr address in this network yet"));
+        out.notes.push(format!(
+            "{without_port} Running pod(s) have no Kuryr address in this network yet"
+        ));
     }
     out.endpoints.sort();
     out.endpoints.dedup();
@@ -281,25 +362,64 @@ fn kuryr_network_pods(want: NetworkMatch, namespace: &str, index: &Index) -> Res
 fn kuryr_port_pod(port_id: &str, namespace: &str, index: &Index) -> Result<Resolved, Unresolved> {
     let kuryr = kuryr_index(index)?;
     let mut notes = Vec::new();
-    let found = kuryr.ports_by_namespace.get(namespace).into_iter().flatten().find_map(|port| {
-        let status = port.status.ok()?;
-        status.vifs.values().filter_map(|e| e.ok()).find(|e| same_id(&e.vif.id, port_id)).map(|e| (*port, &e.vif))
-    });
+    let found = kuryr
+        .ports_by_namespace
+        .get(namespace)
+        .into_iter()
+        .flatten()
+        .find_map(|port| {
+            let status = port.status.ok()?;
+            status
+                .vifs
+                .values()
+                .filter_map(|e| e.ok())
+                .find(|e| same_id(&e.vif.id, port_id))
+                .map(|e| (*port, &e.vif))
+        });
     let Some((port, vif)) = found else {
+        let mut message = format!(
+            "no KuryrPort in namespace {namespace} has a vif with Neutron port id {port_id}"
+        );
+        let unreadable: Vec<String> = index
+            .unreadable_in("KuryrPort", namespace)
+            .iter()
+            .map(|u| {
+                format!(
+                    "KuryrPort {namespace}/{} cannot be read ({})",
+                    u.name, u.error
+                )
+            })
+            .collect();
+        if !unreadable.is_empty() {
+            message = format!("{message}; {}", unreadable.join("; "));
+        }
         return Err(Unresolved {
             reason: reasons::TARGET_NOT_FOUND,
-            message: format!("no KuryrPort in namespace {namespace} has a vif with Neutron port id {port_id}"),
+            message,
         });
     };
-    let pod = index.pod_by_name.get(&(namespace, port.metadata.name.as_deref().unwrap_or_default())).copied();
+    let pod = index
+        .pod_by_name
+        .get(&(namespace, port.metadata.name.as_deref().unwrap_or_default()))
+        .copied();
     let mut out = Resolved::default();
     match pod.filter(|p| port_of(p, kuryr).is_some()) {
-        None => out.notes.push(format!("the pod of KuryrPort {namespace}/{} does not exist", port.name_any())),
+        None => out.notes.push(format!(
+            "the pod of KuryrPort {namespace}/{} does not exist",
+            port.name_any()
+        )),
         Some(pod) => match eligible_node(pod) {
-            Ok(node) if vif.active != Some(false) => out.endpoints = vif_endpoints(pod, node, vif, &mut notes),
-            Ok(_) => out.notes.push(format!("port {port_id} of pod {} is not active yet", pod_key(pod))),
+            Ok(node) if vif.active != Some(false) => {
+                out.endpoints = vif_endpoints(pod, node, vif, &mut notes)
+            }
+            Ok(_) => out.notes.push(format!(
+                "port {port_id} of pod {} is not active yet",
+                pod_key(pod)
+            )),
             Err(Skip::HostNetwork) => host_network_note(1, &mut out.notes),
-            Err(Skip::NotRunning) => out.notes.push(format!("pod {} is not Running", pod_key(pod))),
+            Err(Skip::NotRunning) => out
+                .notes
+                .push(format!("pod {} is not Running", pod_key(pod))),
         },
     }
     out.notes.extend(notes);

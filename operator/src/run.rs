@@ -2,12 +2,12 @@
 //! leading — the cluster pass, the two status controllers and the optional OpenStack sync.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kube::runtime::events::Reporter;
 use kube::Client;
+use kube::runtime::events::Reporter;
 use tokio::sync::watch;
 
 use crate::build::Plan;
@@ -60,7 +60,13 @@ pub struct Operator {
 
 impl Operator {
     pub fn new(client: Client, config: Config, options: Options) -> Self {
-        Operator { client, config: Arc::new(config), options, metrics: Arc::new(Metrics::new()), health: Arc::new(Health::default()) }
+        Operator {
+            client,
+            config: Arc::new(config),
+            options,
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+        }
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
@@ -77,14 +83,29 @@ impl Operator {
         self.health.started.store(true, Ordering::Relaxed);
         let serving = match self.options.http_addr {
             Some(addr) => {
-                let (local, serving) = http::serve(addr, self.metrics.clone(), self.health.clone(), shutdown.clone()).await?;
+                let (local, serving) = http::serve(
+                    addr,
+                    self.metrics.clone(),
+                    self.health.clone(),
+                    shutdown.clone(),
+                )
+                .await?;
                 tracing::info!(addr = %local, "serving /metrics, /healthz, /readyz");
                 Some(tokio::spawn(serving))
             }
             None => None,
         };
         let result = match self.options.leader_election.clone() {
-            Some(lease) => leader::run(self.client.clone(), lease, &self.metrics, shutdown.clone(), |term| self.lead(term)).await,
+            Some(lease) => {
+                leader::run(
+                    self.client.clone(),
+                    lease,
+                    &self.metrics,
+                    shutdown.clone(),
+                    |term| self.lead(term),
+                )
+                .await
+            }
             None => self.lead(shutdown.clone()).await,
         };
         if let Some(serving) = serving {
@@ -97,7 +118,10 @@ impl Operator {
     async fn lead(&self, term: Shutdown) -> Result<(), RunError> {
         self.health.leading.store(true, Ordering::Relaxed);
         let (plan_tx, plan_rx) = watch::channel(Arc::new(Plan::default()));
-        let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: Some(self.options.instance.clone()) };
+        let reporter = Reporter {
+            controller: CONTROLLER_NAME.into(),
+            instance: Some(self.options.instance.clone()),
+        };
         let events = Events::new(self.client.clone(), reporter);
         let pass = cluster::PassContext {
             client: self.client.clone(),
@@ -107,12 +131,22 @@ impl Operator {
             plan: plan_tx,
             synced: self.health.synced.clone(),
         };
-        let status_ctx = Arc::new(StatusContext { client: self.client.clone(), plan: plan_rx, events, metrics: self.metrics.clone() });
+        let status_ctx = Arc::new(StatusContext {
+            client: self.client.clone(),
+            plan: plan_rx,
+            events,
+            metrics: self.metrics.clone(),
+        });
         let (shared, bgpvpn_changes, binding_changes) = cluster::SharedInputs::new(&self.client);
         let (bgpvpns, bindings) = (shared.bgpvpns.clone(), shared.bindings.clone());
         tokio::join!(
             cluster::run(pass, shared, term.clone()),
-            status::run_bgpvpn_controller(status_ctx.clone(), bgpvpns, bgpvpn_changes, term.clone()),
+            status::run_bgpvpn_controller(
+                status_ctx.clone(),
+                bgpvpns,
+                bgpvpn_changes,
+                term.clone()
+            ),
             status::run_binding_controller(status_ctx, bindings, binding_changes, term.clone()),
             self.openstack_sync(term.clone()),
         );
@@ -122,7 +156,9 @@ impl Operator {
 
     /// The OpenStack sync, when configured; restarted after a failure until `term`.
     async fn openstack_sync(&self, term: Shutdown) {
-        let Some(sync) = self.config.openstack.clone() else { return };
+        let Some(sync) = self.config.openstack.clone() else {
+            return;
+        };
         loop {
             match openstack::run(self.client.clone(), sync.clone(), term.wait()).await {
                 Ok(()) => return,

@@ -43,7 +43,7 @@ impl Shutdown {
 
 /// Fires on the first SIGTERM or SIGINT.
 pub fn on_signals() -> std::io::Result<Shutdown> {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let (trigger, shutdown) = channel();

@@ -1,22 +1,24 @@
 //! Startup checks: the project's CRDs must be served (else a clear message and a non-zero exit);
 //! the Kuryr CRDs are optional.
 
-use std::fmt::Debug;
-
 use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
-use kube::api::{Api, ListParams};
 use kube::Client;
-use serde::de::DeserializeOwned;
+use kube::api::ListParams;
+use kube::core::Request;
+use serde::de::IgnoredAny;
 
 use crate::kuryr::{KuryrNetwork, KuryrPort};
 
-/// Whether the API server serves kind `K` (by a one-item metadata list: no CRD read access
-/// needed, and a malformed object cannot make it fail).
+/// Whether the API server serves kind `K` (by a one-item list whose answer is not parsed: no
+/// CRD read access needed, and no object, however malformed or deep, can make it fail).
 pub async fn served<K>(client: &Client) -> Result<bool, kube::Error>
 where
-    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    K: kube::Resource<DynamicType = ()>,
 {
-    match Api::<K>::all(client.clone()).list_metadata(&ListParams::default().limit(1)).await {
+    let request = Request::new(K::url_path(&(), None))
+        .list(&ListParams::default().limit(1))
+        .map_err(kube::Error::BuildRequest)?;
+    match client.request::<IgnoredAny>(request).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
         Err(e) => Err(e),
@@ -50,7 +52,11 @@ pub async fn check_crds(client: &Client) -> Result<(), StartupError> {
     if !served::<EvpnNodeState>(client).await? {
         missing.push(crd_name::<EvpnNodeState>());
     }
-    if missing.is_empty() { Ok(()) } else { Err(StartupError::MissingCrds(missing.join(", "))) }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StartupError::MissingCrds(missing.join(", ")))
+    }
 }
 
 /// `Ok(None)` when both Kuryr CRDs are served, else which ones are missing.
@@ -62,5 +68,9 @@ pub async fn kuryr_missing(client: &Client) -> Result<Option<String>, kube::Erro
     if !served::<KuryrPort>(client).await? {
         missing.push(crd_name::<KuryrPort>());
     }
-    Ok(if missing.is_empty() { None } else { Some(missing.join(", ")) })
+    Ok(if missing.is_empty() {
+        None
+    } else {
+        Some(missing.join(", "))
+    })
 }

@@ -23,9 +23,10 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::apply::FIELD_MANAGER;
-use crate::events::Events;
 use crate::build::{BgpvpnReport, BindingReport, Cond, ObjectKey, Plan};
 use crate::cluster::Changes;
+use crate::events::Events;
+use crate::guard::Guarded;
 use crate::metrics::Metrics;
 use crate::reasons;
 use crate::shutdown::Shutdown;
@@ -50,12 +51,25 @@ fn now() -> Time {
     Time(Timestamp::from_second(Timestamp::now().as_second()).expect("now is a valid time"))
 }
 
-fn conditions_of(fresh: &[Cond], generation: Option<i64>, previous: &[Condition]) -> Vec<Condition> {
+fn conditions_of(
+    fresh: &[Cond],
+    generation: Option<i64>,
+    previous: &[Condition],
+) -> Vec<Condition> {
     let now = now();
     // never an empty message: the v1.20 API server turns "" into null in a server-side apply
     // and then refuses it as not a string
-    let message = |c: &Cond| if c.message.is_empty() { c.reason.to_string() } else { c.message.clone() };
-    let fresh = fresh.iter().map(|c| conditions::condition(c.type_, c.ok, c.reason, message(c), generation, &now)).collect();
+    let message = |c: &Cond| {
+        if c.message.is_empty() {
+            c.reason.to_string()
+        } else {
+            c.message.clone()
+        }
+    };
+    let fresh = fresh
+        .iter()
+        .map(|c| conditions::condition(c.type_, c.ok, c.reason, message(c), generation, &now))
+        .collect();
     conditions::merged(previous, fresh)
 }
 
@@ -89,12 +103,20 @@ pub fn binding_status(report: &BindingReport, previous: &VniBindingStatus) -> Vn
 pub fn events_for(previous: &[Condition], current: &[Condition]) -> Vec<Event> {
     current
         .iter()
-        .filter(|c| conditions::find(previous, &c.type_).is_none_or(|p| p.reason != c.reason || p.status != c.status))
+        .filter(|c| {
+            conditions::find(previous, &c.type_)
+                .is_none_or(|p| p.reason != c.reason || p.status != c.status)
+        })
         .filter_map(|c| {
-            let warning = reasons::is_warning(&c.reason) && (c.status == "False") != (c.type_ == types::CONFLICT);
+            let warning = reasons::is_warning(&c.reason)
+                && (c.status == "False") != (c.type_ == types::CONFLICT);
             let programmed = c.type_ == types::READY && c.reason == reasons::PROGRAMMED;
             (warning || programmed).then(|| Event {
-                type_: if warning { EventType::Warning } else { EventType::Normal },
+                type_: if warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
                 reason: c.reason.clone(),
                 note: Some(truncate(&c.message, 1000)),
                 action: match c.type_.as_str() {
@@ -127,10 +149,17 @@ async fn publish<K: Resource<DynamicType = ()>>(ctx: &StatusContext, obj: &K, ev
     }
 }
 
-/// Reconciles one BGPVPN's status.
-pub async fn reconcile_bgpvpn(obj: Arc<Bgpvpn>, ctx: Arc<StatusContext>) -> Result<Action, StatusError> {
+/// Reconciles one BGPVPN's status. An unreadable object is left as it is (the cluster pass
+/// reports it).
+pub async fn reconcile_bgpvpn(
+    obj: Arc<Guarded<Bgpvpn>>,
+    ctx: Arc<StatusContext>,
+) -> Result<Action, StatusError> {
+    let Some(obj) = obj.ok() else {
+        return Ok(Action::await_change());
+    };
     let timer = ctx.metrics.reconcile("bgpvpn");
-    let result = write_bgpvpn(&obj, &ctx).await;
+    let result = write_bgpvpn(obj, &ctx).await;
     timer.done(&result);
     result
 }
@@ -138,7 +167,11 @@ pub async fn reconcile_bgpvpn(obj: Arc<Bgpvpn>, ctx: Arc<StatusContext>) -> Resu
 async fn write_bgpvpn(obj: &Bgpvpn, ctx: &StatusContext) -> Result<Action, StatusError> {
     let plan = ctx.plan.borrow().clone();
     let name = obj.name_any();
-    let Some(report) = plan.bgpvpns.get(&name).filter(|r| r.uid == obj.uid() && r.generation == obj.metadata.generation) else {
+    let Some(report) = plan
+        .bgpvpns
+        .get(&name)
+        .filter(|r| r.uid == obj.uid() && r.generation == obj.metadata.generation)
+    else {
         return Ok(Action::await_change());
     };
     let previous = obj.status.clone().unwrap_or_default();
@@ -148,19 +181,34 @@ async fn write_bgpvpn(obj: &Bgpvpn, ctx: &StatusContext) -> Result<Action, Statu
     }
     let api: Api<Bgpvpn> = Api::all(ctx.client.clone());
     let patch = json!({"apiVersion": Bgpvpn::api_version(&()), "kind": Bgpvpn::kind(&()), "status": status});
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|e| StatusError::Write(format!("BGPVPN {name}"), e))?;
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| StatusError::Write(format!("BGPVPN {name}"), e))?;
     ctx.metrics.status_write("BGPVPN");
     tracing::debug!(bgpvpn = %name, ready = %status.ready_nodes_text.as_deref().unwrap_or_default(), "status written");
-    publish(ctx, obj, events_for(&previous.conditions, &status.conditions)).await;
+    publish(
+        ctx,
+        obj,
+        events_for(&previous.conditions, &status.conditions),
+    )
+    .await;
     Ok(Action::await_change())
 }
 
-/// Reconciles one VNIBinding's status.
-pub async fn reconcile_binding(obj: Arc<VniBinding>, ctx: Arc<StatusContext>) -> Result<Action, StatusError> {
+/// Reconciles one VNIBinding's status (as [`reconcile_bgpvpn`]).
+pub async fn reconcile_binding(
+    obj: Arc<Guarded<VniBinding>>,
+    ctx: Arc<StatusContext>,
+) -> Result<Action, StatusError> {
+    let Some(obj) = obj.ok() else {
+        return Ok(Action::await_change());
+    };
     let timer = ctx.metrics.reconcile("vnibinding");
-    let result = write_binding(&obj, &ctx).await;
+    let result = write_binding(obj, &ctx).await;
     timer.done(&result);
     result
 }
@@ -168,7 +216,11 @@ pub async fn reconcile_binding(obj: Arc<VniBinding>, ctx: Arc<StatusContext>) ->
 async fn write_binding(obj: &VniBinding, ctx: &StatusContext) -> Result<Action, StatusError> {
     let plan = ctx.plan.borrow().clone();
     let key = ObjectKey::of(obj);
-    let Some(report) = plan.bindings.get(&key).filter(|r| r.uid == obj.uid() && r.generation == obj.metadata.generation) else {
+    let Some(report) = plan
+        .bindings
+        .get(&key)
+        .filter(|r| r.uid == obj.uid() && r.generation == obj.metadata.generation)
+    else {
         return Ok(Action::await_change());
     };
     let previous = obj.status.clone().unwrap_or_default();
@@ -178,12 +230,21 @@ async fn write_binding(obj: &VniBinding, ctx: &StatusContext) -> Result<Action, 
     }
     let api: Api<VniBinding> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let patch = json!({"apiVersion": VniBinding::api_version(&()), "kind": VniBinding::kind(&()), "status": status});
-    api.patch_status(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|e| StatusError::Write(format!("VNIBinding {key}"), e))?;
+    api.patch_status(
+        &key.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| StatusError::Write(format!("VNIBinding {key}"), e))?;
     ctx.metrics.status_write("VNIBinding");
     tracing::debug!(binding = %key, endpoints = status.endpoints, "status written");
-    publish(ctx, obj, events_for(&previous.conditions, &status.conditions)).await;
+    publish(
+        ctx,
+        obj,
+        events_for(&previous.conditions, &status.conditions),
+    )
+    .await;
     Ok(Action::await_change())
 }
 
@@ -209,7 +270,12 @@ const CONCURRENT_RECONCILES: u16 = 8;
 
 /// Runs the BGPVPN status controller until `stop`, over the shared reflector (`store`, filled
 /// by `changes`, which this controller drives).
-pub async fn run_bgpvpn_controller(ctx: Arc<StatusContext>, store: Store<Bgpvpn>, changes: Changes<Bgpvpn>, stop: Shutdown) {
+pub async fn run_bgpvpn_controller(
+    ctx: Arc<StatusContext>,
+    store: Store<Guarded<Bgpvpn>>,
+    changes: Changes<Bgpvpn>,
+    stop: Shutdown,
+) {
     Controller::for_stream(changes, store)
         .with_config(controller::Config::default().concurrency(CONCURRENT_RECONCILES))
         .reconcile_all_on(plan_changes(ctx.plan.clone()))
@@ -220,7 +286,12 @@ pub async fn run_bgpvpn_controller(ctx: Arc<StatusContext>, store: Store<Bgpvpn>
 }
 
 /// Runs the VNIBinding status controller until `stop` (as [`run_bgpvpn_controller`]).
-pub async fn run_binding_controller(ctx: Arc<StatusContext>, store: Store<VniBinding>, changes: Changes<VniBinding>, stop: Shutdown) {
+pub async fn run_binding_controller(
+    ctx: Arc<StatusContext>,
+    store: Store<Guarded<VniBinding>>,
+    changes: Changes<VniBinding>,
+    stop: Shutdown,
+) {
     Controller::for_stream(changes, store)
         .with_config(controller::Config::default().concurrency(CONCURRENT_RECONCILES))
         .reconcile_all_on(plan_changes(ctx.plan.clone()))
@@ -240,12 +311,32 @@ mod tests {
 
     #[test]
     fn events_only_for_news_worth_telling() {
-        let before = vec![c("Valid", "True", "Valid"), c("Conflict", "False", "NoConflict"), c("Ready", "False", "NodesNotReady")];
-        assert!(events_for(&before, &before).is_empty(), "no change, no event");
-        let after = vec![c("Valid", "True", "Valid"), c("Conflict", "True", "PodConflict"), c("Ready", "True", "Programmed")];
+        let before = vec![
+            c("Valid", "True", "Valid"),
+            c("Conflict", "False", "NoConflict"),
+            c("Ready", "False", "NodesNotReady"),
+        ];
+        assert!(
+            events_for(&before, &before).is_empty(),
+            "no change, no event"
+        );
+        let after = vec![
+            c("Valid", "True", "Valid"),
+            c("Conflict", "True", "PodConflict"),
+            c("Ready", "True", "Programmed"),
+        ];
         let events = events_for(&before, &after);
-        let got: Vec<(String, bool)> = events.iter().map(|e| (e.reason.clone(), e.type_ == EventType::Warning)).collect();
-        assert_eq!(got, [("PodConflict".to_string(), true), ("Programmed".to_string(), false)]);
+        let got: Vec<(String, bool)> = events
+            .iter()
+            .map(|e| (e.reason.clone(), e.type_ == EventType::Warning))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("PodConflict".to_string(), true),
+                ("Programmed".to_string(), false)
+            ]
+        );
         let not_allowed = vec![c("Ready", "False", "NotAllowed")];
         assert_eq!(events_for(&[], &not_allowed)[0].type_, EventType::Warning);
         assert!(events_for(&[], &[c("Ready", "False", "NodesNotReady")]).is_empty());

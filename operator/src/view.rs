@@ -10,12 +10,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
-use k8s_openapi::api::core::v1::{Namespace, Node};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::ResourceExt;
 use serde::{Deserialize, Deserializer};
 
+use crate::guard::Unreadable;
 use crate::kuryr::{KuryrNetwork, KuryrPort};
 
 /// A Pod as the build reads it: name, labels, node, phase, addresses. Everything else of a Pod
@@ -150,6 +151,53 @@ pub struct ClusterView {
     pub kuryr: Option<KuryrView>,
     /// The per-node objects as they are now (what was written, and what the agents report).
     pub node_states: Vec<Arc<EvpnNodeState>>,
+    /// Objects of any of the kinds above that could not be read, and are left out of it.
+    pub unreadable: Vec<UnreadableObject>,
+}
+
+/// An object that could not be read (see [`crate::guard`]), as the pass reports it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UnreadableObject {
+    pub api_version: String,
+    pub kind: String,
+    /// `None` for cluster-scoped kinds.
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: Option<String>,
+    pub error: String,
+}
+
+impl UnreadableObject {
+    pub fn new(api_version: &str, kind: &str, u: &Unreadable) -> Self {
+        UnreadableObject {
+            api_version: api_version.to_string(),
+            kind: kind.to_string(),
+            namespace: u.metadata.namespace.clone(),
+            name: u.metadata.name.clone().unwrap_or_default(),
+            uid: u.metadata.uid.clone(),
+            error: u.error.clone(),
+        }
+    }
+
+    /// Where an Event about it goes.
+    pub fn reference(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some(self.api_version.clone()),
+            kind: Some(self.kind.clone()),
+            namespace: self.namespace.clone(),
+            name: Some(self.name.clone()),
+            uid: self.uid.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// `Kind namespace/name` (or `Kind name`).
+    pub fn describe(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
+            None => format!("{} {}", self.kind, self.name),
+        }
+    }
 }
 
 /// The Kuryr objects, when the Kuryr CRDs exist.
@@ -166,6 +214,8 @@ pub struct Index<'a> {
     pub namespace_labels: HashMap<&'a str, &'a BTreeMap<String, String>>,
     pub kuryr: Option<KuryrIndex<'a>>,
     pub node_states: HashMap<&'a str, &'a EvpnNodeState>,
+    /// `(kind, namespace, name)` of every unreadable object ("" for cluster-scoped kinds).
+    pub unreadable: HashMap<(&'a str, &'a str, &'a str), &'a UnreadableObject>,
 }
 
 /// Lookups over the Kuryr objects.
@@ -188,22 +238,35 @@ impl<'a> Index<'a> {
         let mut pods_by_namespace: HashMap<&str, Vec<&PodView>> = HashMap::new();
         let mut pod_by_name = HashMap::new();
         for pod in &view.pods {
-            pods_by_namespace.entry(ns_of(&**pod)).or_default().push(pod);
+            pods_by_namespace
+                .entry(ns_of(&**pod))
+                .or_default()
+                .push(pod);
             pod_by_name.insert((ns_of(&**pod), name_of(&**pod)), &**pod);
         }
         for pods in pods_by_namespace.values_mut() {
             pods.sort_by_key(|p| p.name_any());
         }
-        let namespace_labels = view.namespaces.iter().map(|ns| (name_of(&**ns), ns.labels())).collect();
+        let namespace_labels = view
+            .namespaces
+            .iter()
+            .map(|ns| (name_of(&**ns), ns.labels()))
+            .collect();
         let kuryr = view.kuryr.as_ref().map(|k| {
             let mut networks_by_namespace: HashMap<&str, Vec<&KuryrNetwork>> = HashMap::new();
             for net in &k.networks {
-                networks_by_namespace.entry(ns_of(&**net)).or_default().push(net);
+                networks_by_namespace
+                    .entry(ns_of(&**net))
+                    .or_default()
+                    .push(net);
             }
             let mut ports_by_namespace: HashMap<&str, Vec<&KuryrPort>> = HashMap::new();
             let mut port_by_name = HashMap::new();
             for port in &k.ports {
-                ports_by_namespace.entry(ns_of(&**port)).or_default().push(port);
+                ports_by_namespace
+                    .entry(ns_of(&**port))
+                    .or_default()
+                    .push(port);
                 port_by_name.insert((ns_of(&**port), name_of(&**port)), &**port);
             }
             for list in networks_by_namespace.values_mut() {
@@ -212,9 +275,60 @@ impl<'a> Index<'a> {
             for list in ports_by_namespace.values_mut() {
                 list.sort_by(|a, b| name_of(*a).cmp(name_of(*b)));
             }
-            KuryrIndex { networks_by_namespace, ports_by_namespace, port_by_name }
+            KuryrIndex {
+                networks_by_namespace,
+                ports_by_namespace,
+                port_by_name,
+            }
         });
-        let node_states = view.node_states.iter().map(|s| (name_of(&**s), &**s)).collect();
-        Index { pods_by_namespace, pod_by_name, namespace_labels, kuryr, node_states }
+        let node_states = view
+            .node_states
+            .iter()
+            .map(|s| (name_of(&**s), &**s))
+            .collect();
+        let unreadable = view
+            .unreadable
+            .iter()
+            .map(|u| {
+                (
+                    (
+                        u.kind.as_str(),
+                        u.namespace.as_deref().unwrap_or_default(),
+                        u.name.as_str(),
+                    ),
+                    u,
+                )
+            })
+            .collect();
+        Index {
+            pods_by_namespace,
+            pod_by_name,
+            namespace_labels,
+            kuryr,
+            node_states,
+            unreadable,
+        }
+    }
+
+    /// Why the object `kind` `namespace/name` could not be read, if it could not.
+    pub fn unreadable(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&'a UnreadableObject> {
+        self.unreadable.get(&(kind, namespace, name)).copied()
+    }
+
+    /// The unreadable objects of `kind` in `namespace`, by name.
+    pub fn unreadable_in(&self, kind: &str, namespace: &str) -> Vec<&'a UnreadableObject> {
+        let mut found: Vec<&UnreadableObject> = self
+            .unreadable
+            .values()
+            .copied()
+            .filter(|u| u.kind == kind && u.namespace.as_deref().unwrap_or_default() == namespace)
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        found
     }
 }

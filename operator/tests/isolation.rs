@@ -388,32 +388,68 @@ async fn one_tenant_cannot_fill_a_node_object() {
 /// that began after a change made here has been applied: everything it will ever see at startup
 /// has been seen and written.
 async fn settled(client: &Client, op: &RunningOperator) {
-    bgpvpn_testkit::wait_for("the new operator leads, synced, with Kuryr watched", TIMEOUT, || async {
-        (op.leading() && op.health.synced.load(std::sync::atomic::Ordering::Relaxed) && op.metrics.kuryr_watched.get() == 1).then_some(())
-    })
+    bgpvpn_testkit::wait_for(
+        "the new operator leads, synced, with Kuryr watched",
+        TIMEOUT,
+        || async {
+            (op.leading()
+                && op.health.synced.load(std::sync::atomic::Ordering::Relaxed)
+                && op.metrics.kuryr_watched.get() == 1)
+                .then_some(())
+        },
+    )
     .await;
     let before = op.passes();
     // any change wakes the pass loop
     let api: Api<Namespace> = Api::all(client.clone());
     let poke = bgpvpn_testkit::unique_name("poke");
-    api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": poke}})).unwrap())
-        .await
-        .unwrap();
-    bgpvpn_testkit::wait_for("a pass after the change applied", TIMEOUT, || async { (op.passes() > before).then_some(()) }).await;
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": poke}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    bgpvpn_testkit::wait_for("a pass after the change applied", TIMEOUT, || async {
+        (op.passes() > before).then_some(())
+    })
+    .await;
 }
 
 /// The node's object and the binding's Ready condition are exactly as they were.
-async fn assert_untouched(client: &Client, node: &str, before: &EvpnNodeState, ns: &str, binding: &str, ready: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition, what: &str) {
-    let now = Api::<EvpnNodeState>::all(client.clone()).get(node).await.unwrap();
+async fn assert_untouched(
+    client: &Client,
+    node: &str,
+    before: &EvpnNodeState,
+    ns: &str,
+    binding: &str,
+    ready: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition,
+    what: &str,
+) {
+    let now = Api::<EvpnNodeState>::all(client.clone())
+        .get(node)
+        .await
+        .unwrap();
     assert_eq!(
-        now.metadata.generation, before.metadata.generation,
+        now.metadata.generation,
+        before.metadata.generation,
         "{what} changed the EVPNNodeState of {node} (generation {:?} -> {:?}; VNIs now {:?})",
-        before.metadata.generation, now.metadata.generation, vnis_of(&now)
+        before.metadata.generation,
+        now.metadata.generation,
+        vnis_of(&now)
     );
-    assert_eq!(now.spec, before.spec, "{what} changed the spec of EVPNNodeState {node}");
-    let b = Api::<VniBinding>::namespaced(client.clone(), ns).get(binding).await.unwrap();
+    assert_eq!(
+        now.spec, before.spec,
+        "{what} changed the spec of EVPNNodeState {node}"
+    );
+    let b = Api::<VniBinding>::namespaced(client.clone(), ns)
+        .get(binding)
+        .await
+        .unwrap();
     let cond = condition(&b.status.as_ref().unwrap().conditions, "Ready").unwrap();
-    assert_eq!(cond, ready, "{what} changed the Ready condition of VNIBinding {ns}/{binding}");
+    assert_eq!(
+        cond, ready,
+        "{what} changed the Ready condition of VNIBinding {ns}/{binding}"
+    );
 }
 
 #[tokio::test]
@@ -438,17 +474,25 @@ async fn a_restart_or_failover_changes_no_node_state() {
     wait_endpoints(&client, &n, &[vni], &[(vni, &["10.23.0.10"])]).await;
     agent_reports(&client, &n, true).await;
     let b = wait_binding_ready_reason(&client, &ns, "by-net", "Programmed").await;
-    let ready = condition(&b.status.as_ref().unwrap().conditions, "Ready").unwrap().clone();
-    let before = Api::<EvpnNodeState>::all(client.clone()).get(&n).await.unwrap();
+    let ready = condition(&b.status.as_ref().unwrap().conditions, "Ready")
+        .unwrap()
+        .clone();
+    let before = Api::<EvpnNodeState>::all(client.clone())
+        .get(&n)
+        .await
+        .unwrap();
 
     let mut shared = OPERATOR.lock().await;
     shared.take().expect("the shared operator runs").stop();
 
     // no batch window: a first pass starts as soon as the core caches are filled, so whatever
     // is read after them (the Kuryr objects) must not be missing from it
-    let mut config = bgpvpn_operator::config::Config::load(&fixture("operator-config.yaml")).unwrap();
+    let mut config =
+        bgpvpn_operator::config::Config::load(&fixture("operator-config.yaml")).unwrap();
     config.debounce_millis = 0;
-    let spawn = |instance: &str, lease: Option<LeaseConfig>| spawn_operator_with(instance, lease, config.clone());
+    let spawn = |instance: &str, lease: Option<LeaseConfig>| {
+        spawn_operator_with(instance, lease, config.clone())
+    };
 
     // a restart: a new process reads everything anew
     let restarted = spawn("isolation-restarted", None);
@@ -461,15 +505,180 @@ async fn a_restart_or_failover_changes_no_node_state() {
         lease_duration: Duration::from_secs(3),
         renew_deadline: Duration::from_secs(2),
         retry_period: Duration::from_millis(300),
-        ..LeaseConfig::new("default", bgpvpn_testkit::unique_name("isolation-lease"), "replica-a")
+        ..LeaseConfig::new(
+            "default",
+            bgpvpn_testkit::unique_name("isolation-lease"),
+            "replica-a",
+        )
     };
     let a = spawn("replica-a", Some(lease.clone()));
-    bgpvpn_testkit::wait_for("replica-a leads", TIMEOUT, || async { a.leading().then_some(()) }).await;
-    let b = spawn("replica-b", Some(LeaseConfig { identity: "replica-b".into(), ..lease }));
+    bgpvpn_testkit::wait_for("replica-a leads", TIMEOUT, || async {
+        a.leading().then_some(())
+    })
+    .await;
+    let b = spawn(
+        "replica-b",
+        Some(LeaseConfig {
+            identity: "replica-b".into(),
+            ..lease
+        }),
+    );
     settled(&client, &a).await;
-    assert_untouched(&client, &n, &before, &ns, "by-net", &ready, "the first leader").await;
+    assert_untouched(
+        &client,
+        &n,
+        &before,
+        &ns,
+        "by-net",
+        &ready,
+        "the first leader",
+    )
+    .await;
     a.stop();
     settled(&client, &b).await;
     assert_untouched(&client, &n, &before, &ns, "by-net", &ready, "a failover").await;
     *shared = Some(b);
+}
+
+/// `{"a": {"a": … "x"}}`, `depth` objects deep.
+fn nested(depth: usize) -> serde_json::Value {
+    (0..depth).fold(json!("x"), |inner, _| json!({ "a": inner }))
+}
+
+#[tokio::test]
+async fn an_unreadable_object_blinds_no_watch() {
+    use kube::api::DynamicObject;
+    use kube::core::ApiResource;
+    let client = setup_or_skip!();
+    install_kuryr_crds(&client).await;
+    let ns = namespace(&client, json!({})).await;
+    let n = node(&client, "172.31.24.1", json!({})).await;
+    let vpn = bgpvpn_testkit::unique_name("deep");
+    let vni = unique_vni();
+    bgpvpn(&client, &vpn, vni, json!({})).await;
+    let net = "8a0e1c2a-0b1d-4c6e-9a51-0d3c2b1a0f01";
+    put_kuryr(&client, "KuryrNetwork", &ns, &ns, json!({"spec": {"nsName": ns, "projectId": "p1", "nsLabels": {}},
+        "status": {"netId": net, "routerId": "8a0e1c2a-0b1d-4c6e-9a51-0d3c2b1a0f02", "subnetId": "s1", "subnetCIDR": "10.24.0.0/24", "populated": true}}))
+    .await;
+    let vif = |port: &str, ip: &str| {
+        json!({"default": true, "vif": {"id": port, "vif_name": format!("tap{}", &port[..11]), "active": true,
+            "network": {"id": net, "subnets": [{"cidr": "10.24.0.0/24", "ips": [{"address": ip}]}]}}})
+    };
+    let good = running_pod(
+        &client,
+        &ns,
+        "good",
+        json!({"app": "good"}),
+        &n,
+        "10.24.0.10",
+    )
+    .await;
+    put_kuryr(
+        &client,
+        "KuryrPort",
+        &ns,
+        "good",
+        json!({"spec": {"podUid": good.uid().unwrap(), "podNodeName": n},
+        "status": {"vifs": {"eth0": vif("8a0e1c2a-0b1d-4c6e-9a51-0d3c2b1a0faa", "10.24.0.10")}}}),
+    )
+    .await;
+    binding(&client, &ns, "by-net", &vpn, json!({"networkId": net})).await;
+    wait_endpoints(&client, &n, &[vni], &[(vni, &["10.24.0.10"])]).await;
+    agent_reports(&client, &n, true).await;
+    wait_binding_ready_reason(&client, &ns, "by-net", "Programmed").await;
+
+    // another pod's KuryrPort, 140 levels deep where the CRD keeps unknown fields: deeper than
+    // serde_json reads by default (128), and the API server stores it
+    let deep = running_pod(
+        &client,
+        &ns,
+        "deep",
+        json!({"app": "deep"}),
+        &n,
+        "10.24.0.11",
+    )
+    .await;
+    put_kuryr(&client, "KuryrPort", &ns, "deep", json!({"spec": {"podUid": deep.uid().unwrap(), "podNodeName": n},
+        "status": {"vifs": {"eth0": vif("8a0e1c2a-0b1d-4c6e-9a51-0d3c2b1a0fbb", "10.24.0.11"), "eth1": nested(140)}}}))
+    .await;
+    // and a BGPVPN that is not a BGPVPN to the operator's types: the API server does not check
+    // `format: uint32`, so a localPref of 2^33 is stored
+    let bad = bgpvpn_testkit::unique_name("bad-type");
+    let vpns = Api::<DynamicObject>::all_with(
+        client.clone(),
+        &ApiResource::erase::<bgpvpn_crds::Bgpvpn>(&()),
+    );
+    let body = json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "metadata": {"name": bad},
+        "spec": {"vni": unique_vni(), "routeTargets": ["65000:1"], "localPref": 8_589_934_592u64, "allowedNamespaces": {"all": true}}});
+    vpns.create(
+        &PostParams::default(),
+        &serde_json::from_value(body).unwrap(),
+    )
+    .await
+    .unwrap();
+
+    // the bad objects are named where a user looks; the good ones work on
+    wait_binding(
+        &client,
+        &ns,
+        "by-net",
+        "both pods, the deep KuryrPort's bad part named",
+        |b| {
+            b.status
+                .as_ref()
+                .and_then(|s| condition(&s.conditions, "Ready"))
+                .is_some_and(|c| {
+                    c.message.contains(&format!("KuryrPort {ns}/deep"))
+                        && b.status.as_ref().unwrap().endpoints == 2
+                })
+        },
+    )
+    .await;
+    wait_event(&client, &ns, "deep", "MalformedObject").await;
+    wait_event(&client, "kube-system", &bad, "MalformedObject").await;
+    let s = wait_endpoints(&client, &n, &[vni], &[(vni, &["10.24.0.10", "10.24.0.11"])]).await;
+    agent_reports(&client, &n, true).await;
+    wait_binding_ready_reason(&client, &ns, "by-net", "Programmed").await;
+    let b = wait_binding(
+        &client,
+        &ns,
+        "by-net",
+        "Programmed, on this generation of the node state",
+        |b| {
+            b.status
+                .as_ref()
+                .and_then(|s| condition(&s.conditions, "Ready"))
+                .is_some_and(|c| c.reason == "Programmed" && c.message.contains("deep"))
+        },
+    )
+    .await;
+    let ready = condition(&b.status.as_ref().unwrap().conditions, "Ready")
+        .unwrap()
+        .clone();
+    let before = Api::<EvpnNodeState>::all(client.clone())
+        .get(&n)
+        .await
+        .unwrap();
+    assert_eq!(before.metadata.generation, s.metadata.generation);
+
+    // a fresh start lists every kind anew, the bad objects in the lists
+    let mut shared = OPERATOR.lock().await;
+    shared.take().expect("the shared operator runs").stop();
+    let restarted = spawn_operator("isolation-relisted", None);
+    settled(&client, &restarted).await;
+    assert_untouched(
+        &client,
+        &n,
+        &before,
+        &ns,
+        "by-net",
+        &ready,
+        "a restart with unreadable objects",
+    )
+    .await;
+    assert!(
+        restarted.metrics.malformed_objects.get() >= 2,
+        "the KuryrPort and the BGPVPN counted"
+    );
+    *shared = Some(restarted);
 }

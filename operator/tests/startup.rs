@@ -16,7 +16,9 @@ use support::*;
 fn operator() -> Command {
     let server = bgpvpn_testkit::server().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bgpvpn-operator"));
-    cmd.env("KUBECONFIG", &server.kubeconfig).env("RUST_LOG", "info").stdin(Stdio::null());
+    cmd.env("KUBECONFIG", &server.kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
     cmd
 }
 
@@ -26,16 +28,35 @@ async fn refuses_without_crds_then_runs_with_or_without_kuryr() {
         return;
     }
     // 1. no CRDs yet: a clear message and a non-zero exit
-    let out = operator().args(["run", "--no-leader-election", "--metrics-addr", "127.0.0.1:0", "--config"]).arg(fixture("operator-config.yaml")).output().unwrap();
+    let out = operator()
+        .args([
+            "run",
+            "--no-leader-election",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(fixture("operator-config.yaml"))
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "must fail without CRDs");
-    assert!(stderr.contains("not installed") && stderr.contains("bgpvpns.bgpvpn.io") && stderr.contains("kubectl apply -f crds/"), "{stderr}");
+    assert!(
+        stderr.contains("not installed")
+            && stderr.contains("bgpvpns.bgpvpn.io")
+            && stderr.contains("kubectl apply -f crds/"),
+        "{stderr}"
+    );
 
     // a bad configuration is refused too
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "underlay: {asn: 0}\n").unwrap();
-    let out = operator().args(["check-config", "--config"]).arg(&bad).output().unwrap();
+    let out = operator()
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("underlay.asn"));
 
@@ -43,7 +64,13 @@ async fn refuses_without_crds_then_runs_with_or_without_kuryr() {
     let client = bgpvpn_testkit::client().await.unwrap();
     let log = dir.path().join("operator.log");
     let mut child = operator()
-        .args(["run", "--no-leader-election", "--metrics-addr", "127.0.0.1:0", "--config"])
+        .args([
+            "run",
+            "--no-leader-election",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--config",
+        ])
         .arg(fixture("operator-config.yaml"))
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -57,7 +84,12 @@ async fn refuses_without_crds_then_runs_with_or_without_kuryr() {
     let net = "0b7d1c3e-5a4f-4e2d-8c1b-9a8f7e6d5c4b";
     binding(&client, &ns, "by-net", &vpn, json!({"networkId": net})).await;
     let b = wait_binding_ready_reason(&client, &ns, "by-net", "KuryrNotInstalled").await;
-    assert!(condition(&b.status.unwrap().conditions, "Ready").unwrap().message.contains("Kuryr"));
+    assert!(
+        condition(&b.status.unwrap().conditions, "Ready")
+            .unwrap()
+            .message
+            .contains("Kuryr")
+    );
 
     // 3. Kuryr installed while running: found, and the binding resolves
     install_kuryr_crds(&client).await;
@@ -68,15 +100,32 @@ async fn refuses_without_crds_then_runs_with_or_without_kuryr() {
             "network": {"id": net, "subnets": [{"ips": [{"address": "10.30.0.5"}]}]}}}}}})).await;
     wait_endpoints(&client, &n, &[vni], &[(vni, &["10.30.0.5"])]).await;
     let text = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(text.matches("Kuryr CRDs not installed").count(), 1, "said once:\n{text}");
+    assert_eq!(
+        text.matches("Kuryr CRDs not installed").count(),
+        1,
+        "said once:\n{text}"
+    );
     assert!(text.contains("Kuryr CRDs found"), "{text}");
 
     // 4. SIGTERM: a clean stop
-    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(term.success());
-    let status = tokio::time::timeout(Duration::from_secs(20), tokio::task::spawn_blocking(move || child.wait().unwrap())).await.expect("stops").unwrap();
+    let status = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || child.wait().unwrap()),
+    )
+    .await
+    .expect("stops")
+    .unwrap();
     guard.disarm();
-    assert!(status.success(), "{status:?}\n{}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        status.success(),
+        "{status:?}\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
 }
 
 /// Kills the process (by PID) if the test fails before it stopped.
@@ -92,7 +141,9 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     }
 }

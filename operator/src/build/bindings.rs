@@ -9,16 +9,16 @@
 use std::collections::BTreeMap;
 
 use bgpvpn_crds::binding::BindingTarget;
-use bgpvpn_crds::validate::{validate_binding, Cidr};
+use bgpvpn_crds::validate::{Cidr, validate_binding};
 use bgpvpn_crds::{AllowedNamespaces, VniBinding};
-use kube::core::{Selector, SelectorExt};
 use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
 
 use super::prefixes::PrefixRefusal;
 use super::vpns::{VpnDecision, VpnVerdict};
-use super::{creation_order, ObjectKey};
+use super::{ObjectKey, creation_order};
 use crate::reasons;
-use crate::resolve::{resolve, ResolvedEndpoint, Target};
+use crate::resolve::{ResolvedEndpoint, Target, resolve};
 use crate::view::Index;
 
 /// What happens to one binding.
@@ -44,8 +44,14 @@ pub struct BindingDecision<'a> {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum BindVerdict {
-    Rejected { reason: &'static str, message: String },
-    Bound { bgpvpn: String, vni: u32 },
+    Rejected {
+        reason: &'static str,
+        message: String,
+    },
+    Bound {
+        bgpvpn: String,
+        vni: u32,
+    },
 }
 
 /// A pod that another binding, of another BGPVPN, also selects.
@@ -68,10 +74,17 @@ impl BindingDecision<'_> {
 }
 
 /// Decides every binding, oldest first.
-pub fn decide<'a>(bindings: &'a [std::sync::Arc<VniBinding>], vpns: &BTreeMap<String, VpnDecision>, index: &Index) -> Vec<BindingDecision<'a>> {
+pub fn decide<'a>(
+    bindings: &'a [std::sync::Arc<VniBinding>],
+    vpns: &BTreeMap<String, VpnDecision>,
+    index: &Index,
+) -> Vec<BindingDecision<'a>> {
     let mut ordered: Vec<&VniBinding> = bindings.iter().map(|b| &**b).collect();
     ordered.sort_by_key(|b| creation_order(*b));
-    let mut out: Vec<BindingDecision> = ordered.into_iter().map(|b| decide_one(b, vpns, index)).collect();
+    let mut out: Vec<BindingDecision> = ordered
+        .into_iter()
+        .map(|b| decide_one(b, vpns, index))
+        .collect();
     settle_pod_conflicts(&mut out);
     super::prefixes::settle(&mut out, vpns);
     out
@@ -81,7 +94,11 @@ fn rejected(reason: &'static str, message: String) -> BindVerdict {
     BindVerdict::Rejected { reason, message }
 }
 
-fn decide_one<'a>(binding: &'a VniBinding, vpns: &BTreeMap<String, VpnDecision>, index: &Index) -> BindingDecision<'a> {
+fn decide_one<'a>(
+    binding: &'a VniBinding,
+    vpns: &BTreeMap<String, VpnDecision>,
+    index: &Index,
+) -> BindingDecision<'a> {
     let key = ObjectKey::of(binding);
     let mut decision = BindingDecision {
         binding,
@@ -115,7 +132,11 @@ struct Bound {
 }
 
 /// validate → find the BGPVPN → tenancy → the BGPVPN is programmed → resolve.
-fn bind(binding: &VniBinding, vpns: &BTreeMap<String, VpnDecision>, index: &Index) -> Result<Bound, BindVerdict> {
+fn bind(
+    binding: &VniBinding,
+    vpns: &BTreeMap<String, VpnDecision>,
+    index: &Index,
+) -> Result<Bound, BindVerdict> {
     let spec = &binding.spec;
     let namespace = binding.namespace().unwrap_or_default();
     let valid = validate_binding(spec).map_err(|e| rejected(reasons::INVALID, e.to_string()))?;
@@ -128,37 +149,88 @@ fn bind(binding: &VniBinding, vpns: &BTreeMap<String, VpnDecision>, index: &Inde
         BindingTarget::Port(id) => Ok(Target::Port(id.to_string())),
     }?;
     let Some(vpn) = vpns.get(&spec.bgpvpn) else {
-        return Err(rejected(reasons::BGPVPN_NOT_FOUND, format!("BGPVPN {} does not exist (yet); waiting for it", spec.bgpvpn)));
+        if let Some(u) = index.unreadable("BGPVPN", "", &spec.bgpvpn) {
+            return Err(rejected(
+                reasons::BGPVPN_NOT_READY,
+                format!(
+                    "BGPVPN {} cannot be read, so nothing of it is programmed: {}",
+                    spec.bgpvpn, u.error
+                ),
+            ));
+        }
+        return Err(rejected(
+            reasons::BGPVPN_NOT_FOUND,
+            format!(
+                "BGPVPN {} does not exist (yet); waiting for it",
+                spec.bgpvpn
+            ),
+        ));
     };
     let labels = index.namespace_labels.get(namespace.as_str()).copied();
-    namespace_allowed(&vpn.vpn.spec.allowed_namespaces, &spec.bgpvpn, &namespace, labels).map_err(|m| rejected(reasons::NOT_ALLOWED, m))?;
+    namespace_allowed(
+        &vpn.vpn.spec.allowed_namespaces,
+        &spec.bgpvpn,
+        &namespace,
+        labels,
+    )
+    .map_err(|m| rejected(reasons::NOT_ALLOWED, m))?;
     let vni = match &vpn.verdict {
         VpnVerdict::Accepted { vni } => *vni,
         VpnVerdict::Rejected { reason, message } => {
-            return Err(rejected(reasons::BGPVPN_NOT_READY, format!("BGPVPN {} is not programmed ({reason}): {message}", spec.bgpvpn)));
+            return Err(rejected(
+                reasons::BGPVPN_NOT_READY,
+                format!(
+                    "BGPVPN {} is not programmed ({reason}): {message}",
+                    spec.bgpvpn
+                ),
+            ));
         }
     };
-    let resolved = resolve(&target, &namespace, index).map_err(|u| rejected(u.reason, u.message))?;
-    Ok(Bound { verdict: BindVerdict::Bound { bgpvpn: spec.bgpvpn.clone(), vni }, resolved, prefixes: valid.advertise_prefixes })
+    let resolved =
+        resolve(&target, &namespace, index).map_err(|u| rejected(u.reason, u.message))?;
+    Ok(Bound {
+        verdict: BindVerdict::Bound {
+            bgpvpn: spec.bgpvpn.clone(),
+            vni,
+        },
+        resolved,
+        prefixes: valid.advertise_prefixes,
+    })
 }
 
 /// The tenancy guard of a BGPVPN.
-pub fn namespace_allowed(allowed: &AllowedNamespaces, vpn: &str, namespace: &str, labels: Option<&BTreeMap<String, String>>) -> Result<(), String> {
+pub fn namespace_allowed(
+    allowed: &AllowedNamespaces,
+    vpn: &str,
+    namespace: &str,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Result<(), String> {
     if allowed.all || allowed.names.iter().any(|n| n == namespace) {
         return Ok(());
     }
     let selector = allowed.selector.as_ref().filter(|s| {
-        s.match_labels.as_ref().is_some_and(|m| !m.is_empty()) || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+        s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+            || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
     });
     let Some(selector) = selector else {
-        let how = if allowed.names.is_empty() { "admits no namespace (spec.allowedNamespaces is empty)".to_string() } else { format!("admits only the namespaces {}", allowed.names.join(", ")) };
-        return Err(format!("BGPVPN {vpn} {how}; ask its admin to allow namespace {namespace}"));
+        let how = if allowed.names.is_empty() {
+            "admits no namespace (spec.allowedNamespaces is empty)".to_string()
+        } else {
+            format!("admits only the namespaces {}", allowed.names.join(", "))
+        };
+        return Err(format!(
+            "BGPVPN {vpn} {how}; ask its admin to allow namespace {namespace}"
+        ));
     };
     let empty = BTreeMap::new();
     match Selector::try_from(selector.clone()) {
         Ok(sel) if sel.matches(labels.unwrap_or(&empty)) => Ok(()),
-        Ok(sel) => Err(format!("namespace {namespace} does not match spec.allowedNamespaces.selector ({sel}) of BGPVPN {vpn}")),
-        Err(e) => Err(format!("BGPVPN {vpn} has an invalid spec.allowedNamespaces.selector: {e}")),
+        Ok(sel) => Err(format!(
+            "namespace {namespace} does not match spec.allowedNamespaces.selector ({sel}) of BGPVPN {vpn}"
+        )),
+        Err(e) => Err(format!(
+            "BGPVPN {vpn} has an invalid spec.allowedNamespaces.selector: {e}"
+        )),
     }
 }
 
@@ -171,25 +243,40 @@ pub fn settle_pod_conflicts(decisions: &mut [BindingDecision]) {
             let mut pods: Vec<&str> = d.endpoints.iter().map(|e| e.pod.as_str()).collect();
             pods.dedup();
             for pod in pods {
-                claims.entry(pod.to_string()).or_default().push((i, bgpvpn.clone()));
+                claims
+                    .entry(pod.to_string())
+                    .or_default()
+                    .push((i, bgpvpn.clone()));
             }
         }
     }
     for (pod, claimants) in claims {
         let winner_vpn = claimants[0].1.clone();
-        let (winners, losers): (Vec<_>, Vec<_>) = claimants.into_iter().partition(|(_, vpn)| *vpn == winner_vpn);
+        let (winners, losers): (Vec<_>, Vec<_>) = claimants
+            .into_iter()
+            .partition(|(_, vpn)| *vpn == winner_vpn);
         if losers.is_empty() {
             continue;
         }
         let first_winner = decisions[winners[0].0].key.clone();
         for (li, _) in &losers {
             decisions[*li].endpoints.retain(|e| e.pod != pod);
-            decisions[*li].conflicts.push(PodConflict { pod: pod.clone(), other: first_winner.clone(), other_bgpvpn: winner_vpn.clone(), kept: false });
+            decisions[*li].conflicts.push(PodConflict {
+                pod: pod.clone(),
+                other: first_winner.clone(),
+                other_bgpvpn: winner_vpn.clone(),
+                kept: false,
+            });
         }
         for (wi, _) in &winners {
             for (li, lvpn) in &losers {
                 let other = decisions[*li].key.clone();
-                decisions[*wi].conflicts.push(PodConflict { pod: pod.clone(), other, other_bgpvpn: lvpn.clone(), kept: true });
+                decisions[*wi].conflicts.push(PodConflict {
+                    pod: pod.clone(),
+                    other,
+                    other_bgpvpn: lvpn.clone(),
+                    kept: true,
+                });
             }
         }
     }

@@ -37,11 +37,17 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectKey { namespace: namespace.into(), name: name.into() }
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     pub fn of<K: kube::Resource>(obj: &K) -> Self {
-        ObjectKey::new(obj.meta().namespace.clone().unwrap_or_default(), obj.meta().name.clone().unwrap_or_default())
+        ObjectKey::new(
+            obj.meta().namespace.clone().unwrap_or_default(),
+            obj.meta().name.clone().unwrap_or_default(),
+        )
     }
 }
 
@@ -62,8 +68,18 @@ pub struct Cond {
 }
 
 impl Cond {
-    pub fn new(type_: &'static str, ok: bool, reason: &'static str, message: impl Into<String>) -> Self {
-        Cond { type_, ok, reason, message: message.into() }
+    pub fn new(
+        type_: &'static str,
+        ok: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Cond {
+            type_,
+            ok,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -110,13 +126,20 @@ pub struct Plan {
     pub kept_nodes: BTreeMap<String, String>,
     pub bgpvpns: BTreeMap<String, BgpvpnReport>,
     pub bindings: BTreeMap<ObjectKey, BindingReport>,
-    /// Foreign objects that could not be read in full (`Kind ns/name` -> problem).
+    /// Objects that could not be read in full: Kuryr objects with malformed parts (tolerated),
+    /// and objects of any kind that could not be read at all (left out) (`Kind ns/name` ->
+    /// problem).
     pub malformed: BTreeMap<String, String>,
 }
 
 /// Sort key "older first, then by name" (objects without a timestamp last).
 pub fn creation_order<K: kube::Resource>(obj: &K) -> (i64, String) {
-    let created = obj.meta().creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(i64::MAX);
+    let created = obj
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(i64::MAX);
     let name = match obj.meta().namespace.as_deref() {
         Some(ns) => format!("{ns}/{}", obj.name_any()),
         None => obj.name_any(),
@@ -129,12 +152,13 @@ pub fn plan(view: &ClusterView, config: &Config) -> Plan {
     let index = Index::new(view);
     let vpns = vpns::decide(&view.bgpvpns);
     let mut bindings = bindings::decide(&view.bindings, &vpns, &index);
-    let evpn_nodes = nodes::evpn_nodes(&view.nodes, config);
+    let mut evpn_nodes = nodes::evpn_nodes(&view.nodes, config);
+    nodes::keep_unreadable(&mut evpn_nodes, &index);
     let placement = nodes::assemble(&evpn_nodes, &vpns, &mut bindings, &index.node_states);
     Plan {
         bgpvpns: report::bgpvpn_reports(&vpns, &bindings, &placement, &index),
         bindings: report::binding_reports(&bindings, &placement, &index),
-        malformed: report::malformed_kuryr(&index),
+        malformed: report::malformed(&index),
         nodes: placement.nodes,
         kept_nodes: placement.kept,
     }

@@ -19,16 +19,21 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use bgpvpn_crds::validate::{check_node_state, parse_rt_rd, NodeStateFindings, RouteTargetOrDistinguisher};
-use bgpvpn_crds::{BgpvpnSpec, Endpoint, EvpnNodeState, EvpnNodeStateSpec, L3Vni, RoutedPrefix, Underlay};
+use bgpvpn_crds::validate::{
+    NodeStateFindings, RouteTargetOrDistinguisher, check_node_state, parse_rt_rd,
+};
+use bgpvpn_crds::{
+    BgpvpnSpec, Endpoint, EvpnNodeState, EvpnNodeStateSpec, L3Vni, RoutedPrefix, Underlay,
+};
 use k8s_openapi::api::core::v1::Node;
-use kube::core::{Selector, SelectorExt};
 use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
 
+use super::NodePlan;
 use super::bindings::{BindVerdict, BindingDecision};
 use super::vpns::VpnDecision;
-use super::NodePlan;
 use crate::config::{Config, UnderlayConfig};
+use crate::view::Index;
 
 /// Node annotation overriding the VTEP address.
 pub const ANNOTATION_VTEP_IP: &str = "bgpvpn.io/vtep-ip";
@@ -46,12 +51,54 @@ pub struct NodeInfo {
 
 /// The EVPN nodes (every Node, or those matching `nodeSelector`), keyed by name.
 pub fn evpn_nodes(nodes: &[Arc<Node>], config: &Config) -> BTreeMap<String, NodeInfo> {
-    let selector = config.node_selector.clone().and_then(|s| Selector::try_from(s).ok());
+    let selector = config
+        .node_selector
+        .clone()
+        .and_then(|s| Selector::try_from(s).ok());
     nodes
         .iter()
         .filter(|n| selector.as_ref().is_none_or(|s| s.matches(n.labels())))
-        .map(|n| (n.name_any(), NodeInfo { uid: n.uid().unwrap_or_default(), underlay: node_underlay(n, &config.underlay) }))
+        .map(|n| {
+            (
+                n.name_any(),
+                NodeInfo {
+                    uid: n.uid().unwrap_or_default(),
+                    underlay: node_underlay(n, &config.underlay),
+                },
+            )
+        })
         .collect()
+}
+
+/// A node whose Node or EVPNNodeState could not be read keeps its object as it is: nothing
+/// is known of its addresses, or of the route distinguishers it runs, and an orphan is never
+/// deleted on a guess.
+pub fn keep_unreadable(nodes: &mut BTreeMap<String, NodeInfo>, index: &Index) {
+    for u in index.unreadable.values() {
+        let why = match u.kind.as_str() {
+            "Node"
+                if index.node_states.contains_key(u.name.as_str())
+                    || index.unreadable("EVPNNodeState", "", &u.name).is_some() =>
+            {
+                format!("the Node cannot be read: {}", u.error)
+            }
+            "EVPNNodeState"
+                if nodes.contains_key(&u.name)
+                    || index.unreadable("Node", "", &u.name).is_some() =>
+            {
+                format!("its EVPNNodeState cannot be read: {}", u.error)
+            }
+            _ => continue,
+        };
+        let info = nodes.entry(u.name.clone()).or_insert_with(|| NodeInfo {
+            uid: u.uid.clone().unwrap_or_default(),
+            underlay: Err(String::new()),
+        });
+        info.underlay = Err(match &info.underlay {
+            Err(before) if !before.is_empty() => format!("{before}; {why}"),
+            _ => why,
+        });
+    }
 }
 
 /// The underlay of one node.
@@ -69,25 +116,58 @@ pub fn node_underlay(node: &Node, config: &UnderlayConfig) -> Result<Underlay, S
         IpAddr::V6(_) => None,
     });
     let router_id: Ipv4Addr = match annotations.get(ANNOTATION_ROUTER_ID) {
-        Some(s) => s.trim().parse().map_err(|_| format!("annotation {ANNOTATION_ROUTER_ID}: {s:?} is not an IPv4 address"))?,
-        None => first_v4.ok_or_else(|| format!("no IPv4 InternalIP address and no {ANNOTATION_ROUTER_ID} annotation"))?,
+        Some(s) => s.trim().parse().map_err(|_| {
+            format!("annotation {ANNOTATION_ROUTER_ID}: {s:?} is not an IPv4 address")
+        })?,
+        None => first_v4.ok_or_else(|| {
+            format!("no IPv4 InternalIP address and no {ANNOTATION_ROUTER_ID} annotation")
+        })?,
     };
     let vtep: IpAddr = match annotations.get(ANNOTATION_VTEP_IP) {
-        Some(s) => s.trim().parse().map_err(|_| format!("annotation {ANNOTATION_VTEP_IP}: {s:?} is not an IP address"))?,
-        None => first_v4.map(IpAddr::V4).or(internal.first().copied()).ok_or_else(|| format!("no InternalIP address and no {ANNOTATION_VTEP_IP} annotation"))?,
+        Some(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("annotation {ANNOTATION_VTEP_IP}: {s:?} is not an IP address"))?,
+        None => first_v4
+            .map(IpAddr::V4)
+            .or(internal.first().copied())
+            .ok_or_else(|| {
+                format!("no InternalIP address and no {ANNOTATION_VTEP_IP} annotation")
+            })?,
     };
     let asn = match annotations.get(ANNOTATION_ASN) {
-        Some(s) => s.trim().parse::<u32>().ok().filter(|a| *a > 0).ok_or_else(|| format!("annotation {ANNOTATION_ASN}: {s:?} is not an AS number (1..4294967295)"))?,
+        Some(s) => s
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|a| *a > 0)
+            .ok_or_else(|| {
+                format!("annotation {ANNOTATION_ASN}: {s:?} is not an AS number (1..4294967295)")
+            })?,
         None => config.asn,
     };
-    let own: BTreeSet<IpAddr> = internal.iter().copied().chain([vtep, IpAddr::V4(router_id)]).collect();
+    let own: BTreeSet<IpAddr> = internal
+        .iter()
+        .copied()
+        .chain([vtep, IpAddr::V4(router_id)])
+        .collect();
     let neighbors = config
         .neighbors
         .iter()
-        .filter(|n| n.address.as_deref().and_then(|a| a.parse::<IpAddr>().ok()).is_none_or(|a| !own.contains(&a)))
+        .filter(|n| {
+            n.address
+                .as_deref()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .is_none_or(|a| !own.contains(&a))
+        })
         .cloned()
         .collect();
-    Ok(Underlay { asn, router_id: router_id.to_string(), vtep_ip: vtep.to_string(), neighbors })
+    Ok(Underlay {
+        asn,
+        router_id: router_id.to_string(),
+        vtep_ip: vtep.to_string(),
+        neighbors,
+    })
 }
 
 /// The desired objects, and the nodes whose object is left as it is.
@@ -110,7 +190,9 @@ pub fn assemble(
     let mut l3: BTreeMap<&str, BTreeMap<u32, L3Vni>> = BTreeMap::new();
     let mut ip_vni: BTreeMap<(String, IpAddr), u32> = BTreeMap::new();
     for b in bindings.iter_mut() {
-        let BindVerdict::Bound { bgpvpn, vni } = &b.verdict else { continue };
+        let BindVerdict::Bound { bgpvpn, vni } = &b.verdict else {
+            continue;
+        };
         let (bgpvpn, vni) = (bgpvpn.clone(), *vni);
         let spec = &vpns[&bgpvpn].vpn.spec;
         let mut placed_nodes = BTreeSet::new();
@@ -131,7 +213,13 @@ pub fn assemble(
             }
             match ip_vni.entry((ep.node.clone(), ep.ip)) {
                 Entry::Occupied(o) if *o.get() != vni => {
-                    b.notes.push(format!("{} (pod {}) on node {} is already an endpoint of VNI {}; left out", ep.ip, ep.pod, ep.node, o.get()));
+                    b.notes.push(format!(
+                        "{} (pod {}) on node {} is already an endpoint of VNI {}; left out",
+                        ep.ip,
+                        ep.pod,
+                        ep.node,
+                        o.get()
+                    ));
                     continue;
                 }
                 Entry::Occupied(_) => {}
@@ -139,20 +227,35 @@ pub fn assemble(
                     v.insert(vni);
                 }
             }
-            let entry = l3.entry(node_name.as_str()).or_default().entry(vni).or_insert_with(|| l3vni_template(&bgpvpn, vni, spec));
+            let entry = l3
+                .entry(node_name.as_str())
+                .or_default()
+                .entry(vni)
+                .or_insert_with(|| l3vni_template(&bgpvpn, vni, spec));
             let ip = ep.ip.to_string();
             if !entry.endpoints.iter().any(|e| e.ip == ip) {
-                entry.endpoints.push(Endpoint { ip, interface: ep.interface.clone(), pod: Some(ep.pod.clone()), holder: ep.holder.clone() });
+                entry.endpoints.push(Endpoint {
+                    ip,
+                    interface: ep.interface.clone(),
+                    pod: Some(ep.pod.clone()),
+                    holder: ep.holder.clone(),
+                });
             }
             placed_nodes.insert(node_name.as_str());
             kept.push(ep);
         }
         b.endpoints = kept;
         for node in placed_nodes {
-            let entry = l3.get_mut(node).and_then(|m| m.get_mut(&vni)).expect("placed above");
+            let entry = l3
+                .get_mut(node)
+                .and_then(|m| m.get_mut(&vni))
+                .expect("placed above");
             for prefix in b.prefixes.iter().map(|p| p.to_string()) {
                 if !entry.prefixes.iter().any(|p| p.prefix == prefix) {
-                    entry.prefixes.push(RoutedPrefix { prefix, next_hop: None });
+                    entry.prefixes.push(RoutedPrefix {
+                        prefix,
+                        next_hop: None,
+                    });
                 }
             }
         }
@@ -167,7 +270,11 @@ pub fn assemble(
                 continue;
             }
         };
-        let mut l3vnis: Vec<L3Vni> = l3.remove(name.as_str()).unwrap_or_default().into_values().collect();
+        let mut l3vnis: Vec<L3Vni> = l3
+            .remove(name.as_str())
+            .unwrap_or_default()
+            .into_values()
+            .collect();
         for v in &mut l3vnis {
             v.endpoints.sort();
             v.prefixes.sort();
@@ -175,30 +282,53 @@ pub fn assemble(
             v.endpoints.shrink_to_fit();
             v.prefixes.shrink_to_fit();
         }
-        let router_id: Ipv4Addr = underlay.router_id.parse().expect("node_underlay yields an IPv4 router id");
-        let programmed = current.get(name.as_str()).map(|obj| obj.spec.l3vnis.as_slice()).unwrap_or_default();
+        let router_id: Ipv4Addr = underlay
+            .router_id
+            .parse()
+            .expect("node_underlay yields an IPv4 router id");
+        let programmed = current
+            .get(name.as_str())
+            .map(|obj| obj.spec.l3vnis.as_slice())
+            .unwrap_or_default();
         assign_route_distinguishers(router_id, &mut l3vnis, programmed);
         let mut spec = EvpnNodeStateSpec { underlay, l3vnis };
         let findings = check_node_state(&spec);
         if !findings.underlay.0.is_empty() {
             // never hand an agent a state it refuses; keep what it has and say why
-            placement.kept.insert(name.clone(), format!("the desired state is invalid: {}", findings.underlay));
+            placement.kept.insert(
+                name.clone(),
+                format!("the desired state is invalid: {}", findings.underlay),
+            );
             continue;
         }
         for (vni, why) in hold_back(&mut spec, findings, programmed) {
-            for b in bindings.iter_mut().filter(|b| matches!(&b.verdict, BindVerdict::Bound { vni: v, .. } if *v == vni)) {
-                b.unplaced.insert(name.clone(), format!("VNI {vni} held back on this node: {why}"));
+            let bound_here = |b: &&mut BindingDecision| matches!(&b.verdict, BindVerdict::Bound { vni: v, .. } if *v == vni);
+            for b in bindings.iter_mut().filter(bound_here) {
+                b.unplaced.insert(
+                    name.clone(),
+                    format!("VNI {vni} held back on this node: {why}"),
+                );
             }
         }
-        placement.nodes.insert(name.clone(), Arc::new(NodePlan { uid: info.uid.clone(), spec }));
+        placement.nodes.insert(
+            name.clone(),
+            Arc::new(NodePlan {
+                uid: info.uid.clone(),
+                spec,
+            }),
+        );
     }
     placement
 }
 
-/// Takes every L3 VNI with a finding out of `spec`: the node keeps running what it has for that
-/// VNI (`programmed`, when that is still valid beside the others), and no other VNI is held up.
-/// Returns the VNIs held back, with why.
-fn hold_back(spec: &mut EvpnNodeStateSpec, mut findings: NodeStateFindings, programmed: &[L3Vni]) -> Vec<(u32, String)> {
+/// Takes every L3 VNI with a finding out of `spec`: the node keeps running what it has for
+/// that VNI (`programmed`, when that is still valid beside the others), and no other VNI is
+/// held up. Returns the VNIs held back, with why.
+fn hold_back(
+    spec: &mut EvpnNodeStateSpec,
+    mut findings: NodeStateFindings,
+    programmed: &[L3Vni],
+) -> Vec<(u32, String)> {
     let mut held: Vec<(u32, String)> = Vec::new();
     // a kept programmed VNI may itself clash with the rest: then it goes too
     for _ in 0..3 {
@@ -210,7 +340,10 @@ fn hold_back(spec: &mut EvpnNodeStateSpec, mut findings: NodeStateFindings, prog
             if !held.iter().any(|(v, _)| *v == vni) {
                 held.push((vni, why.to_string()));
             }
-            match programmed.iter().find(|p| p.vni == vni && spec.l3vnis[*index] != **p) {
+            match programmed
+                .iter()
+                .find(|p| p.vni == vni && spec.l3vnis[*index] != **p)
+            {
                 Some(last) => spec.l3vnis[*index] = last.clone(),
                 None => {
                     spec.l3vnis.remove(*index);
@@ -237,7 +370,11 @@ fn l3vni_template(bgpvpn: &str, vni: u32, spec: &BgpvpnSpec) -> L3Vni {
         import_targets: spec.effective_import_targets(),
         export_targets: spec.effective_export_targets(),
         // empty = derive one per node (assign_route_distinguishers)
-        route_distinguisher: spec.route_distinguishers.first().cloned().unwrap_or_default(),
+        route_distinguisher: spec
+            .route_distinguishers
+            .first()
+            .cloned()
+            .unwrap_or_default(),
         local_pref: spec.local_pref,
         endpoints: vec![],
         prefixes: vec![],
@@ -252,23 +389,38 @@ pub fn vrf_name(vni: u32) -> String {
 /// Fills in the RD of every VNI that has no explicit one (see the module documentation).
 /// `programmed` is what the node's object carries now: a VNI found there keeps its type-1 RD
 /// of this router id unless an explicit RD has taken it. `l3vnis` must be sorted by VNI.
-pub fn assign_route_distinguishers(router_id: Ipv4Addr, l3vnis: &mut [L3Vni], programmed: &[L3Vni]) {
-    let mut taken: BTreeSet<RouteTargetOrDistinguisher> = l3vnis.iter().filter_map(|v| parse_rt_rd(&v.route_distinguisher).ok()).collect();
+pub fn assign_route_distinguishers(
+    router_id: Ipv4Addr,
+    l3vnis: &mut [L3Vni],
+    programmed: &[L3Vni],
+) {
+    let mut taken: BTreeSet<RouteTargetOrDistinguisher> = l3vnis
+        .iter()
+        .filter_map(|v| parse_rt_rd(&v.route_distinguisher).ok())
+        .collect();
     let programmed_rd: BTreeMap<u32, RouteTargetOrDistinguisher> = programmed
         .iter()
         .filter_map(|v| match parse_rt_rd(&v.route_distinguisher) {
             // an RD of an older router id is not this node's to keep
-            Ok(rd @ RouteTargetOrDistinguisher::Ipv4(ip, _)) if ip == router_id => Some((v.vni, rd)),
+            Ok(rd @ RouteTargetOrDistinguisher::Ipv4(ip, _)) if ip == router_id => {
+                Some((v.vni, rd))
+            }
             _ => None,
         })
         .collect();
     // kept RDs first, so a new VNI can never take the RD of one already programmed
-    for v in l3vnis.iter_mut().filter(|v| v.route_distinguisher.is_empty()) {
+    for v in l3vnis
+        .iter_mut()
+        .filter(|v| v.route_distinguisher.is_empty())
+    {
         if let Some(rd) = programmed_rd.get(&v.vni).filter(|rd| taken.insert(**rd)) {
             v.route_distinguisher = rd.to_string();
         }
     }
-    for v in l3vnis.iter_mut().filter(|v| v.route_distinguisher.is_empty()) {
+    for v in l3vnis
+        .iter_mut()
+        .filter(|v| v.route_distinguisher.is_empty())
+    {
         let mut n = fold_vni(v.vni);
         let rd = loop {
             let rd = RouteTargetOrDistinguisher::Ipv4(router_id, n);

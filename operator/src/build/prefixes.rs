@@ -32,7 +32,9 @@ pub enum PrefixRefusal {
     OtherBindingsEndpoint { pod: String },
     #[error("not within spec.allowedPrefixes of BGPVPN {bgpvpn}")]
     NotAllowed { bgpvpn: String },
-    #[error("BGPVPN {bgpvpn} already advertises {MAX_BGPVPN_PREFIXES} prefixes, its limit across all bindings (older bindings first)")]
+    #[error(
+        "BGPVPN {bgpvpn} already advertises {MAX_BGPVPN_PREFIXES} prefixes, its limit across all bindings (older bindings first)"
+    )]
     BgpvpnLimit { bgpvpn: String },
 }
 
@@ -52,19 +54,41 @@ pub fn settle(decisions: &mut [BindingDecision], vpns: &BTreeMap<String, VpnDeci
     for (i, d) in decisions.iter().enumerate() {
         if let Some(vni) = d.bound_vni() {
             for ep in &d.endpoints {
-                holders.entry((vni, ep.ip)).or_default().push((i, ep.pod.clone()));
+                holders
+                    .entry((vni, ep.ip))
+                    .or_default()
+                    .push((i, ep.pod.clone()));
             }
         }
     }
     let mut advertised: HashMap<String, BTreeSet<Cidr>> = HashMap::new();
     for (i, d) in decisions.iter_mut().enumerate() {
-        let BindVerdict::Bound { bgpvpn, vni } = &d.verdict else { continue };
-        let Some(vpn) = vpns.get(bgpvpn) else { continue };
+        let BindVerdict::Bound { bgpvpn, vni } = &d.verdict else {
+            continue;
+        };
+        let Some(vpn) = vpns.get(bgpvpn) else {
+            continue;
+        };
         let own: BTreeSet<IpAddr> = d.endpoints.iter().map(|e| e.ip).collect();
         let used = advertised.entry(bgpvpn.clone()).or_default();
         for prefix in &d.requested_prefixes {
-            let refusal = policy(prefix, &own, holders.get(&(*vni, prefix.addr)).map(|h| h.as_slice()).unwrap_or_default(), i, vpn, bgpvpn).or_else(|| {
-                (!used.contains(prefix) && used.len() >= MAX_BGPVPN_PREFIXES as usize).then(|| PrefixRefusal::BgpvpnLimit { bgpvpn: bgpvpn.clone() })
+            let refusal = policy(
+                prefix,
+                &own,
+                holders
+                    .get(&(*vni, prefix.addr))
+                    .map(|h| h.as_slice())
+                    .unwrap_or_default(),
+                i,
+                vpn,
+                bgpvpn,
+            )
+            .or_else(|| {
+                (!used.contains(prefix) && used.len() >= MAX_BGPVPN_PREFIXES as usize).then(|| {
+                    PrefixRefusal::BgpvpnLimit {
+                        bgpvpn: bgpvpn.clone(),
+                    }
+                })
             });
             match refusal {
                 Some(why) => d.refused_prefixes.push((*prefix, why)),
@@ -78,7 +102,14 @@ pub fn settle(decisions: &mut [BindingDecision], vpns: &BTreeMap<String, VpnDeci
 }
 
 /// Rules 1 and 2 for one prefix of binding `i`; `holders` hold the prefix's address in the VNI.
-fn policy(prefix: &Cidr, own: &BTreeSet<IpAddr>, holders: &[(usize, String)], i: usize, vpn: &VpnDecision, bgpvpn: &str) -> Option<PrefixRefusal> {
+fn policy(
+    prefix: &Cidr,
+    own: &BTreeSet<IpAddr>,
+    holders: &[(usize, String)],
+    i: usize,
+    vpn: &VpnDecision,
+    bgpvpn: &str,
+) -> Option<PrefixRefusal> {
     if let Some(why) = prefix.never_advertised() {
         return Some(PrefixRefusal::NeverAdvertised(why));
     }
@@ -90,9 +121,15 @@ fn policy(prefix: &Cidr, own: &BTreeSet<IpAddr>, holders: &[(usize, String)], i:
             return Some(PrefixRefusal::OtherBindingsEndpoint { pod: pod.clone() });
         }
     }
-    if vpn.allowed_prefixes.iter().any(|allowed| allowed.contains(prefix)) {
+    if vpn
+        .allowed_prefixes
+        .iter()
+        .any(|allowed| allowed.contains(prefix))
+    {
         None
     } else {
-        Some(PrefixRefusal::NotAllowed { bgpvpn: bgpvpn.to_string() })
+        Some(PrefixRefusal::NotAllowed {
+            bgpvpn: bgpvpn.to_string(),
+        })
     }
 }

@@ -12,8 +12,10 @@
 
 use std::collections::BTreeMap;
 
-use bgpvpn_crds::validate::{check_supported, parse_rt_rd, validate_bgpvpn, validate_vni_unchanged, Cidr};
 use bgpvpn_crds::Bgpvpn;
+use bgpvpn_crds::validate::{
+    Cidr, check_supported, parse_rt_rd, validate_bgpvpn, validate_vni_unchanged,
+};
 use kube::ResourceExt;
 
 use super::creation_order;
@@ -35,7 +37,10 @@ pub enum VpnVerdict {
     /// Programmed with this VNI.
     Accepted { vni: u32 },
     /// Nothing is programmed for it.
-    Rejected { reason: &'static str, message: String },
+    Rejected {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl VpnDecision<'_> {
@@ -53,7 +58,10 @@ impl VpnDecision<'_> {
 
 /// Decides every BGPVPN; keyed by name.
 pub fn decide(vpns: &[std::sync::Arc<Bgpvpn>]) -> BTreeMap<String, VpnDecision<'_>> {
-    let mut out: BTreeMap<String, VpnDecision> = vpns.iter().map(|vpn| (vpn.name_any(), decide_alone(vpn))).collect();
+    let mut out: BTreeMap<String, VpnDecision> = vpns
+        .iter()
+        .map(|vpn| (vpn.name_any(), decide_alone(vpn)))
+        .collect();
     settle_vni_conflicts(&mut out);
     settle_rd_conflicts(&mut out);
     out
@@ -78,15 +86,33 @@ fn decide_alone(vpn: &Bgpvpn) -> VpnDecision<'_> {
     let programmed = vpn.status.as_ref().and_then(|s| s.programmed_vni);
     if !problems.is_empty() {
         let message = problems.join("; ");
-        return VpnDecision { vpn, allowed_prefixes, spec_problem: Some(message.clone()), verdict: VpnVerdict::Rejected { reason: reasons::INVALID, message } };
+        return VpnDecision {
+            vpn,
+            allowed_prefixes,
+            spec_problem: Some(message.clone()),
+            verdict: VpnVerdict::Rejected {
+                reason: reasons::INVALID,
+                message,
+            },
+        };
     }
-    let vni_edit = validate_vni_unchanged(programmed, spec.vni).err().map(|e| e.to_string());
+    let vni_edit = validate_vni_unchanged(programmed, spec.vni)
+        .err()
+        .map(|e| e.to_string());
     let vni = programmed.unwrap_or(spec.vni);
     let verdict = match check_supported(spec) {
         Ok(()) => VpnVerdict::Accepted { vni },
-        Err(message) => VpnVerdict::Rejected { reason: reasons::NOT_SUPPORTED, message },
+        Err(message) => VpnVerdict::Rejected {
+            reason: reasons::NOT_SUPPORTED,
+            message,
+        },
     };
-    VpnDecision { vpn, allowed_prefixes, spec_problem: vni_edit, verdict }
+    VpnDecision {
+        vpn,
+        allowed_prefixes,
+        spec_problem: vni_edit,
+        verdict,
+    }
 }
 
 /// Sort key of claimants for one VNI or RD: already programmed with it first, then oldest, then name.
@@ -109,8 +135,13 @@ fn settle_vni_conflicts(decisions: &mut BTreeMap<String, VpnDecision>) {
         });
         let winner = names[0].clone();
         for loser in &names[1..] {
-            let message = format!("VNI {vni} is already used by BGPVPN {winner}; choose another VNI (nothing is programmed for this BGPVPN)");
-            decisions.get_mut(loser).expect("listed").verdict = VpnVerdict::Rejected { reason: reasons::VNI_CONFLICT, message };
+            let message = format!(
+                "VNI {vni} is already used by BGPVPN {winner}; choose another VNI (nothing is programmed for this BGPVPN)"
+            );
+            decisions.get_mut(loser).expect("listed").verdict = VpnVerdict::Rejected {
+                reason: reasons::VNI_CONFLICT,
+                message,
+            };
         }
     }
 }
@@ -118,7 +149,12 @@ fn settle_vni_conflicts(decisions: &mut BTreeMap<String, VpnDecision>) {
 fn settle_rd_conflicts(decisions: &mut BTreeMap<String, VpnDecision>) {
     let mut by_rd = BTreeMap::new();
     for (name, d) in decisions.iter() {
-        let rd = d.vpn.spec.route_distinguishers.first().and_then(|rd| parse_rt_rd(rd).ok());
+        let rd = d
+            .vpn
+            .spec
+            .route_distinguishers
+            .first()
+            .and_then(|rd| parse_rt_rd(rd).ok());
         if let (Some(_), Some(rd)) = (d.accepted_vni(), rd) {
             by_rd.entry(rd).or_insert_with(Vec::new).push(name.clone());
         }
@@ -130,8 +166,13 @@ fn settle_rd_conflicts(decisions: &mut BTreeMap<String, VpnDecision>) {
         });
         let winner = names[0].clone();
         for loser in &names[1..] {
-            let message = format!("route distinguisher {rd} is already used by BGPVPN {winner} (nothing is programmed for this BGPVPN)");
-            decisions.get_mut(loser).expect("listed").verdict = VpnVerdict::Rejected { reason: reasons::RD_CONFLICT, message };
+            let message = format!(
+                "route distinguisher {rd} is already used by BGPVPN {winner} (nothing is programmed for this BGPVPN)"
+            );
+            decisions.get_mut(loser).expect("listed").verdict = VpnVerdict::Rejected {
+                reason: reasons::RD_CONFLICT,
+                message,
+            };
         }
     }
 }

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use super::{Kind, Stage, SyncError, SyncMetrics};
@@ -137,22 +137,35 @@ pub fn parse_clouds_yaml(text: &str, cloud: &str) -> Result<CloudConfig, String>
         Some(l) => format!(" (line {}, column {})", l.line(), l.column()),
         None => String::new(),
     };
-    let file: CloudsFile = serde_yaml::from_str(text).map_err(|e| format!("clouds.yaml is not a clouds file{}", where_(&e)))?;
+    let file: CloudsFile = serde_yaml::from_str(text)
+        .map_err(|e| format!("clouds.yaml is not a clouds file{}", where_(&e)))?;
     let names: Vec<&str> = file.clouds.keys().map(String::as_str).collect();
-    let entry = file
-        .clouds
-        .get(cloud)
-        .ok_or_else(|| format!("clouds.yaml has no cloud {cloud:?} (it has: {})", names.join(", ")))?;
+    let entry = file.clouds.get(cloud).ok_or_else(|| {
+        format!(
+            "clouds.yaml has no cloud {cloud:?} (it has: {})",
+            names.join(", ")
+        )
+    })?;
     serde_yaml::from_value(entry.clone()).map_err(|e| {
         // serde_yaml names the field but may quote a value: keep only the path part.
         let msg = e.to_string();
         let path = msg.split(':').next().unwrap_or_default().trim();
-        format!("clouds.yaml cloud {cloud:?}: an entry has the wrong type{}", if path.is_empty() { String::new() } else { format!(" near {path:?}") })
+        format!(
+            "clouds.yaml cloud {cloud:?}: an entry has the wrong type{}",
+            if path.is_empty() {
+                String::new()
+            } else {
+                format!(" near {path:?}")
+            }
+        )
     })
 }
 
 fn first<'a>(options: &[&'a Option<String>]) -> Option<&'a str> {
-    options.iter().find_map(|o| o.as_deref()).filter(|s| !s.is_empty())
+    options
+        .iter()
+        .find_map(|o| o.as_deref())
+        .filter(|s| !s.is_empty())
 }
 
 impl CloudConfig {
@@ -168,7 +181,12 @@ impl CloudConfig {
                 return Err("identity_api_version must be 3 (Keystone v2 is gone)".into());
             }
         }
-        let base = self.auth.auth_url.as_deref().filter(|s| !s.is_empty()).ok_or("auth.auth_url is missing")?;
+        let base = self
+            .auth
+            .auth_url
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or("auth.auth_url is missing")?;
         let base = base.trim_end_matches('/');
         let versioned = if base.ends_with("/v3") {
             base.to_string()
@@ -177,7 +195,8 @@ impl CloudConfig {
         } else {
             format!("{base}/v3")
         };
-        let url = reqwest::Url::parse(&format!("{versioned}/auth/tokens")).map_err(|e| format!("auth.auth_url is not a URL: {e}"))?;
+        let url = reqwest::Url::parse(&format!("{versioned}/auth/tokens"))
+            .map_err(|e| format!("auth.auth_url is not a URL: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err("auth.auth_url must be http or https".into());
         }
@@ -186,12 +205,18 @@ impl CloudConfig {
 
     /// `public`, `internal` or `admin` (the `...URL` spellings are accepted).
     pub fn interface(&self) -> Result<&'static str, String> {
-        let raw = self.interface.as_deref().or(self.endpoint_type.as_deref()).unwrap_or("public");
+        let raw = self
+            .interface
+            .as_deref()
+            .or(self.endpoint_type.as_deref())
+            .unwrap_or("public");
         match raw.trim_end_matches("URL") {
             "public" => Ok("public"),
             "internal" => Ok("internal"),
             "admin" => Ok("admin"),
-            other => Err(format!("interface {other:?} is not public, internal or admin")),
+            other => Err(format!(
+                "interface {other:?} is not public, internal or admin"
+            )),
         }
     }
 
@@ -200,8 +225,14 @@ impl CloudConfig {
         let a = &self.auth;
         let kind = match self.auth_type.as_deref() {
             Some("password" | "v3password") => "password",
-            Some("v3applicationcredential" | "applicationcredential" | "application_credential") => "appcred",
-            Some(other) => return Err(format!("auth_type {other:?} is not supported (password, v3applicationcredential)")),
+            Some(
+                "v3applicationcredential" | "applicationcredential" | "application_credential",
+            ) => "appcred",
+            Some(other) => {
+                return Err(format!(
+                    "auth_type {other:?} is not supported (password, v3applicationcredential)"
+                ));
+            }
             None if a.application_credential_secret.is_some() => "appcred",
             None => "password",
         };
@@ -239,13 +270,19 @@ impl CloudConfig {
             };
             json!({"auth": {"identity": {"methods": ["password"], "password": {"user": user}}, "scope": scope}})
         } else {
-            let secret = a.application_credential_secret.as_ref().ok_or("auth.application_credential_secret is missing")?;
+            let secret = a
+                .application_credential_secret
+                .as_ref()
+                .ok_or("auth.application_credential_secret is missing")?;
             let cred = if let Some(id) = first(&[&a.application_credential_id]) {
                 json!({"id": id, "secret": secret.expose()})
             } else if let Some(name) = first(&[&a.application_credential_name]) {
                 json!({"name": name, "secret": secret.expose(), "user": user()?})
             } else {
-                return Err("auth.application_credential_id or auth.application_credential_name is missing".into());
+                return Err(
+                    "auth.application_credential_id or auth.application_credential_name is missing"
+                        .into(),
+                );
             };
             json!({"auth": {"identity": {"methods": ["application_credential"], "application_credential": cred}}})
         };
@@ -260,7 +297,8 @@ impl CloudConfig {
         }
         if let Some(path) = &self.cacert {
             let pem = std::fs::read(path).map_err(|e| format!("cacert {path}: {e}"))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("cacert {path}: {e}"))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("cacert {path}: {e}"))?;
             for c in certs {
                 b = b.add_root_certificate(c);
             }
@@ -274,7 +312,10 @@ pub fn http_builder(timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .timeout(timeout)
-        .user_agent(concat!("bgpvpn-operator-openstack-sync/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!(
+            "bgpvpn-operator-openstack-sync/",
+            env!("CARGO_PKG_VERSION")
+        ))
 }
 
 /// A service of the catalog.
@@ -311,7 +352,10 @@ pub struct IssuedToken {
 impl IssuedToken {
     /// How long the token is valid, from Keystone's own clock (so clock skew does not matter).
     pub fn lifetime(&self) -> Duration {
-        let secs = self.expires_at.as_second().saturating_sub(self.issued_at.as_second());
+        let secs = self
+            .expires_at
+            .as_second()
+            .saturating_sub(self.issued_at.as_second());
         Duration::from_secs(secs.max(0) as u64)
     }
 
@@ -323,7 +367,10 @@ impl IssuedToken {
 }
 
 /// Parses the answer to `POST /v3/auth/tokens` (the `X-Subject-Token` header and the body).
-pub fn parse_token_response(subject_token: Option<&str>, body: &[u8]) -> Result<IssuedToken, String> {
+pub fn parse_token_response(
+    subject_token: Option<&str>,
+    body: &[u8],
+) -> Result<IssuedToken, String> {
     #[derive(Deserialize)]
     struct Body {
         token: TokenBody,
@@ -347,13 +394,21 @@ pub fn parse_token_response(subject_token: Option<&str>, body: &[u8]) -> Result<
     struct Project {
         id: String,
     }
-    let token = subject_token.filter(|t| !t.is_empty()).ok_or("no X-Subject-Token header in the answer")?;
-    let b: Body = serde_json::from_slice(body).map_err(|e| format!("token answer is not a Keystone v3 token: {e}"))?;
-    let time = |field: &str, s: &str| s.parse::<Timestamp>().map_err(|e| format!("token.{field} {s:?}: {e}"));
+    let token = subject_token
+        .filter(|t| !t.is_empty())
+        .ok_or("no X-Subject-Token header in the answer")?;
+    let b: Body = serde_json::from_slice(body)
+        .map_err(|e| format!("token answer is not a Keystone v3 token: {e}"))?;
+    let time = |field: &str, s: &str| {
+        s.parse::<Timestamp>()
+            .map_err(|e| format!("token.{field} {s:?}: {e}"))
+    };
     let issued_at = time("issued_at", &b.token.issued_at)?;
     let expires_at = time("expires_at", &b.token.expires_at)?;
     if expires_at <= issued_at {
-        return Err(format!("token expires ({expires_at}) before it was issued ({issued_at})"));
+        return Err(format!(
+            "token expires ({expires_at}) before it was issued ({issued_at})"
+        ));
     }
     Ok(IssuedToken {
         token: Secret(token.to_string()),
@@ -366,17 +421,31 @@ pub fn parse_token_response(subject_token: Option<&str>, body: &[u8]) -> Result<
 }
 
 /// The URL of a service in the catalog, for an interface and (when given) a region.
-pub fn find_endpoint(catalog: &[CatalogService], service_type: &str, interface: &str, region: Option<&str>) -> Result<String, String> {
-    let services: Vec<&CatalogService> = catalog.iter().filter(|s| s.service_type == service_type).collect();
+pub fn find_endpoint(
+    catalog: &[CatalogService],
+    service_type: &str,
+    interface: &str,
+    region: Option<&str>,
+) -> Result<String, String> {
+    let services: Vec<&CatalogService> = catalog
+        .iter()
+        .filter(|s| s.service_type == service_type)
+        .collect();
     if services.is_empty() {
         let types: Vec<&str> = catalog.iter().map(|s| s.service_type.as_str()).collect();
-        return Err(format!("the catalog has no {service_type:?} service (it has: {})", types.join(", ")));
+        return Err(format!(
+            "the catalog has no {service_type:?} service (it has: {})",
+            types.join(", ")
+        ));
     }
     let mut urls: Vec<&str> = services
         .iter()
         .flat_map(|s| &s.endpoints)
         .filter(|e| e.interface.trim_end_matches("URL") == interface)
-        .filter(|e| region.is_none_or(|r| e.region_id.as_deref() == Some(r) || e.region.as_deref() == Some(r)))
+        .filter(|e| {
+            region
+                .is_none_or(|r| e.region_id.as_deref() == Some(r) || e.region.as_deref() == Some(r))
+        })
         .map(|e| e.url.as_str())
         .collect();
     urls.sort_unstable();
@@ -385,9 +454,14 @@ pub fn find_endpoint(catalog: &[CatalogService], service_type: &str, interface: 
         [one] => Ok(one.to_string()),
         [] => Err(format!(
             "the catalog has no {interface} {service_type:?} endpoint{}",
-            region.map(|r| format!(" in region {r:?}")).unwrap_or_default()
+            region
+                .map(|r| format!(" in region {r:?}"))
+                .unwrap_or_default()
         )),
-        many => Err(format!("the catalog has {} {interface} {service_type:?} endpoints; set region_name to pick one", many.len())),
+        many => Err(format!(
+            "the catalog has {} {interface} {service_type:?} endpoints; set region_name to pick one",
+            many.len()
+        )),
     }
 }
 
@@ -425,7 +499,11 @@ fn config_err(m: String) -> SyncError {
 impl Keystone {
     /// A session for `cloud`; `network_override` (the sync's `neutronUrl`) wins over the
     /// cloud's `network_endpoint_override`, which wins over the catalog.
-    pub fn new(cloud: &CloudConfig, timeout: Duration, network_override: Option<String>) -> Result<Self, SyncError> {
+    pub fn new(
+        cloud: &CloudConfig,
+        timeout: Duration,
+        network_override: Option<String>,
+    ) -> Result<Self, SyncError> {
         Ok(Keystone {
             http: cloud.http_client(timeout).map_err(config_err)?,
             token_url: cloud.token_url().map_err(config_err)?,
@@ -465,11 +543,20 @@ impl Keystone {
         }
         let network_url = match &self.network_override {
             Some(url) => url.clone(),
-            None => find_endpoint(&issued.catalog, "network", self.interface, self.region.as_deref())
-                .map_err(|m| SyncError::new(Stage::Keystone, Kind::BadResponse, m))?,
+            None => find_endpoint(
+                &issued.catalog,
+                "network",
+                self.interface,
+                self.region.as_deref(),
+            )
+            .map_err(|m| SyncError::new(Stage::Keystone, Kind::BadResponse, m))?,
         };
         tracing::info!(lifetime_s = issued.lifetime().as_secs(), %network_url, "issued a Keystone token");
-        let c = Cached { token: issued.token.clone(), network_url: network_url.clone(), renew_at: received + issued.renew_after() };
+        let c = Cached {
+            token: issued.token.clone(),
+            network_url: network_url.clone(),
+            renew_at: received + issued.renew_after(),
+        };
         *cached = Some(c);
         Ok((issued.token, network_url))
     }
@@ -489,17 +576,46 @@ impl Keystone {
             .body(self.request.expose().to_string())
             .send()
             .await
-            .map_err(|e| err(Kind::Unreachable, format!("Keystone {}: {}", self.token_url, without_url(&e))))?;
+            .map_err(|e| {
+                err(
+                    Kind::Unreachable,
+                    format!("Keystone {}: {}", self.token_url, without_url(&e)),
+                )
+            })?;
         let status = resp.status();
-        let subject = resp.headers().get("X-Subject-Token").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = resp.bytes().await.map_err(|e| err(Kind::Unreachable, format!("Keystone {}: {}", self.token_url, without_url(&e))))?;
+        let subject = resp
+            .headers()
+            .get("X-Subject-Token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp.bytes().await.map_err(|e| {
+            err(
+                Kind::Unreachable,
+                format!("Keystone {}: {}", self.token_url, without_url(&e)),
+            )
+        })?;
         if status.as_u16() == 401 {
-            return Err(err(Kind::Unauthorized, format!("Keystone {} refused the credentials (401)", self.token_url)));
+            return Err(err(
+                Kind::Unauthorized,
+                format!("Keystone {} refused the credentials (401)", self.token_url),
+            ));
         }
         if !status.is_success() {
-            return Err(err(Kind::Status(status.as_u16()), format!("Keystone {} answered {status}: {}", self.token_url, excerpt(&body))));
+            return Err(err(
+                Kind::Status(status.as_u16()),
+                format!(
+                    "Keystone {} answered {status}: {}",
+                    self.token_url,
+                    excerpt(&body)
+                ),
+            ));
         }
-        parse_token_response(subject.as_deref(), &body).map_err(|m| err(Kind::BadResponse, format!("Keystone {}: {m}", self.token_url)))
+        parse_token_response(subject.as_deref(), &body).map_err(|m| {
+            err(
+                Kind::BadResponse,
+                format!("Keystone {}: {m}", self.token_url),
+            )
+        })
     }
 }
 
@@ -520,14 +636,22 @@ pub(crate) fn without_url(e: &reqwest::Error) -> String {
         detail = s.to_string();
         source = s.source();
     }
-    if detail.is_empty() { kind.to_string() } else { format!("{kind} ({detail})") }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind} ({detail})")
+    }
 }
 
 /// The start of an error answer, on one line.
 pub(crate) fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() > 200 { format!("{}…", one_line.chars().take(200).collect::<String>()) } else { one_line }
+    if one_line.chars().count() > 200 {
+        format!("{}…", one_line.chars().take(200).collect::<String>())
+    } else {
+        one_line
+    }
 }
 
 #[cfg(test)]
@@ -560,12 +684,21 @@ clouds:
     #[test]
     fn password_cloud() {
         let c = parse_clouds_yaml(CLOUDS, "pw").unwrap();
-        assert_eq!(c.token_url().unwrap().as_str(), "http://keystone:5000/v3/auth/tokens");
+        assert_eq!(
+            c.token_url().unwrap().as_str(),
+            "http://keystone:5000/v3/auth/tokens"
+        );
         assert_eq!(c.interface().unwrap(), "internal");
         let body: Value = serde_json::from_str(c.token_request().unwrap().expose()).unwrap();
         assert_eq!(body["auth"]["identity"]["methods"], json!(["password"]));
-        assert_eq!(body["auth"]["identity"]["password"]["user"], json!({"name": "sync", "domain": {"name": "Default"}, "password": "hunter2-very-secret"}));
-        assert_eq!(body["auth"]["scope"], json!({"project": {"name": "admin", "domain": {"id": "default"}}}));
+        assert_eq!(
+            body["auth"]["identity"]["password"]["user"],
+            json!({"name": "sync", "domain": {"name": "Default"}, "password": "hunter2-very-secret"})
+        );
+        assert_eq!(
+            body["auth"]["scope"],
+            json!({"project": {"name": "admin", "domain": {"id": "default"}}})
+        );
         // nothing printable shows the password
         let shown = format!("{c:?} {:?}", c.token_request().unwrap());
         assert!(!shown.contains("hunter2"), "{shown}");
@@ -574,19 +707,39 @@ clouds:
     #[test]
     fn application_credential_cloud() {
         let c = parse_clouds_yaml(CLOUDS, "appcred").unwrap();
-        assert_eq!(c.token_url().unwrap().as_str(), "https://keystone/identity/v3/auth/tokens");
+        assert_eq!(
+            c.token_url().unwrap().as_str(),
+            "https://keystone/identity/v3/auth/tokens"
+        );
         assert_eq!(c.interface().unwrap(), "public");
         let body: Value = serde_json::from_str(c.token_request().unwrap().expose()).unwrap();
-        assert_eq!(body["auth"]["identity"]["application_credential"], json!({"id": "abc", "secret": "s3cr3t-app"}));
+        assert_eq!(
+            body["auth"]["identity"]["application_credential"],
+            json!({"id": "abc", "secret": "s3cr3t-app"})
+        );
         assert!(body["auth"].get("scope").is_none());
         assert!(!format!("{c:?}").contains("s3cr3t"));
     }
 
     #[test]
     fn mistakes_are_explained_without_secrets() {
-        assert!(parse_clouds_yaml(CLOUDS, "nope").unwrap_err().contains("pw"));
-        assert!(parse_clouds_yaml(CLOUDS, "weird").unwrap().token_url().unwrap_err().contains("v2.0"));
-        let err = parse_clouds_yaml("clouds:\n  x:\n    auth:\n      password: [not, a, string-secret-zzz]\n", "x").unwrap_err();
+        assert!(
+            parse_clouds_yaml(CLOUDS, "nope")
+                .unwrap_err()
+                .contains("pw")
+        );
+        assert!(
+            parse_clouds_yaml(CLOUDS, "weird")
+                .unwrap()
+                .token_url()
+                .unwrap_err()
+                .contains("v2.0")
+        );
+        let err = parse_clouds_yaml(
+            "clouds:\n  x:\n    auth:\n      password: [not, a, string-secret-zzz]\n",
+            "x",
+        )
+        .unwrap_err();
         assert!(!err.contains("zzz"), "{err}");
         let err = parse_clouds_yaml("clouds: {x: {auth: {password: \"p-zzz\"}\n", "x").unwrap_err();
         assert!(!err.contains("zzz") && err.contains("line"), "{err}");
@@ -609,11 +762,29 @@ clouds:
                 {"interface": "public", "region_id": "R2", "url": "https://n2.public:9696"}]}
         ]))
         .unwrap();
-        assert_eq!(find_endpoint(&catalog, "network", "internal", None).unwrap(), "http://n1.internal:9696");
-        assert_eq!(find_endpoint(&catalog, "network", "public", Some("R2")).unwrap(), "https://n2.public:9696");
-        assert!(find_endpoint(&catalog, "network", "public", None).unwrap_err().contains("region_name"));
-        assert!(find_endpoint(&catalog, "network", "admin", Some("R1")).unwrap_err().contains("no admin"));
-        assert!(find_endpoint(&catalog, "compute", "public", None).unwrap_err().contains("identity, network"));
+        assert_eq!(
+            find_endpoint(&catalog, "network", "internal", None).unwrap(),
+            "http://n1.internal:9696"
+        );
+        assert_eq!(
+            find_endpoint(&catalog, "network", "public", Some("R2")).unwrap(),
+            "https://n2.public:9696"
+        );
+        assert!(
+            find_endpoint(&catalog, "network", "public", None)
+                .unwrap_err()
+                .contains("region_name")
+        );
+        assert!(
+            find_endpoint(&catalog, "network", "admin", Some("R1"))
+                .unwrap_err()
+                .contains("no admin")
+        );
+        assert!(
+            find_endpoint(&catalog, "compute", "public", None)
+                .unwrap_err()
+                .contains("identity, network")
+        );
     }
 
     #[test]
@@ -631,7 +802,11 @@ clouds:
         )
         .unwrap();
         assert_eq!(short.renew_after(), Duration::from_secs(45));
-        assert!(parse_token_response(None, b"{}").unwrap_err().contains("X-Subject-Token"));
+        assert!(
+            parse_token_response(None, b"{}")
+                .unwrap_err()
+                .contains("X-Subject-Token")
+        );
         assert!(parse_token_response(Some("t"), b"<html>").is_err());
         assert!(format!("{:?}", short.token).contains("redacted"));
     }

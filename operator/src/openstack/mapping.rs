@@ -36,9 +36,15 @@ impl KuryrIndex {
     pub fn new(networks: &[KuryrNetwork], ports: &[KuryrPort]) -> Self {
         let mut index = KuryrIndex::default();
         for n in networks {
-            let Some(ns) = n.metadata.namespace.clone() else { continue };
+            let Some(ns) = n.metadata.namespace.clone() else {
+                continue;
+            };
             match &n.status {
-                Lenient::Ok(s) => index.networks.push((ns, s.net_id.as_ref().map(|s| s.to_ascii_lowercase()), s.router_id.as_ref().map(|s| s.to_ascii_lowercase()))),
+                Lenient::Ok(s) => index.networks.push((
+                    ns,
+                    s.net_id.as_ref().map(|s| s.to_ascii_lowercase()),
+                    s.router_id.as_ref().map(|s| s.to_ascii_lowercase()),
+                )),
                 Lenient::Malformed(_) => {
                     index.uncertain_namespaces.insert(ns);
                 }
@@ -46,13 +52,19 @@ impl KuryrIndex {
             }
         }
         for p in ports {
-            let (Some(ns), Some(pod)) = (p.metadata.namespace.clone(), p.metadata.name.clone()) else { continue };
+            let (Some(ns), Some(pod)) = (p.metadata.namespace.clone(), p.metadata.name.clone())
+            else {
+                continue;
+            };
             match &p.status {
                 Lenient::Ok(s) => {
                     for vif in s.vifs.values() {
                         match vif {
                             Lenient::Ok(v) => {
-                                index.ports.insert(v.vif.id.to_ascii_lowercase(), (ns.clone(), pod.clone()));
+                                index.ports.insert(
+                                    v.vif.id.to_ascii_lowercase(),
+                                    (ns.clone(), pod.clone()),
+                                );
                             }
                             Lenient::Malformed(_) => {
                                 index.uncertain_namespaces.insert(ns.clone());
@@ -71,13 +83,25 @@ impl KuryrIndex {
     }
 
     fn namespaces_with_router(&self, router_id: &str) -> BTreeSet<String> {
-        self.networks.iter().filter(|(_, _, r)| r.as_deref() == Some(router_id)).map(|(ns, _, _)| ns.clone()).collect()
+        self.networks
+            .iter()
+            .filter(|(_, _, r)| r.as_deref() == Some(router_id))
+            .map(|(ns, _, _)| ns.clone())
+            .collect()
     }
 
     fn namespaces_with_network(&self, network_id: &str) -> BTreeSet<String> {
-        self.networks.iter().filter(|(_, n, _)| n.as_deref() == Some(network_id)).map(|(ns, _, _)| ns.clone()).collect()
+        self.networks
+            .iter()
+            .filter(|(_, n, _)| n.as_deref() == Some(network_id))
+            .map(|(ns, _, _)| ns.clone())
+            .collect()
     }
 }
+
+/// The OpenStack project of each namespace the cluster admin mapped to one (the Namespace label
+/// [`NAMESPACE_PROJECT_LABEL`]), in lower case.
+pub type NamespaceProjects = BTreeMap<String, String>;
 
 /// A `BGPVPN` the sync wants.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,6 +110,8 @@ pub struct DesiredVpn {
     pub spec: BgpvpnSpec,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// The projects whose namespaces it may admit (its own, and its associations'), lower case.
+    pub projects: BTreeSet<String>,
 }
 
 /// A `VNIBinding` the sync wants.
@@ -122,29 +148,50 @@ pub struct Desired {
     pub invalid: Vec<Problem>,
     /// Parts that are valid in Neutron but not mirrored (skipped; the rest is mirrored).
     pub unsupported: Vec<Problem>,
+    /// Namespaces an association reaches through Kuryr but that the admin did not map to the
+    /// association's project (not bound).
+    pub unmapped: Vec<Problem>,
 }
 
 fn labels(neutron_id: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()), (BGPVPN_ID_KEY.to_string(), neutron_id.to_string())])
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+        (BGPVPN_ID_KEY.to_string(), neutron_id.to_string()),
+    ])
 }
 
-/// Computes the objects that should exist.
-pub fn desired(snapshot: &Snapshot, kuryr: &KuryrIndex) -> Desired {
-    let mut out = Desired { uncertain_namespaces: kuryr.uncertain_namespaces.clone(), ..Default::default() };
+/// Computes the objects that should exist. A namespace is bound only when the admin mapped it
+/// to the project of the association (or of the bgpvpn, when the association names none).
+pub fn desired(snapshot: &Snapshot, kuryr: &KuryrIndex, projects: &NamespaceProjects) -> Desired {
+    let mut out = Desired {
+        uncertain_namespaces: kuryr.uncertain_namespaces.clone(),
+        ..Default::default()
+    };
     for fetched in &snapshot.bgpvpns {
         let vpn = vpn_name(&fetched.id);
-        let invalid = |message: String| Problem { neutron_id: fetched.id.clone(), vpn: vpn.clone(), message };
+        let invalid = |message: String| Problem {
+            neutron_id: fetched.id.clone(),
+            vpn: vpn.clone(),
+            message,
+        };
         match &fetched.result {
             Err(problems) => {
                 out.keep.insert(fetched.id.clone());
                 out.invalid.push(invalid(problems.join("; ")));
             }
-            Ok(full) => match map_one(full, kuryr) {
-                Ok((v, bindings, unsupported)) => {
-                    out.unsupported.extend(unsupported.into_iter().map(|m| Problem { neutron_id: fetched.id.clone(), vpn: vpn.clone(), message: m }));
+            Ok(full) => match map_one(full, kuryr, projects) {
+                Ok((v, bindings, unsupported, unmapped)) => {
+                    let problem = |message: String| Problem {
+                        neutron_id: fetched.id.clone(),
+                        vpn: vpn.clone(),
+                        message,
+                    };
+                    out.unsupported.extend(unsupported.into_iter().map(problem));
+                    out.unmapped.extend(unmapped.into_iter().map(problem));
                     out.vpns.insert(vpn.clone(), v);
                     for b in bindings {
-                        out.bindings.insert((b.namespace.clone(), b.name.clone()), b);
+                        out.bindings
+                            .insert((b.namespace.clone(), b.name.clone()), b);
                     }
                 }
                 Err(message) => {
@@ -161,7 +208,12 @@ impl Desired {
     /// Admits `namespace` on the BGPVPN `vpn` (for bindings that are kept, not rewritten).
     pub fn admit(&mut self, vpn: &str, namespace: &str) {
         if let Some(v) = self.vpns.get_mut(vpn)
-            && !v.spec.allowed_namespaces.names.iter().any(|n| n == namespace)
+            && !v
+                .spec
+                .allowed_namespaces
+                .names
+                .iter()
+                .any(|n| n == namespace)
         {
             v.spec.allowed_namespaces.names.push(namespace.to_string());
             v.spec.allowed_namespaces.names.sort();
@@ -169,24 +221,64 @@ impl Desired {
     }
 }
 
-type Mapped = (DesiredVpn, Vec<DesiredBinding>, Vec<String>);
+/// The desired BGPVPN, its bindings, the unsupported parts and the unmapped namespaces.
+type Mapped = (DesiredVpn, Vec<DesiredBinding>, Vec<String>, Vec<String>);
 
-fn map_one(full: &FullBgpvpn, kuryr: &KuryrIndex) -> Result<Mapped, String> {
+fn map_one(
+    full: &FullBgpvpn,
+    kuryr: &KuryrIndex,
+    projects: &NamespaceProjects,
+) -> Result<Mapped, String> {
     let b = &full.bgpvpn;
     let vpn = vpn_name(&b.id);
-    let vni = b.vni.ok_or("the bgpvpn has no VNI; only bgpvpns with a VNI are mirrored")?;
+    let vni = b
+        .vni
+        .ok_or("the bgpvpn has no VNI; only bgpvpns with a VNI are mirrored")?;
     let mut unsupported = Vec::new();
+    let mut unmapped = Vec::new();
     let mut bindings = Vec::new();
-    let mut bind = |namespace: String, association_id: &str, kind: &str, project_id: &Option<String>, spec: VniBindingSpec| {
+    let mut bind = |namespace: String,
+                    association_id: &str,
+                    kind: &str,
+                    project_id: &Option<String>,
+                    spec: VniBindingSpec| {
+        // Kuryr says which namespaces an association reaches; only the admin's mapping says
+        // whether they are the association's project's to bind
+        let owner = project_id.as_deref().unwrap_or(&b.project_id);
+        match projects.get(&namespace) {
+            Some(mapped) if mapped.eq_ignore_ascii_case(owner) => {}
+            mapped => {
+                let whose = match mapped {
+                    Some(other) => format!("the admin mapped to project {other}"),
+                    None => format!(
+                        "is mapped to no project (Namespace label {NAMESPACE_PROJECT_LABEL})"
+                    ),
+                };
+                unmapped.push(format!(
+                    "{kind} association {association_id} of project {owner} reaches namespace {namespace}, which {whose}: not bound there"
+                ));
+                return;
+            }
+        }
         let mut annotations = BTreeMap::from([
             (BGPVPN_ID_KEY.to_string(), b.id.clone()),
-            (ASSOCIATION_ID_ANNOTATION.to_string(), association_id.to_string()),
+            (
+                ASSOCIATION_ID_ANNOTATION.to_string(),
+                association_id.to_string(),
+            ),
             (ASSOCIATION_TYPE_ANNOTATION.to_string(), kind.to_string()),
         ]);
         if let Some(p) = project_id {
             annotations.insert(PROJECT_ID_ANNOTATION.to_string(), p.clone());
         }
-        bindings.push(DesiredBinding { neutron_id: b.id.clone(), namespace, name: binding_name(association_id), spec, labels: labels(&b.id), annotations });
+        bindings.push(DesiredBinding {
+            neutron_id: b.id.clone(),
+            namespace,
+            name: binding_name(association_id),
+            spec,
+            labels: labels(&b.id),
+            annotations,
+        });
     };
     let target = |vpn: &str| VniBindingSpec {
         bgpvpn: vpn.to_string(),
@@ -198,12 +290,30 @@ fn map_one(full: &FullBgpvpn, kuryr: &KuryrIndex) -> Result<Mapped, String> {
     };
     for a in &full.routers {
         for ns in kuryr.namespaces_with_router(&a.router_id) {
-            bind(ns, &a.id, "router", &a.project_id, VniBindingSpec { router_id: Some(a.router_id.clone()), ..target(&vpn) });
+            bind(
+                ns,
+                &a.id,
+                "router",
+                &a.project_id,
+                VniBindingSpec {
+                    router_id: Some(a.router_id.clone()),
+                    ..target(&vpn)
+                },
+            );
         }
     }
     for a in &full.networks {
         for ns in kuryr.namespaces_with_network(&a.network_id) {
-            bind(ns, &a.id, "network", &a.project_id, VniBindingSpec { network_id: Some(a.network_id.clone()), ..target(&vpn) });
+            bind(
+                ns,
+                &a.id,
+                "network",
+                &a.project_id,
+                VniBindingSpec {
+                    network_id: Some(a.network_id.clone()),
+                    ..target(&vpn)
+                },
+            );
         }
     }
     for a in &full.ports {
@@ -218,9 +328,13 @@ fn map_one(full: &FullBgpvpn, kuryr: &KuryrIndex) -> Result<Mapped, String> {
         for r in &a.routes {
             match r {
                 PortRoute::Prefix { prefix, local_pref } => {
-                    parse_cidr(prefix).map_err(|e| format!("port association {}: route prefix: {e}", a.id))?;
+                    parse_cidr(prefix)
+                        .map_err(|e| format!("port association {}: route prefix: {e}", a.id))?;
                     if local_pref.is_some() {
-                        unsupported.push(format!("port association {}: the local_pref of route {prefix} is not mirrored", a.id));
+                        unsupported.push(format!(
+                            "port association {}: the local_pref of route {prefix} is not mirrored",
+                            a.id
+                        ));
                     }
                     if !prefixes.contains(prefix) {
                         prefixes.push(prefix.clone());
@@ -232,7 +346,17 @@ fn map_one(full: &FullBgpvpn, kuryr: &KuryrIndex) -> Result<Mapped, String> {
             }
         }
         if let Some((ns, _pod)) = kuryr.ports.get(&a.port_id) {
-            bind(ns.clone(), &a.id, "port", &a.project_id, VniBindingSpec { port_id: Some(a.port_id.clone()), advertise_prefixes: prefixes, ..target(&vpn) });
+            bind(
+                ns.clone(),
+                &a.id,
+                "port",
+                &a.project_id,
+                VniBindingSpec {
+                    port_id: Some(a.port_id.clone()),
+                    advertise_prefixes: prefixes,
+                    ..target(&vpn)
+                },
+            );
         }
     }
     let names: BTreeSet<String> = bindings.iter().map(|b| b.namespace.clone()).collect();
@@ -244,26 +368,50 @@ fn map_one(full: &FullBgpvpn, kuryr: &KuryrIndex) -> Result<Mapped, String> {
         export_targets: b.export_targets.clone(),
         route_distinguishers: b.route_distinguishers.clone(),
         local_pref: b.local_pref,
-        allowed_namespaces: AllowedNamespaces { all: false, selector: None, names: names.into_iter().collect() },
+        allowed_namespaces: AllowedNamespaces {
+            all: false,
+            selector: None,
+            names: names.into_iter().collect(),
+        },
         // Neutron tenants choose port routes: what they may advertise is the admin's to allow
         // on the mirrored BGPVPN (the sync neither sets nor owns this field)
         allowed_prefixes: vec![],
     };
     validate_bgpvpn(&spec).map_err(|e| e.to_string())?;
     for binding in &bindings {
-        validate_binding(&binding.spec).map_err(|e| format!("binding {}/{}: {e}", binding.namespace, binding.name))?;
+        validate_binding(&binding.spec)
+            .map_err(|e| format!("binding {}/{}: {e}", binding.namespace, binding.name))?;
     }
     let annotations = BTreeMap::from([
         (BGPVPN_ID_KEY.to_string(), b.id.clone()),
         (PROJECT_ID_ANNOTATION.to_string(), b.project_id.clone()),
         (NAME_ANNOTATION.to_string(), b.name.clone()),
     ]);
-    Ok((DesiredVpn { neutron_id: b.id.clone(), spec, labels: labels(&b.id), annotations }, bindings, unsupported))
+    let projects = std::iter::once(&b.project_id)
+        .chain(full.routers.iter().filter_map(|a| a.project_id.as_ref()))
+        .chain(full.networks.iter().filter_map(|a| a.project_id.as_ref()))
+        .chain(full.ports.iter().filter_map(|a| a.project_id.as_ref()))
+        .map(|p| p.to_ascii_lowercase())
+        .collect();
+    Ok((
+        DesiredVpn {
+            neutron_id: b.id.clone(),
+            spec,
+            labels: labels(&b.id),
+            annotations,
+            projects,
+        },
+        bindings,
+        unsupported,
+        unmapped,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::neutron::{parse_bgpvpn, Fetched, NetworkAssociation, PortAssociation, RouterAssociation};
+    use super::super::neutron::{
+        Fetched, NetworkAssociation, PortAssociation, RouterAssociation, parse_bgpvpn,
+    };
     use super::*;
     use serde_json::json;
 
@@ -281,14 +429,26 @@ mod tests {
         .unwrap();
         FullBgpvpn {
             bgpvpn: b,
-            routers: vec![RouterAssociation { id: A1.into(), project_id: Some("p1".into()), router_id: ROUTER.into(), advertise_extra_routes: Some(true) }],
-            networks: vec![NetworkAssociation { id: A2.into(), project_id: None, network_id: NET.into() }],
+            routers: vec![RouterAssociation {
+                id: A1.into(),
+                project_id: Some("p1".into()),
+                router_id: ROUTER.into(),
+                advertise_extra_routes: Some(true),
+            }],
+            networks: vec![NetworkAssociation {
+                id: A2.into(),
+                project_id: None,
+                network_id: NET.into(),
+            }],
             ports: vec![PortAssociation {
                 id: A3.into(),
                 project_id: None,
                 port_id: PORT.into(),
                 advertise_fixed_ips: true,
-                routes: vec![PortRoute::Prefix { prefix: "192.168.100.0/24".into(), local_pref: None }],
+                routes: vec![PortRoute::Prefix {
+                    prefix: "192.168.100.0/24".into(),
+                    local_pref: None,
+                }],
             }],
         }
     }
@@ -310,80 +470,189 @@ mod tests {
     }
 
     fn snap(result: Result<FullBgpvpn, Vec<String>>) -> Snapshot {
-        Snapshot { bgpvpns: vec![Fetched { id: V.into(), result }] }
+        Snapshot {
+            bgpvpns: vec![Fetched {
+                id: V.into(),
+                result,
+            }],
+        }
+    }
+
+    /// The admin's mapping: the three namespaces Kuryr puts behind the associations are p1's.
+    fn projects() -> NamespaceProjects {
+        ["team-a", "team-b", "team-c"]
+            .map(|ns| (ns.to_string(), "p1".to_string()))
+            .into()
     }
 
     #[test]
     fn all_three_association_kinds() {
-        let d = desired(&snap(Ok(full())), &kuryr());
+        let d = desired(&snap(Ok(full())), &kuryr(), &projects());
         let name = format!("os-{V}");
         let vpn = &d.vpns[&name];
         assert_eq!(vpn.spec.vni, 1001);
         assert_eq!(vpn.spec.local_pref, Some(100));
         assert_eq!(vpn.spec.route_distinguishers, ["64512:1"]);
-        assert_eq!(vpn.spec.allowed_namespaces.names, ["team-a", "team-b", "team-c"]);
+        assert_eq!(
+            vpn.spec.allowed_namespaces.names,
+            ["team-a", "team-b", "team-c"]
+        );
         assert!(!vpn.spec.allowed_namespaces.all && vpn.spec.allowed_namespaces.selector.is_none());
         assert_eq!(vpn.labels[MANAGED_BY_LABEL], "openstack-sync");
         assert_eq!(vpn.annotations[NAME_ANNOTATION], "Blue VPN!");
         assert_eq!(vpn.annotations[PROJECT_ID_ANNOTATION], "p1");
-        let keys: Vec<(&str, &str)> = d.bindings.keys().map(|(n, b)| (n.as_str(), b.as_str())).collect();
+        let keys: Vec<(&str, &str)> = d
+            .bindings
+            .keys()
+            .map(|(n, b)| (n.as_str(), b.as_str()))
+            .collect();
         let (b1, b2, b3) = (format!("os-{A1}"), format!("os-{A2}"), format!("os-{A3}"));
-        assert_eq!(keys, [("team-a", b1.as_str()), ("team-b", b1.as_str()), ("team-b", b2.as_str()), ("team-c", b3.as_str())]);
+        assert_eq!(
+            keys,
+            [
+                ("team-a", b1.as_str()),
+                ("team-b", b1.as_str()),
+                ("team-b", b2.as_str()),
+                ("team-c", b3.as_str())
+            ]
+        );
         let port = &d.bindings[&("team-c".to_string(), b3.clone())];
         assert_eq!(port.spec.port_id.as_deref(), Some(PORT));
         assert_eq!(port.spec.advertise_prefixes, ["192.168.100.0/24"]);
         assert_eq!(port.spec.bgpvpn, name);
-        assert_eq!(d.bindings[&("team-b".to_string(), b2)].spec.network_id.as_deref(), Some(NET));
-        assert_eq!(d.uncertain_namespaces, BTreeSet::from(["broken".to_string()]));
-        assert!(d.invalid.is_empty() && d.unsupported.is_empty() && d.keep.is_empty());
+        assert_eq!(
+            d.bindings[&("team-b".to_string(), b2)]
+                .spec
+                .network_id
+                .as_deref(),
+            Some(NET)
+        );
+        assert_eq!(
+            d.uncertain_namespaces,
+            BTreeSet::from(["broken".to_string()])
+        );
+        assert!(
+            d.invalid.is_empty()
+                && d.unsupported.is_empty()
+                && d.keep.is_empty()
+                && d.unmapped.is_empty()
+        );
+        assert_eq!(vpn.projects, BTreeSet::from(["p1".to_string()]));
+    }
+
+    #[test]
+    fn an_association_reaches_only_the_namespaces_of_its_project() {
+        // team-a is another project's, team-c is mapped to none; the project ids compare in any case
+        let mut projects = projects();
+        projects.insert("team-a".into(), "p2".into());
+        projects.remove("team-c");
+        let mut f = full();
+        f.routers[0].project_id = Some("P1".into());
+        let d = desired(&snap(Ok(f)), &kuryr(), &projects);
+        let keys: Vec<&str> = d.bindings.keys().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(keys, ["team-b", "team-b"]);
+        assert_eq!(
+            d.vpns[&vpn_name(V)].spec.allowed_namespaces.names,
+            ["team-b"]
+        );
+        let said: Vec<&str> = d.unmapped.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(
+            said[0].contains("router association")
+                && said[0].contains("team-a")
+                && said[0].contains("project p2"),
+            "{said:?}"
+        );
+        assert!(
+            said[1].contains("port association")
+                && said[1].contains("team-c")
+                && said[1].contains("mapped to no project"),
+            "{said:?}"
+        );
     }
 
     #[test]
     fn invalid_data_is_kept_and_reported() {
-        let d = desired(&snap(Err(vec!["vni 0 is outside 1..16777215".into()])), &kuryr());
+        let d = desired(
+            &snap(Err(vec!["vni 0 is outside 1..16777215".into()])),
+            &kuryr(),
+            &projects(),
+        );
         assert!(d.vpns.is_empty() && d.bindings.is_empty());
         assert!(d.keep.contains(V));
         assert!(d.invalid[0].message.contains("vni 0"));
 
         let mut no_rt = full();
         no_rt.bgpvpn.route_targets.clear();
-        let d = desired(&snap(Ok(no_rt)), &kuryr());
+        let d = desired(&snap(Ok(no_rt)), &kuryr(), &projects());
         assert!(d.vpns.is_empty() && d.keep.contains(V));
-        assert!(d.invalid[0].message.contains("route target"), "{:?}", d.invalid);
+        assert!(
+            d.invalid[0].message.contains("route target"),
+            "{:?}",
+            d.invalid
+        );
 
         let mut bad_rt = full();
         bad_rt.bgpvpn.route_targets = vec!["64512:1001\nrouter bgp 1".into()];
-        assert!(desired(&snap(Ok(bad_rt)), &kuryr()).keep.contains(V));
+        assert!(
+            desired(&snap(Ok(bad_rt)), &kuryr(), &projects())
+                .keep
+                .contains(V)
+        );
 
         let mut host_bits = full();
-        host_bits.ports[0].routes = vec![PortRoute::Prefix { prefix: "192.168.100.1/24".into(), local_pref: None }];
-        let d = desired(&snap(Ok(host_bits)), &kuryr());
-        assert!(d.invalid[0].message.contains("host bits"), "{:?}", d.invalid);
+        host_bits.ports[0].routes = vec![PortRoute::Prefix {
+            prefix: "192.168.100.1/24".into(),
+            local_pref: None,
+        }];
+        let d = desired(&snap(Ok(host_bits)), &kuryr(), &projects());
+        assert!(
+            d.invalid[0].message.contains("host bits"),
+            "{:?}",
+            d.invalid
+        );
 
         let mut no_vni = full();
         no_vni.bgpvpn.vni = None;
-        assert!(desired(&snap(Ok(no_vni)), &kuryr()).invalid[0].message.contains("no VNI"));
+        assert!(
+            desired(&snap(Ok(no_vni)), &kuryr(), &projects()).invalid[0]
+                .message
+                .contains("no VNI")
+        );
     }
 
     #[test]
     fn unsupported_parts_are_skipped_and_said() {
         let mut f = full();
-        f.ports[0].routes.push(PortRoute::Bgpvpn { bgpvpn_id: ROUTER.into(), local_pref: None });
-        let d = desired(&snap(Ok(f.clone())), &kuryr());
+        f.ports[0].routes.push(PortRoute::Bgpvpn {
+            bgpvpn_id: ROUTER.into(),
+            local_pref: None,
+        });
+        let d = desired(&snap(Ok(f.clone())), &kuryr(), &projects());
         assert_eq!(d.bindings.len(), 4);
         assert!(d.unsupported[0].message.contains("leaked"));
         f.ports[0].advertise_fixed_ips = false;
-        let d = desired(&snap(Ok(f)), &kuryr());
+        let d = desired(&snap(Ok(f)), &kuryr(), &projects());
         assert_eq!(d.bindings.len(), 3);
-        assert_eq!(d.vpns[&format!("os-{V}")].spec.allowed_namespaces.names, ["team-a", "team-b"]);
+        assert_eq!(
+            d.vpns[&format!("os-{V}")].spec.allowed_namespaces.names,
+            ["team-a", "team-b"]
+        );
     }
 
     #[test]
     fn names_are_deterministic_and_valid() {
-        assert_eq!(vpn_name("6D1A78C1-D9F6-4823-B3C1-3489ABB3F7B1"), format!("os-{V}"));
+        assert_eq!(
+            vpn_name("6D1A78C1-D9F6-4823-B3C1-3489ABB3F7B1"),
+            format!("os-{V}")
+        );
         let n = vpn_name(V);
-        assert!(n.len() <= 63 && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
-        let mut d = desired(&snap(Ok(full())), &KuryrIndex::default());
+        assert!(
+            n.len() <= 63
+                && n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        );
+        let mut d = desired(&snap(Ok(full())), &KuryrIndex::default(), &projects());
         assert!(d.bindings.is_empty());
         assert!(d.vpns[&n].spec.allowed_namespaces.names.is_empty());
         d.admit(&n, "kept");

@@ -25,7 +25,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,16 +79,56 @@ impl Default for SyncMetrics {
 impl SyncMetrics {
     /// Registers every metric of this set.
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("passes", "Passes of the OpenStack sync, by result", self.passes.clone());
-        registry.register("failures", "Failed passes of the OpenStack sync, by reason", self.failures.clone());
-        registry.register("up", "1 when the last pass of the OpenStack sync succeeded", self.up.clone());
-        registry.register("last_success_timestamp_seconds", "Unix time of the last successful pass", self.last_success.clone());
-        registry.register("pass_duration_seconds", "Duration of a pass (Neutron + cluster reads and writes)", self.pass_duration.clone());
-        registry.register("writes", "Objects written by the OpenStack sync, by kind and operation", self.writes.clone());
-        registry.register("neutron_bgpvpns", "bgpvpns read from Neutron in the last successful pass", self.neutron_bgpvpns.clone());
-        registry.register("invalid_bgpvpns", "bgpvpns whose Neutron data was refused in the last pass (objects kept)", self.invalid_bgpvpns.clone());
-        registry.register("name_clashes", "Object names taken by objects the sync does not own, in the last pass", self.name_clashes.clone());
-        registry.register("token_issues", "Keystone tokens issued", self.token_issues.clone());
+        registry.register(
+            "passes",
+            "Passes of the OpenStack sync, by result",
+            self.passes.clone(),
+        );
+        registry.register(
+            "failures",
+            "Failed passes of the OpenStack sync, by reason",
+            self.failures.clone(),
+        );
+        registry.register(
+            "up",
+            "1 when the last pass of the OpenStack sync succeeded",
+            self.up.clone(),
+        );
+        registry.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last successful pass",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "pass_duration_seconds",
+            "Duration of a pass (Neutron + cluster reads and writes)",
+            self.pass_duration.clone(),
+        );
+        registry.register(
+            "writes",
+            "Objects written by the OpenStack sync, by kind and operation",
+            self.writes.clone(),
+        );
+        registry.register(
+            "neutron_bgpvpns",
+            "bgpvpns read from Neutron in the last successful pass",
+            self.neutron_bgpvpns.clone(),
+        );
+        registry.register(
+            "invalid_bgpvpns",
+            "bgpvpns whose Neutron data was refused in the last pass (objects kept)",
+            self.invalid_bgpvpns.clone(),
+        );
+        registry.register(
+            "name_clashes",
+            "Object names taken by objects the sync does not own, in the last pass",
+            self.name_clashes.clone(),
+        );
+        registry.register(
+            "token_issues",
+            "Keystone tokens issued",
+            self.token_issues.clone(),
+        );
     }
 
     pub fn failure_count(&self, reason: &'static str) -> u64 {
@@ -96,11 +136,15 @@ impl SyncMetrics {
     }
 
     pub fn failures_total(&self) -> u64 {
-        self.passes.get_or_create(&ResultLabel { result: "failed" }).get()
+        self.passes
+            .get_or_create(&ResultLabel { result: "failed" })
+            .get()
     }
 
     pub fn successes_total(&self) -> u64 {
-        self.passes.get_or_create(&ResultLabel { result: "ok" }).get()
+        self.passes
+            .get_or_create(&ResultLabel { result: "ok" })
+            .get()
     }
 
     pub fn write_count(&self, kind: &'static str, op: &'static str) -> u64 {
@@ -133,12 +177,26 @@ mod tests {
         let m = SyncMetrics::default();
         let mut registry = Registry::with_prefix("bgpvpn_operator_openstack_sync");
         m.register(&mut registry);
-        m.failures.get_or_create(&ReasonLabel { reason: "neutron_unreachable" }).inc();
+        m.failures
+            .get_or_create(&ReasonLabel {
+                reason: "neutron_unreachable",
+            })
+            .inc();
         m.wrote("BGPVPN", "create");
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
-        assert!(out.contains("bgpvpn_operator_openstack_sync_failures_total{reason=\"neutron_unreachable\"} 1"), "{out}");
-        assert!(out.contains("bgpvpn_operator_openstack_sync_writes_total{kind=\"BGPVPN\",op=\"create\"} 1"), "{out}");
+        assert!(
+            out.contains(
+                "bgpvpn_operator_openstack_sync_failures_total{reason=\"neutron_unreachable\"} 1"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "bgpvpn_operator_openstack_sync_writes_total{kind=\"BGPVPN\",op=\"create\"} 1"
+            ),
+            "{out}"
+        );
         assert!(out.contains("bgpvpn_operator_openstack_sync_up 0"), "{out}");
     }
 }

@@ -15,13 +15,34 @@
 //! | router association (`router_id`) | one `VNIBinding` `os-<association id>` with `spec.routerId` in every namespace whose `KuryrNetwork` has `status.routerId` = that router |
 //! | network association (`network_id`) | one `VNIBinding` `os-<association id>` with `spec.networkId` in every namespace whose `KuryrNetwork` has `status.netId` = that network |
 //! | port association (`port_id`, `routes`) | one `VNIBinding` `os-<association id>` with `spec.portId` in the namespace of the `KuryrPort` (the pod) that has a vif with that id; the `prefix` routes become `spec.advertisePrefixes`, advertised only within the mirrored BGPVPN's `spec.allowedPrefixes`: the sync neither sets nor owns that field, the cluster admin sets it (Neutron tenants choose port routes) |
-//! | the namespaces bound | `spec.allowedNamespaces.names` of the BGPVPN: exactly those namespaces (`all` is false, no selector). Namespaces are never labelled, and Kubernetes 1.20 has no `kubernetes.io/metadata.name` label to select on. |
+//! | the namespaces bound | `spec.allowedNamespaces.names` of the BGPVPN: exactly those namespaces (`all` is false, no selector). Namespaces are never labelled by the sync, and Kubernetes 1.20 has no `kubernetes.io/metadata.name` label to select on. |
 //!
-//! Every object written carries the label `bgpvpn.io/managed-by=openstack-sync` (the ownership
-//! mark: only objects with it are ever changed or deleted) and `bgpvpn.io/openstack-bgpvpn-id`,
-//! and the annotations `bgpvpn.io/openstack-bgpvpn-id`, `bgpvpn.io/openstack-project-id`,
-//! `bgpvpn.io/openstack-name` (BGPVPN) or `bgpvpn.io/openstack-association-id`,
-//! `bgpvpn.io/openstack-association-type` (VNIBinding).
+//! # Which namespaces a project reaches
+//!
+//! Kuryr says which namespaces an association reaches (their network is behind the router, is
+//! the network, holds the port); only the cluster admin says whose they are. A namespace is
+//! bound only when the admin labelled it `bgpvpn.io/openstack-project-id=<project id>` with the
+//! project of the association (or of the bgpvpn, for an association without `project_id`);
+//! project ids compare in any case. Namespaces are the admin's to label (tenants usually cannot
+//! edit Namespace objects). A namespace an association reaches but that is not mapped to its
+//! project is not bound, and is named in a Warning Event `NamespaceNotMapped` on the BGPVPN.
+//!
+//! # What the sync owns
+//!
+//! Every object written carries the label `bgpvpn.io/managed-by=openstack-sync` and
+//! `bgpvpn.io/openstack-bgpvpn-id`; for a BGPVPN (cluster-scoped: only admins and the sync write
+//! it) the label is the ownership mark. For a VNIBinding it is only a filter, since a tenant can
+//! put it on a binding of its own: a labelled binding is the sync's only when its BGPVPN is the
+//! sync's and admits the binding's namespace (which only the sync made it do). Only the sync's
+//! objects are ever changed or deleted, and only the sync's bindings keep a namespace admitted
+//! where its Kuryr objects cannot be read (and only while the namespace is still mapped to a
+//! project of the BGPVPN). Any other labelled binding is left to its tenant and named in a
+//! Warning Event `NotMadeBySync`: the label gains it nothing (the operator reports it
+//! `NotAllowed` like any binding the BGPVPN does not admit).
+//!
+//! Objects written also carry the annotations `bgpvpn.io/openstack-bgpvpn-id`,
+//! `bgpvpn.io/openstack-project-id`, `bgpvpn.io/openstack-name` (BGPVPN) or
+//! `bgpvpn.io/openstack-association-id`, `bgpvpn.io/openstack-association-type` (VNIBinding).
 //!
 //! Not mirrored, and said so in an Event (`Unsupported`): port-association routes of type
 //! `bgpvpn` (route leaking), port associations with `advertise_fixed_ips: false` (a binding always
@@ -30,7 +51,7 @@
 //!
 //! # Nothing lost
 //!
-//! * Objects without the ownership label are never changed or deleted. When the name the sync
+//! * Objects that are not the sync's (above) are never changed or deleted. When the name the sync
 //!   needs is taken by such an object, the clash is reported (Warning Event `NameClash` on that
 //!   object, a metric, a log line) and the bgpvpn's bindings are not written either.
 //! * New objects are created with `POST` (which fails on a clash, so a hand-made object created
@@ -64,7 +85,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use metrics::{register_metrics, sync_metrics, SyncMetrics};
+pub use metrics::{SyncMetrics, register_metrics, sync_metrics};
 pub use sync::{CycleReport, Syncer};
 
 /// Field manager of every write of the sync.
@@ -76,6 +97,9 @@ pub const MANAGED_BY_VALUE: &str = "openstack-sync";
 pub const BGPVPN_ID_KEY: &str = "bgpvpn.io/openstack-bgpvpn-id";
 /// Annotation: the Neutron project of the bgpvpn / association.
 pub const PROJECT_ID_ANNOTATION: &str = "bgpvpn.io/openstack-project-id";
+/// Namespace label, set by the cluster admin: the OpenStack project (id) the namespace belongs
+/// to. An association reaches only the namespaces mapped to its project.
+pub const NAMESPACE_PROJECT_LABEL: &str = "bgpvpn.io/openstack-project-id";
 /// Annotation: the Neutron name of the bgpvpn.
 pub const NAME_ANNOTATION: &str = "bgpvpn.io/openstack-name";
 /// Annotation: the Neutron association a binding mirrors.
@@ -141,9 +165,12 @@ impl SyncConfig {
             return Err("openstack: set credentials (a clouds.yaml Secret) or neutronUrl (no authentication)".into());
         }
         if let Some(url) = &self.neutron_url {
-            let parsed = reqwest::Url::parse(url).map_err(|e| format!("openstack.neutronUrl {url:?}: {e}"))?;
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| format!("openstack.neutronUrl {url:?}: {e}"))?;
             if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(format!("openstack.neutronUrl {url:?}: only http and https are supported"));
+                return Err(format!(
+                    "openstack.neutronUrl {url:?}: only http and https are supported"
+                ));
             }
         }
         if let Some(c) = &self.credentials
@@ -167,11 +194,15 @@ impl SyncConfig {
     }
 
     pub fn poll_interval(&self) -> Duration {
-        self.poll_interval_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_POLL_INTERVAL)
+        self.poll_interval_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_POLL_INTERVAL)
     }
 
     pub fn request_timeout(&self) -> Duration {
-        self.request_timeout_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+        self.request_timeout_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
     }
 
     pub fn page_size(&self) -> u32 {
@@ -179,7 +210,9 @@ impl SyncConfig {
     }
 
     pub fn max_backoff(&self) -> Duration {
-        self.max_backoff_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_MAX_BACKOFF)
+        self.max_backoff_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_MAX_BACKOFF)
     }
 }
 
@@ -219,7 +252,11 @@ pub struct SyncError {
 
 impl SyncError {
     pub fn new(stage: Stage, kind: Kind, message: impl Into<String>) -> Self {
-        SyncError { stage, kind, message: message.into() }
+        SyncError {
+            stage,
+            kind,
+            message: message.into(),
+        }
     }
 
     pub(crate) fn kube(context: &str, e: kube::Error) -> Self {
@@ -274,9 +311,14 @@ impl SyncError {
 ///
 /// Failures of a pass are reported and retried inside; only a configuration that can never work
 /// is returned as an error.
-pub async fn run(client: kube::Client, config: SyncConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), crate::Error> {
+pub async fn run(
+    client: kube::Client,
+    config: SyncConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), crate::Error> {
     config.check().map_err(crate::Error::OpenStack)?;
-    let syncer = Syncer::new(client, config, sync_metrics()).map_err(|e| crate::Error::OpenStack(e.to_string()))?;
+    let syncer = Syncer::new(client, config, sync_metrics())
+        .map_err(|e| crate::Error::OpenStack(e.to_string()))?;
     syncer.run(shutdown).await;
     Ok(())
 }
@@ -295,11 +337,28 @@ mod tests {
         assert_eq!(c.poll_interval(), Duration::from_secs(5));
         assert_eq!(c.request_timeout(), DEFAULT_REQUEST_TIMEOUT);
         assert_eq!(c.page_size(), 50);
-        assert!(serde_yaml::from_str::<SyncConfig>("pollInterval: 5\n").unwrap_err().to_string().contains("unknown field"));
-        assert!(SyncConfig::default().check().unwrap_err().contains("credentials"));
-        let bad = SyncConfig { neutron_url: Some("ftp://x".into()), ..Default::default() };
+        assert!(
+            serde_yaml::from_str::<SyncConfig>("pollInterval: 5\n")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field")
+        );
+        assert!(
+            SyncConfig::default()
+                .check()
+                .unwrap_err()
+                .contains("credentials")
+        );
+        let bad = SyncConfig {
+            neutron_url: Some("ftp://x".into()),
+            ..Default::default()
+        };
         assert!(bad.check().is_err());
-        let zero = SyncConfig { neutron_url: Some("http://x:9696".into()), poll_interval_seconds: Some(0), ..Default::default() };
+        let zero = SyncConfig {
+            neutron_url: Some("http://x:9696".into()),
+            poll_interval_seconds: Some(0),
+            ..Default::default()
+        };
         assert!(zero.check().unwrap_err().contains("pollIntervalSeconds"));
         assert!(DEFAULT_POLL_INTERVAL <= Duration::from_secs(30));
     }
@@ -309,6 +368,9 @@ mod tests {
         let e = SyncError::new(Stage::Neutron, Kind::Status(503), "x");
         assert_eq!(e.reason(), "NeutronServerError");
         assert_eq!(e.metric_reason(), "neutron_error");
-        assert_eq!(SyncError::new(Stage::Keystone, Kind::Unauthorized, "x").reason(), "KeystoneUnauthorized");
+        assert_eq!(
+            SyncError::new(Stage::Keystone, Kind::Unauthorized, "x").reason(),
+            "KeystoneUnauthorized"
+        );
     }
 }

@@ -19,7 +19,7 @@ use bgpvpn_crds::validate::is_uuid;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
 
-use super::auth::{excerpt, without_url, Keystone};
+use super::auth::{Keystone, excerpt, without_url};
 use super::{Kind, Stage, SyncError, SyncMetrics};
 
 /// Safety stop for a pagination that never ends.
@@ -33,7 +33,9 @@ const NOAUTH_PROJECT: &str = "bgpvpn-openstack-sync";
 #[derive(Clone, Debug)]
 pub enum Access {
     /// No Keystone: `X-Project-Id` / `X-Roles: admin` headers, as Neutron's noauth expects.
-    NoAuth { url: String },
+    NoAuth {
+        url: String,
+    },
     Keystone(Arc<Keystone>),
 }
 
@@ -51,8 +53,18 @@ fn err(kind: Kind, m: String) -> SyncError {
 }
 
 impl Neutron {
-    pub fn new(http: reqwest::Client, access: Access, page_size: u32, metrics: Arc<SyncMetrics>) -> Self {
-        Neutron { http, access, page_size: page_size.max(1), metrics }
+    pub fn new(
+        http: reqwest::Client,
+        access: Access,
+        page_size: u32,
+        metrics: Arc<SyncMetrics>,
+    ) -> Self {
+        Neutron {
+            http,
+            access,
+            page_size: page_size.max(1),
+            metrics,
+        }
     }
 
     async fn base_and_token(&self) -> Result<(String, Option<super::auth::Secret>), SyncError> {
@@ -76,7 +88,10 @@ impl Neutron {
             let mut req = self.http.get(&url).header("Accept", "application/json");
             req = match &token {
                 Some(t) => req.header("X-Auth-Token", t.expose()),
-                None => req.header("X-Project-Id", NOAUTH_PROJECT).header("X-User-Id", NOAUTH_PROJECT).header("X-Roles", "admin"),
+                None => req
+                    .header("X-Project-Id", NOAUTH_PROJECT)
+                    .header("X-User-Id", NOAUTH_PROJECT)
+                    .header("X-Roles", "admin"),
             };
             let resp = match req.send().await {
                 Ok(r) => r,
@@ -86,10 +101,18 @@ impl Neutron {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
-                Err(e) => return Err(err(Kind::Unreachable, format!("GET {url}: {}", without_url(&e)))),
+                Err(e) => {
+                    return Err(err(
+                        Kind::Unreachable,
+                        format!("GET {url}: {}", without_url(&e)),
+                    ));
+                }
             };
             let status = resp.status();
-            let body = resp.bytes().await.map_err(|e| err(Kind::Unreachable, format!("GET {url}: {}", without_url(&e))))?;
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| err(Kind::Unreachable, format!("GET {url}: {}", without_url(&e))))?;
             if status.as_u16() == 401 {
                 if let (Access::Keystone(k), false) = (&self.access, renewed) {
                     tracing::info!(%url, "Neutron refused the token; issuing a new one");
@@ -97,12 +120,19 @@ impl Neutron {
                     renewed = true;
                     continue;
                 }
-                return Err(err(Kind::Unauthorized, format!("GET {url}: 401 Unauthorized")));
+                return Err(err(
+                    Kind::Unauthorized,
+                    format!("GET {url}: 401 Unauthorized"),
+                ));
             }
             if !status.is_success() {
-                return Err(err(Kind::Status(status.as_u16()), format!("GET {url}: {status}: {}", excerpt(&body))));
+                return Err(err(
+                    Kind::Status(status.as_u16()),
+                    format!("GET {url}: {status}: {}", excerpt(&body)),
+                ));
             }
-            return serde_json::from_slice(&body).map_err(|e| err(Kind::BadResponse, format!("GET {url}: not JSON: {e}")));
+            return serde_json::from_slice(&body)
+                .map_err(|e| err(Kind::BadResponse, format!("GET {url}: not JSON: {e}")));
         }
     }
 
@@ -119,8 +149,13 @@ impl Neutron {
             }
             let page = self.get(&query).await?;
             let bad = |m: String| err(Kind::BadResponse, format!("GET {query}: {m}"));
-            let obj = page.as_object().ok_or_else(|| bad("the answer is not a JSON object".into()))?;
-            let list = obj.get(key).and_then(Value::as_array).ok_or_else(|| bad(format!("no {key:?} list in the answer")))?;
+            let obj = page
+                .as_object()
+                .ok_or_else(|| bad("the answer is not a JSON object".into()))?;
+            let list = obj
+                .get(key)
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad(format!("no {key:?} list in the answer")))?;
             items.extend(list.iter().cloned());
             let next = match obj.get(&format!("{key}_links")) {
                 None | Some(Value::Null) => None,
@@ -136,7 +171,10 @@ impl Neutron {
                 }
             }
         }
-        Err(err(Kind::BadResponse, format!("GET {path}: more than {MAX_PAGES} pages")))
+        Err(err(
+            Kind::BadResponse,
+            format!("GET {path}: more than {MAX_PAGES} pages"),
+        ))
     }
 
     /// Everything the sync needs from Neutron, or the first failure.
@@ -145,9 +183,17 @@ impl Neutron {
         let mut ids = BTreeSet::new();
         let mut parsed = Vec::with_capacity(raw.len());
         for (i, item) in raw.iter().enumerate() {
-            let id = item_id(item).map_err(|m| err(Kind::BadResponse, format!("GET /v2.0/bgpvpn/bgpvpns: item {i}: {m}")))?;
+            let id = item_id(item).map_err(|m| {
+                err(
+                    Kind::BadResponse,
+                    format!("GET /v2.0/bgpvpn/bgpvpns: item {i}: {m}"),
+                )
+            })?;
             if !ids.insert(id.clone()) {
-                return Err(err(Kind::BadResponse, format!("GET /v2.0/bgpvpn/bgpvpns: bgpvpn {id} listed twice")));
+                return Err(err(
+                    Kind::BadResponse,
+                    format!("GET /v2.0/bgpvpn/bgpvpns: bgpvpn {id} listed twice"),
+                ));
             }
             parsed.push((id, parse_bgpvpn(item)));
         }
@@ -155,10 +201,19 @@ impl Neutron {
             .map(|(id, bgpvpn)| async move {
                 let bgpvpn = match bgpvpn {
                     Ok(b) => b,
-                    Err(problems) => return Ok::<_, SyncError>(Fetched { id, result: Err(problems) }),
+                    Err(problems) => {
+                        return Ok::<_, SyncError>(Fetched {
+                            id,
+                            result: Err(problems),
+                        });
+                    }
                 };
                 let base = format!("/v2.0/bgpvpn/bgpvpns/{id}");
-                let (r, n, p) = (format!("{base}/router_associations"), format!("{base}/network_associations"), format!("{base}/port_associations"));
+                let (r, n, p) = (
+                    format!("{base}/router_associations"),
+                    format!("{base}/network_associations"),
+                    format!("{base}/port_associations"),
+                );
                 let (routers, networks, ports) = futures::try_join!(
                     self.list(&r, "router_associations"),
                     self.list(&n, "network_associations"),
@@ -166,10 +221,18 @@ impl Neutron {
                 )?;
                 for list in [&routers, &networks, &ports] {
                     for (i, a) in list.iter().enumerate() {
-                        item_id(a).map_err(|m| err(Kind::BadResponse, format!("GET {base}/..._associations: item {i}: {m}")))?;
+                        item_id(a).map_err(|m| {
+                            err(
+                                Kind::BadResponse,
+                                format!("GET {base}/..._associations: item {i}: {m}"),
+                            )
+                        })?;
                     }
                 }
-                Ok(Fetched { id, result: assemble(bgpvpn, &routers, &networks, &ports) })
+                Ok(Fetched {
+                    id,
+                    result: assemble(bgpvpn, &routers, &networks, &ports),
+                })
             })
             .buffered(CONCURRENCY)
             .try_collect()
@@ -187,7 +250,13 @@ fn join(base: &str, path_and_query: &str) -> String {
 
 fn urlencode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -198,9 +267,15 @@ fn next_marker(links: &Value) -> Result<Option<String>, String> {
         if link.get("rel").and_then(Value::as_str) != Some("next") {
             continue;
         }
-        let href = link.get("href").and_then(Value::as_str).ok_or("a next link has no href")?;
+        let href = link
+            .get("href")
+            .and_then(Value::as_str)
+            .ok_or("a next link has no href")?;
         let url = reqwest::Url::parse(href).map_err(|e| format!("next link {href:?}: {e}"))?;
-        let marker = url.query_pairs().find(|(k, _)| k == "marker").map(|(_, v)| v.into_owned());
+        let marker = url
+            .query_pairs()
+            .find(|(k, _)| k == "marker")
+            .map(|(_, v)| v.into_owned());
         return match marker {
             Some(m) if !m.is_empty() => Ok(Some(m)),
             _ => Err(format!("next link {href:?} has no marker")),
@@ -286,8 +361,14 @@ pub struct PortAssociation {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum PortRoute {
-    Prefix { prefix: String, local_pref: Option<u32> },
-    Bgpvpn { bgpvpn_id: String, local_pref: Option<u32> },
+    Prefix {
+        prefix: String,
+        local_pref: Option<u32>,
+    },
+    Bgpvpn {
+        bgpvpn_id: String,
+        local_pref: Option<u32>,
+    },
 }
 
 /// Field readers that collect every problem of one object.
@@ -300,7 +381,11 @@ struct Fields<'a> {
 impl<'a> Fields<'a> {
     fn new(item: &'a Value, what: String) -> Result<Self, Vec<String>> {
         match item.as_object() {
-            Some(obj) => Ok(Fields { obj, what, problems: Vec::new() }),
+            Some(obj) => Ok(Fields {
+                obj,
+                what,
+                problems: Vec::new(),
+            }),
             None => Err(vec![format!("{what} is not a JSON object")]),
         }
     }
@@ -353,7 +438,9 @@ impl<'a> Fields<'a> {
                 for (i, v) in items.iter().enumerate() {
                     match v.as_str() {
                         Some(s) => out.push(s.to_string()),
-                        None => self.problem(format!("{key}[{i}] is {}, not a string", type_name(v))),
+                        None => {
+                            self.problem(format!("{key}[{i}] is {}, not a string", type_name(v)))
+                        }
                     }
                 }
                 out
@@ -363,7 +450,9 @@ impl<'a> Fields<'a> {
                 Vec::new()
             }
             None if admin_only => {
-                self.problem(format!("{key} is missing (an admin-only field: are the credentials admin?)"));
+                self.problem(format!(
+                    "{key} is missing (an admin-only field: are the credentials admin?)"
+                ));
                 Vec::new()
             }
             None => {
@@ -390,7 +479,13 @@ impl<'a> Fields<'a> {
 
     /// An optional integer in `min..=max` (`null`: `None`); `required_key` when the key itself
     /// must be present.
-    fn opt_int(&mut self, key: &str, min: u64, max: u64, required_key: Option<&str>) -> Option<u32> {
+    fn opt_int(
+        &mut self,
+        key: &str,
+        min: u64,
+        max: u64,
+        required_key: Option<&str>,
+    ) -> Option<u32> {
         match self.obj.get(key) {
             None => {
                 if let Some(why) = required_key {
@@ -425,7 +520,11 @@ impl<'a> Fields<'a> {
     }
 
     fn finish<T>(self, value: T) -> Result<T, Vec<String>> {
-        if self.problems.is_empty() { Ok(value) } else { Err(self.problems) }
+        if self.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.problems)
+        }
     }
 }
 
@@ -445,7 +544,11 @@ pub fn parse_bgpvpn(item: &Value) -> Result<Bgpvpn, Vec<String>> {
     let mut f = Fields::new(item, "bgpvpn".into())?;
     let id = f.uuid("id");
     let name = f.opt_string("name").unwrap_or_default();
-    let project_id = match f.opt_string("project_id").or_else(|| item.get("tenant_id").and_then(Value::as_str).map(str::to_string)) {
+    let project_id = match f.opt_string("project_id").or_else(|| {
+        item.get("tenant_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }) {
         Some(p) if !p.is_empty() => p,
         _ => {
             f.problem("project_id is missing".into());
@@ -465,7 +568,12 @@ pub fn parse_bgpvpn(item: &Value) -> Result<Bgpvpn, Vec<String>> {
     let import_targets = f.strings("import_targets", true);
     let export_targets = f.strings("export_targets", true);
     let route_distinguishers = f.strings("route_distinguishers", true);
-    let vni = f.opt_int("vni", 1, 16_777_215, Some("an admin-only field: are the credentials admin, is the bgpvpn-vni extension on?"));
+    let vni = f.opt_int(
+        "vni",
+        1,
+        16_777_215,
+        Some("an admin-only field: are the credentials admin, is the bgpvpn-vni extension on?"),
+    );
     let local_pref = f.opt_int("local_pref", 0, u32::MAX as u64, None);
     let networks = f.opt_uuids("networks");
     let routers = f.opt_uuids("routers");
@@ -488,7 +596,13 @@ pub fn parse_bgpvpn(item: &Value) -> Result<Bgpvpn, Vec<String>> {
 }
 
 pub fn parse_router_association(item: &Value) -> Result<RouterAssociation, Vec<String>> {
-    let mut f = Fields::new(item, format!("router association {}", item.get("id").and_then(Value::as_str).unwrap_or("?")))?;
+    let mut f = Fields::new(
+        item,
+        format!(
+            "router association {}",
+            item.get("id").and_then(Value::as_str).unwrap_or("?")
+        ),
+    )?;
     let a = RouterAssociation {
         id: f.uuid("id"),
         project_id: f.opt_string("project_id"),
@@ -499,13 +613,29 @@ pub fn parse_router_association(item: &Value) -> Result<RouterAssociation, Vec<S
 }
 
 pub fn parse_network_association(item: &Value) -> Result<NetworkAssociation, Vec<String>> {
-    let mut f = Fields::new(item, format!("network association {}", item.get("id").and_then(Value::as_str).unwrap_or("?")))?;
-    let a = NetworkAssociation { id: f.uuid("id"), project_id: f.opt_string("project_id"), network_id: f.uuid("network_id") };
+    let mut f = Fields::new(
+        item,
+        format!(
+            "network association {}",
+            item.get("id").and_then(Value::as_str).unwrap_or("?")
+        ),
+    )?;
+    let a = NetworkAssociation {
+        id: f.uuid("id"),
+        project_id: f.opt_string("project_id"),
+        network_id: f.uuid("network_id"),
+    };
     f.finish(a)
 }
 
 pub fn parse_port_association(item: &Value) -> Result<PortAssociation, Vec<String>> {
-    let mut f = Fields::new(item, format!("port association {}", item.get("id").and_then(Value::as_str).unwrap_or("?")))?;
+    let mut f = Fields::new(
+        item,
+        format!(
+            "port association {}",
+            item.get("id").and_then(Value::as_str).unwrap_or("?")
+        ),
+    )?;
     let id = f.uuid("id");
     let project_id = f.opt_string("project_id");
     let port_id = f.uuid("port_id");
@@ -530,7 +660,10 @@ pub fn parse_port_association(item: &Value) -> Result<PortAssociation, Vec<Strin
                     }
                     "bgpvpn" => {
                         let bgpvpn_id = rf.uuid("bgpvpn_id");
-                        routes.push(PortRoute::Bgpvpn { bgpvpn_id, local_pref });
+                        routes.push(PortRoute::Bgpvpn {
+                            bgpvpn_id,
+                            local_pref,
+                        });
                     }
                     "" => {}
                     other => rf.problem(format!("type {other:?} is neither prefix nor bgpvpn")),
@@ -541,10 +674,20 @@ pub fn parse_port_association(item: &Value) -> Result<PortAssociation, Vec<Strin
         }
         Some(other) => f.problem(format!("routes is {}, not a list", type_name(other))),
     }
-    f.finish(PortAssociation { id, project_id, port_id, advertise_fixed_ips, routes })
+    f.finish(PortAssociation {
+        id,
+        project_id,
+        port_id,
+        advertise_fixed_ips,
+        routes,
+    })
 }
 
-fn parse_all<T>(items: &[Value], parse: fn(&Value) -> Result<T, Vec<String>>, problems: &mut Vec<String>) -> Vec<T> {
+fn parse_all<T>(
+    items: &[Value],
+    parse: fn(&Value) -> Result<T, Vec<String>>,
+    problems: &mut Vec<String>,
+) -> Vec<T> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         match parse(item) {
@@ -556,27 +699,61 @@ fn parse_all<T>(items: &[Value], parse: fn(&Value) -> Result<T, Vec<String>>, pr
 }
 
 /// Checks the association listings against each other and against the bgpvpn's own id lists.
-fn assemble(bgpvpn: Bgpvpn, routers: &[Value], networks: &[Value], ports: &[Value]) -> Result<FullBgpvpn, Vec<String>> {
+fn assemble(
+    bgpvpn: Bgpvpn,
+    routers: &[Value],
+    networks: &[Value],
+    ports: &[Value],
+) -> Result<FullBgpvpn, Vec<String>> {
     let mut problems = Vec::new();
     let routers = parse_all(routers, parse_router_association, &mut problems);
     let networks = parse_all(networks, parse_network_association, &mut problems);
     let ports = parse_all(ports, parse_port_association, &mut problems);
     // The bgpvpn lists the ids of what is associated; an association listing that lacks one is
     // partial, and acting on it would delete bindings.
-    let check = |kind: &str, listed: &Option<Vec<String>>, found: Vec<&String>, problems: &mut Vec<String>| {
+    let check = |kind: &str,
+                 listed: &Option<Vec<String>>,
+                 found: Vec<&String>,
+                 problems: &mut Vec<String>| {
         if let Some(listed) = listed {
             let found: BTreeSet<&String> = found.into_iter().collect();
             for id in listed {
                 if !found.contains(id) {
-                    problems.push(format!("bgpvpn lists {kind} {id}, but its {kind}_associations do not"));
+                    problems.push(format!(
+                        "bgpvpn lists {kind} {id}, but its {kind}_associations do not"
+                    ));
                 }
             }
         }
     };
-    check("router", &bgpvpn.routers, routers.iter().map(|a| &a.router_id).collect(), &mut problems);
-    check("network", &bgpvpn.networks, networks.iter().map(|a| &a.network_id).collect(), &mut problems);
-    check("port", &bgpvpn.ports, ports.iter().map(|a| &a.port_id).collect(), &mut problems);
-    if problems.is_empty() { Ok(FullBgpvpn { bgpvpn, routers, networks, ports }) } else { Err(problems) }
+    check(
+        "router",
+        &bgpvpn.routers,
+        routers.iter().map(|a| &a.router_id).collect(),
+        &mut problems,
+    );
+    check(
+        "network",
+        &bgpvpn.networks,
+        networks.iter().map(|a| &a.network_id).collect(),
+        &mut problems,
+    );
+    check(
+        "port",
+        &bgpvpn.ports,
+        ports.iter().map(|a| &a.port_id).collect(),
+        &mut problems,
+    );
+    if problems.is_empty() {
+        Ok(FullBgpvpn {
+            bgpvpn,
+            routers,
+            networks,
+            ports,
+        })
+    } else {
+        Err(problems)
+    }
 }
 
 #[cfg(test)]
@@ -597,7 +774,10 @@ mod tests {
     #[test]
     fn a_real_answer_parses() {
         let b = parse_bgpvpn(&vpn()).unwrap();
-        assert_eq!((b.vni, b.local_pref, b.vpn_type, b.project_id.as_str()), (Some(1001), None, VpnType::L3, "0123"));
+        assert_eq!(
+            (b.vni, b.local_pref, b.vpn_type, b.project_id.as_str()),
+            (Some(1001), None, VpnType::L3, "0123")
+        );
         assert_eq!(b.routers, Some(vec![R.to_string()]));
     }
 
@@ -610,7 +790,13 @@ mod tests {
         v["local_pref"] = json!(-1);
         v.as_object_mut().unwrap().remove("import_targets");
         let p = parse_bgpvpn(&v).unwrap_err().join("\n");
-        for want in ["vni 16777216 is outside", "route_targets[1]", "type \"l4\"", "local_pref -1", "import_targets is missing (an admin-only"] {
+        for want in [
+            "vni 16777216 is outside",
+            "route_targets[1]",
+            "type \"l4\"",
+            "local_pref -1",
+            "import_targets is missing (an admin-only",
+        ] {
             assert!(p.contains(want), "{want} not in {p}");
         }
         let mut non_admin = vpn();
@@ -621,18 +807,41 @@ mod tests {
 
     #[test]
     fn associations() {
-        let ra = parse_router_association(&json!({"id": R, "router_id": ID, "project_id": "p", "advertise_extra_routes": true})).unwrap();
-        assert_eq!(ra.router_id, ID);
-        let pa = parse_port_association(&json!({"id": R, "port_id": ID, "advertise_fixed_ips": true, "routes": [
-            {"type": "prefix", "prefix": "192.168.100.0/24", "local_pref": 200},
-            {"type": "bgpvpn", "bgpvpn_id": ID}]}))
+        let ra = parse_router_association(
+            &json!({"id": R, "router_id": ID, "project_id": "p", "advertise_extra_routes": true}),
+        )
         .unwrap();
-        assert_eq!(pa.routes, vec![
-            PortRoute::Prefix { prefix: "192.168.100.0/24".into(), local_pref: Some(200) },
-            PortRoute::Bgpvpn { bgpvpn_id: ID.into(), local_pref: None },
-        ]);
-        let bad = parse_port_association(&json!({"id": R, "port_id": "nope", "routes": [{"type": "x"}, 5]})).unwrap_err().join("\n");
-        assert!(bad.contains("port_id \"nope\"") && bad.contains("type \"x\"") && bad.contains("routes[1]"), "{bad}");
+        assert_eq!(ra.router_id, ID);
+        let pa = parse_port_association(
+            &json!({"id": R, "port_id": ID, "advertise_fixed_ips": true, "routes": [
+            {"type": "prefix", "prefix": "192.168.100.0/24", "local_pref": 200},
+            {"type": "bgpvpn", "bgpvpn_id": ID}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            pa.routes,
+            vec![
+                PortRoute::Prefix {
+                    prefix: "192.168.100.0/24".into(),
+                    local_pref: Some(200)
+                },
+                PortRoute::Bgpvpn {
+                    bgpvpn_id: ID.into(),
+                    local_pref: None
+                },
+            ]
+        );
+        let bad = parse_port_association(
+            &json!({"id": R, "port_id": "nope", "routes": [{"type": "x"}, 5]}),
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(
+            bad.contains("port_id \"nope\"")
+                && bad.contains("type \"x\"")
+                && bad.contains("routes[1]"),
+            "{bad}"
+        );
     }
 
     #[test]
@@ -648,12 +857,24 @@ mod tests {
     fn pagination_links() {
         let links = json!([{"rel": "next", "href": "http://elsewhere:1/v2.0/bgpvpn/bgpvpns?limit=2&marker=87ef2e86-f022-4f0f-b9c0-fa7b96fb996d"},
                            {"rel": "previous", "href": "http://x/?marker=a&page_reverse=True"}]);
-        assert_eq!(next_marker(&links).unwrap().as_deref(), Some("87ef2e86-f022-4f0f-b9c0-fa7b96fb996d"));
-        assert_eq!(next_marker(&json!([{"rel": "previous", "href": "http://x/?marker=a"}])).unwrap(), None);
+        assert_eq!(
+            next_marker(&links).unwrap().as_deref(),
+            Some("87ef2e86-f022-4f0f-b9c0-fa7b96fb996d")
+        );
+        assert_eq!(
+            next_marker(&json!([{"rel": "previous", "href": "http://x/?marker=a"}])).unwrap(),
+            None
+        );
         assert!(next_marker(&json!([{"rel": "next", "href": "http://x/?limit=1"}])).is_err());
         assert!(next_marker(&json!("x")).is_err());
-        assert_eq!(join("http://n:9696/v2.0/", "/v2.0/x"), "http://n:9696/v2.0/x");
-        assert_eq!(join("http://n/networking", "/v2.0/x"), "http://n/networking/v2.0/x");
+        assert_eq!(
+            join("http://n:9696/v2.0/", "/v2.0/x"),
+            "http://n:9696/v2.0/x"
+        );
+        assert_eq!(
+            join("http://n/networking", "/v2.0/x"),
+            "http://n/networking/v2.0/x"
+        );
         assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
     }
 }

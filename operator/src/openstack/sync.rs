@@ -7,20 +7,23 @@ use std::time::{Duration, Instant};
 
 use bgpvpn_crds::conditions::{self, types::SYNCED};
 use bgpvpn_crds::{Bgpvpn, BgpvpnSpec, VniBinding};
-use k8s_openapi::api::core::v1::{ObjectReference, Secret as KubeSecret};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret as KubeSecret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Reporter};
-use kube::ResourceExt;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::auth::{http_builder, parse_clouds_yaml, Keystone};
+use super::auth::{Keystone, http_builder, parse_clouds_yaml};
 use super::mapping::{self, Desired, DesiredBinding, DesiredVpn, KuryrIndex};
 use super::neutron::{Access, Neutron};
 use super::*;
 use crate::events::Events;
+use crate::guard::Guarded;
 use crate::kuryr::{KuryrNetwork, KuryrPort};
+use crate::reasons;
+use crate::view::UnreadableObject;
 
 const API_VERSION: &str = "bgpvpn.io/v1alpha1";
 /// Events about one failure go to at most this many BGPVPNs.
@@ -56,6 +59,45 @@ impl CycleReport {
     }
 }
 
+/// Lists `K` (every namespace) with `lp`: the objects that can be read, and those that cannot
+/// (one of those never fails the list).
+async fn list_guarded<K>(
+    client: &kube::Client,
+    lp: &ListParams,
+) -> Result<(Vec<K>, Vec<UnreadableObject>), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let items = Api::<Guarded<K>>::all(client.clone()).list(lp).await?.items;
+    let (mut readable, mut unreadable) = (Vec::new(), Vec::new());
+    for item in items {
+        match item.into_inner() {
+            Ok(obj) => readable.push(Arc::unwrap_or_clone(obj)),
+            Err(u) => unreadable.push(UnreadableObject::new(
+                &K::api_version(&()),
+                &K::kind(&()),
+                &u,
+            )),
+        }
+    }
+    Ok((readable, unreadable))
+}
+
+/// The labelled bindings that are the sync's (their BGPVPN is the sync's and admits their
+/// namespace), and the others.
+fn sort_out_bindings(
+    labelled: Vec<VniBinding>,
+    owned_vpns: &[Bgpvpn],
+) -> (Vec<VniBinding>, Vec<VniBinding>) {
+    labelled.into_iter().partition(|b| {
+        let ns = b.namespace().unwrap_or_default();
+        owned_vpns
+            .iter()
+            .find(|v| v.name_any() == b.spec.bgpvpn)
+            .is_some_and(|v| v.spec.allowed_namespaces.names.contains(&ns))
+    })
+}
+
 /// The sync: holds the clients, the Keystone session and what was reported already.
 pub struct Syncer {
     client: kube::Client,
@@ -86,7 +128,12 @@ fn subset_differs(have: &BTreeMap<String, String>, want: &BTreeMap<String, Strin
     want.iter().any(|(k, v)| have.get(k) != Some(v))
 }
 
-fn reference(kind: &str, namespace: Option<&str>, name: &str, uid: Option<String>) -> ObjectReference {
+fn reference(
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    uid: Option<String>,
+) -> ObjectReference {
     ObjectReference {
         api_version: Some(API_VERSION.into()),
         kind: Some(kind.into()),
@@ -98,14 +145,19 @@ fn reference(kind: &str, namespace: Option<&str>, name: &str, uid: Option<String
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() > max { format!("{}…", s.chars().take(max).collect::<String>()) } else { s.to_string() }
+    if s.chars().count() > max {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    } else {
+        s.to_string()
+    }
 }
 
 /// The BGPVPN as written by server-side apply: every field the sync owns is present (empty lists,
 /// `null`), so a value that disappears from Neutron is cleared rather than left behind.
 fn vpn_apply_body(name: &str, want: &DesiredVpn, uid: Option<String>) -> Value {
     let s = &want.spec;
-    let mut metadata = json!({"name": name, "labels": want.labels, "annotations": want.annotations});
+    let mut metadata =
+        json!({"name": name, "labels": want.labels, "annotations": want.annotations});
     if let Some(uid) = uid {
         // an owned object replaced by a hand-made one of the same name is refused (uid is immutable)
         metadata["uid"] = Value::String(uid);
@@ -139,11 +191,31 @@ fn binding_apply_body(want: &DesiredBinding, uid: Option<String>) -> Value {
 
 impl Syncer {
     /// A sync with its own metrics (tests) or the process-wide ones ([`super::run`]).
-    pub fn new(client: kube::Client, config: SyncConfig, metrics: Arc<SyncMetrics>) -> Result<Self, SyncError> {
-        config.check().map_err(|m| SyncError::new(Stage::Config, Kind::Other, m))?;
+    pub fn new(
+        client: kube::Client,
+        config: SyncConfig,
+        metrics: Arc<SyncMetrics>,
+    ) -> Result<Self, SyncError> {
+        config
+            .check()
+            .map_err(|m| SyncError::new(Stage::Config, Kind::Other, m))?;
         let instance = std::env::var("POD_NAME").ok().filter(|s| !s.is_empty());
-        let events = Events::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance });
-        Ok(Syncer { client, config, metrics, events, neutron: None, reported: HashMap::new(), failing: None })
+        let events = Events::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance,
+            },
+        );
+        Ok(Syncer {
+            client,
+            config,
+            metrics,
+            events,
+            neutron: None,
+            reported: HashMap::new(),
+            failing: None,
+        })
     }
 
     /// Passes until `shutdown`: every poll interval after a success, with an exponential backoff
@@ -151,7 +223,10 @@ impl Syncer {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut failures: u32 = 0;
-        tracing::info!(poll_s = self.config.poll_interval().as_secs(), "OpenStack sync started");
+        tracing::info!(
+            poll_s = self.config.poll_interval().as_secs(),
+            "OpenStack sync started"
+        );
         loop {
             let next = tokio::select! {
                 r = self.pass() => match r {
@@ -183,16 +258,31 @@ impl Syncer {
         match result {
             Ok(mut report) => {
                 report.duration = elapsed;
-                self.metrics.passes.get_or_create(&metrics::ResultLabel { result: "ok" }).inc();
+                self.metrics
+                    .passes
+                    .get_or_create(&metrics::ResultLabel { result: "ok" })
+                    .inc();
                 self.metrics.up.set(1);
-                self.metrics.last_success.set(Timestamp::now().as_millisecond() as f64 / 1000.0);
+                self.metrics
+                    .last_success
+                    .set(Timestamp::now().as_millisecond() as f64 / 1000.0);
                 if let Some(reason) = self.failing.take() {
                     tracing::info!(previous = %reason, "OpenStack sync recovered");
                 }
                 if report.changed() {
-                    tracing::info!(created = report.created, updated = report.updated, deleted = report.deleted, ms = elapsed.as_millis() as u64, "OpenStack sync pass wrote changes");
+                    tracing::info!(
+                        created = report.created,
+                        updated = report.updated,
+                        deleted = report.deleted,
+                        ms = elapsed.as_millis() as u64,
+                        "OpenStack sync pass wrote changes"
+                    );
                 } else {
-                    tracing::debug!(bgpvpns = report.bgpvpns, ms = elapsed.as_millis() as u64, "OpenStack sync pass: no change");
+                    tracing::debug!(
+                        bgpvpns = report.bgpvpns,
+                        ms = elapsed.as_millis() as u64,
+                        "OpenStack sync pass: no change"
+                    );
                 }
                 Ok(report)
             }
@@ -210,8 +300,14 @@ impl Syncer {
             if let Some((_, n)) = &self.neutron {
                 return Ok(n.clone());
             }
-            let url = self.config.neutron_url.clone().expect("checked: credentials or neutronUrl");
-            let http = http_builder(timeout).build().map_err(|e| SyncError::new(Stage::Config, Kind::Other, format!("HTTP client: {e}")))?;
+            let url = self
+                .config
+                .neutron_url
+                .clone()
+                .expect("checked: credentials or neutronUrl");
+            let http = http_builder(timeout).build().map_err(|e| {
+                SyncError::new(Stage::Config, Kind::Other, format!("HTTP client: {e}"))
+            })?;
             let n = Neutron::new(http, Access::NoAuth { url }, page, self.metrics.clone());
             self.neutron = Some((0, n.clone()));
             return Ok(n);
@@ -222,20 +318,33 @@ impl Syncer {
             .clone()
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| cred_err("openstack.credentials.namespace is not set and $POD_NAMESPACE is empty".into()))?;
+            .ok_or_else(|| {
+                cred_err(
+                    "openstack.credentials.namespace is not set and $POD_NAMESPACE is empty".into(),
+                )
+            })?;
         let key = creds.key.clone().unwrap_or_else(|| "clouds.yaml".into());
         let cloud = creds.cloud.clone().unwrap_or_else(|| "openstack".into());
-        let secret = Api::<KubeSecret>::namespaced(self.client.clone(), &namespace).get(&creds.secret_name).await.map_err(|e| {
-            let mut err = SyncError::kube(&format!("Secret {namespace}/{}", creds.secret_name), e);
-            err.stage = Stage::Credentials;
-            err
-        })?;
+        let secret = Api::<KubeSecret>::namespaced(self.client.clone(), &namespace)
+            .get(&creds.secret_name)
+            .await
+            .map_err(|e| {
+                let mut err =
+                    SyncError::kube(&format!("Secret {namespace}/{}", creds.secret_name), e);
+                err.stage = Stage::Credentials;
+                err
+            })?;
         let bytes = secret
             .data
             .as_ref()
             .and_then(|d| d.get(&key))
             .map(|b| b.0.clone())
-            .ok_or_else(|| cred_err(format!("Secret {namespace}/{} has no key {key:?}", creds.secret_name)))?;
+            .ok_or_else(|| {
+                cred_err(format!(
+                    "Secret {namespace}/{} has no key {key:?}",
+                    creds.secret_name
+                ))
+            })?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (&bytes, &cloud).hash(&mut h);
         let hash = h.finish();
@@ -244,78 +353,193 @@ impl Syncer {
         {
             return Ok(n.clone());
         }
-        let text = String::from_utf8(bytes).map_err(|_| cred_err(format!("Secret {namespace}/{} key {key:?} is not UTF-8", creds.secret_name)))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            cred_err(format!(
+                "Secret {namespace}/{} key {key:?} is not UTF-8",
+                creds.secret_name
+            ))
+        })?;
         let cloud_config = parse_clouds_yaml(&text, &cloud).map_err(cred_err)?;
         let keystone = Keystone::new(&cloud_config, timeout, self.config.neutron_url.clone())?;
         tracing::info!(secret = %format!("{namespace}/{}", creds.secret_name), %cloud, keystone = ?keystone, "loaded OpenStack credentials");
-        let n = Neutron::new(keystone.http().clone(), Access::Keystone(Arc::new(keystone)), page, self.metrics.clone());
+        let n = Neutron::new(
+            keystone.http().clone(),
+            Access::Keystone(Arc::new(keystone)),
+            page,
+            self.metrics.clone(),
+        );
         self.neutron = Some((hash, n.clone()));
         Ok(n)
     }
 
-    async fn kuryr(&self) -> Result<KuryrIndex, SyncError> {
-        let missing = |what: &'static str| move |e: kube::Error| {
-            if is_status(&e, 404) {
-                SyncError::new(Stage::Kubernetes, Kind::Status(404), format!("the {what} CRD (openstack.org/v1) is not installed: is Kuryr deployed?"))
-            } else {
-                SyncError::kube(&format!("list {what}"), e)
+    /// The namespaces the admin mapped to an OpenStack project (label
+    /// [`NAMESPACE_PROJECT_LABEL`]), with the project in lower case.
+    async fn namespace_projects(&self) -> Result<mapping::NamespaceProjects, SyncError> {
+        let lp = ListParams::default().labels(NAMESPACE_PROJECT_LABEL);
+        let (namespaces, _) = list_guarded::<Namespace>(&self.client, &lp)
+            .await
+            .map_err(kube_err("list the namespaces mapped to OpenStack projects"))?;
+        Ok(namespaces
+            .iter()
+            .filter_map(|ns| {
+                let project = ns
+                    .labels()
+                    .get(NAMESPACE_PROJECT_LABEL)?
+                    .trim()
+                    .to_ascii_lowercase();
+                (!project.is_empty()).then(|| (ns.name_any(), project))
+            })
+            .collect())
+    }
+
+    /// The Kuryr objects, and those that cannot be read.
+    async fn kuryr(&self) -> Result<(KuryrIndex, Vec<UnreadableObject>), SyncError> {
+        let missing = |what: &'static str| {
+            move |e: kube::Error| {
+                if is_status(&e, 404) {
+                    SyncError::new(
+                        Stage::Kubernetes,
+                        Kind::Status(404),
+                        format!(
+                            "the {what} CRD (openstack.org/v1) is not installed: is Kuryr deployed?"
+                        ),
+                    )
+                } else {
+                    SyncError::kube(&format!("list {what}"), e)
+                }
             }
         };
         let lp = ListParams::default();
-        let nets = Api::<KuryrNetwork>::all(self.client.clone()).list(&lp).await.map_err(missing("KuryrNetwork"))?;
-        let ports = Api::<KuryrPort>::all(self.client.clone()).list(&lp).await.map_err(missing("KuryrPort"))?;
-        Ok(KuryrIndex::new(&nets.items, &ports.items))
+        let (nets, mut unreadable) = list_guarded::<KuryrNetwork>(&self.client, &lp)
+            .await
+            .map_err(missing("KuryrNetwork"))?;
+        let (ports, bad_ports) = list_guarded::<KuryrPort>(&self.client, &lp)
+            .await
+            .map_err(missing("KuryrPort"))?;
+        unreadable.extend(bad_ports);
+        let mut index = KuryrIndex::new(&nets, &ports);
+        // what an unreadable object says is not known: what the sync owns there is kept
+        index
+            .uncertain_namespaces
+            .extend(unreadable.iter().filter_map(|u| u.namespace.clone()));
+        Ok((index, unreadable))
     }
 
     async fn try_pass(&mut self) -> Result<CycleReport, SyncError> {
         let neutron = self.neutron().await?;
         let snapshot = neutron.snapshot().await?;
-        let kuryr = self.kuryr().await?;
+        let (kuryr, mut unreadable) = self.kuryr().await?;
         let vpns_api: Api<Bgpvpn> = Api::all(self.client.clone());
-        let bindings_api: Api<VniBinding> = Api::all(self.client.clone());
-        let owned_vpns = vpns_api.list(&owned_selector()).await.map_err(kube_err("list owned BGPVPNs"))?.items;
-        let owned_bindings = bindings_api.list(&owned_selector()).await.map_err(kube_err("list owned VNIBindings"))?.items;
+        let (owned_vpns, bad_vpns) = list_guarded::<Bgpvpn>(&self.client, &owned_selector())
+            .await
+            .map_err(kube_err("list owned BGPVPNs"))?;
+        let (labelled_bindings, bad_bindings) =
+            list_guarded::<VniBinding>(&self.client, &owned_selector())
+                .await
+                .map_err(kube_err("list owned VNIBindings"))?;
+        let projects = self.namespace_projects().await?;
         // Everything is read: from here on, nothing aborts the pass.
 
-        let mut desired = mapping::desired(&snapshot, &kuryr);
+        // The label is only a filter: a tenant can put it on a binding of its own. A binding is
+        // the sync's when its BGPVPN (cluster-scoped: only admins and the sync write it) is the
+        // sync's and admits the binding's namespace, which only the sync made it do. The others
+        // are left to their tenants (the label gives them nothing), and said so.
+        let (owned_bindings, forged) = sort_out_bindings(labelled_bindings, &owned_vpns);
+
+        // owned objects that cannot be read are left as they are, and so is what they concern
+        let unreadable_vpns: BTreeSet<String> = bad_vpns.iter().map(|u| u.name.clone()).collect();
+        let unreadable_bindings: BTreeSet<(String, String)> = bad_bindings
+            .iter()
+            .map(|u| (u.namespace.clone().unwrap_or_default(), u.name.clone()))
+            .collect();
+        unreadable.extend(bad_vpns);
+        unreadable.extend(bad_bindings);
+        let mut desired = mapping::desired(&snapshot, &kuryr, &projects);
+        desired
+            .uncertain_namespaces
+            .extend(unreadable_bindings.iter().map(|(ns, _)| ns.clone()));
+        // where Kuryr cannot be read, the sync's own bindings stay admitted, while their
+        // namespace is still mapped to a project of the BGPVPN
         for b in &owned_bindings {
             let ns = b.namespace().unwrap_or_default();
-            if desired.uncertain_namespaces.contains(&ns) && !desired.bindings.contains_key(&(ns.clone(), b.name_any())) {
+            let mapped = desired
+                .vpns
+                .get(&b.spec.bgpvpn)
+                .is_some_and(|v| projects.get(&ns).is_some_and(|p| v.projects.contains(p)));
+            if desired.uncertain_namespaces.contains(&ns)
+                && !desired.bindings.contains_key(&(ns.clone(), b.name_any()))
+                && mapped
+            {
                 desired.admit(&b.spec.bgpvpn, &ns);
             }
         }
         let mut report = CycleReport {
             bgpvpns: snapshot.bgpvpns.len(),
-            invalid: desired.invalid.iter().map(|p| p.neutron_id.clone()).collect(),
-            unsupported: desired.unsupported.iter().map(|p| p.message.clone()).collect(),
+            invalid: desired
+                .invalid
+                .iter()
+                .map(|p| p.neutron_id.clone())
+                .collect(),
+            unsupported: desired
+                .unsupported
+                .iter()
+                .map(|p| p.message.clone())
+                .collect(),
             ..Default::default()
         };
-        let mut events: Vec<(String, String, EventType, &'static str, ObjectReference)> = Vec::new();
+        let mut events: Vec<(String, String, EventType, &'static str, ObjectReference)> =
+            Vec::new();
 
         // BGPVPNs: create or update.
-        let owned_vpn: BTreeMap<String, &Bgpvpn> = owned_vpns.iter().map(|v| (v.name_any(), v)).collect();
+        let owned_vpn: BTreeMap<String, &Bgpvpn> =
+            owned_vpns.iter().map(|v| (v.name_any(), v)).collect();
         let mut not_written: BTreeSet<String> = BTreeSet::new();
         let mut created_vpns: BTreeSet<String> = BTreeSet::new();
         for (name, want) in &desired.vpns {
+            if unreadable_vpns.contains(name) {
+                not_written.insert(name.clone());
+                report.kept += 1;
+                continue;
+            }
             match owned_vpn.get(name) {
                 Some(have) => {
                     // allowedPrefixes is the admin's to set on a mirrored BGPVPN: not the sync's
-                    let have_spec = BgpvpnSpec { allowed_prefixes: want.spec.allowed_prefixes.clone(), ..have.spec.clone() };
-                    let differs = have_spec != want.spec || subset_differs(have.labels(), &want.labels) || subset_differs(have.annotations(), &want.annotations);
+                    let have_spec = BgpvpnSpec {
+                        allowed_prefixes: want.spec.allowed_prefixes.clone(),
+                        ..have.spec.clone()
+                    };
+                    let differs = have_spec != want.spec
+                        || subset_differs(have.labels(), &want.labels)
+                        || subset_differs(have.annotations(), &want.annotations);
                     if !differs {
                         report.unchanged += 1;
                         continue;
                     }
                     let body = vpn_apply_body(name, want, have.uid());
-                    match vpns_api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await {
+                    match vpns_api
+                        .patch(
+                            name,
+                            &PatchParams::apply(FIELD_MANAGER).force(),
+                            &Patch::Apply(&body),
+                        )
+                        .await
+                    {
                         Ok(_) => {
                             report.updated += 1;
                             self.metrics.wrote("BGPVPN", "update");
-                            events.push((String::new(), format!("updated from Neutron bgpvpn {}", want.neutron_id), EventType::Normal, "Updated", reference("BGPVPN", None, name, have.uid())));
+                            events.push((
+                                String::new(),
+                                format!("updated from Neutron bgpvpn {}", want.neutron_id),
+                                EventType::Normal,
+                                "Updated",
+                                reference("BGPVPN", None, name, have.uid()),
+                            ));
                         }
                         Err(e) => {
                             not_written.insert(name.clone());
-                            report.write_errors.push(format!("update BGPVPN {name}: {e}"));
+                            report
+                                .write_errors
+                                .push(format!("update BGPVPN {name}: {e}"));
                         }
                     }
                 }
@@ -323,18 +547,32 @@ impl Syncer {
                     let mut obj = Bgpvpn::new(name, want.spec.clone());
                     obj.metadata.labels = Some(want.labels.clone());
                     obj.metadata.annotations = Some(want.annotations.clone());
-                    let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+                    let pp = PostParams {
+                        field_manager: Some(FIELD_MANAGER.into()),
+                        ..Default::default()
+                    };
                     match vpns_api.create(&pp, &obj).await {
                         Ok(made) => {
                             report.created += 1;
                             created_vpns.insert(name.clone());
                             self.metrics.wrote("BGPVPN", "create");
-                            events.push((String::new(), format!("created from Neutron bgpvpn {}", want.neutron_id), EventType::Normal, "Created", reference("BGPVPN", None, name, made.uid())));
+                            events.push((
+                                String::new(),
+                                format!("created from Neutron bgpvpn {}", want.neutron_id),
+                                EventType::Normal,
+                                "Created",
+                                reference("BGPVPN", None, name, made.uid()),
+                            ));
                         }
                         Err(e) if is_status(&e, 409) => {
                             not_written.insert(name.clone());
                             report.clashes.push(format!("BGPVPN {name}"));
-                            let other = vpns_api.get_opt(name).await.ok().flatten().and_then(|o| o.uid());
+                            let other = vpns_api
+                                .get_opt(name)
+                                .await
+                                .ok()
+                                .flatten()
+                                .and_then(|o| o.uid());
                             events.push((
                                 format!("clash/BGPVPN/{name}"),
                                 format!(
@@ -349,7 +587,9 @@ impl Syncer {
                         }
                         Err(e) => {
                             not_written.insert(name.clone());
-                            report.write_errors.push(format!("create BGPVPN {name}: {e}"));
+                            report
+                                .write_errors
+                                .push(format!("create BGPVPN {name}: {e}"));
                         }
                     }
                 }
@@ -357,10 +597,13 @@ impl Syncer {
         }
 
         // VNIBindings: create or update, except those of BGPVPNs that could not be written.
-        let owned_binding: BTreeMap<(String, String), &VniBinding> = owned_bindings.iter().map(|b| ((b.namespace().unwrap_or_default(), b.name_any()), b)).collect();
+        let owned_binding: BTreeMap<(String, String), &VniBinding> = owned_bindings
+            .iter()
+            .map(|b| ((b.namespace().unwrap_or_default(), b.name_any()), b))
+            .collect();
         for (key, want) in &desired.bindings {
-            if not_written.contains(&want.spec.bgpvpn) {
-                if owned_binding.contains_key(key) {
+            if not_written.contains(&want.spec.bgpvpn) || unreadable_bindings.contains(key) {
+                if owned_binding.contains_key(key) || unreadable_bindings.contains(key) {
                     report.kept += 1;
                 }
                 continue;
@@ -369,19 +612,36 @@ impl Syncer {
             let api: Api<VniBinding> = Api::namespaced(self.client.clone(), ns);
             match owned_binding.get(key) {
                 Some(have) => {
-                    let differs = have.spec != want.spec || subset_differs(have.labels(), &want.labels) || subset_differs(have.annotations(), &want.annotations);
+                    let differs = have.spec != want.spec
+                        || subset_differs(have.labels(), &want.labels)
+                        || subset_differs(have.annotations(), &want.annotations);
                     if !differs {
                         report.unchanged += 1;
                         continue;
                     }
                     let body = binding_apply_body(want, have.uid());
-                    match api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await {
+                    match api
+                        .patch(
+                            name,
+                            &PatchParams::apply(FIELD_MANAGER).force(),
+                            &Patch::Apply(&body),
+                        )
+                        .await
+                    {
                         Ok(_) => {
                             report.updated += 1;
                             self.metrics.wrote("VNIBinding", "update");
-                            events.push((String::new(), format!("updated from Neutron bgpvpn {}", want.neutron_id), EventType::Normal, "Updated", reference("VNIBinding", Some(ns), name, have.uid())));
+                            events.push((
+                                String::new(),
+                                format!("updated from Neutron bgpvpn {}", want.neutron_id),
+                                EventType::Normal,
+                                "Updated",
+                                reference("VNIBinding", Some(ns), name, have.uid()),
+                            ));
                         }
-                        Err(e) => report.write_errors.push(format!("update VNIBinding {ns}/{name}: {e}")),
+                        Err(e) => report
+                            .write_errors
+                            .push(format!("update VNIBinding {ns}/{name}: {e}")),
                     }
                 }
                 None => {
@@ -389,16 +649,26 @@ impl Syncer {
                     obj.metadata.namespace = Some(ns.clone());
                     obj.metadata.labels = Some(want.labels.clone());
                     obj.metadata.annotations = Some(want.annotations.clone());
-                    let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+                    let pp = PostParams {
+                        field_manager: Some(FIELD_MANAGER.into()),
+                        ..Default::default()
+                    };
                     match api.create(&pp, &obj).await {
                         Ok(made) => {
                             report.created += 1;
                             self.metrics.wrote("VNIBinding", "create");
-                            events.push((String::new(), format!("created from Neutron bgpvpn {}", want.neutron_id), EventType::Normal, "Created", reference("VNIBinding", Some(ns), name, made.uid())));
+                            events.push((
+                                String::new(),
+                                format!("created from Neutron bgpvpn {}", want.neutron_id),
+                                EventType::Normal,
+                                "Created",
+                                reference("VNIBinding", Some(ns), name, made.uid()),
+                            ));
                         }
                         Err(e) if is_status(&e, 409) => {
                             report.clashes.push(format!("VNIBinding {ns}/{name}"));
-                            let other = api.get_opt(name).await.ok().flatten().and_then(|o| o.uid());
+                            let other =
+                                api.get_opt(name).await.ok().flatten().and_then(|o| o.uid());
                             events.push((
                                 format!("clash/VNIBinding/{ns}/{name}"),
                                 format!(
@@ -410,7 +680,9 @@ impl Syncer {
                                 reference("VNIBinding", Some(ns), name, other),
                             ));
                         }
-                        Err(e) => report.write_errors.push(format!("create VNIBinding {ns}/{name}: {e}")),
+                        Err(e) => report
+                            .write_errors
+                            .push(format!("create VNIBinding {ns}/{name}: {e}")),
                     }
                 }
             }
@@ -423,20 +695,37 @@ impl Syncer {
                 continue;
             }
             let id = b.labels().get(BGPVPN_ID_KEY).cloned().unwrap_or_default();
-            if desired.keep.contains(&id) || desired.uncertain_namespaces.contains(&key.0) || not_written.contains(&b.spec.bgpvpn) {
+            if desired.keep.contains(&id)
+                || desired.uncertain_namespaces.contains(&key.0)
+                || not_written.contains(&b.spec.bgpvpn)
+            {
                 report.kept += 1;
                 continue;
             }
             let api: Api<VniBinding> = Api::namespaced(self.client.clone(), &key.0);
-            let dp = DeleteParams { preconditions: Some(Preconditions { uid: b.uid(), resource_version: None }), ..Default::default() };
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: b.uid(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
             match api.delete(&key.1, &dp).await {
                 Ok(_) => {
                     report.deleted += 1;
                     self.metrics.wrote("VNIBinding", "delete");
-                    events.push((String::new(), format!("deleted: the Neutron association of bgpvpn {id} is gone"), EventType::Normal, "Deleted", reference("VNIBinding", Some(&key.0), &key.1, b.uid())));
+                    events.push((
+                        String::new(),
+                        format!("deleted: the Neutron association of bgpvpn {id} is gone"),
+                        EventType::Normal,
+                        "Deleted",
+                        reference("VNIBinding", Some(&key.0), &key.1, b.uid()),
+                    ));
                 }
                 Err(e) if is_status(&e, 404) => {}
-                Err(e) => report.write_errors.push(format!("delete VNIBinding {}/{}: {e}", key.0, key.1)),
+                Err(e) => report
+                    .write_errors
+                    .push(format!("delete VNIBinding {}/{}: {e}", key.0, key.1)),
             }
         }
         for v in &owned_vpns {
@@ -449,27 +738,59 @@ impl Syncer {
                 report.kept += 1;
                 continue;
             }
-            let dp = DeleteParams { preconditions: Some(Preconditions { uid: v.uid(), resource_version: None }), ..Default::default() };
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: v.uid(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
             match vpns_api.delete(&name, &dp).await {
                 Ok(_) => {
                     report.deleted += 1;
                     self.metrics.wrote("BGPVPN", "delete");
-                    events.push((String::new(), format!("deleted: Neutron bgpvpn {id} is gone"), EventType::Normal, "Deleted", reference("BGPVPN", None, &name, v.uid())));
+                    events.push((
+                        String::new(),
+                        format!("deleted: Neutron bgpvpn {id} is gone"),
+                        EventType::Normal,
+                        "Deleted",
+                        reference("BGPVPN", None, &name, v.uid()),
+                    ));
                 }
                 Err(e) if is_status(&e, 404) => {}
-                Err(e) => report.write_errors.push(format!("delete BGPVPN {name}: {e}")),
+                Err(e) => report
+                    .write_errors
+                    .push(format!("delete BGPVPN {name}: {e}")),
             }
         }
 
         // Synced conditions on every owned BGPVPN that still exists.
         let now = Time(Timestamp::now());
-        let invalid: BTreeMap<&str, &str> = desired.invalid.iter().map(|p| (p.vpn.as_str(), p.message.as_str())).collect();
+        let invalid: BTreeMap<&str, &str> = desired
+            .invalid
+            .iter()
+            .map(|p| (p.vpn.as_str(), p.message.as_str()))
+            .collect();
         let mut statuses: Vec<(String, Vec<Condition>, Condition)> = Vec::new();
         for v in &owned_vpns {
             let name = v.name_any();
-            let previous = v.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+            let previous = v
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default();
             let cond = match (invalid.get(name.as_str()), desired.vpns.get(&name)) {
-                (Some(msg), _) => conditions::condition(SYNCED, false, "InvalidNeutronData", truncate(&format!("Neutron data refused, object left as it was: {msg}"), 1000), v.metadata.generation, &now),
+                (Some(msg), _) => conditions::condition(
+                    SYNCED,
+                    false,
+                    "InvalidNeutronData",
+                    truncate(
+                        &format!("Neutron data refused, object left as it was: {msg}"),
+                        1000,
+                    ),
+                    v.metadata.generation,
+                    &now,
+                ),
                 (None, Some(want)) => self.synced_condition(&name, want, &desired, &report, &now),
                 (None, None) => continue, // deleted above
             };
@@ -477,7 +798,11 @@ impl Syncer {
         }
         for name in &created_vpns {
             let want = &desired.vpns[name];
-            statuses.push((name.clone(), Vec::new(), self.synced_condition(name, want, &desired, &report, &now)));
+            statuses.push((
+                name.clone(),
+                Vec::new(),
+                self.synced_condition(name, want, &desired, &report, &now),
+            ));
         }
         for (name, previous, cond) in statuses {
             if self.write_condition(&name, &previous, cond).await {
@@ -487,19 +812,79 @@ impl Syncer {
 
         // Report what is wrong, once per change.
         let mut current: BTreeSet<String> = BTreeSet::new();
+        for b in &forged {
+            let (ns, name) = (b.namespace().unwrap_or_default(), b.name_any());
+            let key = format!("forged/{ns}/{name}");
+            current.insert(key.clone());
+            let message = format!(
+                "this VNIBinding carries the label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}, but the OpenStack sync did not make it: \
+                 BGPVPN {} does not admit namespace {ns} for the sync; the sync leaves it alone, and the label gives it nothing",
+                b.spec.bgpvpn
+            );
+            events.push((
+                key,
+                message,
+                EventType::Warning,
+                "NotMadeBySync",
+                reference("VNIBinding", Some(&ns), &name, b.uid()),
+            ));
+        }
+        for p in &desired.unmapped {
+            let key = format!("unmapped/{}/{}", p.neutron_id, p.message);
+            current.insert(key.clone());
+            let uid = owned_vpn.get(&p.vpn).and_then(|v| v.uid());
+            events.push((
+                key,
+                p.message.clone(),
+                EventType::Warning,
+                "NamespaceNotMapped",
+                reference("BGPVPN", None, &p.vpn, uid),
+            ));
+        }
+        for u in &unreadable {
+            let key = format!("unreadable/{}", u.describe());
+            current.insert(key.clone());
+            let message = format!(
+                "{} cannot be read, so what the OpenStack sync owns there is left as it is: {}",
+                u.describe(),
+                u.error
+            );
+            events.push((
+                key,
+                message,
+                EventType::Warning,
+                reasons::MALFORMED_OBJECT,
+                u.reference(),
+            ));
+        }
         for p in &desired.invalid {
             let key = format!("invalid/{}", p.neutron_id);
             current.insert(key.clone());
             let uid = owned_vpn.get(&p.vpn).and_then(|v| v.uid());
-            events.push((key, format!("Neutron bgpvpn {} is not mirrored: {}", p.neutron_id, p.message), EventType::Warning, "InvalidNeutronData", reference("BGPVPN", None, &p.vpn, uid)));
+            events.push((
+                key,
+                format!(
+                    "Neutron bgpvpn {} is not mirrored: {}",
+                    p.neutron_id, p.message
+                ),
+                EventType::Warning,
+                "InvalidNeutronData",
+                reference("BGPVPN", None, &p.vpn, uid),
+            ));
         }
         for p in &desired.unsupported {
             let key = format!("unsupported/{}/{}", p.neutron_id, p.message);
             current.insert(key.clone());
-            events.push((key, p.message.clone(), EventType::Warning, "Unsupported", reference("BGPVPN", None, &p.vpn, None)));
+            events.push((
+                key,
+                p.message.clone(),
+                EventType::Warning,
+                "Unsupported",
+                reference("BGPVPN", None, &p.vpn, None),
+            ));
         }
         for (key, _, _, _, _) in &events {
-            if key.starts_with("clash/") {
+            if key.starts_with("clash/") || key.starts_with("unreadable/") {
                 current.insert(key.clone());
             }
         }
@@ -523,30 +908,73 @@ impl Syncer {
         }
         self.reported.retain(|k, _| current.contains(k));
         if !report.write_errors.is_empty() {
-            self.metrics.failures.get_or_create(&metrics::ReasonLabel { reason: "kubernetes_write" }).inc_by(report.write_errors.len() as u64);
+            self.metrics
+                .failures
+                .get_or_create(&metrics::ReasonLabel {
+                    reason: "kubernetes_write",
+                })
+                .inc_by(report.write_errors.len() as u64);
         }
         self.metrics.neutron_bgpvpns.set(report.bgpvpns as i64);
-        self.metrics.invalid_bgpvpns.set(report.invalid.len() as i64);
+        self.metrics
+            .invalid_bgpvpns
+            .set(report.invalid.len() as i64);
         self.metrics.name_clashes.set(report.clashes.len() as i64);
         Ok(report)
     }
 
-    fn synced_condition(&self, name: &str, want: &DesiredVpn, desired: &Desired, report: &CycleReport, now: &Time) -> Condition {
-        let bindings = desired.bindings.values().filter(|b| b.spec.bgpvpn == name).count();
-        let failed: Vec<&String> = report.write_errors.iter().filter(|e| e.contains(name)).collect();
+    fn synced_condition(
+        &self,
+        name: &str,
+        want: &DesiredVpn,
+        desired: &Desired,
+        report: &CycleReport,
+        now: &Time,
+    ) -> Condition {
+        let bindings = desired
+            .bindings
+            .values()
+            .filter(|b| b.spec.bgpvpn == name)
+            .count();
+        let failed: Vec<&String> = report
+            .write_errors
+            .iter()
+            .filter(|e| e.contains(name))
+            .collect();
         if failed.is_empty() {
-            let msg = format!("mirrors Neutron bgpvpn {} with {bindings} binding(s) in {} namespace(s)", want.neutron_id, want.spec.allowed_namespaces.names.len());
+            let msg = format!(
+                "mirrors Neutron bgpvpn {} with {bindings} binding(s) in {} namespace(s)",
+                want.neutron_id,
+                want.spec.allowed_namespaces.names.len()
+            );
             conditions::condition(SYNCED, true, "Synced", msg, None, now)
         } else {
-            let msg = failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ");
-            conditions::condition(SYNCED, false, "WriteFailed", truncate(&msg, 1000), None, now)
+            let msg = failed
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            conditions::condition(
+                SYNCED,
+                false,
+                "WriteFailed",
+                truncate(&msg, 1000),
+                None,
+                now,
+            )
         }
     }
 
     /// Writes the `Synced` condition by server-side apply when it differs from `previous`.
-    async fn write_condition(&self, name: &str, previous: &[Condition], mut cond: Condition) -> bool {
+    async fn write_condition(
+        &self,
+        name: &str,
+        previous: &[Condition],
+        mut cond: Condition,
+    ) -> bool {
         if let Some(old) = conditions::find(previous, SYNCED) {
-            if old.status == cond.status && old.reason == cond.reason && old.message == cond.message {
+            if old.status == cond.status && old.reason == cond.reason && old.message == cond.message
+            {
                 return false;
             }
             if old.status == cond.status {
@@ -555,7 +983,14 @@ impl Syncer {
         }
         let body = json!({"apiVersion": API_VERSION, "kind": "BGPVPN", "metadata": {"name": name}, "status": {"conditions": [cond]}});
         let api: Api<Bgpvpn> = Api::all(self.client.clone());
-        match api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await {
+        match api
+            .patch_status(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+        {
             Ok(_) => {
                 self.metrics.wrote("BGPVPN", "status");
                 true
@@ -568,8 +1003,20 @@ impl Syncer {
     }
 
     /// Events about BGPVPNs (cluster-scoped) go to `kube-system` (see [`crate::events`]).
-    async fn publish(&self, type_: EventType, reason: &str, note: &str, regarding: &ObjectReference) {
-        let ev = Event { type_, reason: reason.into(), note: Some(truncate(note, 1000)), action: "Sync".into(), secondary: None };
+    async fn publish(
+        &self,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+        regarding: &ObjectReference,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note, 1000)),
+            action: "Sync".into(),
+            secondary: None,
+        };
         self.events.publish(&ev, regarding).await;
     }
 
@@ -577,8 +1024,16 @@ impl Syncer {
     /// an Event, count it.
     async fn report_failure(&mut self, e: &SyncError) {
         let reason = e.reason();
-        self.metrics.passes.get_or_create(&metrics::ResultLabel { result: "failed" }).inc();
-        self.metrics.failures.get_or_create(&metrics::ReasonLabel { reason: e.metric_reason() }).inc();
+        self.metrics
+            .passes
+            .get_or_create(&metrics::ResultLabel { result: "failed" })
+            .inc();
+        self.metrics
+            .failures
+            .get_or_create(&metrics::ReasonLabel {
+                reason: e.metric_reason(),
+            })
+            .inc();
         self.metrics.up.set(0);
         let first = self.failing.as_deref() != Some(reason.as_str());
         if first {
@@ -586,20 +1041,39 @@ impl Syncer {
         } else {
             tracing::debug!(%reason, error = %e, "OpenStack sync pass failed again");
         }
-        let api: Api<Bgpvpn> = Api::all(self.client.clone());
-        let Ok(owned) = api.list(&owned_selector()).await else {
+        let Ok((owned, _)) = list_guarded::<Bgpvpn>(&self.client, &owned_selector()).await else {
             self.failing = Some(reason);
             return;
         };
         let now = Time(Timestamp::now());
-        let message = truncate(&format!("not synced, objects kept as they are: {}", e.message), 1000);
-        for (i, v) in owned.items.iter().enumerate() {
+        let message = truncate(
+            &format!("not synced, objects kept as they are: {}", e.message),
+            1000,
+        );
+        for (i, v) in owned.iter().enumerate() {
             let name = v.name_any();
-            let previous = v.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-            let cond = conditions::condition(SYNCED, false, &reason, message.clone(), v.metadata.generation, &now);
+            let previous = v
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default();
+            let cond = conditions::condition(
+                SYNCED,
+                false,
+                &reason,
+                message.clone(),
+                v.metadata.generation,
+                &now,
+            );
             self.write_condition(&name, &previous, cond).await;
             if first && i < MAX_FAILURE_EVENTS {
-                self.publish(EventType::Warning, "SyncFailed", &message, &reference("BGPVPN", None, &name, v.uid())).await;
+                self.publish(
+                    EventType::Warning,
+                    "SyncFailed",
+                    &message,
+                    &reference("BGPVPN", None, &name, v.uid()),
+                )
+                .await;
             }
         }
         self.failing = Some(reason);
@@ -609,7 +1083,10 @@ impl Syncer {
 /// 1 s, 2 s, 4 s, ... up to `max`, ±10 %.
 pub(crate) fn backoff(failures: u32, max: Duration) -> Duration {
     let base = Duration::from_secs(1u64 << failures.saturating_sub(1).min(16)).min(max);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     let permille = 900 + (nanos % 201) as u64; // 0.9 .. 1.1
     Duration::from_millis(base.as_millis() as u64 * permille / 1000).min(max)
 }
@@ -622,9 +1099,15 @@ mod tests {
     fn backoff_grows_and_is_capped() {
         let cap = Duration::from_secs(60);
         let b1 = backoff(1, cap);
-        assert!(b1 >= Duration::from_millis(900) && b1 <= Duration::from_millis(1100), "{b1:?}");
+        assert!(
+            b1 >= Duration::from_millis(900) && b1 <= Duration::from_millis(1100),
+            "{b1:?}"
+        );
         let b4 = backoff(4, cap);
-        assert!(b4 >= Duration::from_millis(7200) && b4 <= Duration::from_millis(8800), "{b4:?}");
+        assert!(
+            b4 >= Duration::from_millis(7200) && b4 <= Duration::from_millis(8800),
+            "{b4:?}"
+        );
         assert!(backoff(30, cap) <= cap);
         assert!(backoff(30, Duration::from_secs(2)) <= Duration::from_secs(2));
     }
@@ -636,22 +1119,63 @@ mod tests {
             spec: serde_json::from_value(json!({"vni": 5, "routeTargets": ["1:1"]})).unwrap(),
             labels: BTreeMap::from([("a".into(), "b".into())]),
             annotations: BTreeMap::new(),
+            projects: BTreeSet::new(),
         };
         let body = vpn_apply_body("os-x", &want, Some("u".into()));
         assert_eq!(body["spec"]["localPref"], Value::Null);
         assert_eq!(body["spec"]["importTargets"], json!([]));
-        assert_eq!(body["spec"]["allowedNamespaces"], json!({"all": false, "selector": null, "names": []}));
+        assert_eq!(
+            body["spec"]["allowedNamespaces"],
+            json!({"all": false, "selector": null, "names": []})
+        );
         assert_eq!(body["metadata"]["uid"], "u");
         let b = DesiredBinding {
             neutron_id: "x".into(),
             namespace: "ns".into(),
             name: "os-a".into(),
-            spec: serde_json::from_value(json!({"bgpvpn": "os-x", "routerId": "0f3b5a8e-6a0e-4c39-9d0b-0a1b2c3d4e5f"})).unwrap(),
+            spec: serde_json::from_value(
+                json!({"bgpvpn": "os-x", "routerId": "0f3b5a8e-6a0e-4c39-9d0b-0a1b2c3d4e5f"}),
+            )
+            .unwrap(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
         };
         let body = binding_apply_body(&b, None);
-        assert_eq!(body["spec"], json!({"bgpvpn": "os-x", "routerId": "0f3b5a8e-6a0e-4c39-9d0b-0a1b2c3d4e5f", "advertisePrefixes": []}));
+        assert_eq!(
+            body["spec"],
+            json!({"bgpvpn": "os-x", "routerId": "0f3b5a8e-6a0e-4c39-9d0b-0a1b2c3d4e5f", "advertisePrefixes": []})
+        );
         assert!(body["metadata"].get("uid").is_none());
+    }
+
+    #[test]
+    fn only_bindings_their_bgpvpn_admits_are_the_syncs() {
+        let vpn: Bgpvpn = serde_json::from_value(json!({"metadata": {"name": "os-v", "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+            "spec": {"vni": 5, "routeTargets": ["1:1"], "allowedNamespaces": {"names": ["team-a"]}}}))
+        .unwrap();
+        let binding = |ns: &str, vpn: &str| -> VniBinding {
+            serde_json::from_value(json!({"metadata": {"name": "os-b", "namespace": ns, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+                "spec": {"bgpvpn": vpn, "podSelector": {}}}))
+            .unwrap()
+        };
+        let labelled = vec![
+            binding("team-a", "os-v"),
+            binding("tenant", "os-v"),
+            binding("team-a", "os-other"),
+        ];
+        let (own, forged) = sort_out_bindings(labelled, &[vpn]);
+        let where_ = |v: &[VniBinding]| {
+            v.iter()
+                .map(|b| (b.namespace().unwrap(), b.spec.bgpvpn.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(where_(&own), [("team-a".to_string(), "os-v".to_string())]);
+        assert_eq!(
+            where_(&forged),
+            [
+                ("tenant".to_string(), "os-v".to_string()),
+                ("team-a".to_string(), "os-other".to_string())
+            ]
+        );
     }
 }

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use bgpvpn_crds::{Bgpvpn, VniBinding};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, PostParams};
 use kube::Client;
-use serde_json::{json, Value};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::{Value, json};
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -28,11 +28,16 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn script(name: &str) -> PathBuf {
@@ -48,7 +53,11 @@ fn run_script(name: &str, args: &[&str], envs: &[(&str, String)]) -> Result<Dura
         .output()
         .map_err(|e| format!("{name}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("{name} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "{name} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(t0.elapsed())
 }
@@ -86,14 +95,27 @@ pub struct Server {
 impl Server {
     /// `setup` + `start` in a fresh directory; `env` goes to both.
     pub fn start(script_name: &'static str, env: &[(&str, String)]) -> Result<Server, String> {
-        let root = tempfile::Builder::new().prefix("bgpvpn-os-").tempdir().map_err(|e| e.to_string())?.keep();
+        let root = tempfile::Builder::new()
+            .prefix("bgpvpn-os-")
+            .tempdir()
+            .map_err(|e| e.to_string())?
+            .keep();
         let dir = root.join("srv");
         watch(script_name, &root, &dir)?;
         let d = dir.to_str().unwrap();
         let setup_time = run_script(script_name, &["setup", d], env)?;
         let start_time = run_script(script_name, &["start", d], env)?;
-        let url = std::fs::read_to_string(dir.join("endpoint")).map_err(|e| e.to_string())?.trim().to_string();
-        Ok(Server { url, dir, script: script_name, setup_time, start_time })
+        let url = std::fs::read_to_string(dir.join("endpoint"))
+            .map_err(|e| e.to_string())?
+            .trim()
+            .to_string();
+        Ok(Server {
+            url,
+            dir,
+            script: script_name,
+            setup_time,
+            start_time,
+        })
     }
 
     /// Stops the server (it can be started again with [`Server::restart`], on a new port).
@@ -103,11 +125,17 @@ impl Server {
 
     pub fn restart(&mut self) {
         run_script(self.script, &["start", self.dir.to_str().unwrap()], &[]).expect("start again");
-        self.url = std::fs::read_to_string(self.dir.join("endpoint")).unwrap().trim().to_string();
+        self.url = std::fs::read_to_string(self.dir.join("endpoint"))
+            .unwrap()
+            .trim()
+            .to_string();
     }
 
     pub fn file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap().trim().to_string()
+        std::fs::read_to_string(self.dir.join(name))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 }
 
@@ -119,7 +147,9 @@ pub fn or_skip<T>(what: &str, r: &Result<T, String>) -> bool {
             panic!("BGPVPN_REQUIRE_NEUTRON=1 but {what} did not start: {reason}")
         }
         Err(reason) => {
-            eprintln!("SKIPPED: {what} not available ({reason}); run `hack/neutron/install.sh` (needs PyPI) or `hack/test.sh` as root");
+            eprintln!(
+                "SKIPPED: {what} not available ({reason}); run `hack/neutron/install.sh` (needs PyPI) or `hack/test.sh` as root"
+            );
             false
         }
     }
@@ -131,10 +161,18 @@ static NEUTRON: OnceLock<Result<Server, String>> = OnceLock::new();
 pub fn shared_neutron() -> Option<&'static Server> {
     let r = NEUTRON.get_or_init(|| {
         let s = Server::start("neutron-bgpvpn.sh", &[])?;
-        eprintln!("MEASURE neutron tier: setup {:.1} s, start {:.1} s", s.setup_time.as_secs_f64(), s.start_time.as_secs_f64());
+        eprintln!(
+            "MEASURE neutron tier: setup {:.1} s, start {:.1} s",
+            s.setup_time.as_secs_f64(),
+            s.start_time.as_secs_f64()
+        );
         Ok(s)
     });
-    if or_skip("the neutron-server tier", r) { r.as_ref().ok() } else { None }
+    if or_skip("the neutron-server tier", r) {
+        r.as_ref().ok()
+    } else {
+        None
+    }
 }
 
 #[macro_export]
@@ -160,23 +198,42 @@ pub struct NeutronApi {
 impl NeutronApi {
     pub fn noauth(url: &str) -> Self {
         let project = uuid_like().replace('-', "");
-        NeutronApi { url: url.to_string(), project, token: None, http: reqwest::Client::new() }
+        NeutronApi {
+            url: url.to_string(),
+            project,
+            token: None,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn with_token(url: &str, project: &str, token: &str) -> Self {
-        NeutronApi { url: url.to_string(), project: project.to_string(), token: Some(token.to_string()), http: reqwest::Client::new() }
+        NeutronApi {
+            url: url.to_string(),
+            project: project.to_string(),
+            token: Some(token.to_string()),
+            http: reqwest::Client::new(),
+        }
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self.http.request(method.clone(), format!("{}{path}", self.url)).header("Accept", "application/json");
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url))
+            .header("Accept", "application/json");
         req = match &self.token {
             Some(t) => req.header("X-Auth-Token", t),
-            None => req.header("X-Project-Id", &self.project).header("X-User-Id", "test").header("X-Roles", "admin"),
+            None => req
+                .header("X-Project-Id", &self.project)
+                .header("X-User-Id", "test")
+                .header("X-Roles", "admin"),
         };
         if let Some(mut b) = body {
             if self.token.is_none() {
                 // noauth: every create body must name its project
-                if let Some(obj) = b.as_object_mut().and_then(|o| o.values_mut().next()).and_then(Value::as_object_mut)
+                if let Some(obj) = b
+                    .as_object_mut()
+                    .and_then(|o| o.values_mut().next())
+                    .and_then(Value::as_object_mut)
                     && method == reqwest::Method::POST
                 {
                     obj.entry("project_id").or_insert(json!(self.project));
@@ -184,30 +241,60 @@ impl NeutronApi {
             }
             req = req.json(&b);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = resp.status();
         let text = resp.text().await.unwrap();
         assert!(status.is_success(), "{method} {path}: {status}: {text}");
-        if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() }
+        if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        }
     }
 
     async fn create(&self, path: &str, kind: &str, body: Value) -> String {
-        let v = self.call(reqwest::Method::POST, path, Some(json!({ kind: body }))).await;
+        let v = self
+            .call(reqwest::Method::POST, path, Some(json!({ kind: body })))
+            .await;
         v[kind]["id"].as_str().unwrap().to_string()
     }
 
     pub async fn network(&self, cidr: &str) -> String {
-        let net = self.create("/v2.0/networks", "network", json!({"name": format!("t-{}", short())})).await;
-        self.create("/v2.0/subnets", "subnet", json!({"network_id": net, "ip_version": 4, "cidr": cidr})).await;
+        let net = self
+            .create(
+                "/v2.0/networks",
+                "network",
+                json!({"name": format!("t-{}", short())}),
+            )
+            .await;
+        self.create(
+            "/v2.0/subnets",
+            "subnet",
+            json!({"network_id": net, "ip_version": 4, "cidr": cidr}),
+        )
+        .await;
         net
     }
 
     pub async fn router(&self) -> String {
-        self.create("/v2.0/routers", "router", json!({"name": format!("t-{}", short())})).await
+        self.create(
+            "/v2.0/routers",
+            "router",
+            json!({"name": format!("t-{}", short())}),
+        )
+        .await
     }
 
     pub async fn port(&self, network: &str) -> String {
-        self.create("/v2.0/ports", "port", json!({"network_id": network, "name": format!("t-{}", short())})).await
+        self.create(
+            "/v2.0/ports",
+            "port",
+            json!({"network_id": network, "name": format!("t-{}", short())}),
+        )
+        .await
     }
 
     pub async fn bgpvpn(&self, body: Value) -> String {
@@ -215,25 +302,47 @@ impl NeutronApi {
     }
 
     pub async fn update_bgpvpn(&self, id: &str, body: Value) {
-        self.call(reqwest::Method::PUT, &format!("/v2.0/bgpvpn/bgpvpns/{id}"), Some(json!({"bgpvpn": body}))).await;
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v2.0/bgpvpn/bgpvpns/{id}"),
+            Some(json!({"bgpvpn": body})),
+        )
+        .await;
     }
 
     pub async fn delete_bgpvpn(&self, id: &str) {
-        self.call(reqwest::Method::DELETE, &format!("/v2.0/bgpvpn/bgpvpns/{id}"), None).await;
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/v2.0/bgpvpn/bgpvpns/{id}"),
+            None,
+        )
+        .await;
     }
 
     /// `kind` = `router`, `network` or `port`.
     pub async fn associate(&self, bgpvpn: &str, kind: &str, body: Value) -> String {
-        self.create(&format!("/v2.0/bgpvpn/bgpvpns/{bgpvpn}/{kind}_associations"), &format!("{kind}_association"), body).await
+        self.create(
+            &format!("/v2.0/bgpvpn/bgpvpns/{bgpvpn}/{kind}_associations"),
+            &format!("{kind}_association"),
+            body,
+        )
+        .await
     }
 
     pub async fn dissociate(&self, bgpvpn: &str, kind: &str, id: &str) {
-        self.call(reqwest::Method::DELETE, &format!("/v2.0/bgpvpn/bgpvpns/{bgpvpn}/{kind}_associations/{id}"), None).await;
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/v2.0/bgpvpn/bgpvpns/{bgpvpn}/{kind}_associations/{id}"),
+            None,
+        )
+        .await;
     }
 
     /// Deletes every bgpvpn this server has (a clean slate for a test).
     pub async fn delete_all_bgpvpns(&self) {
-        let list = self.call(reqwest::Method::GET, "/v2.0/bgpvpn/bgpvpns", None).await;
+        let list = self
+            .call(reqwest::Method::GET, "/v2.0/bgpvpn/bgpvpns", None)
+            .await;
         for b in list["bgpvpns"].as_array().unwrap() {
             self.delete_bgpvpn(b["id"].as_str().unwrap()).await;
         }
@@ -250,7 +359,14 @@ pub fn uuid_like() -> String {
     let f = std::fs::File::open("/dev/urandom").unwrap();
     std::io::Read::read_exact(&mut &f, &mut bytes).unwrap();
     let h: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 /// A VNI no other test of this binary uses.
@@ -267,46 +383,120 @@ pub async fn install_kuryr_crds(client: &Client) {
 
 pub use bgpvpn_testkit::kuryr_api;
 
-/// A new namespace with Kuryr's KuryrNetwork in it (network and router of the namespace).
-pub async fn kuryr_namespace(client: &Client, net_id: &str, router_id: &str) -> String {
-    let ns = namespace(client).await;
+/// The Namespace label by which the cluster admin maps a namespace to an OpenStack project.
+pub const PROJECT_LABEL: &str = "bgpvpn.io/openstack-project-id";
+
+/// A new namespace of OpenStack project `project` (labelled so by the admin), with Kuryr's
+/// KuryrNetwork in it (network and router of the namespace).
+pub async fn kuryr_namespace(
+    client: &Client,
+    project: &str,
+    net_id: &str,
+    router_id: &str,
+) -> String {
+    let ns = project_namespace(client, project).await;
     let obj = json!({"apiVersion": "openstack.org/v1", "kind": "KuryrNetwork", "metadata": {"name": ns, "namespace": ns},
-        "spec": {"nsName": ns, "projectId": "p", "nsLabels": {}},
+        "spec": {"nsName": ns, "projectId": project, "nsLabels": {}},
         "status": {"netId": net_id, "routerId": router_id, "subnetId": uuid_like(), "subnetCIDR": "10.0.0.0/24", "populated": true}});
-    kuryr_api(client, "KuryrNetwork", &ns).create(&PostParams::default(), &serde_json::from_value(obj).unwrap()).await.unwrap();
+    kuryr_api(client, "KuryrNetwork", &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(obj).unwrap(),
+        )
+        .await
+        .unwrap();
     ns
 }
 
-/// A pod's KuryrPort whose default vif is Neutron port `port_id`, in Kuryr's own (versioned
-/// object) format; `spec.podUid` is the pod's when the pod exists.
+/// A pod's KuryrPort whose default vif is Neutron port `port_id` with address 10.20.0.5, in
+/// Kuryr's own (versioned object) format; `spec.podUid` is the pod's when the pod exists.
 pub async fn kuryr_port(client: &Client, ns: &str, pod: &str, port_id: &str, net_id: &str) {
-    let existing = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns).get_opt(pod).await.unwrap();
-    let pod_uid = existing.and_then(|p| p.metadata.uid).unwrap_or_else(uuid_like);
+    kuryr_port_with_ip(client, ns, pod, port_id, net_id, "10.20.0.5").await
+}
+
+/// [`kuryr_port`] with the vif's address.
+pub async fn kuryr_port_with_ip(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+    port_id: &str,
+    net_id: &str,
+    address: &str,
+) {
+    let existing = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+        .get_opt(pod)
+        .await
+        .unwrap();
+    let pod_uid = existing
+        .and_then(|p| p.metadata.uid)
+        .unwrap_or_else(uuid_like);
     // oslo versioned-object primitives, nested the way Kuryr stores them
     let vo = |name: &str, data: Value| json!({"versioned_object.name": name, "versioned_object.namespace": "os_vif", "versioned_object.version": "1.0", "versioned_object.data": data});
-    let ip = vo("FixedIP", json!({"address": "10.20.0.5"}));
-    let subnet = vo("Subnet", json!({"cidr": "10.20.0.0/24", "ips": vo("FixedIPList", json!({"objects": [ip]}))}));
-    let network = vo("Network", json!({"id": net_id, "subnets": vo("SubnetList", json!({"objects": [subnet]}))}));
-    let vif = vo("VIFOpenVSwitch", json!({"id": port_id, "address": "fa:16:3e:00:00:01", "active": true, "vif_name": format!("tap{}", &port_id[..11]), "network": network}));
+    let ip = vo("FixedIP", json!({"address": address}));
+    let subnet = vo(
+        "Subnet",
+        json!({"cidr": "10.20.0.0/24", "ips": vo("FixedIPList", json!({"objects": [ip]}))}),
+    );
+    let network = vo(
+        "Network",
+        json!({"id": net_id, "subnets": vo("SubnetList", json!({"objects": [subnet]}))}),
+    );
+    let vif = vo(
+        "VIFOpenVSwitch",
+        json!({"id": port_id, "address": "fa:16:3e:00:00:01", "active": true, "vif_name": format!("tap{}", &port_id[..11]), "network": network}),
+    );
     let obj = json!({"apiVersion": "openstack.org/v1", "kind": "KuryrPort", "metadata": {"name": pod, "namespace": ns, "labels": {"kuryr.openstack.org/nodeName": "node-1"}},
         "spec": {"podUid": pod_uid, "podNodeName": "node-1"},
         "status": {"vifs": {"eth0": {"default": true, "vif": vif}}}});
-    kuryr_api(client, "KuryrPort", ns).create(&PostParams::default(), &serde_json::from_value(obj).unwrap()).await.unwrap();
+    kuryr_api(client, "KuryrPort", ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(obj).unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+/// A new namespace mapped to OpenStack project `project` by the admin's label.
+pub async fn project_namespace(client: &Client, project: &str) -> String {
+    let name = bgpvpn_testkit::unique_name("os");
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": {PROJECT_LABEL: project}}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    name
 }
 
 pub async fn namespace(client: &Client) -> String {
     let name = bgpvpn_testkit::unique_name("os");
     let api: Api<Namespace> = Api::all(client.clone());
-    api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+    )
+    .await
+    .unwrap();
     name
 }
 
 pub async fn get_vpn(client: &Client, name: &str) -> Option<Bgpvpn> {
-    Api::<Bgpvpn>::all(client.clone()).get_opt(name).await.unwrap()
+    Api::<Bgpvpn>::all(client.clone())
+        .get_opt(name)
+        .await
+        .unwrap()
 }
 
 pub async fn get_binding(client: &Client, ns: &str, name: &str) -> Option<VniBinding> {
-    Api::<VniBinding>::namespaced(client.clone(), ns).get_opt(name).await.unwrap()
+    Api::<VniBinding>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()
 }
 
 /// The objects the sync owns, by `namespace/name` (cluster-scoped: `name`) → resourceVersion.
@@ -314,10 +504,24 @@ pub async fn owned(client: &Client) -> std::collections::BTreeMap<String, String
     let lp = ListParams::default().labels("bgpvpn.io/managed-by=openstack-sync");
     let mut out = std::collections::BTreeMap::new();
     for v in Api::<Bgpvpn>::all(client.clone()).list(&lp).await.unwrap() {
-        out.insert(v.metadata.name.clone().unwrap(), v.metadata.resource_version.clone().unwrap());
+        out.insert(
+            v.metadata.name.clone().unwrap(),
+            v.metadata.resource_version.clone().unwrap(),
+        );
     }
-    for b in Api::<VniBinding>::all(client.clone()).list(&lp).await.unwrap() {
-        out.insert(format!("{}/{}", b.metadata.namespace.clone().unwrap(), b.metadata.name.clone().unwrap()), b.metadata.resource_version.clone().unwrap());
+    for b in Api::<VniBinding>::all(client.clone())
+        .list(&lp)
+        .await
+        .unwrap()
+    {
+        out.insert(
+            format!(
+                "{}/{}",
+                b.metadata.namespace.clone().unwrap(),
+                b.metadata.name.clone().unwrap()
+            ),
+            b.metadata.resource_version.clone().unwrap(),
+        );
     }
     out
 }
@@ -328,7 +532,12 @@ pub async fn owned_names(client: &Client) -> Vec<String> {
 }
 
 pub fn synced(v: &Bgpvpn) -> Option<(String, String, String)> {
-    let c = v.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Synced")?;
+    let c = v
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Synced")?;
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
@@ -340,7 +549,10 @@ pub async fn events(client: &Client, ns: &str, name: &str, reason: &str) -> Vec<
         .unwrap()
         .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name) && e.reason.as_deref() == Some(reason))
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.reason.as_deref() == Some(reason)
+        })
         .collect()
 }
 
@@ -356,7 +568,10 @@ where
         if let Some(v) = probe().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -365,5 +580,11 @@ where
 pub fn stats(mut v: Vec<Duration>) -> String {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    format!("n={} min {:.0} ms, median {:.0} ms, max {:.0} ms", v.len(), ms(v[0]), ms(v[v.len() / 2]), ms(v[v.len() - 1]))
+    format!(
+        "n={} min {:.0} ms, median {:.0} ms, max {:.0} ms",
+        v.len(),
+        ms(v[0]),
+        ms(v[v.len() / 2]),
+        ms(v[v.len() - 1])
+    )
 }

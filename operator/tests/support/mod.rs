@@ -43,7 +43,9 @@ impl RunningOperator {
     /// Stops it as SIGTERM would (a leader releases its Lease) and waits until it has stopped.
     pub fn stop(self) {
         self.stop.fire();
-        self.thread.join().expect("the operator thread ends cleanly");
+        self.thread
+            .join()
+            .expect("the operator thread ends cleanly");
     }
 
     /// Leaves it running until the test binary exits.
@@ -60,7 +62,9 @@ impl RunningOperator {
 
     /// Leads (with or without election).
     pub fn leading(&self) -> bool {
-        self.health.leading.load(std::sync::atomic::Ordering::Relaxed)
+        self.health
+            .leading
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -78,7 +82,11 @@ pub fn spawn_operator(instance: &str, lease: Option<LeaseConfig>) -> RunningOper
 }
 
 /// [`spawn_operator`] with another configuration.
-pub fn spawn_operator_with(instance: &str, lease: Option<LeaseConfig>, config: Config) -> RunningOperator {
+pub fn spawn_operator_with(
+    instance: &str,
+    lease: Option<LeaseConfig>,
+    config: Config,
+) -> RunningOperator {
     // the operator's log, filtered by RUST_LOG (e.g. RUST_LOG=bgpvpn_operator=debug)
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -142,18 +150,23 @@ pub async fn install_kuryr_crds(client: &Client) {
 
 pub use bgpvpn_testkit::kuryr_api;
 
-/// Creates (or replaces the content of) a Kuryr object.
+/// Creates (or replaces the content of) a Kuryr object. The answer is not read: it may be
+/// deeper than a client can parse.
 pub async fn put_kuryr(client: &Client, kind: &str, ns: &str, name: &str, body: Value) {
     let mut obj = json!({"apiVersion": "openstack.org/v1", "kind": kind, "metadata": {"name": name, "namespace": ns}});
     obj.as_object_mut()
         .unwrap()
         .extend(body.as_object().unwrap().clone());
-    kuryr_api(client, kind, ns)
+    let url = kuryr_api(client, kind, ns).resource_url().to_string();
+    let request = kube::core::Request::new(url)
         .patch(
             name,
             &PatchParams::apply("kuryr-controller").force(),
             &Patch::Apply(&obj),
         )
+        .unwrap();
+    client
+        .request::<serde::de::IgnoredAny>(request)
         .await
         .unwrap();
 }
