@@ -302,7 +302,7 @@ pub fn file_status_writer(path: PathBuf) -> StatusWriter {
 }
 
 /// `/metrics` and `/healthz` (200 while the loop turned within the last two minutes).
-pub async fn serve_http(addr: std::net::SocketAddr, metrics: Metrics, heartbeat: Heartbeat) -> std::io::Result<()> {
+pub async fn serve_http(addr: std::net::SocketAddr, metrics: Metrics, heartbeat: Heartbeat, grace: u64) -> std::io::Result<()> {
     use axum::http::{StatusCode, header};
     use axum::routing::get;
     let m = metrics.clone();
@@ -320,7 +320,7 @@ pub async fn serve_http(addr: std::net::SocketAddr, metrics: Metrics, heartbeat:
                 let hb = heartbeat.clone();
                 async move {
                     let age = now_secs().saturating_sub(hb.load(Ordering::Relaxed));
-                    if age <= 120 { (StatusCode::OK, "ok\n".to_string()) } else { (StatusCode::SERVICE_UNAVAILABLE, format!("loop stuck for {age}s\n")) }
+                    if age <= grace { (StatusCode::OK, "ok\n".to_string()) } else { (StatusCode::SERVICE_UNAVAILABLE, format!("loop stuck for {age}s\n")) }
                 }
             }),
         );

@@ -132,6 +132,10 @@ struct RunArgs {
     /// Directory for the agent's memory of the last FRR apply (survives agent restarts).
     #[arg(long, default_value = "/var/lib/bgpvpn-agent")]
     state_dir: PathBuf,
+    /// `/healthz` fails once the loop has made no progress for this long beyond what its
+    /// current step may take (a long FRR reload is progress, a hung one is not).
+    #[arg(long, default_value_t = 120)]
+    liveness_grace_secs: u64,
     /// Serve /metrics and /healthz on this address.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -206,9 +210,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let heartbeat = Arc::new(AtomicU64::new(agent::now_secs()));
     if let Some(addr) = args.metrics_addr {
-        let (m, hb) = (metrics.clone(), heartbeat.clone());
+        let (m, hb, grace) = (metrics.clone(), heartbeat.clone(), args.liveness_grace_secs);
         tokio::spawn(async move {
-            if let Err(e) = agent::serve_http(addr, m, hb).await {
+            if let Err(e) = agent::serve_http(addr, m, hb, grace).await {
                 tracing::error!(error = %e, %addr, "metrics endpoint failed");
             }
         });
