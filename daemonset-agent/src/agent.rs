@@ -5,8 +5,6 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bgpvpn_crds::EvpnNodeStateStatus;
@@ -20,6 +18,7 @@ use crate::frr::reload::FrrControl;
 use crate::kernel::Dataplane;
 use crate::metrics::{Metrics, StateLabels};
 use crate::model::{DesiredState, load_state_file};
+use crate::liveness::Liveness;
 use crate::monitor;
 use crate::reconcile::{FrrResult, PassReport, Reconciler};
 use crate::status::build_status;
@@ -59,9 +58,6 @@ impl Default for LoopTimings {
         Self { debounce: Duration::from_millis(200), resync: Duration::from_secs(30), frr_resync: Duration::from_secs(300), frr_check: Duration::from_secs(1), max_backoff: Duration::from_secs(30) }
     }
 }
-
-/// Unix seconds of the last loop iteration (for `/healthz`).
-pub type Heartbeat = Arc<AtomicU64>;
 
 pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
@@ -110,6 +106,9 @@ fn update_gauges(m: &Metrics, status: &EvpnNodeStateStatus, rep: &PassReport) {
     m.pass_seconds.observe(rep.duration.as_secs_f64());
 }
 
+/// The most a status write may take (the Kubernetes client's own request deadline).
+const STATUS_WRITE_DEADLINE: Duration = Duration::from_secs(300);
+
 /// Runs until `shutdown` resolves.
 pub async fn run<D: Dataplane, F: FrrControl>(
     mut rec: Reconciler<D, F>,
@@ -117,10 +116,11 @@ pub async fn run<D: Dataplane, F: FrrControl>(
     mut write_status: StatusWriter,
     timings: LoopTimings,
     metrics: Metrics,
-    heartbeat: Heartbeat,
+    liveness: Liveness,
     shutdown: impl Future<Output = ()>,
 ) {
     rec.metrics = Some(metrics.clone());
+    rec.liveness = Some(liveness.clone());
     let (mon_tx, mut mon_rx) = mpsc::unbounded_channel();
     let monitor_task = tokio::spawn(async move {
         loop {
@@ -152,7 +152,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
     tokio::pin!(shutdown);
     tracing::info!(frr = ?fingerprint, "agent loop started");
     loop {
-        heartbeat.store(now_secs(), Ordering::Relaxed);
+        liveness.progress(Duration::ZERO);
         let wake = due;
         let timer = async move {
             match wake {
@@ -183,6 +183,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                     let now = Time(k8s_openapi::jiff::Timestamp::now());
                     let c = conditions::condition(types::READY, false, "InvalidSpec", e, st.observed_generation, &now);
                     st.conditions = conditions::merged(&st.conditions, vec![c]);
+                    liveness.progress(STATUS_WRITE_DEADLINE);
                     if write_status(st.clone()).await {
                         last_status = Some(st);
                     }
@@ -263,6 +264,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                     warnings = ?rep.warnings,
                     "pass done"
                 );
+                liveness.progress(STATUS_WRITE_DEADLINE);
                 if last_status.as_ref() != Some(&st) && write_status(st.clone()).await {
                     last_status = Some(st);
                 }
@@ -301,8 +303,8 @@ pub fn file_status_writer(path: PathBuf) -> StatusWriter {
     })
 }
 
-/// `/metrics` and `/healthz` (200 while the loop turned within the last two minutes).
-pub async fn serve_http(addr: std::net::SocketAddr, metrics: Metrics, heartbeat: Heartbeat, grace: u64) -> std::io::Result<()> {
+/// `/metrics` and `/healthz` (200 unless the loop is stuck: see [`Liveness`]).
+pub async fn serve_http(addr: std::net::SocketAddr, metrics: Metrics, liveness: Liveness) -> std::io::Result<()> {
     use axum::http::{StatusCode, header};
     use axum::routing::get;
     let m = metrics.clone();
@@ -317,10 +319,12 @@ pub async fn serve_http(addr: std::net::SocketAddr, metrics: Metrics, heartbeat:
         .route(
             "/healthz",
             get(move || {
-                let hb = heartbeat.clone();
+                let l = liveness.clone();
                 async move {
-                    let age = now_secs().saturating_sub(hb.load(Ordering::Relaxed));
-                    if age <= grace { (StatusCode::OK, "ok\n".to_string()) } else { (StatusCode::SERVICE_UNAVAILABLE, format!("loop stuck for {age}s\n")) }
+                    match l.overdue() {
+                        None => (StatusCode::OK, "ok\n".to_string()),
+                        Some(late) => (StatusCode::SERVICE_UNAVAILABLE, format!("loop stuck: {late}s past the deadline of its current step\n")),
+                    }
                 }
             }),
         );

@@ -10,3 +10,4 @@ pub mod status;
 pub mod agent;
 pub mod monitor;
 pub mod k8s;
+pub mod liveness;

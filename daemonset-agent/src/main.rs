@@ -2,12 +2,11 @@
 //! and its FRR configuration from the node's desired state.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context;
 use bgpvpn_agent::agent::{self, LoopTimings};
+use bgpvpn_agent::liveness::Liveness;
 use bgpvpn_agent::k8s;
 use bgpvpn_agent::frr::reload::{FrrReload, FrrSettings};
 use bgpvpn_agent::frr::{FrrView, render};
@@ -206,13 +205,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
     let dp = RtNetlink::connect().context("opening rtnetlink")?.with_proc_sys(args.frr.proc_sys_dir.clone());
     let frr = FrrReload::new(args.frr.settings()?);
-    let rec = Reconciler::new(dp, frr, NodeSettings { vxlan_mtu: args.frr.vxlan_mtu }).with_state_file(args.state_dir.join("frr-applied.json"));
+    let mut rec = Reconciler::new(dp, frr, NodeSettings { vxlan_mtu: args.frr.vxlan_mtu }).with_state_file(args.state_dir.join("frr-applied.json"));
+    rec.frr_deadline = Duration::from_secs(args.frr.frr_timeout_secs);
     let metrics = Metrics::new();
-    let heartbeat = Arc::new(AtomicU64::new(agent::now_secs()));
+    let liveness = Liveness::new(Duration::from_secs(args.liveness_grace_secs));
     if let Some(addr) = args.metrics_addr {
-        let (m, hb, grace) = (metrics.clone(), heartbeat.clone(), args.liveness_grace_secs);
+        let (m, live) = (metrics.clone(), liveness.clone());
         tokio::spawn(async move {
-            if let Err(e) = agent::serve_http(addr, m, hb, grace).await {
+            if let Err(e) = agent::serve_http(addr, m, live).await {
                 tracing::error!(error = %e, %addr, "metrics endpoint failed");
             }
         });
@@ -233,7 +233,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("either --state-file or --node-name (NODE_NAME) is required"),
     };
     let timings = LoopTimings { debounce: Duration::from_millis(args.debounce_ms), resync: Duration::from_secs(args.resync_secs), frr_resync: Duration::from_secs(args.frr_resync_secs), ..LoopTimings::default() };
-    agent::run(rec, source, status, timings, metrics, heartbeat, shutdown_signal()).await;
+    agent::run(rec, source, status, timings, metrics, liveness, shutdown_signal()).await;
     Ok(())
 }
 

@@ -22,6 +22,7 @@ use crate::frr::delta::delta;
 use crate::frr::{FrrView, render};
 use crate::kernel::plan::{EndpointPins, Resolved, resolve};
 use crate::kernel::{Dataplane, KernelState};
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::model::{DesiredState, IfName, NodeSettings};
 
@@ -100,6 +101,10 @@ pub struct Reconciler<D: Dataplane, F: FrrControl> {
     pub recheck_only: bool,
     pub waits: Waits,
     pub metrics: Option<Metrics>,
+    /// Told before each step how long it may take (see [`Liveness`]).
+    pub liveness: Option<Liveness>,
+    /// The most one FRR apply may take (the deadline of one vtysh / frr-reload.py run).
+    pub frr_deadline: Duration,
 }
 
 impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
@@ -118,6 +123,8 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             recheck_only: false,
             waits: Waits::default(),
             metrics: None,
+            liveness: None,
+            frr_deadline: Duration::from_secs(300),
         }
     }
 
@@ -150,6 +157,13 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         desired
     }
 
+    /// The next step takes at most `step`.
+    fn progress(&self, step: Duration) {
+        if let Some(l) = &self.liveness {
+            l.progress(step);
+        }
+    }
+
     fn record_pins(&mut self, resolved: &Resolved, generation: Option<i64>) {
         let before = self.pins.clone();
         self.pins.update(resolved, generation);
@@ -169,6 +183,8 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         // incremental only from a configuration known to be running
         let delta = if self.force_frr { None } else { self.applied.as_ref().and_then(|a| delta(a, view)) };
         let t0 = Instant::now();
+        // a check and an apply, each within the FRR deadline
+        self.progress(self.frr_deadline * 2);
         let res = self.frr.apply(&render(view), delta.as_deref()).await;
         if let Err(FrrError::Check(e)) = &res
             && self.recheck_only
@@ -228,6 +244,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
     /// Polls the kernel until none of `tables` holds an EVPN route, or `deadline` passes.
     async fn wait_evpn_routes_gone(&mut self, tables: &[u32]) -> bool {
         let start = Instant::now();
+        self.progress(self.waits.route_gone);
         loop {
             if self.dp.dump().await.is_ok_and(|k| !has_evpn_routes(&k, tables)) {
                 return true;
@@ -242,6 +259,8 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
     /// Polls zebra until it knows the VXLAN device, or `deadline` passes.
     async fn wait_zebra_knows(&mut self, ifname: &str, vni: u32) -> bool {
         let start = Instant::now();
+        // each poll is one vtysh run
+        self.progress(self.waits.zebra + self.frr_deadline);
         loop {
             if self.frr.zebra_knows_vxlan(ifname, vni).await {
                 return true;
@@ -330,6 +349,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         // the first round works on the pass's dump (tens of thousands of objects at scale: not copied)
         let mut first_dump = Some(observed);
         for round in 0..MAX_KERNEL_ROUNDS {
+            self.progress(Duration::ZERO);
             let observed = match first_dump.take() {
                 Some(dump) => dump,
                 None => match self.dp.dump().await {

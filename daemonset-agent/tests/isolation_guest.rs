@@ -505,3 +505,39 @@ fn an_allowed_prefix_reaches_the_peer() {
         bed.check("node B never learned 10.0.8.0/24", !bed.b_has_route(1001, "10.0.8.0/24"));
     });
 }
+
+/// `/healthz` means "the loop is stuck", not "the pass is long": while a pass waits on an FRR
+/// that does not answer (bgpd stopped), within the FRR deadline, the agent stays live; once
+/// FRR answers again the pass completes.
+#[test]
+fn liveness_holds_through_a_long_frr_apply() {
+    scenario("liveness_holds_through_a_long_frr_apply", BedSpec { vnis: "1001 1003", pods: "10.0.0.84 10.0.0.85" }, |bed| {
+        let (pod1, pod2) = (bed.pods[0].0.clone(), bed.pods[1].0.clone());
+        let first = l3vni("vrf-1001", 1001, "172.30.0.1:1001", &[("10.0.0.84", "t1/web")]);
+        bed.write_state(EvpnNodeStateSpec { underlay: bed.underlay(), l3vnis: vec![first.clone()] });
+        // a grace far below the FRR deadline: a stale heartbeat shows within seconds
+        bed.start_agent(&["--liveness-grace-secs", "3", "--frr-timeout-secs", "25"]);
+        bed.wait("pod -> VM of VNI 1001", 60, || pod_reaches_vm(bed, &pod1, 1001));
+        bed.wait("/healthz 200 while idle", 10, || bed.healthz() == 200);
+
+        let bgpd = std::fs::read_to_string(format!("/run/frr/{}/bgpd.pid", bed.a)).unwrap().trim().to_string();
+        let signal = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &bgpd]).status().unwrap().success());
+        signal("-STOP");
+        let mark = bed.agent_log_len();
+        let second = l3vni("vrf-1003", 1003, "172.30.0.1:1003", &[("10.0.0.85", "t3/web")]);
+        bed.write_state(EvpnNodeStateSpec { underlay: bed.underlay(), l3vnis: vec![first, second] });
+        bed.wait("the agent took the new state", 10, || bed.agent_log_since(mark).contains("new desired state"));
+        let started = std::time::Instant::now();
+        let mut codes = Vec::new();
+        while started.elapsed() < std::time::Duration::from_secs(12) {
+            codes.push(bed.healthz());
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        let still_in_pass = !bed.agent_log_since(mark).contains("pass done");
+        signal("-CONT");
+        bed.check("the pass waited on FRR the whole time (4x the grace)", still_in_pass);
+        bed.check(&format!("/healthz stayed 200 during the long pass: {codes:?}"), codes.iter().all(|c| *c == 200));
+        bed.wait("FRR answers again: tenant 3 is programmed", 90, || pod_reaches_vm(bed, &pod2, 1003));
+        bed.check("/healthz 200", bed.healthz() == 200);
+    });
+}
