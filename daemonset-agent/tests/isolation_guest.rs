@@ -541,3 +541,44 @@ fn liveness_holds_through_a_long_frr_apply() {
         bed.check("/healthz 200", bed.healthz() == 200);
     });
 }
+
+/// Two VRFs swap their route distinguishers in one update (what renumbering auto RDs did):
+/// neither VPN goes dark, and the peer keeps each VPN's routes apart.
+#[test]
+fn swapped_route_distinguishers_leave_both_vpns_forwarding() {
+    scenario("swapped_route_distinguishers_leave_both_vpns_forwarding", BedSpec { vnis: "1001 1003", pods: "10.0.0.84 10.0.0.85" }, |bed| {
+        // both VPNs also announce the same prefix (overlapping tenant address plans), each via
+        // its own next hop: after the swap, each RD's route for it belongs to the other VPN
+        let a = bed.a.clone();
+        for (dev, net) in [("gw1", "10.0.5.1/24"), ("gw3", "10.0.6.1/24")] {
+            bed.run(&a, &format!("ip link add {dev} type dummy"));
+            bed.run(&a, &format!("ip addr add {net} dev {dev}"));
+            bed.run(&a, &format!("ip link set {dev} up"));
+        }
+        let with_rds = |bed: &Bed, rd1: &str, rd3: &str| {
+            let mut v1 = l3vni("vrf-1001", 1001, rd1, &[("10.0.0.84", "t1/web")]);
+            v1.prefixes = vec![bgpvpn_crds::RoutedPrefix { prefix: "10.0.9.0/24".into(), next_hop: Some("10.0.5.2".into()) }];
+            let mut v3 = l3vni("vrf-1003", 1003, rd3, &[("10.0.0.85", "t3/web")]);
+            v3.prefixes = vec![bgpvpn_crds::RoutedPrefix { prefix: "10.0.9.0/24".into(), next_hop: Some("10.0.6.2".into()) }];
+            EvpnNodeStateSpec { underlay: bed.underlay(), l3vnis: vec![v1, v3] }
+        };
+        let (vm1, vm3) = (bed.vm(1001), bed.vm(1003));
+        let both = |bed: &Bed| {
+            bed.fetch(&vm1, "10.0.0.84").is_some_and(|b| b.contains("10.0.0.84")) && bed.fetch(&vm3, "10.0.0.85").is_some_and(|b| b.contains("10.0.0.85"))
+        };
+        bed.write_state(with_rds(bed, "172.30.0.1:1", "172.30.0.1:2"));
+        bed.start_agent(&[]);
+        bed.wait("both VMs reach their pods", 60, || both(bed));
+        bed.wait("node B has the shared prefix in both VRFs", 30, || bed.b_has_route(1001, "10.0.9.0/24") && bed.b_has_route(1003, "10.0.9.0/24"));
+        let generation = bed.write_state(with_rds(bed, "172.30.0.1:2", "172.30.0.1:1"));
+        bed.wait("status Ready with the swapped RDs", 60, || bed.status_is(generation, true));
+        bed.wait("after the swap both VMs reach their pods again", 30, || both(bed));
+        // and they stay reachable (the defect kept one VPN dark for minutes)
+        for _ in 0..20 {
+            bed.check("both VPNs still forward", both(bed));
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        bed.check("node B keeps the VPNs apart", !bed.b_has_route(1001, "10.0.0.85") && !bed.b_has_route(1003, "10.0.0.84"));
+        bed.check("node B still has the shared prefix in both VRFs", bed.b_has_route(1001, "10.0.9.0/24") && bed.b_has_route(1003, "10.0.9.0/24"));
+    });
+}
