@@ -111,6 +111,9 @@ fn foreign_objects_with_the_agents_markers_are_left_alone() {
     );
 }
 
+/// A change one tenant makes to its L3 VNI.
+type EditVni = fn(&mut bgpvpn_crds::L3Vni);
+
 fn vni_message(bed: &Bed, generation: i64, vni: u32) -> String {
     bed.vni_status(generation, vni)
         .and_then(|s| s.message)
@@ -158,7 +161,7 @@ fn one_tenants_bad_values_never_hold_up_another_vpn() {
             bed.run(&a, "ip link set mgmt0 up");
 
             // tenant 1 makes a bad update while tenant 3 is bound for the first time
-            let variants: Vec<(&str, fn(&mut bgpvpn_crds::L3Vni), &str)> = vec![
+            let variants: Vec<(&str, EditVni, &str)> = vec![
                 (
                     "a link-local prefix (bgpd refuses it)",
                     |v| {
