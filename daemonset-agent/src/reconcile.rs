@@ -256,6 +256,26 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         }
     }
 
+    /// Polls bgpd until every RD in `rds` holds a number of type-5 routes that `ok` takes, or
+    /// the deadline passes.
+    async fn wait_prefixes(&mut self, rds: &[String], ok: impl Fn(usize) -> bool) -> bool {
+        let start = Instant::now();
+        self.progress(self.waits.route_gone + self.frr_deadline);
+        loop {
+            let mut all = true;
+            for rd in rds {
+                all &= self.frr.evpn_prefixes_under(rd).await.is_some_and(&ok);
+            }
+            if all {
+                return true;
+            }
+            if start.elapsed() >= self.waits.route_gone {
+                return false;
+            }
+            tokio::time::sleep(self.waits.poll).await;
+        }
+    }
+
     /// Polls zebra until it knows the VXLAN device, or `deadline` passes.
     async fn wait_zebra_knows(&mut self, ifname: &str, vni: u32) -> bool {
         let start = Instant::now();
@@ -325,6 +345,36 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             tracing::info!(vrfs = %names.join(","), gone, "wait: EVPN routes of the moving VRFs withdrawn");
             if !gone {
                 report.warnings.push(format!("EVPN routes of {} still installed after {:?}; moving on", names.join(","), self.waits.route_gone));
+            }
+        }
+        // An RD changes in two steps: the VRF's routes are withdrawn under the old RD before any
+        // is announced under the new one. In one step, two VRFs that swap RDs (and announce the
+        // same prefix) replace each other's routes at the peer, which kept a stale route of the
+        // wrong VNI in one VRF and lost the other's (FRR 10.3, in the node guest).
+        // (VRF, old RD, new RD, routes under the old RD before)
+        let mut rd_changes: Vec<(IfName, String, String, usize)> = match previous.as_ref() {
+            Some(prev) if frr_ok => final_view
+                .vrfs
+                .iter()
+                .filter(|v| !moving.contains(&v.name))
+                .filter_map(|v| prev.vrf(&v.name).filter(|p| p.rd != v.rd).map(|p| (v.name.clone(), p.rd.to_string(), v.rd.to_string(), 0)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if let Some(prev) = previous.as_ref().filter(|_| !rd_changes.is_empty()) {
+            let names: Vec<IfName> = rd_changes.iter().map(|c| c.0.clone()).collect();
+            let list = names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+            for c in &mut rd_changes {
+                c.3 = self.frr.evpn_prefixes_under(&c.1).await.unwrap_or(0);
+            }
+            frr_ok = self.apply_frr(&prev.silenced(&names), &format!("withdraw {list} under the old RDs"), &mut report).await;
+            if frr_ok {
+                let olds: Vec<String> = rd_changes.iter().map(|c| c.1.clone()).collect();
+                let gone = self.wait_prefixes(&olds, |n| n == 0).await;
+                report.trace.push(format!("wait: routes under the old RDs of {list} withdrawn: {gone}"));
+                if !gone {
+                    report.warnings.push(format!("routes under the old RDs of {list} still held after {:?}; moving on", self.waits.route_gone));
+                }
             }
         }
         let empty = FrrView { vrfs: Vec::new(), ..final_view.clone() };
@@ -425,7 +475,15 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             }
         }
         if frr_ok {
-            self.apply_frr(&final_view, if moving.is_empty() { "final" } else { "map new VNI" }, &mut report).await;
+            let ok = self.apply_frr(&final_view, if moving.is_empty() { "final" } else { "map new VNI" }, &mut report).await;
+            // after an RD change: everything announced before is announced again, under the new RD
+            for (name, _, new, before) in rd_changes.iter().filter(|c| c.3 > 0 && ok) {
+                let back = self.wait_prefixes(std::slice::from_ref(new), |n| n >= *before).await;
+                report.trace.push(format!("wait: {name} announces its {before} routes under RD {new}: {back}"));
+                if !back {
+                    report.warnings.push(format!("{name}: fewer than {before} routes under the new RD {new} after {:?}", self.waits.route_gone));
+                }
+            }
         }
         report.duration = started.elapsed();
         report

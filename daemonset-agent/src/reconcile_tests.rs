@@ -53,6 +53,11 @@ impl FrrControl for FakeFrr {
         async { true }
     }
 
+    #[allow(clippy::manual_async_fn)]
+    fn evpn_prefixes_under(&mut self, _rd: &str) -> impl Future<Output = Option<usize>> + Send {
+        async { Some(0) }
+    }
+
     fn fingerprint(&mut self) -> Option<String> {
         Some("zebra=1,bgpd=2".into())
     }

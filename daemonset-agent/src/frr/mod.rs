@@ -83,6 +83,17 @@ impl FrrView {
         out
     }
 
+    /// The same view with nothing announced from the named VRFs.
+    pub fn silenced(&self, names: &[IfName]) -> Self {
+        let mut out = self.clone();
+        for v in &mut out.vrfs {
+            if names.contains(&v.name) {
+                v.networks.clear();
+            }
+        }
+        out
+    }
+
     /// This view plus the VRFs of `previous` it no longer has (kept until their devices are gone).
     pub fn with_retained(&self, previous: &FrrView) -> Self {
         let mut out = self.clone();

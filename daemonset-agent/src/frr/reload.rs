@@ -107,6 +107,9 @@ pub trait FrrControl: Send {
     fn apply(&mut self, config: &str, delta: Option<&str>) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send;
     /// Whether zebra has learned the VXLAN device `ifname` with this VNI.
     fn zebra_knows_vxlan(&mut self, ifname: &str, vni: u32) -> impl Future<Output = bool> + Send;
+    /// How many EVPN type-5 routes bgpd holds under this (the node's own) RD; `None` when it
+    /// cannot tell.
+    fn evpn_prefixes_under(&mut self, rd: &str) -> impl Future<Output = Option<usize>> + Send;
     /// Identity of the running zebra/bgpd (their pids); changes when FRR restarts, `None` when
     /// they are not running.
     fn fingerprint(&mut self) -> Option<String>;
@@ -314,6 +317,11 @@ impl FrrControl for FrrReload {
     fn zebra_knows_vxlan(&mut self, ifname: &str, vni: u32) -> impl Future<Output = bool> + Send {
         let cmd = format!("show interface {ifname}");
         async move { self.vtysh(&cmd).await.is_ok_and(|out| out.contains(&format!("VxLAN Id {vni}"))) }
+    }
+
+    fn evpn_prefixes_under(&mut self, rd: &str) -> impl Future<Output = Option<usize>> + Send {
+        let cmd = format!("show bgp l2vpn evpn route rd {rd} type prefix");
+        async move { self.vtysh(&cmd).await.ok().map(|out| out.lines().filter(|l| l.contains("[5]:")).count()) }
     }
 
     fn fingerprint(&mut self) -> Option<String> {
