@@ -682,3 +682,53 @@ async fn an_unreadable_object_blinds_no_watch() {
     );
     *shared = Some(restarted);
 }
+
+/// A pod whose address can never be routed (a Kuryr link-local address, say) holds back only
+/// its own VNI on that node, saying why on its binding: it never reaches the agent, and every
+/// other VNI there, a new one too, is programmed.
+#[tokio::test]
+async fn a_vni_that_cannot_be_programmed_holds_back_only_itself() {
+    let client = setup_or_skip!();
+    let ns = namespace(&client, json!({})).await;
+    let n = node(&client, "172.31.21.1", json!({})).await;
+    let (first, bad, other) = (unique_vni(), unique_vni(), unique_vni());
+    let names = ["hold-first", "hold-bad", "hold-other"].map(bgpvpn_testkit::unique_name);
+    for (name, vni) in names.iter().zip([first, bad, other]) {
+        bgpvpn(&client, name, vni, json!({})).await;
+    }
+    for (i, ip) in ["10.21.0.1", "fe80::5", "10.21.0.3"].iter().enumerate() {
+        let app = format!("hold{i}");
+        running_pod(&client, &ns, &app, json!({"app": app}), &n, ip).await;
+    }
+    binding(&client, &ns, "first", &names[0], selector("hold0")).await;
+    wait_node_state(&client, &n, "the first VNI programmed", |s| {
+        vnis_of(s).contains_key(&first)
+    })
+    .await;
+    binding(&client, &ns, "bad", &names[1], selector("hold1")).await;
+    binding(&client, &ns, "other", &names[2], selector("hold2")).await;
+    let state = wait_node_state(&client, &n, "the other tenant's new VNI programmed", |s| {
+        vnis_of(s).contains_key(&other)
+    })
+    .await;
+    let vnis = vnis_of(&state);
+    assert!(vnis.contains_key(&first), "the first VNI stays: {vnis:?}");
+    assert!(
+        !vnis.contains_key(&bad),
+        "the VNI with the link-local pod is held back: {vnis:?}"
+    );
+    assert!(
+        !serde_json::to_string(&state.spec).unwrap().contains("fe80"),
+        "nothing link-local reaches the agent"
+    );
+    wait_binding(&client, &ns, "bad", "says it is held back, and why", |b| {
+        b.status.as_ref().is_some_and(|s| {
+            condition(&s.conditions, "Ready").is_some_and(|c| {
+                c.status == "False"
+                    && c.message.contains("held back")
+                    && c.message.contains("link-local")
+            })
+        })
+    })
+    .await;
+}
