@@ -731,4 +731,40 @@ async fn a_vni_that_cannot_be_programmed_holds_back_only_itself() {
         })
     })
     .await;
+
+    // a VNI that already runs and then takes a pod it cannot program keeps running as it was,
+    // and its binding says so instead of Ready
+    agent_reports(&client, &n, true).await;
+    wait_binding_ready_reason(&client, &ns, "first", "Programmed").await;
+    running_pod(
+        &client,
+        &ns,
+        "hold0-late",
+        json!({"app": "hold0"}),
+        &n,
+        "fe80::6",
+    )
+    .await;
+    let first_binding = wait_binding(
+        &client,
+        &ns,
+        "first",
+        "says it is held back, kept running",
+        |b| {
+            b.status.as_ref().is_some_and(|s| {
+                condition(&s.conditions, "Ready").is_some_and(|c| {
+                    c.status == "False"
+                        && c.message.contains("held back")
+                        && c.message.contains("keeps running")
+                })
+            })
+        },
+    )
+    .await;
+    let state = wait_node_state(&client, &n, "unchanged", |_| true).await;
+    assert_eq!(
+        vnis_of(&state).get(&first),
+        Some(&vec!["10.21.0.1".to_string()]),
+        "the first VNI runs as before: {first_binding:?}"
+    );
 }

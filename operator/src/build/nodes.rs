@@ -302,11 +302,16 @@ pub fn assemble(
             continue;
         }
         for (vni, why) in hold_back(&mut spec, findings, programmed) {
+            let kept = if spec.l3vnis.iter().any(|v| v.vni == vni) {
+                "; the version programmed before keeps running"
+            } else {
+                ""
+            };
             let bound_here = |b: &&mut BindingDecision| matches!(&b.verdict, BindVerdict::Bound { vni: v, .. } if *v == vni);
             for b in bindings.iter_mut().filter(bound_here) {
                 b.unplaced.insert(
                     name.clone(),
-                    format!("VNI {vni} held back on this node: {why}"),
+                    format!("VNI {vni} held back on this node: {why}{kept}"),
                 );
             }
         }

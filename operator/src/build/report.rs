@@ -94,6 +94,11 @@ fn readiness<'n>(
     let mut ready = 0;
     let mut waiting = Vec::new();
     for node in nodes {
+        // held back or never placed: a version kept from before may run, but not what is asked
+        if let Some(why) = unplaced.get(node) {
+            waiting.push(format!("{node}: {why}"));
+            continue;
+        }
         let desired = placement
             .nodes
             .get(node)
@@ -103,13 +108,7 @@ fn readiness<'n>(
                 Ok(()) => ready += 1,
                 Err(why) => waiting.push(why),
             },
-            None => waiting.push(format!(
-                "{node}: {}",
-                unplaced
-                    .get(node)
-                    .map(String::as_str)
-                    .unwrap_or("no EVPNNodeState")
-            )),
+            None => waiting.push(format!("{node}: no EVPNNodeState")),
         }
     }
     (ready, waiting)
