@@ -130,12 +130,12 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
 
     /// Remembers the last applied view across agent restarts.
     pub fn with_state_file(mut self, path: PathBuf) -> Self {
-        self.applied = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        self.applied = load(&path);
         let accepted = path.with_file_name("desired-accepted.json");
-        self.accepted = std::fs::read(&accepted).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        self.accepted = load(&accepted);
         self.accepted_path = Some(accepted);
         let pins = path.with_file_name("endpoint-pins.json");
-        self.pins = std::fs::read(&pins).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        self.pins = load(&pins).unwrap_or_default();
         self.pins_path = Some(pins);
         self.applied_path = Some(path);
         self
@@ -147,12 +147,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         if let Some(last) = &self.accepted {
             desired.keep_held_back_from(last);
         }
-        if let Some(p) = &self.accepted_path
-            && let Ok(json) = serde_json::to_vec(&desired)
-            && let Err(e) = crate::frr::reload::write_file(p, &String::from_utf8_lossy(&json))
-        {
-            tracing::warn!(error = %e, "cannot persist the accepted desired state");
-        }
+        persist(self.accepted_path.as_deref(), "the accepted desired state", &desired);
         self.accepted = Some(desired.clone());
         desired
     }
@@ -167,12 +162,8 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
     fn record_pins(&mut self, resolved: &Resolved, generation: Option<i64>) {
         let before = self.pins.clone();
         self.pins.update(resolved, generation);
-        if self.pins != before
-            && let Some(p) = &self.pins_path
-            && let Ok(json) = serde_json::to_vec(&self.pins)
-            && let Err(e) = crate::frr::reload::write_file(p, &String::from_utf8_lossy(&json))
-        {
-            tracing::warn!(error = %e, "cannot persist the endpoint pins");
+        if self.pins != before {
+            persist(self.pins_path.as_deref(), "the endpoint pins", &self.pins);
         }
     }
 
@@ -228,12 +219,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         if ok {
             self.applied = Some(view.clone());
             self.force_frr = false;
-            if let Some(p) = &self.applied_path
-                && let Ok(json) = serde_json::to_vec_pretty(view)
-                && let Err(e) = crate::frr::reload::write_file(p, &String::from_utf8_lossy(&json))
-            {
-                tracing::warn!(error = %e, "cannot persist the applied FRR view");
-            }
+            persist(self.applied_path.as_deref(), "the applied FRR view", view);
         } else {
             // the running configuration is now unknown: re-apply next time even if unchanged
             self.force_frr = true;
@@ -495,6 +481,22 @@ pub fn has_evpn_routes(k: &KernelState, tables: &[u32]) -> bool {
     k.routes.iter().any(|r| r.protocol == RTPROT_BGP && tables.contains(&r.table))
 }
 
+
+/// What an earlier run of the agent persisted at `path`, if it is there and still decodes.
+fn load<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Option<T> {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// Persists `value` at `path` (atomically); a failure only costs what a restart remembers.
+fn persist(path: Option<&std::path::Path>, what: &str, value: &impl serde::Serialize) {
+    let Some(path) = path else { return };
+    let written = serde_json::to_string(value)
+        .map_err(|e| e.to_string())
+        .and_then(|json| crate::frr::reload::write_file(path, &json).map_err(|e| e.to_string()));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "cannot persist {what}");
+    }
+}
 #[cfg(test)]
 #[path = "reconcile_tests.rs"]
 mod tests;
