@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -41,6 +41,10 @@ pub struct Unreadable {
     /// `deletionTimestamp` and `labels`, when they can be read.
     pub metadata: ObjectMeta,
     pub error: String,
+    /// `status.observedGeneration` and `status.conditions`, when they can be read: what the
+    /// operator last wrote, so it writes again only what changed.
+    pub observed_generation: Option<i64>,
+    pub conditions: Vec<Condition>,
 }
 
 impl fmt::Display for Unreadable {
@@ -100,9 +104,12 @@ impl<K: DeserializeOwned> Guarded<K> {
             Some(Err(e)) => (stripped.as_deref().unwrap_or(text), e),
             None => (text, error),
         };
+        let (observed_generation, conditions) = status_conditions(text);
         Guarded::unreadable(Unreadable {
             metadata: naming_metadata(text),
             error: error.to_string(),
+            observed_generation,
+            conditions,
         })
     }
 }
@@ -187,6 +194,26 @@ fn naming_metadata(text: &str) -> ObjectMeta {
         labels: field(&m, "labels"),
         ..Default::default()
     }
+}
+
+/// `status.observedGeneration` and `status.conditions`, each read on its own past anything
+/// else (empty when they do not read).
+fn status_conditions(text: &str) -> (Option<i64>, Vec<Condition>) {
+    #[derive(Deserialize)]
+    struct Top<'a> {
+        #[serde(borrow)]
+        status: Option<BTreeMap<String, &'a RawValue>>,
+    }
+    let Ok(Top { status: Some(s) }) = serde_json::from_str::<Top>(text) else {
+        return (None, Vec::new());
+    };
+    let field = |key: &str| s.get(key).map(|v| v.get());
+    (
+        field("observedGeneration").and_then(|v| serde_json::from_str(v).ok()),
+        field("conditions")
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

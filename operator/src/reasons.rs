@@ -46,8 +46,9 @@ pub const PREFIXES_ALLOWED: &str = "PrefixesAllowed";
 pub const PREFIX_NOT_ALLOWED: &str = "PrefixNotAllowed";
 pub const WITHIN_LIMITS: &str = "WithinLimits";
 pub const BGPVPN_PREFIX_LIMIT: &str = "BGPVPNPrefixLimit";
-/// Event reason only: an object of a watched kind that could not be read in full (a Kuryr
-/// object with malformed parts, or any object that does not decode at all and is left out).
+/// An object of a watched kind that could not be read in full (a Kuryr object with malformed
+/// parts, or any object that does not decode at all and is left out): an Event, and for a
+/// BGPVPN or VNIBinding that does not decode, its `Valid` and `Ready` reason.
 pub const MALFORMED_OBJECT: &str = "MalformedObject";
 
 /// Reasons worth a Warning event when a condition enters them.

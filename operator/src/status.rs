@@ -12,9 +12,9 @@ use std::time::Duration;
 use bgpvpn_crds::conditions::{self, types};
 use bgpvpn_crds::{Bgpvpn, BgpvpnStatus, VniBinding, VniBindingStatus};
 use futures::{Stream, StreamExt};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
@@ -26,7 +26,7 @@ use crate::apply::FIELD_MANAGER;
 use crate::build::{BgpvpnReport, BindingReport, Cond, ObjectKey, Plan};
 use crate::cluster::Changes;
 use crate::events::Events;
-use crate::guard::Guarded;
+use crate::guard::{Guarded, Unreadable};
 use crate::metrics::Metrics;
 use crate::reasons;
 use crate::shutdown::Shutdown;
@@ -155,11 +155,11 @@ pub async fn reconcile_bgpvpn(
     obj: Arc<Guarded<Bgpvpn>>,
     ctx: Arc<StatusContext>,
 ) -> Result<Action, StatusError> {
-    let Some(obj) = obj.ok() else {
-        return Ok(Action::await_change());
-    };
     let timer = ctx.metrics.reconcile("bgpvpn");
-    let result = write_bgpvpn(obj, &ctx).await;
+    let result = match obj.get() {
+        Ok(obj) => write_bgpvpn(obj, &ctx).await,
+        Err(unreadable) => write_unreadable::<Bgpvpn>(unreadable, "BGPVPN", &ctx).await,
+    };
     timer.done(&result);
     result
 }
@@ -204,11 +204,11 @@ pub async fn reconcile_binding(
     obj: Arc<Guarded<VniBinding>>,
     ctx: Arc<StatusContext>,
 ) -> Result<Action, StatusError> {
-    let Some(obj) = obj.ok() else {
-        return Ok(Action::await_change());
-    };
     let timer = ctx.metrics.reconcile("vnibinding");
-    let result = write_binding(obj, &ctx).await;
+    let result = match obj.get() {
+        Ok(obj) => write_binding(obj, &ctx).await,
+        Err(unreadable) => write_unreadable::<VniBinding>(unreadable, "VNIBinding", &ctx).await,
+    };
     timer.done(&result);
     result
 }
@@ -246,6 +246,66 @@ async fn write_binding(obj: &VniBinding, ctx: &StatusContext) -> Result<Action, 
     )
     .await;
     Ok(Action::await_change())
+}
+
+/// The status of an object the operator's types cannot read: `Valid` and `Ready` false with
+/// the decoding error, and nothing else (nothing the operator said of it before still holds).
+/// Its Event comes from the cluster pass, which also leaves it out.
+pub fn unreadable_conditions(unreadable: &Unreadable) -> Vec<Condition> {
+    let message = format!(
+        "the operator cannot read this object, so it is left out: {}",
+        unreadable.error
+    );
+    let fresh = [types::VALID, types::READY]
+        .map(|type_| Cond::new(type_, false, reasons::MALFORMED_OBJECT, message.clone()));
+    conditions_of(
+        &fresh,
+        unreadable.metadata.generation,
+        &unreadable.conditions,
+    )
+}
+
+async fn write_unreadable<K>(
+    unreadable: &Unreadable,
+    kind: &'static str,
+    ctx: &StatusContext,
+) -> Result<Action, StatusError>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let meta = &unreadable.metadata;
+    let Some(name) = meta.name.as_deref() else {
+        return Ok(Action::await_change());
+    };
+    let conditions = unreadable_conditions(unreadable);
+    if conditions == unreadable.conditions && unreadable.observed_generation == meta.generation {
+        return Ok(Action::await_change());
+    }
+    let resource = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = match &meta.namespace {
+        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
+        None => Api::all_with(ctx.client.clone(), &resource),
+    };
+    let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()),
+        "status": {"observedGeneration": meta.generation, "conditions": conditions}});
+    let what = format!("{kind} {}", unreadable_key(meta));
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| StatusError::Write(what.clone(), e))?;
+    ctx.metrics.status_write(kind);
+    tracing::debug!(object = %what, "status of an unreadable object written");
+    Ok(Action::await_change())
+}
+
+fn unreadable_key(meta: &ObjectMeta) -> String {
+    match &meta.namespace {
+        Some(ns) => format!("{ns}/{}", meta.name.as_deref().unwrap_or_default()),
+        None => meta.name.clone().unwrap_or_default(),
+    }
 }
 
 fn error_policy<K>(obj: Arc<K>, error: &StatusError, _ctx: Arc<StatusContext>) -> Action
@@ -307,6 +367,33 @@ mod tests {
 
     fn c(type_: &str, status: &str, reason: &str) -> Condition {
         conditions::condition(type_, status == "True", reason, "m", Some(1), &now())
+    }
+
+    #[test]
+    fn an_unreadable_objects_status_is_written_once() {
+        let mut unreadable = Unreadable {
+            metadata: ObjectMeta {
+                name: Some("x".into()),
+                generation: Some(3),
+                ..Default::default()
+            },
+            error: "invalid value: integer `8589934592`, expected u32".into(),
+            observed_generation: Some(2),
+            conditions: vec![
+                c("Ready", "True", "Programmed"),
+                c("Conflict", "False", "NoConflict"),
+            ],
+        };
+        let first = unreadable_conditions(&unreadable);
+        let types: Vec<&str> = first.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Ready", "Valid"], "only what holds now: {first:?}");
+        assert!(first.iter().all(|c| c.status == "False"
+            && c.reason == "MalformedObject"
+            && c.message.contains("8589934592")));
+        // read back as written: nothing left to write
+        unreadable.conditions = first.clone();
+        unreadable.observed_generation = Some(3);
+        assert_eq!(unreadable_conditions(&unreadable), first);
     }
 
     #[test]

@@ -768,3 +768,93 @@ async fn a_vni_that_cannot_be_programmed_holds_back_only_itself() {
         "the first VNI runs as before: {first_binding:?}"
     );
 }
+
+/// A BGPVPN or a VNIBinding the operator's types cannot read says so in its own status (and
+/// gets an Event), not only in the operator's log; the other objects work on.
+#[tokio::test]
+async fn an_unreadable_bgpvpn_or_binding_says_why_in_its_status() {
+    use kube::api::{DynamicObject, Patch, PatchParams};
+    use kube::core::ApiResource;
+    let client = setup_or_skip!();
+    let ns = namespace(&client, json!({})).await;
+    let n = node(&client, "172.31.25.1", json!({})).await;
+    let vpn = bgpvpn_testkit::unique_name("readable");
+    let vni = unique_vni();
+    bgpvpn(&client, &vpn, vni, json!({})).await;
+    running_pod(&client, &ns, "web", json!({"app": "web"}), &n, "10.25.0.10").await;
+    binding(&client, &ns, "good", &vpn, selector("web")).await;
+    binding(&client, &ns, "broken", &vpn, selector("web-other")).await;
+
+    // a BGPVPN whose localPref is beyond u32 (the v1.20 API server stores it), and a binding
+    // whose status another writer filled with a count beyond i32
+    let bad = bgpvpn_testkit::unique_name("unreadable");
+    let vpns = Api::<DynamicObject>::all_with(
+        client.clone(),
+        &ApiResource::erase::<bgpvpn_crds::Bgpvpn>(&()),
+    );
+    let body = json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "metadata": {"name": bad},
+        "spec": {"vni": unique_vni(), "routeTargets": ["65000:1"], "localPref": 8_589_934_592u64, "allowedNamespaces": {"all": true}}});
+    vpns.create(
+        &PostParams::default(),
+        &serde_json::from_value(body).unwrap(),
+    )
+    .await
+    .unwrap();
+    let bindings = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::erase::<VniBinding>(&()),
+    );
+    bindings
+        .patch_status(
+            "broken",
+            &PatchParams::apply("another-writer").force(),
+            &Patch::Apply(json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "VNIBinding", "status": {"endpoints": 1_099_511_627_776u64}})),
+        )
+        .await
+        .unwrap();
+
+    let says_why = |obj: &DynamicObject| {
+        let conditions = obj.data["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        ["Valid", "Ready"].iter().all(|type_| {
+            conditions.iter().any(|c| {
+                c["type"] == *type_
+                    && c["status"] == "False"
+                    && c["reason"] == "MalformedObject"
+                    && c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("cannot read"))
+            })
+        }) && obj.data["status"]["observedGeneration"] == json!(obj.metadata.generation)
+    };
+    let status_of_bad = bgpvpn_testkit::wait_for(
+        "the unreadable BGPVPN says why in its status",
+        TIMEOUT,
+        || async { vpns.get_opt(&bad).await.unwrap().filter(|o| says_why(o)) },
+    )
+    .await;
+    assert!(
+        status_of_bad.data["status"]["conditions"]
+            .to_string()
+            .contains("8589934592"),
+        "the message names the value: {}",
+        status_of_bad.data["status"]
+    );
+    bgpvpn_testkit::wait_for(
+        "the unreadable binding says why in its status",
+        TIMEOUT,
+        || async {
+            bindings
+                .get_opt("broken")
+                .await
+                .unwrap()
+                .filter(|o| says_why(o))
+        },
+    )
+    .await;
+    wait_event(&client, &ns, "broken", "MalformedObject").await;
+    wait_endpoints(&client, &n, &[vni], &[(vni, &["10.25.0.10"])]).await;
+}
