@@ -8,6 +8,7 @@ use anyhow::Context;
 use bgpvpn_agent::agent::{self, LoopTimings};
 use bgpvpn_agent::liveness::Liveness;
 use bgpvpn_agent::k8s;
+use bgpvpn_agent::frr::claims::FrrClaims;
 use bgpvpn_agent::frr::reload::{FrrReload, FrrSettings};
 use bgpvpn_agent::frr::{FrrView, render};
 use bgpvpn_agent::kernel::Dataplane;
@@ -205,7 +206,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
     let dp = RtNetlink::connect().context("opening rtnetlink")?.with_proc_sys(args.frr.proc_sys_dir.clone());
     let frr = FrrReload::new(args.frr.settings()?);
-    let mut rec = Reconciler::new(dp, frr, NodeSettings { vxlan_mtu: args.frr.vxlan_mtu }).with_state_file(args.state_dir.join("frr-applied.json"));
+    let settings = NodeSettings { vxlan_mtu: args.frr.vxlan_mtu, frr_claims: FrrClaims::from_config(&frr.settings.preamble) };
+    let mut rec = Reconciler::new(dp, frr, settings).with_state_file(args.state_dir.join("frr-applied.json"));
     rec.frr_deadline = Duration::from_secs(args.frr.frr_timeout_secs);
     let metrics = Metrics::new();
     let liveness = Liveness::new(Duration::from_secs(args.liveness_grace_secs));
@@ -241,7 +243,7 @@ async fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let desired = model::load_state_file(&args.state_file)?;
     let mut dp = RtNetlink::connect().context("opening rtnetlink")?.with_proc_sys(args.frr.proc_sys_dir.clone());
     let observed = dp.dump().await?;
-    let settings = NodeSettings { vxlan_mtu: args.frr.vxlan_mtu };
+    let settings = NodeSettings { vxlan_mtu: args.frr.vxlan_mtu, frr_claims: FrrClaims::from_config(&args.frr.settings()?.preamble) };
     // a plan of the state on its own: no endpoint bound yet
     let resolved = resolve(&desired, &observed, &settings, &Default::default());
     let sysctls = dp.read_sysctls(&resolved.sysctl_keys());

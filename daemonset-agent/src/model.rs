@@ -261,11 +261,13 @@ impl VrfModel {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeSettings {
     pub vxlan_mtu: u32,
+    /// VRFs and VNIs the node's own FRR configuration uses: a tenant VRF never takes them.
+    pub frr_claims: crate::frr::claims::FrrClaims,
 }
 
 impl Default for NodeSettings {
     fn default() -> Self {
-        Self { vxlan_mtu: DEFAULT_VXLAN_MTU }
+        Self { vxlan_mtu: DEFAULT_VXLAN_MTU, frr_claims: Default::default() }
     }
 }
 

@@ -592,3 +592,72 @@ fn swapped_route_distinguishers_leave_both_vpns_forwarding() {
         }
     });
 }
+
+/// A VNI the node's own FRR configuration (the preamble) already maps to a VRF of its own: FRR 10
+/// refuses the second mapping only in its log (frr-reload.py exits 0) and one of the two is
+/// silently unmapped. Only that VNI is held back, saying why, the node's own VRF keeps its VNI,
+/// every other VNI, a new one too, is programmed and forwards, and the VNI comes back once the
+/// node's configuration gives it up.
+#[test]
+fn a_vni_the_nodes_own_frr_config_uses_holds_back_only_itself() {
+    scenario(
+        "a_vni_the_nodes_own_frr_config_uses_holds_back_only_itself",
+        BedSpec {
+            vnis: "1001 1003",
+            pods: "10.0.0.84 10.0.0.85 10.0.0.86",
+        },
+        |bed| {
+            let a = bed.a.clone();
+            let (pod1, pod2, pod3) = (bed.pods[0].0.clone(), bed.pods[1].0.clone(), bed.pods[2].0.clone());
+            let tenant_1001 = l3vni("vrf-1001", 1001, "172.30.0.1:1001", &[("10.0.0.84", "t1/web")]);
+            let tenant_1003 = l3vni("vrf-1003", 1003, "172.30.0.1:1003", &[("10.0.0.85", "t3/web")]);
+            // the node's local FRR configuration maps VNI 1003 to a VRF of its own
+            let preamble = bed.work.join(format!("{a}/preamble.conf"));
+            let original = std::fs::read_to_string(&preamble).unwrap();
+            std::fs::write(&preamble, format!("{original}vrf legacy\n vni 1003\nexit-vrf\n!\n")).unwrap();
+
+            bed.write_state(EvpnNodeStateSpec { underlay: bed.underlay(), l3vnis: vec![tenant_1003.clone()] });
+            bed.start_agent(&[]);
+            let generation = bed.write_state(EvpnNodeStateSpec {
+                underlay: bed.underlay(),
+                l3vnis: vec![tenant_1001.clone(), tenant_1003.clone()],
+            });
+            bed.wait("another tenant's new VNI 1001 forwards: pod -> VM", 90, || pod_reaches_vm(bed, &pod1, 1001));
+            bed.wait("VNI 1003 reported held back, and why", 60, || {
+                bed.vni_status(generation, 1003)
+                    .is_some_and(|s| !s.ready && s.message.as_deref().is_some_and(|m| m.contains("VNI 1003 is already mapped to VRF legacy")))
+            });
+            bed.check("VNI 1001 reported ready", bed.vni_status(generation, 1001).is_some_and(|s| s.ready));
+            bed.check("the pod of VNI 1003 reaches no VM", bed.fetch(&pod2, VM_IP).is_none());
+            bed.serve(&pod1, "10.0.0.84", "pod 1001");
+            bed.check("VM 1001 -> pod", bed.fetch(&bed.vm(1001), "10.0.0.84").is_some_and(|b| b.contains("pod 1001")));
+            let running = bed.vty(&a, &["show running-config"]);
+            bed.check("FRR maps VNI 1003 to the node's own VRF legacy", running.contains("vrf legacy\n vni 1003\n"));
+            bed.check("and holds no VRF vrf-1003", !running.contains("vrf vrf-1003"));
+            bed.check("no kernel device for the held-back VNI", !bed.succeeds(&a, "ip link show vrf-1003"));
+
+            // a later change to another VNI is applied without retrying the refused one in vain
+            let mut tenant_1001_more = tenant_1001.clone();
+            tenant_1001_more.endpoints.push(bgpvpn_crds::Endpoint { ip: "10.0.0.86".into(), pod: Some("t1/web2".into()), ..Default::default() });
+            let generation = bed.write_state(EvpnNodeStateSpec {
+                underlay: bed.underlay(),
+                l3vnis: vec![tenant_1001_more, tenant_1003.clone()],
+            });
+            bed.wait("VNI 1001 takes a second endpoint", 60, || pod_reaches_vm(bed, &pod3, 1001));
+            bed.check("VNI 1003 still held back", bed.vni_status(generation, 1003).is_some_and(|s| !s.ready));
+
+            // the node's configuration is fixed and the agent restarted: VNI 1003 is programmed
+            bed.stop_agent();
+            std::fs::write(&preamble, &original).unwrap();
+            let generation = bed.write_state(EvpnNodeStateSpec {
+                underlay: bed.underlay(),
+                l3vnis: vec![tenant_1001.clone(), tenant_1003.clone()],
+            });
+            bed.start_agent(&[]);
+            bed.wait("VNI 1003 forwards once FRR takes it", 90, || pod_reaches_vm(bed, &pod2, 1003));
+            bed.wait("both ready", 60, || {
+                bed.vni_status(generation, 1001).is_some_and(|s| s.ready) && bed.vni_status(generation, 1003).is_some_and(|s| s.ready)
+            });
+        },
+    );
+}

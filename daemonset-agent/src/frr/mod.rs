@@ -14,6 +14,7 @@
 //! in the VRF table (the `unreachable default`, EVPN routes, connected routes) is exported, which
 //! `redistribute kernel|connected` would do.
 
+pub mod claims;
 pub mod delta;
 pub mod reload;
 

@@ -253,9 +253,10 @@ pub fn resolve(desired: &DesiredState, observed: &KernelState, settings: &NodeSe
         let bridge = bridge_name(slot);
         let vxlan = v.vxlan_name();
         let foreign = |name: &str| observed.link(name).filter(|l| !l.owned());
-        let conflict = [v.name.as_str(), bridge.as_str(), vxlan.as_str()].into_iter().find_map(|n| {
-            foreign(n).map(|l| format!("device {n} ({}) exists and is not managed by the agent (group {} instead of {LINK_GROUP})", l.kind.label(), l.group))
-        });
+        let conflict = [v.name.as_str(), bridge.as_str(), vxlan.as_str()]
+            .into_iter()
+            .find_map(|n| foreign(n).map(|l| format!("device {n} ({}) exists and is not managed by the agent (group {} instead of {LINK_GROUP})", l.kind.label(), l.group)))
+            .or_else(|| settings.frr_claims.conflict(v.name.as_str(), v.vni));
         let remap_from = observed
             .link(bridge.as_str())
             .filter(|b| b.owned())
