@@ -12,6 +12,7 @@
 //! The kernel step runs in rounds (dump, diff, write) until a round has nothing to write, so a
 //! second pass with the same state performs zero writes. Every FRR apply result is reported.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -54,12 +55,15 @@ pub struct PassReport {
     /// Steps in order (`frr: ...`, `kernel: ...`, `wait: ...`), for logs and tests.
     pub trace: Vec<String>,
     pub warnings: Vec<String>,
+    /// VNIs FRR took in its configuration but zebra does not map to their VRF, with why (FRR
+    /// 10 refuses some commits only in its log while frr-reload.py exits 0).
+    pub unmapped: BTreeMap<u32, String>,
     pub duration: Duration,
 }
 
 impl PassReport {
     pub fn ok(&self) -> bool {
-        self.kernel_errors.is_empty() && self.frr.as_ref().is_none_or(|f| f.result != "Failed")
+        self.kernel_errors.is_empty() && self.frr.as_ref().is_none_or(|f| f.result != "Failed") && self.unmapped.is_empty()
     }
 }
 
@@ -278,6 +282,46 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         }
     }
 
+    /// After an apply: every VNI of `view` is mapped to its VRF in zebra. One that is not, after
+    /// zebra had time to learn the devices, is reported on its own VNI, and the next pass
+    /// re-applies FRR in full (which also undoes a hand-made mapping that took the VNI).
+    async fn check_vni_mappings(&mut self, view: &FrrView, report: &mut PassReport) {
+        let wanted: BTreeMap<u32, &IfName> = view.vrfs.iter().filter_map(|v| Some((v.vni?, &v.name))).collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let start = Instant::now();
+        self.progress(self.waits.zebra + self.frr_deadline);
+        let wrong = loop {
+            let Some(mapped) = self.frr.l3vni_mappings().await else { return };
+            let wrong: BTreeMap<u32, String> = wanted
+                .iter()
+                .filter(|(vni, vrf)| mapped.get(vni).map(String::as_str) != Some(vrf.as_str()))
+                .map(|(vni, vrf)| {
+                    let why = match mapped.get(vni) {
+                        Some(other) => format!("FRR maps VNI {vni} to VRF {other}, not {vrf}; re-applying FRR in full"),
+                        None => format!("FRR took the configuration but does not map VNI {vni} to {vrf} (see FRR's log); re-applying FRR in full"),
+                    };
+                    (*vni, why)
+                })
+                .collect();
+            // a VNI held by another VRF will not come right by waiting
+            let settled = wrong.keys().all(|vni| mapped.contains_key(vni));
+            if wrong.is_empty() || settled || start.elapsed() >= self.waits.zebra {
+                break wrong;
+            }
+            tokio::time::sleep(self.waits.poll).await;
+        };
+        report.trace.push(format!("check: VNIs mapped in zebra: {}", if wrong.is_empty() { "all".to_string() } else { format!("not {:?}", wrong.keys().collect::<Vec<_>>()) }));
+        if !wrong.is_empty() {
+            for why in wrong.values() {
+                tracing::warn!(%why, "L3 VNI not mapped in FRR");
+            }
+            self.force_frr = true;
+            report.unmapped = wrong;
+        }
+    }
+
     /// Brings kernel and FRR to `desired`.
     pub async fn pass(&mut self, desired: &DesiredState) -> PassReport {
         let started = Instant::now();
@@ -290,6 +334,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             moved: Vec::new(),
             trace: Vec::new(),
             warnings: Vec::new(),
+            unmapped: BTreeMap::new(),
             duration: Duration::ZERO,
         };
         let observed = match self.dp.dump().await {
@@ -462,6 +507,9 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         }
         if frr_ok {
             let ok = self.apply_frr(&final_view, if moving.is_empty() { "final" } else { "map new VNI" }, &mut report).await;
+            if ok && report.frr.as_ref().is_some_and(|f| f.result != "Failed") {
+                self.check_vni_mappings(&final_view, &mut report).await;
+            }
             // after an RD change: everything announced before is announced again, under the new RD
             for (name, _, new, before) in rd_changes.iter().filter(|c| c.3 > 0 && ok) {
                 let back = self.wait_prefixes(std::slice::from_ref(new), |n| n >= *before).await;

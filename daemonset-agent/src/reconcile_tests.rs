@@ -21,6 +21,8 @@ struct FakeFrr {
     fail_check: bool,
     /// Fail the apply after this many more successful ones.
     fail_after: Option<usize>,
+    /// What zebra maps (`None`: cannot tell).
+    mappings: Option<std::collections::BTreeMap<u32, String>>,
 }
 
 impl FrrControl for FakeFrr {
@@ -56,6 +58,12 @@ impl FrrControl for FakeFrr {
     #[allow(clippy::manual_async_fn)]
     fn evpn_prefixes_under(&mut self, _rd: &str) -> impl Future<Output = Option<usize>> + Send {
         async { Some(0) }
+    }
+
+    #[allow(clippy::manual_async_fn)]
+    fn l3vni_mappings(&mut self) -> impl Future<Output = Option<std::collections::BTreeMap<u32, String>>> + Send {
+        let mappings = self.mappings.clone();
+        async move { mappings }
     }
 
     fn fingerprint(&mut self) -> Option<String> {
@@ -455,4 +463,25 @@ async fn a_failed_periodic_check_of_an_unchanged_view_is_a_warning_not_a_failure
     let rep = r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84", "10.0.0.85"])).unwrap()).await;
     assert!(!rep.ok());
     assert!(r.force_frr);
+}
+
+#[tokio::test]
+async fn a_vni_frr_does_not_map_is_reported_on_its_own_and_reapplied_in_full() {
+    let mut r = reconciler();
+    r.frr.mappings = Some([(1002, "adhoc".to_string())].into());
+    let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
+    let rep = r.pass(&d).await;
+    assert!(!rep.ok(), "an unmapped VNI is not a good pass");
+    assert!(rep.unmapped[&1001].contains("does not map VNI 1001 to vrf-blue"), "{:?}", rep.unmapped);
+    assert!(r.force_frr, "the next pass re-applies FRR in full");
+
+    // a VNI another VRF holds is reported at once, naming it
+    r.frr.mappings = Some([(1001, "adhoc".to_string())].into());
+    let rep = r.pass(&d).await;
+    assert!(rep.unmapped[&1001].contains("FRR maps VNI 1001 to VRF adhoc"), "{:?}", rep.unmapped);
+
+    r.frr.mappings = Some([(1001, "vrf-blue".to_string())].into());
+    let rep = r.pass(&d).await;
+    assert!(rep.ok() && rep.unmapped.is_empty(), "{:?}", rep.unmapped);
+    assert!(!r.force_frr);
 }

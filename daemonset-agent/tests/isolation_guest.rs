@@ -661,3 +661,46 @@ fn a_vni_the_nodes_own_frr_config_uses_holds_back_only_itself() {
         },
     );
 }
+
+/// A mapping made by hand in vtysh holds the VNI a tenant then binds: FRR refuses the agent's
+/// mapping (FRR 10: "% Configuration failed", vtysh exits 0); the agent sees it and re-applies
+/// FRR in full at once, which undoes the hand-made mapping, and checks that zebra maps every
+/// VNI to its VRF before it reports them ready; every other VNI keeps forwarding.
+#[test]
+fn a_vni_frr_leaves_unmapped_is_repaired_at_once() {
+    scenario(
+        "a_vni_frr_leaves_unmapped_is_repaired_at_once",
+        BedSpec {
+            vnis: "1001 1003",
+            pods: "10.0.0.84 10.0.0.85",
+        },
+        |bed| {
+            let a = bed.a.clone();
+            let (pod1, pod2) = (bed.pods[0].0.clone(), bed.pods[1].0.clone());
+            let tenant_1001 = l3vni("vrf-1001", 1001, "172.30.0.1:1001", &[("10.0.0.84", "t1/web")]);
+            let tenant_1003 = l3vni("vrf-1003", 1003, "172.30.0.1:1003", &[("10.0.0.85", "t3/web")]);
+            bed.write_state(EvpnNodeStateSpec { underlay: bed.underlay(), l3vnis: vec![tenant_1001.clone()] });
+            bed.start_agent(&[]);
+            bed.wait("VNI 1001: pod -> VM", 60, || pod_reaches_vm(bed, &pod1, 1001));
+
+            // an admin maps VNI 1003 by hand, then a tenant binds VNI 1003
+            bed.vty(&a, &["configure terminal", "vrf adhoc", "vni 1003", "exit-vrf"]);
+            let by_hand = bed.vty(&a, &["show vrf vni"]);
+            bed.log(&format!("show vrf vni after the hand-made mapping:\n{by_hand}"));
+            bed.check("the hand-made mapping holds VNI 1003", by_hand.lines().any(|l| l.split_whitespace().take(2).eq(["adhoc", "1003"])));
+            let log_from = bed.agent_log_len();
+            bed.write_state(EvpnNodeStateSpec {
+                underlay: bed.underlay(),
+                l3vnis: vec![tenant_1001.clone(), tenant_1003.clone()],
+            });
+            bed.wait("VNI 1003 forwards well before FRR's periodic full check", 60, || pod_reaches_vm(bed, &pod2, 1003));
+            let log = bed.agent_log_since(log_from);
+            bed.check("the agent logged FRR's refusal", log.contains("vni 1003 is already mapped"));
+            bed.check("no VNI left unmapped after the pass", !log.contains("L3 VNI not mapped in FRR"));
+            bed.check("VNI 1001 kept forwarding", pod_reaches_vm(bed, &pod1, 1001));
+            let mapped = bed.vty(&a, &["show vrf vni"]);
+            bed.log(&format!("show vrf vni at the end:\n{mapped}"));
+            bed.check("zebra maps VNI 1003 to vrf-1003", mapped.lines().any(|l| l.split_whitespace().take(2).eq(["vrf-1003", "1003"])));
+        },
+    );
+}

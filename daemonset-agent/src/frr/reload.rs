@@ -10,6 +10,7 @@
 //! is written to `config_file` first, so a restarted FRR boots into it. Every outcome is
 //! returned to the caller, which reports it (status, metric, log).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -110,6 +111,8 @@ pub trait FrrControl: Send {
     /// How many EVPN type-5 routes bgpd holds under this (the node's own) RD; `None` when it
     /// cannot tell.
     fn evpn_prefixes_under(&mut self, rd: &str) -> impl Future<Output = Option<usize>> + Send;
+    /// The L3 VNIs zebra maps, each to its VRF; `None` when it cannot tell.
+    fn l3vni_mappings(&mut self) -> impl Future<Output = Option<BTreeMap<u32, String>>> + Send;
     /// Identity of the running zebra/bgpd (their pids); changes when FRR restarts, `None` when
     /// they are not running.
     fn fingerprint(&mut self) -> Option<String>;
@@ -260,6 +263,18 @@ fn refused_lines(out: &str) -> Vec<String> {
     out.lines().filter(|l| l.contains("Failure to communicate")).filter_map(|l| l.split_once(", line: ").map(|(_, text)| text.trim().to_string())).collect()
 }
 
+/// `show vrf vni` (columns `VRF VNI VxLAN-IF L3-SVI State Rmac`): VNI -> VRF.
+fn parse_vrf_vni(out: &str) -> BTreeMap<u32, String> {
+    out.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let vrf = words.next()?;
+            let vni = words.next()?.parse::<u32>().ok().filter(|v| *v != 0)?;
+            Some((vni, vrf.to_string()))
+        })
+        .collect()
+}
+
 /// The part of `--test` output from the first "Lines To" header on (frr-reload logs above it).
 fn diff_section(out: &str) -> String {
     match out.find("Lines To") {
@@ -324,6 +339,10 @@ impl FrrControl for FrrReload {
         async move { self.vtysh(&cmd).await.ok().map(|out| out.lines().filter(|l| l.contains("[5]:")).count()) }
     }
 
+    fn l3vni_mappings(&mut self) -> impl Future<Output = Option<BTreeMap<u32, String>>> + Send {
+        async move { self.vtysh("show vrf vni").await.ok().map(|out| parse_vrf_vni(&out)) }
+    }
+
     fn fingerprint(&mut self) -> Option<String> {
         let mut parts = Vec::new();
         // FRR 10 runs mgmtd in front of zebra: a restarted mgmtd has lost the vrf/vni config too
@@ -348,6 +367,16 @@ impl FrrControl for FrrReload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_show_vrf_vni() {
+        // as FRR 10.3 prints it, with a VRF mapped by hand whose devices do not exist
+        let out = "VRF                                   VNI        VxLAN IF             L3-SVI               State Rmac              \n\
+                   adhoc                                 1003       None                 None                 Down  None              \n\
+                   vrf-1001                              1001       bvvx-1001            bvbr-1001            Up    02:f7:22:91:39:94 \n";
+        assert_eq!(parse_vrf_vni(out), [(1001, "vrf-1001".to_string()), (1003, "adhoc".to_string())].into());
+        assert!(parse_vrf_vni("").is_empty());
+    }
 
     #[test]
     fn test_output_is_parsed() {
