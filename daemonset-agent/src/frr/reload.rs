@@ -339,8 +339,8 @@ impl FrrControl for FrrReload {
         async move { self.vtysh(&cmd).await.ok().map(|out| out.lines().filter(|l| l.contains("[5]:")).count()) }
     }
 
-    fn l3vni_mappings(&mut self) -> impl Future<Output = Option<BTreeMap<u32, String>>> + Send {
-        async move { self.vtysh("show vrf vni").await.ok().map(|out| parse_vrf_vni(&out)) }
+    async fn l3vni_mappings(&mut self) -> Option<BTreeMap<u32, String>> {
+        self.vtysh("show vrf vni").await.ok().map(|out| parse_vrf_vni(&out))
     }
 
     fn fingerprint(&mut self) -> Option<String> {
