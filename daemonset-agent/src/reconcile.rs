@@ -529,7 +529,6 @@ pub fn has_evpn_routes(k: &KernelState, tables: &[u32]) -> bool {
     k.routes.iter().any(|r| r.protocol == RTPROT_BGP && tables.contains(&r.table))
 }
 
-
 /// What an earlier run of the agent persisted at `path`, if it is there and still decodes.
 fn load<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Option<T> {
     std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok())
@@ -545,6 +544,7 @@ fn persist(path: Option<&std::path::Path>, what: &str, value: &impl serde::Seria
         tracing::warn!(error = %e, "cannot persist {what}");
     }
 }
+
 #[cfg(test)]
 #[path = "reconcile_tests.rs"]
 mod tests;
