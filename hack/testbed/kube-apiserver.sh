@@ -31,7 +31,7 @@ KUBE_MINOR=${BASH_REMATCH[1]}
 STAGING_VERSION=v0.${BASH_REMATCH[1]}.${BASH_REMATCH[2]}
 KDIR=$CACHE/kube-$KUBE_VERSION
 BIN=$KDIR/kube-apiserver KCM_BIN=$KDIR/kube-controller-manager KUBECTL_BIN=$KDIR/kubectl
-GOMODCACHE_DIR=$CACHE/go-mod   # module downloads (and a fetched Go toolchain) are kept: ~0.5 GB
+GOMODCACHE_DIR=$CACHE/go-mod   # module downloads (and a fetched Go toolchain) are kept: ~0.8 GB a release
 PY=${PYTHON:-python3}
 
 log() { printf '[kube-apiserver %4ss] %s\n' "$SECONDS" "$*" >&2; }

@@ -9,7 +9,7 @@ say "node guest" "$("$HERE/guest.sh" versions 2>/dev/null || echo 'not prepared 
 api=$(ls -d "$CACHE/kube-${KUBE_VERSION:-v1.37.2}/kube-apiserver" 2>/dev/null)
 say kube-apiserver "$([ -n "$api" ] && "$api" --version 2>/dev/null || echo 'not built')"
 kubectl=$("$HERE/kube-apiserver.sh" kubectl 2>/dev/null)
-say kubectl "$([ -n "$kubectl" ] && "$kubectl" version --client 2>/dev/null | head -1 || echo 'not installed')"
+say kubectl "$([ -n "$kubectl" ] && "$kubectl" version --client 2>/dev/null | sed -n 1p || echo 'not installed')"
 say "etcd (host)" "$(etcd --version 2>/dev/null | head -1 || echo 'not installed')"
 for v in "$CACHE"/neutron-*/bin/python "$CACHE"/keystone-*/bin/python; do
   [ -x "$v" ] || continue
