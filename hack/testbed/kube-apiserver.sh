@@ -238,8 +238,8 @@ cmd_start() {
     --initial-cluster "testbed=http://127.0.0.1:$PP" </dev/null >"$RUN/etcd.log" 2>&1 &
   ETCD_PID=$!
   # --disable-admission-plugins=ServiceAccount: Pods need no ServiceAccount (none exists without the
-  # controller-manager). Since 1.3x the lease endpoint reconciler refuses a loopback advertise address:
-  # on loopback nobody reaches the apiserver through the `kubernetes` Service anyway, so none.
+  # controller-manager). 1.37's lease endpoint reconciler refuses a loopback advertise address (1.35's
+  # does not): on loopback nobody reaches the apiserver through the `kubernetes` Service, so none.
   local RECONCILER=lease
   case $BIND in 127.*|::1) RECONCILER=none ;; esac
   # shellcheck disable=SC2086
