@@ -9,8 +9,8 @@
 #   * the node guest (hack/testbed/guest.sh prepare): a Debian trixie root with FRR 10
 #     (debootstrap, ~1 min cold) and forky/sid's user-mode-linux 7.x, or QEMU with Debian's
 #     kernel where that UML does not boot
-#   * kube-apiserver v1.20.2 built from Debian's `kubernetes` source package (~4-6 min cold)
-#     and a matching kubectl (Debian's kubernetes-client, unpacked into the cache)
+#   * kube-apiserver, kube-controller-manager and kubectl v1.37.2 (KUBE_VERSION), built from the
+#     k8s.io/kubernetes Go module with the machine's Go (~18 min cold on 2 cores)
 #   * neutron-server + networking-bgpvpn and Keystone in venvs from PyPI (~1.5 min cold)
 # It prints the versions of every part it runs. Cache: ${TESTBED_CACHE:-~/.cache/bgpvpn-operator}.
 # As root every real-parts tier is required (a tier that cannot start fails the run); as non-root

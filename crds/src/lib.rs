@@ -39,7 +39,41 @@ pub const LABEL_PREFIX: &str = "bgpvpn.io/";
 pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
-    vec![Bgpvpn::crd(), VniBinding::crd(), EvpnNodeState::crd()]
+    let mut crds = vec![Bgpvpn::crd(), VniBinding::crd(), EvpnNodeState::crd()];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+                let mut value = serde_json::to_value(&*schema).expect("a schema always serializes");
+                kubernetes_integer_formats(&mut value);
+                *schema = serde_json::from_value(value).expect("still a schema");
+            }
+        }
+    }
+    crds
+}
+
+/// schemars writes `format: uint32` (and `uint8`, `uint16`, `uint64`) for unsigned Rust integers;
+/// Kubernetes knows only `int32` and `int64`, and 1.37 warns about the others on every apply
+/// ("unrecognized format"). Each becomes the signed format that holds it; the `minimum: 0`
+/// schemars writes beside it stays. No `maximum` is added: the server never checked the unsigned
+/// formats, and the operator's guard (`operator/src/guard.rs`) reports a number its types cannot
+/// hold (`operator/tests/isolation.rs` stores a `localPref` of 2^33 to show it).
+fn kubernetes_integer_formats(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            let signed = match map.get("format").and_then(|f| f.as_str()) {
+                Some("uint8" | "uint16") => Some("int32"),
+                Some("uint32" | "uint64") => Some("int64"),
+                _ => None,
+            };
+            if let Some(format) = signed {
+                map.insert("format".into(), format.into());
+            }
+            map.values_mut().for_each(kubernetes_integer_formats);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(kubernetes_integer_formats),
+        _ => {}
+    }
 }
 
 /// `(file name, YAML)` of every CRD, as `crdgen` writes them.

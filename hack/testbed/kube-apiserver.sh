@@ -1,30 +1,37 @@
 #!/usr/bin/env bash
-# kube-apiserver.sh -- a real kube-apiserver v1.20.2 (+ etcd) for controller/operator tests.
+# kube-apiserver.sh -- a real kube-apiserver (+ etcd, optionally kube-controller-manager) for
+# controller/operator tests, of the Kubernetes version in KUBE_VERSION (default v1.37.2).
 #
-#   kube-apiserver.sh build          build the binary from Debian bookworm's `kubernetes` source
-#                                    package with Debian's Go 1.19 (cached; a second run is a no-op)
+#   kube-apiserver.sh build          build kube-apiserver, kube-controller-manager and kubectl from the
+#                                    k8s.io/kubernetes Go module at $KUBE_VERSION (Go module proxy;
+#                                    cached by version; a second run is a no-op)
 #   kube-apiserver.sh start <rundir> start etcd + kube-apiserver on free ports, write
-#                                    <rundir>/kubeconfig and <rundir>/env, wait for /readyz
+#                                    <rundir>/kubeconfig and <rundir>/env, wait for /readyz;
+#                                    with KUBE_CONTROLLER_MANAGER=1 also kube-controller-manager
 #   kube-apiserver.sh stop  <rundir> stop the processes recorded in <rundir>/env
-#   kube-apiserver.sh kubectl        print the path of a kubectl matching the server (v1.20.2, from
-#                                    Debian's kubernetes-client .deb, unpacked into the cache)
+#   kube-apiserver.sh kubectl        print the path of the kubectl of the same version (built by `build`)
 #
-# Env: TESTBED_CACHE (artifact cache), KUBE_BIND_ADDRESS (default 127.0.0.1; set it to an address
-#      inside a network namespace you created, e.g. a tap address for a UML guest), READY_TIMEOUT (s),
-#      KEEP_BUILD_TREE=1 (keep the 1.8 GB build tree), DEBIAN_MIRROR, PYTHON,
-#      EXTRA_APISERVER_FLAGS (appended to the apiserver command line).
-# Needs root for `build` (apt-get install); `start`/`stop` do not.
+# Env: KUBE_VERSION (a k8s.io/kubernetes tag, e.g. v1.35.4), TESTBED_CACHE (artifact cache),
+#      KUBE_BIND_ADDRESS (default 127.0.0.1; set it to an address inside a network namespace you
+#      created, e.g. a tap address for a UML guest), READY_TIMEOUT (s), KEEP_BUILD_TREE=1 (keep the
+#      build tree with its multi-GB Go build cache), KUBE_GOTOOLCHAIN (used when the installed Go is
+#      older than the tag's go.mod asks; default go1.27.3, fetched from the module proxy), PYTHON,
+#      EXTRA_APISERVER_FLAGS (appended to the apiserver command line),
+#      KUBE_CONTROLLER_MANAGER=1 and KUBE_CONTROLLERS (its --controllers, default below),
+#      EXTRA_CONTROLLER_MANAGER_FLAGS.
+# Needs Go >= 1.21 on PATH for `build`, and root only when etcd-server/openssl/curl are missing.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bgpvpn-operator}
-K8S_VERSION=v1.20.2
-# upstream commit of the v1.20.2 tag; stamped into the binary like a release build
-K8S_COMMIT=faecb196815e248d3ecfb03c680a4507229c2a56
-KDIR=$CACHE/kube-apiserver-$K8S_VERSION
-BIN=$KDIR/kube-apiserver
-GOROOT_BIN=/usr/lib/go-1.19/bin          # where Debian's golang-1.19-go puts go
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
+[[ $KUBE_VERSION =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] || { echo "KUBE_VERSION=$KUBE_VERSION: want a release tag like v1.37.2" >&2; exit 64; }
+KUBE_MINOR=${BASH_REMATCH[1]}
+# the staging modules (k8s.io/api, client-go, ...) are tagged v0.MINOR.PATCH for kubernetes v1.MINOR.PATCH
+STAGING_VERSION=v0.${BASH_REMATCH[1]}.${BASH_REMATCH[2]}
+KDIR=$CACHE/kube-$KUBE_VERSION
+BIN=$KDIR/kube-apiserver KCM_BIN=$KDIR/kube-controller-manager KUBECTL_BIN=$KDIR/kubectl
+GOMODCACHE_DIR=$CACHE/go-mod   # module downloads (and a fetched Go toolchain) are kept: ~0.8 GB a release
 PY=${PYTHON:-python3}
 
 log() { printf '[kube-apiserver %4ss] %s\n' "$SECONDS" "$*" >&2; }
@@ -52,74 +59,106 @@ apt_install() {
   ) 2> >(grep -v 'delaying package configuration' >&2)  # debconf noise when apt-utils is absent
 }
 
-# Download the Debian source package WITHOUT touching /etc/apt: a private deb-src list and a
-# private lists dir inside the cache (nothing is left in sources.list.d).
-fetch_debian_source() {  # pkg/suite destdir
-  local a=$CACHE/apt-src
-  mkdir -p "$a/lists/partial" "$a/sources.list.d" "$2"
-  echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR bookworm main" >"$a/sources.list"
-  local o=(-o Dir::Etc::SourceList="$a/sources.list" -o Dir::Etc::SourceParts="$a/sources.list.d"
-           -o Dir::State::Lists="$a/lists" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=
-           -o APT::Sandbox::User=root)  # _apt cannot write into a cache under a 0700 $HOME
-  apt-get "${o[@]}" update -qq
-  (cd "$2" && apt-get "${o[@]}" source --download-only -qq "$1")
-}
+# version_lt A B: true if Go version A (1.26.8, 1.26, go1.26.0) sorts before B
+version_lt() { [ "${1#go}" != "${2#go}" ] && [ "$(printf '%s\n%s\n' "${1#go}" "${2#go}" | sort -V | head -1)" = "${1#go}" ]; }
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", b - a }'; }
 
 cmd_build() {
   apt_install etcd-server openssl curl   # runtime deps of `start`; a no-op when present
-  if [ -x "$BIN" ]; then log "cached: $BIN ($("$BIN" --version))"; return 0; fi
-  [ "$(id -u)" = 0 ] || die "build needs root (apt-get install)"
+  local names=(kube-apiserver kube-controller-manager kubectl) n
+  have_all() { for n in "${names[@]}"; do [ -x "$KDIR/$n" ] || return 1; done; }
+  if have_all; then log "cached: $KDIR ($("$BIN" --version))"; return 0; fi
+  command -v go >/dev/null || die "go not found: building Kubernetes $KUBE_VERSION needs Go >= 1.21 on PATH"
   mkdir -p "$KDIR"
   exec 9>"$KDIR/.lock"; flock 9          # two parallel builds into one cache would clobber each other
-  if [ -x "$BIN" ]; then log "cached (built by a parallel run): $BIN"; return 0; fi
+  if have_all; then log "cached (built by a parallel run): $KDIR"; return 0; fi
 
-  # Go 1.19 is the only Go in bookworm; the two -dev packages provide the fixed vendored libs (below).
-  apt_install golang-1.19-go golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev \
-              dpkg-dev make rsync  # rsync: the k8s Makefile copies generated trees with it
-  local B=$KDIR/build; rm -rf "$B"; mkdir -p "$B/dl"
-  log "fetching Debian source package kubernetes/bookworm"
-  fetch_debian_source kubernetes/bookworm "$B/dl"
-  # dpkg-source applies Debian's patches (kubectl printing fixes, CVE-2021-25743) like a package build
-  dpkg-source -x "$B"/dl/kubernetes_*.dsc "$B/src" >"$B/dpkg-source.log" 2>&1 \
-    || { cat "$B/dpkg-source.log" >&2; die "dpkg-source -x failed"; }
-  [ -f "$B/src/cmd/kube-apiserver/apiserver.go" ] || die "unexpected source layout in $B/src"
-
-  # k8s 1.20 vendors modern-go/reflect2 1.0.1, which reads Go runtime map internals that changed in
-  # Go 1.18 -> SIGSEGV in json-iterator as soon as the apiserver encodes a map. Debian's
-  # reflect2 1.0.2 / json-iterator 1.1.12 (the versions k8s itself moved to) fix that. GOPATH-mode
-  # build, so swapping the vendor directories is enough (vendor/modules.txt is not consulted).
-  local m
-  for m in modern-go/reflect2 json-iterator/go; do
-    rm -rf "$B/src/vendor/github.com/$m"
-    cp -r "/usr/share/gocode/src/github.com/$m" "$B/src/vendor/github.com/$m"
-    find "$B/src/vendor/github.com/$m" -name '*_test.go' -delete
-  done
-
-  # The tarball has no .git: version info comes from this file (hack/lib/version.sh).
-  cat >"$B/version.env" <<EOF
-KUBE_GIT_COMMIT='$K8S_COMMIT'
-KUBE_GIT_TREE_STATE='clean'
-KUBE_GIT_VERSION='$K8S_VERSION'
-KUBE_GIT_MAJOR='1'
-KUBE_GIT_MINOR='20'
-EOF
-  # `make WHAT=...` (as debian/rules does), not `go build`: make first runs the code generators
-  # (openapi-gen, deepcopy/conversion/defaulter-gen, go-bindata) whose output is not in the tarball --
-  # a plain `go build ./cmd/kube-apiserver` fails with "undefined: openapi.GetOpenAPIDefinitions".
-  # It also sets up the GOPATH-mode tree (GO111MODULE=off) and stamps the version ldflags.
-  log "make WHAT=cmd/kube-apiserver (Go 1.19, ~4 min on 2 cores; log: $B/make.log)"
-  mkdir -p "$B/tmp"   # TMPDIR inside the tree: whatever the build leaves in it goes with the tree
-  if ! (cd "$B/src" && env -u GOFLAGS PATH="$GOROOT_BIN:$PATH" CGO_ENABLED=0 GOPROXY=off TMPDIR="$B/tmp" \
-        KUBE_GIT_VERSION_FILE="$B/version.env" make WHAT=cmd/kube-apiserver GOLDFLAGS="-s -w") \
-        >"$B/make.log" 2>&1; then
-    tail -30 "$B/make.log" >&2; die "build failed (tree kept in $B)"
+  local B=$KDIR/build; chmod -R u+w "$B" 2>/dev/null || true; rm -rf "$B"; mkdir -p "$B/mod" "$B/tmp" "$B/out"
+  # Everything Go writes goes to the cache dir: the module cache (kept, shared between versions) and
+  # the build cache (GBs, inside the build tree, deleted with it). GOFLAGS replaces the caller's.
+  export GOMODCACHE=$GOMODCACHE_DIR GOCACHE=$B/gocache GOTMPDIR=$B/tmp TMPDIR=$B/tmp \
+         GOFLAGS="-mod=mod -modcacherw" GOWORK=off GO111MODULE=on CGO_ENABLED=0
+  local t0 t1 tdl tbuild
+  t0=$(now)
+  # The tag's own go.mod says which Go it needs and how the staging modules are wired.
+  local gomod
+  gomod=$(GOTOOLCHAIN=local go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')
+  [ -f "$gomod" ] || die "go mod download k8s.io/kubernetes@$KUBE_VERSION failed"
+  local need have
+  need=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$gomod")
+  have=$(GOTOOLCHAIN=local go env GOVERSION)
+  if [ -z "${GOTOOLCHAIN:-}" ] || [ "$GOTOOLCHAIN" = local ]; then
+    if version_lt "$have" "$need"; then export GOTOOLCHAIN=${KUBE_GOTOOLCHAIN:-go1.27.3}; else export GOTOOLCHAIN=local; fi
   fi
-  install -m 755 "$B/src/_output/bin/kube-apiserver" "$BIN.tmp"
-  mv "$BIN.tmp" "$BIN"
-  cp "$B/make.log" "$KDIR/make.log"
-  # the tree (sources + GOCACHE) is ~1.8 GB and only the binary is needed afterwards
-  [ -n "${KEEP_BUILD_TREE:-}" ] || rm -rf "$B"
-  log "built $BIN: $("$BIN" --version)"
+  log "k8s.io/kubernetes@$KUBE_VERSION needs go $need; building with $(go env GOVERSION) (GOTOOLCHAIN=$GOTOOLCHAIN)"
+
+  # A module of our own that requires k8s.io/kubernetes. Its go.mod points the staging modules
+  # (k8s.io/api, ...) at ./staging/src/... which a module download does not contain: every such
+  # replace becomes a replace by the published staging module of the same release. Other replaces,
+  # the go line and the godebug lines (they set the binaries' runtime defaults) are copied as they are.
+  {
+    echo "module testbed/kube"
+    echo
+    grep -E '^(go|godebug) ' "$gomod"
+    echo
+    echo "require k8s.io/kubernetes $KUBE_VERSION"
+    echo
+    echo "replace ("
+    awk -v sv="$STAGING_VERSION" '
+      /^replace \($/ { inblock = 1; next }
+      inblock && /^\)$/ { inblock = 0; next }
+      /^replace / && !/\($/ { sub(/^replace /, ""); line = 1 }
+      inblock || line {
+        line = 0
+        if ($1 ~ /^\/\// || NF == 0) next
+        if ($2 != "=>") { print "bad replace line: " $0 > "/dev/stderr"; exit 1 }
+        if ($3 ~ /^\.\/staging\/src\//) { print "\t" $1 " => " $1 " " sv }
+        else if ($3 ~ /^\./) { print "local replace not from staging: " $0 > "/dev/stderr"; exit 1 }
+        else print "\t" $0
+      }' "$gomod"
+    echo ")"
+  } >"$B/mod/go.mod" || die "cannot derive the replaces from $gomod"
+  log "go.mod: $(grep -c ' => ' "$B/mod/go.mod") replaces from k8s.io/kubernetes' own go.mod (staging modules at $STAGING_VERSION)"
+  {
+    echo '//go:build tools'
+    echo
+    echo 'package tools'
+    echo
+    for n in "${names[@]}"; do echo "import _ \"k8s.io/kubernetes/cmd/$n\""; done
+  } >"$B/mod/tools.go"
+  (cd "$B/mod" && go mod tidy) >"$B/build.log" 2>&1 || { tail -30 "$B/build.log" >&2; die "go mod tidy failed (tree kept in $B)"; }
+  t1=$(now); tdl=$(secs "$t0" "$t1")
+  log "modules resolved and downloaded in ${tdl}s"
+
+  # Like hack/lib/version.sh of a release build. The module proxy does not say which commit a tag is,
+  # so gitCommit is empty unless KUBE_GIT_COMMIT gives it.
+  local ld="-s -w" key val p
+  for key in gitVersion gitMajor gitMinor gitCommit gitTreeState buildDate; do
+    case $key in
+      gitVersion) val=$KUBE_VERSION ;; gitMajor) val=1 ;; gitMinor) val=$KUBE_MINOR ;;
+      gitCommit) val=${KUBE_GIT_COMMIT:-} ;; gitTreeState) val=clean ;;
+      buildDate) val=$(date -u ${SOURCE_DATE_EPOCH:+--date=@$SOURCE_DATE_EPOCH} +%Y-%m-%dT%H:%M:%SZ) ;;
+    esac
+    for p in k8s.io/client-go/pkg/version k8s.io/component-base/version; do ld+=" -X '$p.$key=$val'"; done
+  done
+  local times=()
+  for n in "${names[@]}"; do
+    log "go build k8s.io/kubernetes/cmd/$n (log: $B/build.log)"
+    t0=$(now)
+    (cd "$B/mod" && go build -trimpath -ldflags "$ld" -o "$B/out/$n" "k8s.io/kubernetes/cmd/$n") >>"$B/build.log" 2>&1 \
+      || { tail -30 "$B/build.log" >&2; die "go build $n failed (tree kept in $B)"; }
+    t1=$(now); tbuild=$(secs "$t0" "$t1"); times+=("$n ${tbuild}s")
+    log "built $n in ${tbuild}s ($(du -h "$B/out/$n" | cut -f1))"
+  done
+  for n in "${names[@]}"; do install -m 755 "$B/out/$n" "$KDIR/$n.tmp"; done
+  for n in "${names[@]}"; do mv "$KDIR/$n.tmp" "$KDIR/$n"; done
+  { echo "go: $(go env GOVERSION)"; echo "download: ${tdl}s"; printf 'build: %s\n' "${times[@]}"
+    cat "$B/mod/go.mod"; } >"$KDIR/build-info"
+  cp "$B/build.log" "$KDIR/build.log"
+  # the build cache alone is several GB and only the binaries are needed afterwards
+  [ -n "${KEEP_BUILD_TREE:-}" ] || { chmod -R u+w "$B"; rm -rf "$B"; }
+  log "built $KDIR: $("$BIN" --version)"
 }
 
 free_ports() {  # addr count -> ports the kernel hands out for bind(port 0) right now
@@ -132,9 +171,41 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
 
+# The controllers a test bed without kubelets can run: all the default ones except those that act on
+# Nodes and their Pods (fake Nodes never turn Ready, so node-lifecycle would taint them and evict
+# their Pods, and pod-garbage-collector deletes Pods bound to Nodes that do not exist).
+KCM_CONTROLLERS_DEFAULT='*,-node-lifecycle-controller,-taint-eviction-controller,-pod-garbage-collector-controller'
+
+# Called by cmd_start once the apiserver is ready (uses its locals): kube-controller-manager on a
+# free loopback port, with the admin's kubeconfig (system:masters, so no per-controller RBAC is
+# needed), no leader election, the service-account key and the CA of this run.
+start_controller_manager() {
+  [ -x "$KCM_BIN" ] || die "no kube-controller-manager $KUBE_VERSION in $KDIR: run '$0 build' first"
+  local CP
+  read -r CP < <(free_ports 127.0.0.1 1)
+  # shellcheck disable=SC2086
+  "$KCM_BIN" --kubeconfig="$RUN/kubeconfig" \
+    --authentication-kubeconfig="$RUN/kubeconfig" --authorization-kubeconfig="$RUN/kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$CP" --cert-dir="$RUN/controller-manager-pki" \
+    --leader-elect=false --controllers="${KUBE_CONTROLLERS:-$KCM_CONTROLLERS_DEFAULT}" \
+    --use-service-account-credentials=false \
+    --service-account-private-key-file="$RUN/pki/sa.key" --root-ca-file="$RUN/pki/ca.crt" \
+    --cluster-signing-cert-file="$RUN/pki/ca.crt" --cluster-signing-key-file="$RUN/pki/ca.key" \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    ${EXTRA_CONTROLLER_MANAGER_FLAGS:-} </dev/null >"$RUN/controller-manager.log" 2>&1 &
+  KCM_PID=$!
+  KCM_URL="https://127.0.0.1:$CP"
+  # /healthz is served without authentication; its serving certificate is self-signed
+  until [ "$(curl -sk "$KCM_URL/healthz" 2>/dev/null)" = ok ]; do
+    kill -0 "$KCM_PID" 2>/dev/null || { tail -20 "$RUN/controller-manager.log" >&2; die "kube-controller-manager exited"; }
+    [ $SECONDS -lt $deadline ] || { tail -20 "$RUN/controller-manager.log" >&2; die "controller-manager not healthy after ${READY_TIMEOUT:-120}s"; }
+    sleep 0.2
+  done
+}
+
 cmd_start() {
   local RUN=${1:?usage: $0 start <rundir>}
-  [ -x "$BIN" ] || die "no cached binary: run '$0 build' first"
+  [ -x "$BIN" ] || die "no kube-apiserver $KUBE_VERSION in $KDIR: run '$0 build' first"
   command -v etcd >/dev/null || die "etcd not found (run '$0 build', it installs etcd-server)"
   mkdir -p "$RUN"; RUN=$(cd "$RUN" && pwd)
   [ -f "$RUN/env" ] && die "$RUN/env exists: already started? ('$0 stop $RUN' first)"
@@ -159,14 +230,18 @@ cmd_start() {
     "subjectAltName=IP:$BIND,IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc") 2>/dev/null
 
   # On any failure below, kill what we started (by PID) -- never leave orphans behind.
-  ETCD_PID='' API_PID=''
-  trap 'kill $API_PID $ETCD_PID 2>/dev/null || true' EXIT
+  ETCD_PID='' API_PID='' KCM_PID=''
+  trap 'kill $KCM_PID $API_PID $ETCD_PID 2>/dev/null || true' EXIT
   etcd --name testbed --data-dir "$RUN/etcd-data" \
     --listen-client-urls "http://127.0.0.1:$EP" --advertise-client-urls "http://127.0.0.1:$EP" \
     --listen-peer-urls "http://127.0.0.1:$PP" --initial-advertise-peer-urls "http://127.0.0.1:$PP" \
     --initial-cluster "testbed=http://127.0.0.1:$PP" </dev/null >"$RUN/etcd.log" 2>&1 &
   ETCD_PID=$!
-  # --disable-admission-plugins=ServiceAccount: no controller-manager creates default SAs/tokens.
+  # --disable-admission-plugins=ServiceAccount: Pods need no ServiceAccount (none exists without the
+  # controller-manager). 1.37's lease endpoint reconciler refuses a loopback advertise address (1.35's
+  # does not): on loopback nobody reaches the apiserver through the `kubernetes` Service, so none.
+  local RECONCILER=lease
+  case $BIND in 127.*|::1) RECONCILER=none ;; esac
   # shellcheck disable=SC2086
   "$BIN" --etcd-servers="http://127.0.0.1:$EP" --bind-address="$BIND" --advertise-address="$BIND" \
     --secure-port="$AP" --cert-dir="$RUN/pki" \
@@ -176,6 +251,7 @@ cmd_start() {
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --api-audiences=https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range=10.96.0.0/16 --disable-admission-plugins=ServiceAccount \
+    --endpoint-reconciler-type="$RECONCILER" \
     ${EXTRA_APISERVER_FLAGS:-} </dev/null >"$RUN/apiserver.log" 2>&1 &
   API_PID=$!
 
@@ -196,6 +272,8 @@ EOF
     [ $SECONDS -lt $deadline ] || { tail -20 "$RUN/apiserver.log" >&2; die "not ready after ${READY_TIMEOUT:-120}s"; }
     sleep 0.2
   done
+  local KCM_URL=''
+  [ "${KUBE_CONTROLLER_MANAGER:-}" != 1 ] || start_controller_manager
   # sourceable by sh (set -a; . <rundir>/env) and readable by any test harness
   cat >"$RUN/env" <<EOF
 KUBECONFIG=$RUN/kubeconfig
@@ -205,52 +283,46 @@ KUBE_CA_FILE=$RUN/pki/ca.crt
 ETCD_ENDPOINT=http://127.0.0.1:$EP
 ETCD_PID=$ETCD_PID
 KUBE_APISERVER_PID=$API_PID
+KUBE_VERSION=$KUBE_VERSION
 EOF
+  [ -z "$KCM_PID" ] || printf 'KUBE_CONTROLLER_MANAGER_PID=%s\nKUBE_CONTROLLER_MANAGER_URL=%s\n' "$KCM_PID" "$KCM_URL" >>"$RUN/env"
   trap - EXIT
-  log "ready after $((SECONDS - t0))s at $URL (apiserver pid $API_PID, etcd pid $ETCD_PID); env: $RUN/env"
+  log "ready after $((SECONDS - t0))s at $URL ($KUBE_VERSION; apiserver pid $API_PID, etcd pid $ETCD_PID${KCM_PID:+, controller-manager pid $KCM_PID}); env: $RUN/env"
 }
 
 stop_pid() {  # pid expected-comm
   local pid=$1
   [ -n "$pid" ] || return 0
   # only signal it if the PID still belongs to the process we started (PIDs get reused)
-  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] || return 0
+  # (comm is cut to 15 characters: kube-controller-manager is "kube-controller")
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "${2:0:15}" ] || return 0
   kill "$pid" 2>/dev/null || return 0
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
   kill -KILL "$pid" 2>/dev/null || true
 }
 
 cmd_stop() {
-  local RUN=${1:?usage: $0 stop <rundir>} ETCD_PID='' KUBE_APISERVER_PID=''
+  local RUN=${1:?usage: $0 stop <rundir>} ETCD_PID='' KUBE_APISERVER_PID='' KCM_PID=''
   [ -f "$RUN/env" ] || { log "nothing to stop ($RUN/env missing)"; return 0; }
+  KCM_PID=$(sed -n 's/^KUBE_CONTROLLER_MANAGER_PID=//p' "$RUN/env")
   ETCD_PID=$(sed -n 's/^ETCD_PID=//p' "$RUN/env")
   KUBE_APISERVER_PID=$(sed -n 's/^KUBE_APISERVER_PID=//p' "$RUN/env")
+  stop_pid "$KCM_PID" kube-controller-manager
   stop_pid "$KUBE_APISERVER_PID" kube-apiserver
   stop_pid "$ETCD_PID" etcd
   rm -f "$RUN/env"
   log "stopped (state left in $RUN)"
 }
 
-# kubectl from the same Debian source as the server: no version skew, and nothing is installed
-# (the .deb is only unpacked), so a kubectl the host already has is left alone.
+# kubectl of the server's own version, built with it: no version skew, and a kubectl the host
+# already has is left alone.
 cmd_kubectl() {
-  local d=$CACHE/kubectl-$K8S_VERSION
-  if [ ! -x "$d/usr/bin/kubectl" ]; then
-    mkdir -p "$d"
-    exec 8>"$d.lock"; flock 8
-    if [ ! -x "$d/usr/bin/kubectl" ]; then
-      local dl; dl=$(mktemp -d)
-      (cd "$dl" && apt-get download -qq -o APT::Sandbox::User=root kubernetes-client) \
-        || { apt-get update -qq && (cd "$dl" && apt-get download -qq -o APT::Sandbox::User=root kubernetes-client); }
-      dpkg-deb -x "$dl"/kubernetes-client_*.deb "$d"
-      rm -rf "$dl"
-    fi
-  fi
-  echo "$d/usr/bin/kubectl"
+  [ -x "$KUBECTL_BIN" ] || die "no kubectl for $KUBE_VERSION: run '$0 build' first"
+  echo "$KUBECTL_BIN"
 }
 
 case ${1:-} in
-  build) cmd_build; cmd_kubectl >/dev/null ;;
+  build) cmd_build ;;
   kubectl) cmd_kubectl ;;
   start) cmd_start "${2:-}" ;;
   stop)  cmd_stop "${2:-}" ;;

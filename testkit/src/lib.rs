@@ -1,6 +1,6 @@
 //! Test-only helpers for the real-parts tiers.
 //!
-//! [`client`] starts one real kube-apiserver v1.20.2 + etcd per test binary (through
+//! [`client`] starts one real kube-apiserver (v1.37.2, or `KUBE_VERSION`) + etcd per test binary (through
 //! `hack/testbed/kube-apiserver.sh`, on free loopback ports), applies the committed CRDs from
 //! `crds/`, and hands each test its own client. A watcher process stops both daemons and removes
 //! their state when the test binary exits.
@@ -25,7 +25,7 @@ use kube::runtime::wait::{await_condition, conditions};
 #[derive(Debug)]
 pub struct ApiServer {
     pub kubeconfig: PathBuf,
-    /// A kubectl of the server's own version (Debian's kubernetes-client, unpacked).
+    /// A kubectl of the server's own version (built with it by `kube-apiserver.sh build`).
     pub kubectl: PathBuf,
 }
 
