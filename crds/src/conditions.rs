@@ -28,7 +28,14 @@ pub fn status_str(ok: bool) -> &'static str {
 }
 
 /// A new condition; `lastTransitionTime` is `now` unless [`upsert`] keeps an older one.
-pub fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>, generation: Option<i64>, now: &Time) -> Condition {
+pub fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
     Condition {
         type_: type_.to_string(),
         status: status_str(ok).to_string(),
@@ -57,7 +64,11 @@ pub fn upsert(conditions: &mut Vec<Condition>, mut new: Condition) {
 /// Merges `fresh` into `previous` with [`upsert`] and returns the result, sorted by type so the
 /// written list does not change order between reconciles.
 pub fn merged(previous: &[Condition], fresh: Vec<Condition>) -> Vec<Condition> {
-    let mut out: Vec<Condition> = previous.iter().filter(|c| fresh.iter().any(|f| f.type_ == c.type_)).cloned().collect();
+    let mut out: Vec<Condition> = previous
+        .iter()
+        .filter(|c| fresh.iter().any(|f| f.type_ == c.type_))
+        .cloned()
+        .collect();
     for c in fresh {
         upsert(&mut out, c);
     }
@@ -86,18 +97,47 @@ mod tests {
 
     #[test]
     fn transition_time_kept_while_status_unchanged() {
-        let first = vec![condition(types::READY, true, "Programmed", "ok", Some(1), &at(100))];
-        let again = merged(&first, vec![condition(types::READY, true, "Programmed", "still ok", Some(2), &at(200))]);
+        let first = vec![condition(
+            types::READY,
+            true,
+            "Programmed",
+            "ok",
+            Some(1),
+            &at(100),
+        )];
+        let again = merged(
+            &first,
+            vec![condition(
+                types::READY,
+                true,
+                "Programmed",
+                "still ok",
+                Some(2),
+                &at(200),
+            )],
+        );
         assert_eq!(again[0].last_transition_time, at(100));
         assert_eq!(again[0].message, "still ok");
-        let flipped = merged(&again, vec![condition(types::READY, false, "Failed", "x", Some(3), &at(300))]);
+        let flipped = merged(
+            &again,
+            vec![condition(types::READY, false, "Failed", "x", Some(3), &at(300))],
+        );
         assert_eq!(flipped[0].last_transition_time, at(300));
     }
 
     #[test]
     fn merged_drops_types_no_longer_reported_and_sorts() {
-        let prev = vec![condition("Zeta", true, "A", "", None, &at(1)), condition("Alpha", true, "A", "", None, &at(1))];
-        let out = merged(&prev, vec![condition("Zeta", true, "A", "", None, &at(2)), condition("Beta", false, "B", "", None, &at(2))]);
+        let prev = vec![
+            condition("Zeta", true, "A", "", None, &at(1)),
+            condition("Alpha", true, "A", "", None, &at(1)),
+        ];
+        let out = merged(
+            &prev,
+            vec![
+                condition("Zeta", true, "A", "", None, &at(2)),
+                condition("Beta", false, "B", "", None, &at(2)),
+            ],
+        );
         let types: Vec<_> = out.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, ["Beta", "Zeta"]);
     }

@@ -3,8 +3,7 @@
 
 /// Route target / route distinguisher: `ASN:nn` or `IPv4:nn` (RFC 4364 type 0, 1, 2). Number
 /// ranges are checked in code; the pattern keeps newlines and FRR syntax out.
-pub const RT_RD_PATTERN: &str =
-    r"^([0-9]{1,10}|([0-9]{1,3}\.){3}[0-9]{1,3}):[0-9]{1,10}$";
+pub const RT_RD_PATTERN: &str = r"^([0-9]{1,10}|([0-9]{1,3}\.){3}[0-9]{1,3}):[0-9]{1,10}$";
 /// `255.255.255.255:65535` is the longest valid form.
 pub const RT_RD_MAX_LEN: u32 = 21;
 /// Route targets per list (import, export or both).
@@ -22,8 +21,7 @@ pub const UUID_PATTERN: &str =
 pub const UUID_LEN: u32 = 36;
 
 /// RFC 1123 subdomain (names of BGPVPNs and Nodes).
-pub const DNS_SUBDOMAIN_PATTERN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 pub const DNS_SUBDOMAIN_MAX_LEN: u32 = 253;
 
 /// RFC 1123 label (names of namespaces).

@@ -24,14 +24,21 @@ pub struct ValidationErrors(pub Vec<FieldError>);
 
 impl fmt::Display for ValidationErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
         f.write_str(&parts.join("; "))
     }
 }
 
 impl ValidationErrors {
     fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError { field: field.into(), message: message.into() });
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
     }
 
     fn into_result<T>(self, ok: T) -> Result<T, ValidationErrors> {
@@ -62,31 +69,47 @@ impl fmt::Display for RouteTargetOrDistinguisher {
 
 /// Parses `ASN2:nn4`, `IPv4:nn2` or `ASN4:nn2`.
 pub fn parse_rt_rd(s: &str) -> Result<RouteTargetOrDistinguisher, String> {
-    let (admin, number) = s.split_once(':').ok_or_else(|| format!("{s:?} is not of the form ASN:nn or IPv4:nn"))?;
+    let (admin, number) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not of the form ASN:nn or IPv4:nn"))?;
     let number_ok = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
     if !number_ok {
-        return Err(format!("{s:?}: the assigned number {number:?} is not a decimal number"));
+        return Err(format!(
+            "{s:?}: the assigned number {number:?} is not a decimal number"
+        ));
     }
     if admin.contains('.') {
-        let ip: Ipv4Addr = admin.parse().map_err(|_| format!("{s:?}: {admin:?} is not an IPv4 address"))?;
+        let ip: Ipv4Addr = admin
+            .parse()
+            .map_err(|_| format!("{s:?}: {admin:?} is not an IPv4 address"))?;
         if ip.is_unspecified() {
             return Err(format!("{s:?}: 0.0.0.0 is not an administrator"));
         }
-        let n: u16 = number.parse().map_err(|_| format!("{s:?}: with an IPv4 administrator the number must be 0..65535"))?;
+        let n: u16 = number
+            .parse()
+            .map_err(|_| format!("{s:?}: with an IPv4 administrator the number must be 0..65535"))?;
         return Ok(RouteTargetOrDistinguisher::Ipv4(ip, n));
     }
     if admin.is_empty() || !admin.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{s:?}: the administrator {admin:?} is neither an AS number nor an IPv4 address"));
+        return Err(format!(
+            "{s:?}: the administrator {admin:?} is neither an AS number nor an IPv4 address"
+        ));
     }
-    let asn: u32 = admin.parse().map_err(|_| format!("{s:?}: AS number {admin} is above 4294967295"))?;
+    let asn: u32 = admin
+        .parse()
+        .map_err(|_| format!("{s:?}: AS number {admin} is above 4294967295"))?;
     if asn == 0 {
         return Err(format!("{s:?}: AS number 0 is reserved (RFC 7607)"));
     }
     if let Ok(asn2) = u16::try_from(asn) {
-        let n: u32 = number.parse().map_err(|_| format!("{s:?}: with a 2-byte AS number the number must be 0..4294967295"))?;
+        let n: u32 = number
+            .parse()
+            .map_err(|_| format!("{s:?}: with a 2-byte AS number the number must be 0..4294967295"))?;
         Ok(RouteTargetOrDistinguisher::As2(asn2, n))
     } else {
-        let n: u16 = number.parse().map_err(|_| format!("{s:?}: with a 4-byte AS number the number must be 0..65535"))?;
+        let n: u16 = number
+            .parse()
+            .map_err(|_| format!("{s:?}: with a 4-byte AS number the number must be 0..65535"))?;
         Ok(RouteTargetOrDistinguisher::As4(asn, n))
     }
 }
@@ -112,19 +135,48 @@ pub struct ValidBgpvpn {
 pub fn validate_bgpvpn(spec: &BgpvpnSpec) -> Result<ValidBgpvpn, ValidationErrors> {
     let mut errors = ValidationErrors::default();
     if !(VNI_MIN..=VNI_MAX).contains(&spec.vni) {
-        errors.push("spec.vni", format!("{} is outside {VNI_MIN}..{VNI_MAX}", spec.vni));
+        errors.push(
+            "spec.vni",
+            format!("{} is outside {VNI_MIN}..{VNI_MAX}", spec.vni),
+        );
     }
-    check_rt_list(&mut errors, "spec.routeTargets", &spec.route_targets, MAX_ROUTE_TARGETS);
-    check_rt_list(&mut errors, "spec.importTargets", &spec.import_targets, MAX_ROUTE_TARGETS);
-    check_rt_list(&mut errors, "spec.exportTargets", &spec.export_targets, MAX_ROUTE_TARGETS);
-    check_rt_list(&mut errors, "spec.routeDistinguishers", &spec.route_distinguishers, MAX_ROUTE_DISTINGUISHERS);
+    check_rt_list(
+        &mut errors,
+        "spec.routeTargets",
+        &spec.route_targets,
+        MAX_ROUTE_TARGETS,
+    );
+    check_rt_list(
+        &mut errors,
+        "spec.importTargets",
+        &spec.import_targets,
+        MAX_ROUTE_TARGETS,
+    );
+    check_rt_list(
+        &mut errors,
+        "spec.exportTargets",
+        &spec.export_targets,
+        MAX_ROUTE_TARGETS,
+    );
+    check_rt_list(
+        &mut errors,
+        "spec.routeDistinguishers",
+        &spec.route_distinguishers,
+        MAX_ROUTE_DISTINGUISHERS,
+    );
     let names = &spec.allowed_namespaces.names;
     if names.len() > MAX_NAMESPACE_NAMES as usize {
-        errors.push("spec.allowedNamespaces.names", format!("at most {MAX_NAMESPACE_NAMES} entries, got {}", names.len()));
+        errors.push(
+            "spec.allowedNamespaces.names",
+            format!("at most {MAX_NAMESPACE_NAMES} entries, got {}", names.len()),
+        );
     }
     for (i, name) in names.iter().enumerate() {
         if !is_dns_label(name) {
-            errors.push(format!("spec.allowedNamespaces.names[{i}]"), format!("{name:?} is not a namespace name (RFC 1123 label)"));
+            errors.push(
+                format!("spec.allowedNamespaces.names[{i}]"),
+                format!("{name:?} is not a namespace name (RFC 1123 label)"),
+            );
         }
     }
     // FRR's automatic RT is <own AS>:<VNI>, which differs between eBGP peers, so an implicit RT
@@ -136,7 +188,12 @@ pub fn validate_bgpvpn(spec: &BgpvpnSpec) -> Result<ValidBgpvpn, ValidationError
              FRR's automatic <own AS>:<VNI> differs between ASes",
         );
     }
-    let allowed_prefixes = parse_prefix_list(&mut errors, "spec.allowedPrefixes", &spec.allowed_prefixes, MAX_ALLOWED_PREFIXES);
+    let allowed_prefixes = parse_prefix_list(
+        &mut errors,
+        "spec.allowedPrefixes",
+        &spec.allowed_prefixes,
+        MAX_ALLOWED_PREFIXES,
+    );
     errors.into_result(ValidBgpvpn { allowed_prefixes })
 }
 
@@ -161,7 +218,9 @@ fn parse_prefix_list(errors: &mut ValidationErrors, field: &str, list: &[String]
 pub fn check_supported(spec: &BgpvpnSpec) -> Result<(), String> {
     match spec.vpn_type {
         VpnType::L3 => Ok(()),
-        VpnType::L2 => Err("type l2 (EVPN type-2 / L2VNI) is not programmed by this version; only l3".to_string()),
+        VpnType::L2 => {
+            Err("type l2 (EVPN type-2 / L2VNI) is not programmed by this version; only l3".to_string())
+        }
     }
 }
 
@@ -193,7 +252,11 @@ pub fn validate_binding<'a>(spec: &'a VniBindingSpec) -> Result<ValidBinding<'a>
     }
     type NeutronId<'a> = (&'static str, Option<&'a str>, fn(&'a str) -> BindingTarget<'a>);
     let neutron_ids: [NeutronId<'a>; 3] = [
-        ("spec.networkId", spec.network_id.as_deref(), BindingTarget::Network),
+        (
+            "spec.networkId",
+            spec.network_id.as_deref(),
+            BindingTarget::Network,
+        ),
         ("spec.routerId", spec.router_id.as_deref(), BindingTarget::Router),
         ("spec.portId", spec.port_id.as_deref(), BindingTarget::Port),
     ];
@@ -206,15 +269,34 @@ pub fn validate_binding<'a>(spec: &'a VniBindingSpec) -> Result<ValidBinding<'a>
             }
         }
     }
-    let set = [spec.pod_selector.is_some(), spec.network_id.is_some(), spec.router_id.is_some(), spec.port_id.is_some()];
+    let set = [
+        spec.pod_selector.is_some(),
+        spec.network_id.is_some(),
+        spec.router_id.is_some(),
+        spec.port_id.is_some(),
+    ];
     match set.iter().filter(|s| **s).count() {
-        0 => errors.push("spec", "exactly one of podSelector, networkId, routerId, portId is required; none is set"),
+        0 => errors.push(
+            "spec",
+            "exactly one of podSelector, networkId, routerId, portId is required; none is set",
+        ),
         1 => {}
-        n => errors.push("spec", format!("exactly one of podSelector, networkId, routerId, portId is allowed; {n} are set")),
+        n => errors.push(
+            "spec",
+            format!("exactly one of podSelector, networkId, routerId, portId is allowed; {n} are set"),
+        ),
     }
-    let advertise_prefixes = parse_prefix_list(&mut errors, "spec.advertisePrefixes", &spec.advertise_prefixes, MAX_ADVERTISED_PREFIXES);
+    let advertise_prefixes = parse_prefix_list(
+        &mut errors,
+        "spec.advertisePrefixes",
+        &spec.advertise_prefixes,
+        MAX_ADVERTISED_PREFIXES,
+    );
     match targets.pop() {
-        Some(target) if errors.0.is_empty() => Ok(ValidBinding { target, advertise_prefixes }),
+        Some(target) if errors.0.is_empty() => Ok(ValidBinding {
+            target,
+            advertise_prefixes,
+        }),
         _ => Err(errors),
     }
 }
@@ -246,7 +328,9 @@ impl NodeStateFindings {
 /// Why an address can never be a pod, a next hop, a VTEP or a peer: unspecified, loopback,
 /// link-local, multicast or broadcast.
 pub fn unusable_address(ip: IpAddr) -> Option<String> {
-    Cidr::host(ip).never_advertised().map(|why| why.replace("overlaps the", "in the"))
+    Cidr::host(ip)
+        .never_advertised()
+        .map(|why| why.replace("overlaps the", "in the"))
 }
 
 /// Checks an EVPNNodeState spec (see [`NodeStateFindings`]). Besides syntax: nothing FRR or the
@@ -262,18 +346,28 @@ pub fn check_node_state(spec: &EvpnNodeStateSpec) -> NodeStateFindings {
     }
     let router_id = u.router_id.parse::<Ipv4Addr>().ok();
     match router_id {
-        None => errors.push("spec.underlay.routerId", format!("{:?} is not an IPv4 address", u.router_id)),
-        Some(id) if id.is_unspecified() || id.is_multicast() || id.is_broadcast() => {
-            errors.push("spec.underlay.routerId", format!("{id} cannot be a BGP router id"))
-        }
+        None => errors.push(
+            "spec.underlay.routerId",
+            format!("{:?} is not an IPv4 address", u.router_id),
+        ),
+        Some(id) if id.is_unspecified() || id.is_multicast() || id.is_broadcast() => errors.push(
+            "spec.underlay.routerId",
+            format!("{id} cannot be a BGP router id"),
+        ),
         Some(_) => {}
     }
     let vtep = u.vtep_ip.parse::<IpAddr>().ok();
     match vtep {
-        None => errors.push("spec.underlay.vtepIp", format!("{:?} is not an IP address", u.vtep_ip)),
+        None => errors.push(
+            "spec.underlay.vtepIp",
+            format!("{:?} is not an IP address", u.vtep_ip),
+        ),
         Some(ip) => {
             if let Some(why) = unusable_address(ip) {
-                errors.push("spec.underlay.vtepIp", format!("{ip} cannot be a VXLAN source: {why}"));
+                errors.push(
+                    "spec.underlay.vtepIp",
+                    format!("{ip} cannot be a VXLAN source: {why}"),
+                );
             }
         }
     }
@@ -284,10 +378,16 @@ pub fn check_node_state(spec: &EvpnNodeStateSpec) -> NodeStateFindings {
         match (&n.address, &n.interface) {
             (Some(a), None) => match a.parse::<IpAddr>() {
                 Err(_) => errors.push(format!("{f}.address"), format!("{a:?} is not an IP address")),
-                Ok(ip) if own.contains(&ip) => errors.push(format!("{f}.address"), format!("{ip} is this node itself (its VTEP or router id)")),
+                Ok(ip) if own.contains(&ip) => errors.push(
+                    format!("{f}.address"),
+                    format!("{ip} is this node itself (its VTEP or router id)"),
+                ),
                 Ok(ip) => {
                     if let Some(why) = unusable_address(ip) {
-                        errors.push(format!("{f}.address"), format!("{ip} cannot be a BGP peer: {why}"));
+                        errors.push(
+                            format!("{f}.address"),
+                            format!("{ip} cannot be a BGP peer: {why}"),
+                        );
                     }
                     if !peers.insert(ip) {
                         errors.push(format!("{f}.address"), format!("{ip} appears twice"));
@@ -316,7 +416,10 @@ pub fn check_node_state(spec: &EvpnNodeStateSpec) -> NodeStateFindings {
         too_many(errors, &format!("{f}.endpoints"), v.endpoints.len());
         too_many(errors, &format!("{f}.prefixes"), v.prefixes.len());
         if !(VNI_MIN..=VNI_MAX).contains(&v.vni) {
-            errors.push(format!("{f}.vni"), format!("{} is outside {VNI_MIN}..{VNI_MAX}", v.vni));
+            errors.push(
+                format!("{f}.vni"),
+                format!("{} is outside {VNI_MIN}..{VNI_MAX}", v.vni),
+            );
         }
         if !vnis.insert(v.vni) {
             errors.push(format!("{f}.vni"), format!("VNI {} appears twice", v.vni));
@@ -325,14 +428,20 @@ pub fn check_node_state(spec: &EvpnNodeStateSpec) -> NodeStateFindings {
         if !vrfs.insert(v.vrf.as_str()) {
             errors.push(format!("{f}.vrf"), format!("VRF {} appears twice", v.vrf));
         }
-        for (field, list) in [("importTargets", &v.import_targets), ("exportTargets", &v.export_targets)] {
+        for (field, list) in [
+            ("importTargets", &v.import_targets),
+            ("exportTargets", &v.export_targets),
+        ] {
             if list.is_empty() {
                 errors.push(format!("{f}.{field}"), "at least one route target is needed");
             }
             check_rt_list(errors, &format!("{f}.{field}"), list, MAX_ROUTE_TARGETS);
         }
         match parse_rt_rd(&v.route_distinguisher) {
-            Ok(rd) if !rds.insert(rd) => errors.push(format!("{f}.routeDistinguisher"), format!("RD {rd} is used by two VRFs")),
+            Ok(rd) if !rds.insert(rd) => errors.push(
+                format!("{f}.routeDistinguisher"),
+                format!("RD {rd} is used by two VRFs"),
+            ),
             Ok(_) => {}
             Err(e) => errors.push(format!("{f}.routeDistinguisher"), e),
         }
@@ -344,7 +453,12 @@ pub fn check_node_state(spec: &EvpnNodeStateSpec) -> NodeStateFindings {
                     if let Some(why) = unusable_address(ip) {
                         errors.push(&field, format!("{ip} cannot be a pod address: {why}"));
                     } else if own.contains(&ip) || peers.contains(&ip) {
-                        errors.push(&field, format!("{ip} is an underlay address (this node's VTEP or router id, or a BGP peer)"));
+                        errors.push(
+                            &field,
+                            format!(
+                                "{ip} is an underlay address (this node's VTEP or router id, or a BGP peer)"
+                            ),
+                        );
                     }
                     // one pod IP in two VRFs would need two policy rules for the same source
                     if !endpoint_ips.insert(ip) {
@@ -365,7 +479,10 @@ pub fn check_node_state(spec: &EvpnNodeStateSpec) -> NodeStateFindings {
                 }
             };
             if let Some(why) = prefix.and_then(|c| c.never_advertised()) {
-                errors.push(format!("{f}.prefixes[{j}].prefix"), format!("{} is never routed or announced: {why}", p.prefix));
+                errors.push(
+                    format!("{f}.prefixes[{j}].prefix"),
+                    format!("{} is never routed or announced: {why}", p.prefix),
+                );
             }
             if let Some(nh) = &p.next_hop {
                 let field = format!("{f}.prefixes[{j}].nextHop");
@@ -373,7 +490,10 @@ pub fn check_node_state(spec: &EvpnNodeStateSpec) -> NodeStateFindings {
                     Err(_) => errors.push(field, format!("{nh:?} is not an IP address")),
                     Ok(ip) => {
                         if prefix.is_some_and(|c| c.addr.is_ipv4() != ip.is_ipv4()) {
-                            errors.push(&field, format!("{ip} is not of the address family of {}", p.prefix));
+                            errors.push(
+                                &field,
+                                format!("{ip} is not of the address family of {}", p.prefix),
+                            );
                         }
                         if let Some(why) = unusable_address(ip) {
                             errors.push(&field, format!("{ip} cannot be a next hop: {why}"));
@@ -398,10 +518,18 @@ pub fn validate_node_state(spec: &EvpnNodeStateSpec) -> Result<(), ValidationErr
 
 /// Parses `addr/len`, refusing host bits (a typo that would route or advertise the wrong prefix).
 pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
-    let (addr, len) = s.split_once('/').ok_or_else(|| format!("{s:?} is not in CIDR notation (addr/len)"))?;
-    let ip: IpAddr = addr.parse().map_err(|_| format!("{s:?}: {addr:?} is not an IP address"))?;
+    let (addr, len) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not in CIDR notation (addr/len)"))?;
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{s:?}: {addr:?} is not an IP address"))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len: u8 = len.parse().ok().filter(|l| *l <= max).ok_or_else(|| format!("{s:?}: prefix length must be 0..{max}"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= max)
+        .ok_or_else(|| format!("{s:?}: prefix length must be 0..{max}"))?;
     let host_bits_set = match ip {
         IpAddr::V4(v4) => len < 32 && u32::from(v4) & (u32::MAX >> len) != 0,
         IpAddr::V6(v6) => len < 128 && u128::from(v6) & (u128::MAX >> len) != 0,
@@ -441,7 +569,10 @@ impl Cidr {
 
     /// The host prefix of one address (`/32`, `/128`).
     pub fn host(addr: IpAddr) -> Cidr {
-        Cidr { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
+        Cidr {
+            addr,
+            len: if addr.is_ipv4() { 32 } else { 128 },
+        }
     }
 
     /// Whether every address of `other` is in `self`.
@@ -450,8 +581,12 @@ impl Cidr {
             return false;
         }
         match (self.addr, other.addr) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => self.len == 0 || (u32::from(a) ^ u32::from(b)) >> (32 - u32::from(self.len)) == 0,
-            (IpAddr::V6(a), IpAddr::V6(b)) => self.len == 0 || (u128::from(a) ^ u128::from(b)) >> (128 - u32::from(self.len)) == 0,
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                self.len == 0 || (u32::from(a) ^ u32::from(b)) >> (32 - u32::from(self.len)) == 0
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                self.len == 0 || (u128::from(a) ^ u128::from(b)) >> (128 - u32::from(self.len)) == 0
+            }
             _ => false,
         }
     }
@@ -469,7 +604,8 @@ impl Cidr {
         }
         RESERVED_RANGES.iter().find_map(|(range, what)| {
             let range = Cidr::parse(range).ok()?;
-            self.overlaps(&range).then(|| format!("overlaps the {what} range {range}"))
+            self.overlaps(&range)
+                .then(|| format!("overlaps the {what} range {range}"))
         })
     }
 }
@@ -495,9 +631,14 @@ fn check_ifname(errors: &mut ValidationErrors, field: &str, name: &str) {
         && name.len() <= IFNAME_MAX_LEN as usize
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     if !ok {
-        errors.push(field, format!("{name:?} is not a valid interface name (1..15 of [A-Za-z0-9_.-])"));
+        errors.push(
+            field,
+            format!("{name:?} is not a valid interface name (1..15 of [A-Za-z0-9_.-])"),
+        );
     }
 }
 
@@ -505,7 +646,8 @@ fn check_ifname(errors: &mut ValidationErrors, field: &str, name: &str) {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= DNS_LABEL_MAX_LEN as usize
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -513,12 +655,16 @@ pub fn is_dns_label(s: &str) -> bool {
 fn check_dns_subdomain(errors: &mut ValidationErrors, field: &str, name: &str) {
     let label_ok = |l: &str| {
         !l.is_empty()
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
     if name.is_empty() || name.len() > DNS_SUBDOMAIN_MAX_LEN as usize || !name.split('.').all(label_ok) {
-        errors.push(field, format!("{name:?} is not a valid object name (RFC 1123 subdomain)"));
+        errors.push(
+            field,
+            format!("{name:?} is not a valid object name (RFC 1123 subdomain)"),
+        );
     }
 }
 
@@ -546,9 +692,24 @@ mod tests {
         use RouteTargetOrDistinguisher::*;
         assert_eq!(parse_rt_rd("65000:1001"), Ok(As2(65000, 1001)));
         assert_eq!(parse_rt_rd("65000:4294967295"), Ok(As2(65000, u32::MAX)));
-        assert_eq!(parse_rt_rd("192.0.2.1:7"), Ok(Ipv4("192.0.2.1".parse().unwrap(), 7)));
+        assert_eq!(
+            parse_rt_rd("192.0.2.1:7"),
+            Ok(Ipv4("192.0.2.1".parse().unwrap(), 7))
+        );
         assert_eq!(parse_rt_rd("4200000000:65535"), Ok(As4(4_200_000_000, 65535)));
-        for bad in ["", "65000", ":1", "65000:", "4200000000:65536", "192.0.2.1:65536", "300.0.0.1:1", "4294967296:1", "a:1", "65000:1\n", "65000:-1"] {
+        for bad in [
+            "",
+            "65000",
+            ":1",
+            "65000:",
+            "4200000000:65536",
+            "192.0.2.1:65536",
+            "300.0.0.1:1",
+            "4294967296:1",
+            "a:1",
+            "65000:1\n",
+            "65000:-1",
+        ] {
             assert!(parse_rt_rd(bad).is_err(), "{bad:?} must not parse");
         }
     }
@@ -558,7 +719,9 @@ mod tests {
         assert!(validate_bgpvpn(&vpn(1001, &["65000:1001"])).is_ok());
         let err = validate_bgpvpn(&vpn(0, &[])).unwrap_err().to_string();
         assert!(err.contains("spec.vni") && err.contains("route target"), "{err}");
-        let err = validate_bgpvpn(&vpn(16_777_216, &["65000:1"])).unwrap_err().to_string();
+        let err = validate_bgpvpn(&vpn(16_777_216, &["65000:1"]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("16777216"), "{err}");
         let mut split = vpn(5, &[]);
         split.import_targets = vec!["65000:5".into()];
@@ -574,48 +737,100 @@ mod tests {
         assert!(validate_bgpvpn(&v).is_ok());
         v.allowed_namespaces.names = vec!["Team_A".into(), "-x".into(), "a".repeat(64)];
         let err = validate_bgpvpn(&v).unwrap_err().to_string();
-        assert!(err.contains("names[0]") && err.contains("names[1]") && err.contains("names[2]"), "{err}");
+        assert!(
+            err.contains("names[0]") && err.contains("names[1]") && err.contains("names[2]"),
+            "{err}"
+        );
     }
 
     #[test]
     fn vni_is_immutable_once_programmed() {
         assert!(validate_vni_unchanged(None, 5).is_ok());
         assert!(validate_vni_unchanged(Some(5), 5).is_ok());
-        assert!(validate_vni_unchanged(Some(5), 6).unwrap_err().to_string().contains("immutable"));
+        assert!(
+            validate_vni_unchanged(Some(5), 6)
+                .unwrap_err()
+                .to_string()
+                .contains("immutable")
+        );
     }
 
     fn binding() -> VniBindingSpec {
-        VniBindingSpec { bgpvpn: "vpn-a".into(), pod_selector: None, network_id: None, router_id: None, port_id: None, advertise_prefixes: vec![] }
+        VniBindingSpec {
+            bgpvpn: "vpn-a".into(),
+            pod_selector: None,
+            network_id: None,
+            router_id: None,
+            port_id: None,
+            advertise_prefixes: vec![],
+        }
     }
 
     #[test]
     fn binding_needs_exactly_one_target() {
         let none = binding();
-        assert!(validate_binding(&none).unwrap_err().to_string().contains("none is set"));
+        assert!(
+            validate_binding(&none)
+                .unwrap_err()
+                .to_string()
+                .contains("none is set")
+        );
         let mut two = binding();
         two.pod_selector = Some(Default::default());
         two.router_id = Some("2a9d2ad8-5d35-4a52-9e6f-2a0e5f8b1c11".into());
-        assert!(validate_binding(&two).unwrap_err().to_string().contains("2 are set"));
+        assert!(
+            validate_binding(&two)
+                .unwrap_err()
+                .to_string()
+                .contains("2 are set")
+        );
         let mut one = binding();
         one.port_id = Some("2a9d2ad8-5d35-4a52-9e6f-2a0e5f8b1c11".into());
-        assert_eq!(validate_binding(&one).unwrap().target, BindingTarget::Port("2a9d2ad8-5d35-4a52-9e6f-2a0e5f8b1c11"));
+        assert_eq!(
+            validate_binding(&one).unwrap().target,
+            BindingTarget::Port("2a9d2ad8-5d35-4a52-9e6f-2a0e5f8b1c11")
+        );
         one.port_id = Some("not-a-uuid".into());
-        assert!(validate_binding(&one).unwrap_err().to_string().contains("spec.portId"));
+        assert!(
+            validate_binding(&one)
+                .unwrap_err()
+                .to_string()
+                .contains("spec.portId")
+        );
         let mut bad_name = binding();
         bad_name.bgpvpn = "Bad Name".into();
         bad_name.pod_selector = Some(Default::default());
-        assert!(validate_binding(&bad_name).unwrap_err().to_string().contains("spec.bgpvpn"));
+        assert!(
+            validate_binding(&bad_name)
+                .unwrap_err()
+                .to_string()
+                .contains("spec.bgpvpn")
+        );
     }
 
     #[test]
     fn allowed_prefixes_are_prefixes() {
         let mut v = vpn(7, &["65000:7"]);
-        v.allowed_prefixes = vec!["192.0.2.0/24".into(), "2001:db8::/32".into(), "192.0.2.0/24".into()];
+        v.allowed_prefixes = vec![
+            "192.0.2.0/24".into(),
+            "2001:db8::/32".into(),
+            "192.0.2.0/24".into(),
+        ];
         let valid = validate_bgpvpn(&v).unwrap();
-        assert_eq!(valid.allowed_prefixes.iter().map(|c| c.to_string()).collect::<Vec<_>>(), ["192.0.2.0/24", "2001:db8::/32"]);
+        assert_eq!(
+            valid
+                .allowed_prefixes
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>(),
+            ["192.0.2.0/24", "2001:db8::/32"]
+        );
         v.allowed_prefixes = vec!["192.0.2.1/24".into(), "nope".into()];
         let err = validate_bgpvpn(&v).unwrap_err().to_string();
-        assert!(err.contains("allowedPrefixes[0]") && err.contains("allowedPrefixes[1]"), "{err}");
+        assert!(
+            err.contains("allowedPrefixes[0]") && err.contains("allowedPrefixes[1]"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -629,10 +844,32 @@ mod tests {
         assert!(!c("0.0.0.0/0").contains(&c("2001:db8::/32")), "no family crosses");
         assert!(c("2001:db8::/32").contains(&c("2001:db8:1::/48")));
         assert!(!c("2001:db8::/32").contains(&c("2001:db9::/48")));
-        for never in ["0.0.0.0/0", "::/0", "0.0.0.0/32", "0.0.0.0/1", "127.0.0.1/32", "169.254.0.0/16", "169.254.7.0/24", "169.0.0.0/8", "224.0.0.0/4", "239.1.1.1/32", "::/128", "::1/128", "fe80::/64", "ff02::1/128"] {
+        for never in [
+            "0.0.0.0/0",
+            "::/0",
+            "0.0.0.0/32",
+            "0.0.0.0/1",
+            "127.0.0.1/32",
+            "169.254.0.0/16",
+            "169.254.7.0/24",
+            "169.0.0.0/8",
+            "224.0.0.0/4",
+            "239.1.1.1/32",
+            "::/128",
+            "::1/128",
+            "fe80::/64",
+            "ff02::1/128",
+        ] {
             assert!(c(never).never_advertised().is_some(), "{never} must be refused");
         }
-        for fine in ["10.96.0.0/12", "192.0.2.0/24", "203.0.113.9/32", "2001:db8::/32", "fd00::/8", "128.0.0.0/3"] {
+        for fine in [
+            "10.96.0.0/12",
+            "192.0.2.0/24",
+            "203.0.113.9/32",
+            "2001:db8::/32",
+            "fd00::/8",
+            "128.0.0.0/3",
+        ] {
             assert_eq!(c(fine).never_advertised(), None, "{fine}");
         }
         assert_eq!(Cidr::host("10.1.2.3".parse().unwrap()).to_string(), "10.1.2.3/32");
@@ -653,7 +890,12 @@ mod tests {
                 asn: 65001,
                 router_id: "172.30.0.1".into(),
                 vtep_ip: "172.30.0.1".into(),
-                neighbors: vec![Neighbor { address: Some("172.30.0.2".into()), interface: None, remote_asn: 64999, bfd: false }],
+                neighbors: vec![Neighbor {
+                    address: Some("172.30.0.2".into()),
+                    interface: None,
+                    remote_asn: 64999,
+                    bfd: false,
+                }],
             },
             l3vnis: vec![L3Vni {
                 bgpvpn: "vpn-a".into(),
@@ -663,7 +905,12 @@ mod tests {
                 export_targets: vec!["65000:1001".into()],
                 route_distinguisher: "172.30.0.1:1001".into(),
                 local_pref: None,
-                endpoints: vec![Endpoint { ip: "10.0.0.84".into(), interface: None, pod: Some("demo/web".into()), holder: None }],
+                endpoints: vec![Endpoint {
+                    ip: "10.0.0.84".into(),
+                    interface: None,
+                    pod: Some("demo/web".into()),
+                    holder: None,
+                }],
                 prefixes: vec![],
             }],
         }
@@ -675,13 +922,19 @@ mod tests {
         let mut s = node();
         s.l3vnis.push(s.l3vnis[0].clone());
         let err = validate_node_state(&s).unwrap_err().to_string();
-        assert!(err.contains("appears twice") && err.contains("used by two VRFs") && err.contains("two VNIs"), "{err}");
+        assert!(
+            err.contains("appears twice") && err.contains("used by two VRFs") && err.contains("two VNIs"),
+            "{err}"
+        );
         let mut s = node();
         s.l3vnis[0].vrf = "vrf-with-a-very-long-name".into();
         s.l3vnis[0].import_targets.clear();
         s.underlay.neighbors[0].interface = Some("eth0".into());
         let err = validate_node_state(&s).unwrap_err().to_string();
-        assert!(err.contains(".vrf") && err.contains("importTargets") && err.contains("exactly one of address"), "{err}");
+        assert!(
+            err.contains(".vrf") && err.contains("importTargets") && err.contains("exactly one of address"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -689,7 +942,8 @@ mod tests {
         let bad_vni = |edit: fn(&mut L3Vni)| {
             let mut s = node();
             let mut other = s.l3vnis[0].clone();
-            (other.vni, other.vrf, other.route_distinguisher) = (1003, "vrf-1003".into(), "172.30.0.1:1003".into());
+            (other.vni, other.vrf, other.route_distinguisher) =
+                (1003, "vrf-1003".into(), "172.30.0.1:1003".into());
             other.endpoints[0].ip = "10.0.0.85".into();
             edit(&mut other);
             s.l3vnis.push(other);
@@ -698,26 +952,66 @@ mod tests {
             f.l3vnis.get(&1).map(|e| e.to_string()).unwrap_or_default()
         };
         for (edit, want) in [
-            ((|v: &mut L3Vni| v.prefixes = vec![crate::RoutedPrefix { prefix: "fe80::/64".into(), next_hop: None }]) as fn(&mut L3Vni), "link-local"),
-            (|v| v.prefixes = vec![crate::RoutedPrefix { prefix: "0.0.0.0/0".into(), next_hop: None }], "default route"),
-            (|v| v.prefixes = vec![crate::RoutedPrefix { prefix: "10.9.0.0/24".into(), next_hop: Some("fd00::1".into()) }], "address family"),
+            (
+                (|v: &mut L3Vni| {
+                    v.prefixes = vec![crate::RoutedPrefix {
+                        prefix: "fe80::/64".into(),
+                        next_hop: None,
+                    }]
+                }) as fn(&mut L3Vni),
+                "link-local",
+            ),
+            (
+                |v| {
+                    v.prefixes = vec![crate::RoutedPrefix {
+                        prefix: "0.0.0.0/0".into(),
+                        next_hop: None,
+                    }]
+                },
+                "default route",
+            ),
+            (
+                |v| {
+                    v.prefixes = vec![crate::RoutedPrefix {
+                        prefix: "10.9.0.0/24".into(),
+                        next_hop: Some("fd00::1".into()),
+                    }]
+                },
+                "address family",
+            ),
             (|v| v.endpoints[0].ip = "172.30.0.1".into(), "underlay address"),
             (|v| v.endpoints[0].ip = "172.30.0.2".into(), "underlay address"),
             (|v| v.endpoints[0].ip = "127.0.0.1".into(), "loopback"),
             (|v| v.endpoints[0].ip = "224.0.0.5".into(), "multicast"),
             (|v| v.endpoints[0].ip = "10.0.0.84".into(), "two VNIs"),
             (|v| v.import_targets = vec!["0:0".into()], "reserved"),
-            (|v| v.route_distinguisher = "0.0.0.0:7".into(), "not an administrator"),
-            (|v| v.route_distinguisher = "172.30.0.1:1001".into(), "used by two VRFs"),
+            (
+                |v| v.route_distinguisher = "0.0.0.0:7".into(),
+                "not an administrator",
+            ),
+            (
+                |v| v.route_distinguisher = "172.30.0.1:1001".into(),
+                "used by two VRFs",
+            ),
         ] {
             let found = bad_vni(edit);
             assert!(found.contains(want), "want {want:?}: {found:?}");
         }
         for (edit, want) in [
-            ((|s: &mut EvpnNodeStateSpec| s.underlay.vtep_ip = "239.1.1.1".into()) as fn(&mut EvpnNodeStateSpec), "multicast"),
+            (
+                (|s: &mut EvpnNodeStateSpec| s.underlay.vtep_ip = "239.1.1.1".into())
+                    as fn(&mut EvpnNodeStateSpec),
+                "multicast",
+            ),
             (|s| s.underlay.vtep_ip = "0.0.0.0".into(), "unspecified"),
-            (|s| s.underlay.neighbors[0].address = Some("172.30.0.1".into()), "this node itself"),
-            (|s| s.underlay.neighbors[0].address = Some("0.0.0.0".into()), "unspecified"),
+            (
+                |s| s.underlay.neighbors[0].address = Some("172.30.0.1".into()),
+                "this node itself",
+            ),
+            (
+                |s| s.underlay.neighbors[0].address = Some("0.0.0.0".into()),
+                "unspecified",
+            ),
             (|s| s.underlay.router_id = "0.0.0.0".into(), "router id"),
         ] {
             let mut s = node();
@@ -730,9 +1024,17 @@ mod tests {
     #[test]
     fn node_state_item_limits_of_the_schema() {
         let mut s = node();
-        s.l3vnis[0].prefixes = (0..=MAX_STATUS_ITEMS).map(|i| crate::RoutedPrefix { prefix: format!("10.{}.{}.0/24", i / 256, i % 256), next_hop: None }).collect();
+        s.l3vnis[0].prefixes = (0..=MAX_STATUS_ITEMS)
+            .map(|i| crate::RoutedPrefix {
+                prefix: format!("10.{}.{}.0/24", i / 256, i % 256),
+                next_hop: None,
+            })
+            .collect();
         let err = validate_node_state(&s).unwrap_err().to_string();
-        assert!(err.contains("spec.l3vnis[0].prefixes: at most 4096 entries, got 4097"), "{err}");
+        assert!(
+            err.contains("spec.l3vnis[0].prefixes: at most 4096 entries, got 4097"),
+            "{err}"
+        );
         s.l3vnis[0].prefixes.pop();
         assert!(validate_node_state(&s).is_ok());
     }

@@ -4,14 +4,18 @@
 
 use bgpvpn_crds::{Bgpvpn, BgpvpnSpec, EvpnNodeState, VniBinding};
 use bgpvpn_testkit::{client_or_skip, kubectl, repo_root, unique_name};
+use kube::Resource;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::Resource;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn ok_or_dump(what: &str, out: std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{what} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -19,25 +23,43 @@ fn ok_or_dump(what: &str, out: std::process::Output) -> String {
 async fn crds_install_with_kubectl_and_are_established() {
     let client = client_or_skip!();
     let crds = repo_root().join("crds");
-    ok_or_dump("kubectl apply -f crds/", kubectl(&["apply", "-f", crds.to_str().unwrap()]));
+    ok_or_dump(
+        "kubectl apply -f crds/",
+        kubectl(&["apply", "-f", crds.to_str().unwrap()]),
+    );
     for plural in ["bgpvpns", "vnibindings", "evpnnodestates"] {
         let out = ok_or_dump(
             "kubectl get crd",
-            kubectl(&["get", "crd", &format!("{plural}.bgpvpn.io"), "-o", "jsonpath={.status.conditions[?(@.type==\"Established\")].status}"]),
+            kubectl(&[
+                "get",
+                "crd",
+                &format!("{plural}.bgpvpn.io"),
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+            ]),
         );
         assert_eq!(out.trim(), "True", "{plural} not established");
     }
     // the printer columns the admin sees
     let api: Api<Bgpvpn> = Api::all(client);
     let name = unique_name("cols");
-    let vpn = Bgpvpn::new(&name, serde_json::from_value::<BgpvpnSpec>(json!({"vni": 4242, "routeTargets": ["65000:4242"]})).unwrap());
+    let vpn = Bgpvpn::new(
+        &name,
+        serde_json::from_value::<BgpvpnSpec>(json!({"vni": 4242, "routeTargets": ["65000:4242"]})).unwrap(),
+    );
     api.create(&PostParams::default(), &vpn).await.unwrap();
     let table = ok_or_dump("kubectl get bgpvpn", kubectl(&["get", "bgpvpn", &name]));
     let header = table.lines().next().unwrap_or_default();
     for col in ["NAME", "VNI", "TYPE", "RTS", "BINDINGS", "READY", "AGE"] {
-        assert!(header.split_whitespace().any(|h| h == col), "column {col} missing in {header:?}");
+        assert!(
+            header.split_whitespace().any(|h| h == col),
+            "column {col} missing in {header:?}"
+        );
     }
-    assert!(table.contains("4242") && table.contains("l3") && table.contains("65000:4242"), "{table}");
+    assert!(
+        table.contains("4242") && table.contains("l3") && table.contains("65000:4242"),
+        "{table}"
+    );
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }
 
@@ -45,19 +67,42 @@ async fn crds_install_with_kubectl_and_are_established() {
 async fn every_example_applies() {
     let _client = client_or_skip!();
     let examples = repo_root().join("examples");
-    let out = ok_or_dump("kubectl apply -R -f examples/", kubectl(&["apply", "-R", "-f", examples.to_str().unwrap()]));
+    let out = ok_or_dump(
+        "kubectl apply -R -f examples/",
+        kubectl(&["apply", "-R", "-f", examples.to_str().unwrap()]),
+    );
     // every YAML document of every file was created or left unchanged, none skipped
     let docs: usize = walk_yaml(&examples)
         .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap().split("\n---").filter(|d| d.lines().any(|l| l.starts_with("kind:"))).count())
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .split("\n---")
+                .filter(|d| d.lines().any(|l| l.starts_with("kind:")))
+                .count()
+        })
         .sum();
-    let applied = out.lines().filter(|l| l.ends_with(" created") || l.ends_with(" unchanged") || l.ends_with(" configured")).count();
+    let applied = out
+        .lines()
+        .filter(|l| l.ends_with(" created") || l.ends_with(" unchanged") || l.ends_with(" configured"))
+        .count();
     assert_eq!(applied, docs, "kubectl output:\n{out}");
-    let got = ok_or_dump("kubectl get", kubectl(&["get", "bgpvpn,vnibinding", "-A", "-o", "name"]));
-    for expected in ["bgpvpn.bgpvpn.io/vpn-1001", "bgpvpn.bgpvpn.io/vpn-1003", "vnibinding.bgpvpn.io/web-to-vpn-1001", "vnibinding.bgpvpn.io/frontends"] {
+    let got = ok_or_dump(
+        "kubectl get",
+        kubectl(&["get", "bgpvpn,vnibinding", "-A", "-o", "name"]),
+    );
+    for expected in [
+        "bgpvpn.bgpvpn.io/vpn-1001",
+        "bgpvpn.bgpvpn.io/vpn-1003",
+        "vnibinding.bgpvpn.io/web-to-vpn-1001",
+        "vnibinding.bgpvpn.io/frontends",
+    ] {
         assert!(got.contains(expected), "{expected} missing from:\n{got}");
     }
-    ok_or_dump("kubectl delete -R -f examples/", kubectl(&["delete", "-R", "-f", examples.to_str().unwrap(), "--wait=false"]));
+    ok_or_dump(
+        "kubectl delete -R -f examples/",
+        kubectl(&["delete", "-R", "-f", examples.to_str().unwrap(), "--wait=false"]),
+    );
 }
 
 fn walk_yaml(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -73,7 +118,10 @@ fn walk_yaml(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-fn api_for<K: Resource<DynamicType = ()>>(client: &kube::Client, namespace: Option<&str>) -> Api<DynamicObject> {
+fn api_for<K: Resource<DynamicType = ()>>(
+    client: &kube::Client,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk(&K::group(&()), &K::version(&()), &K::kind(&()));
     let ar = ApiResource::from_gvk_with_plural(&gvk, &K::plural(&()));
     match namespace {
@@ -88,7 +136,10 @@ async fn rejected(api: &Api<DynamicObject>, body: Value) -> String {
     match api.create(&PostParams::default(), &obj).await {
         Ok(_) => panic!("the server accepted {body}"),
         Err(kube::Error::Api(status)) => {
-            assert_eq!(status.code, 422, "expected 422 Invalid for {body}, got {status:?}");
+            assert_eq!(
+                status.code, 422,
+                "expected 422 Invalid for {body}, got {status:?}"
+            );
             status.message
         }
         Err(e) => panic!("unexpected error for {body}: {e}"),
@@ -103,20 +154,56 @@ async fn server_rejects_malformed_bgpvpns() {
     let long_name = "x".repeat(254);
     let too_many: Vec<String> = (0..33).map(|i| format!("65000:{i}")).collect();
     let cases: Vec<(&str, Value, &[&str])> = vec![
-        ("vni 0", vpn(json!({"vni": 0, "routeTargets": ["65000:1"]})), &["spec.vni", "greater than or equal to 1"]),
-        ("vni 2^24", vpn(json!({"vni": 16_777_216, "routeTargets": ["65000:1"]})), &["spec.vni", "less than or equal to 16777215"]),
-        ("vni missing", vpn(json!({"routeTargets": ["65000:1"]})), &["spec.vni", "Required"]),
-        ("unknown type", vpn(json!({"vni": 5, "type": "l4", "routeTargets": ["65000:1"]})), &["spec.type", "Unsupported value", "l4"]),
-        ("RT without number", vpn(json!({"vni": 5, "routeTargets": ["65000"]})), &["spec.routeTargets", "should match"]),
-        ("RT with letters", vpn(json!({"vni": 5, "routeTargets": ["AS65000:1"]})), &["spec.routeTargets", "should match"]),
+        (
+            "vni 0",
+            vpn(json!({"vni": 0, "routeTargets": ["65000:1"]})),
+            &["spec.vni", "greater than or equal to 1"],
+        ),
+        (
+            "vni 2^24",
+            vpn(json!({"vni": 16_777_216, "routeTargets": ["65000:1"]})),
+            &["spec.vni", "less than or equal to 16777215"],
+        ),
+        (
+            "vni missing",
+            vpn(json!({"routeTargets": ["65000:1"]})),
+            &["spec.vni", "Required"],
+        ),
+        (
+            "unknown type",
+            vpn(json!({"vni": 5, "type": "l4", "routeTargets": ["65000:1"]})),
+            &["spec.type", "Unsupported value", "l4"],
+        ),
+        (
+            "RT without number",
+            vpn(json!({"vni": 5, "routeTargets": ["65000"]})),
+            &["spec.routeTargets", "should match"],
+        ),
+        (
+            "RT with letters",
+            vpn(json!({"vni": 5, "routeTargets": ["AS65000:1"]})),
+            &["spec.routeTargets", "should match"],
+        ),
         (
             "RT smuggling an FRR command after a newline",
             vpn(json!({"vni": 5, "routeTargets": ["65000:1\nrouter bgp 1"]})),
             &["spec.routeTargets"],
         ),
-        ("RD malformed", vpn(json!({"vni": 5, "routeTargets": ["65000:1"], "routeDistinguishers": ["1.2.3:4"]})), &["spec.routeDistinguishers", "should match"]),
-        ("too many RTs", vpn(json!({"vni": 5, "routeTargets": too_many})), &["spec.routeTargets", "at most 32 items"]),
-        ("localPref negative", vpn(json!({"vni": 5, "routeTargets": ["65000:1"], "localPref": -1})), &["spec.localPref", "greater than or equal to 0"]),
+        (
+            "RD malformed",
+            vpn(json!({"vni": 5, "routeTargets": ["65000:1"], "routeDistinguishers": ["1.2.3:4"]})),
+            &["spec.routeDistinguishers", "should match"],
+        ),
+        (
+            "too many RTs",
+            vpn(json!({"vni": 5, "routeTargets": too_many})),
+            &["spec.routeTargets", "at most 32 items"],
+        ),
+        (
+            "localPref negative",
+            vpn(json!({"vni": 5, "routeTargets": ["65000:1"], "localPref": -1})),
+            &["spec.localPref", "greater than or equal to 0"],
+        ),
         (
             "over-long name",
             json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "metadata": {"name": long_name}, "spec": {"vni": 5, "routeTargets": ["65000:1"]}}),
@@ -126,7 +213,10 @@ async fn server_rejects_malformed_bgpvpns() {
     for (what, body, needles) in cases {
         let msg = rejected(&api, body).await;
         for needle in needles {
-            assert!(msg.contains(needle), "{what}: {needle:?} not in server message {msg:?}");
+            assert!(
+                msg.contains(needle),
+                "{what}: {needle:?} not in server message {msg:?}"
+            );
         }
     }
 }
@@ -135,16 +225,30 @@ async fn server_rejects_malformed_bgpvpns() {
 async fn server_rejects_malformed_bindings_and_node_states() {
     let client = client_or_skip!();
     let api = api_for::<VniBinding>(&client, Some("default"));
-    let binding = |spec: Value| {
-        json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "VNIBinding", "metadata": {"name": unique_name("bad"), "namespace": "default"}, "spec": spec})
-    };
+    let binding = |spec: Value| json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "VNIBinding", "metadata": {"name": unique_name("bad"), "namespace": "default"}, "spec": spec});
     let uuid = "2a9d2ad8-5d35-4a52-9e6f-2a0e5f8b1c11";
     let cases: Vec<(&str, Value, &[&str])> = vec![
         ("no target", binding(json!({"bgpvpn": "vpn"})), &["oneOf"]),
-        ("two targets", binding(json!({"bgpvpn": "vpn", "podSelector": {}, "routerId": uuid})), &["oneOf"]),
-        ("network id not a UUID", binding(json!({"bgpvpn": "vpn", "networkId": "net-1"})), &["spec.networkId", "should match"]),
-        ("bgpvpn name with upper case", binding(json!({"bgpvpn": "My-VPN", "podSelector": {}})), &["spec.bgpvpn", "should match"]),
-        ("bgpvpn name too long", binding(json!({"bgpvpn": "a".repeat(254), "podSelector": {}})), &["spec.bgpvpn", "253"]),
+        (
+            "two targets",
+            binding(json!({"bgpvpn": "vpn", "podSelector": {}, "routerId": uuid})),
+            &["oneOf"],
+        ),
+        (
+            "network id not a UUID",
+            binding(json!({"bgpvpn": "vpn", "networkId": "net-1"})),
+            &["spec.networkId", "should match"],
+        ),
+        (
+            "bgpvpn name with upper case",
+            binding(json!({"bgpvpn": "My-VPN", "podSelector": {}})),
+            &["spec.bgpvpn", "should match"],
+        ),
+        (
+            "bgpvpn name too long",
+            binding(json!({"bgpvpn": "a".repeat(254), "podSelector": {}})),
+            &["spec.bgpvpn", "253"],
+        ),
         (
             "prefix with a newline",
             binding(json!({"bgpvpn": "vpn", "podSelector": {}, "advertisePrefixes": ["10.0.0.0/24\n"]})),
@@ -152,14 +256,19 @@ async fn server_rejects_malformed_bindings_and_node_states() {
         ),
         (
             "too many prefixes",
-            binding(json!({"bgpvpn": "vpn", "podSelector": {}, "advertisePrefixes": vec!["10.0.0.0/24"; 65]})),
+            binding(
+                json!({"bgpvpn": "vpn", "podSelector": {}, "advertisePrefixes": vec!["10.0.0.0/24"; 65]}),
+            ),
             &["spec.advertisePrefixes", "at most 64 items"],
         ),
     ];
     for (what, body, needles) in cases {
         let msg = rejected(&api, body).await;
         for needle in needles {
-            assert!(msg.contains(needle), "{what}: {needle:?} not in server message {msg:?}");
+            assert!(
+                msg.contains(needle),
+                "{what}: {needle:?} not in server message {msg:?}"
+            );
         }
     }
 
@@ -167,19 +276,40 @@ async fn server_rejects_malformed_bindings_and_node_states() {
     let underlay = json!({"asn": 65001, "routerId": "172.30.0.1", "vtepIp": "172.30.0.1"});
     let vni = |extra: Value| {
         let mut v = json!({"vni": 1001, "vrf": "vrf-1001", "importTargets": ["65000:1001"], "exportTargets": ["65000:1001"], "routeDistinguisher": "172.30.0.1:1001"});
-        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "EVPNNodeState", "metadata": {"name": unique_name("node")}, "spec": {"underlay": underlay, "l3vnis": [v]}})
     };
     let cases: Vec<(&str, Value, &[&str])> = vec![
-        ("VRF name over 15 bytes", vni(json!({"vrf": "vrf-123456789012"})), &["spec.l3vnis[0].vrf", "15"]),
-        ("interface name with a space", vni(json!({"endpoints": [{"ip": "10.0.0.84", "interface": "eth 0"}]})), &["interface", "should match"]),
-        ("endpoint IP with a newline", vni(json!({"endpoints": [{"ip": "10.0.0.84\nexit"}]})), &["spec.l3vnis[0].endpoints[0].ip"]),
-        ("no import RT", vni(json!({"importTargets": []})), &["spec.l3vnis[0].importTargets", "at least 1"]),
+        (
+            "VRF name over 15 bytes",
+            vni(json!({"vrf": "vrf-123456789012"})),
+            &["spec.l3vnis[0].vrf", "15"],
+        ),
+        (
+            "interface name with a space",
+            vni(json!({"endpoints": [{"ip": "10.0.0.84", "interface": "eth 0"}]})),
+            &["interface", "should match"],
+        ),
+        (
+            "endpoint IP with a newline",
+            vni(json!({"endpoints": [{"ip": "10.0.0.84\nexit"}]})),
+            &["spec.l3vnis[0].endpoints[0].ip"],
+        ),
+        (
+            "no import RT",
+            vni(json!({"importTargets": []})),
+            &["spec.l3vnis[0].importTargets", "at least 1"],
+        ),
     ];
     for (what, body, needles) in cases {
         let msg = rejected(&api, body).await;
         for needle in needles {
-            assert!(msg.contains(needle), "{what}: {needle:?} not in server message {msg:?}");
+            assert!(
+                msg.contains(needle),
+                "{what}: {needle:?} not in server message {msg:?}"
+            );
         }
     }
 }
@@ -191,10 +321,24 @@ async fn code_validation_catches_what_the_server_lets_through() {
     let api: Api<Bgpvpn> = Api::all(client);
     let name = unique_name("ranges");
     // shape-valid, but a 4-byte AS allows only a 16-bit number, and 300 is no IPv4 octet
-    let spec: BgpvpnSpec = serde_json::from_value(json!({"vni": 7, "routeTargets": ["4200000000:65536"], "routeDistinguishers": ["300.1.1.1:5"]})).unwrap();
-    let stored = api.create(&PostParams::default(), &Bgpvpn::new(&name, spec)).await.expect("the schema accepts the shape");
-    let err = bgpvpn_crds::validate::validate_bgpvpn(&stored.spec).unwrap_err().to_string();
-    assert!(err.contains("spec.routeTargets[0]") && err.contains("0..65535"), "{err}");
-    assert!(err.contains("spec.routeDistinguishers[0]") && err.contains("not an IPv4 address"), "{err}");
+    let spec: BgpvpnSpec = serde_json::from_value(
+        json!({"vni": 7, "routeTargets": ["4200000000:65536"], "routeDistinguishers": ["300.1.1.1:5"]}),
+    )
+    .unwrap();
+    let stored = api
+        .create(&PostParams::default(), &Bgpvpn::new(&name, spec))
+        .await
+        .expect("the schema accepts the shape");
+    let err = bgpvpn_crds::validate::validate_bgpvpn(&stored.spec)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("spec.routeTargets[0]") && err.contains("0..65535"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.routeDistinguishers[0]") && err.contains("not an IPv4 address"),
+        "{err}"
+    );
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }

@@ -12,5 +12,8 @@ fn committed_crds_match_rust_types() {
             }
         }
     }
-    assert!(stale.is_empty(), "CRD YAML out of date: {stale:?}; run `cargo run -p bgpvpn-crds --bin crdgen` and commit");
+    assert!(
+        stale.is_empty(),
+        "CRD YAML out of date: {stale:?}; run `cargo run -p bgpvpn-crds --bin crdgen` and commit"
+    );
 }

@@ -16,9 +16,9 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
 use crate::frr::reload::FrrControl;
 use crate::kernel::Dataplane;
+use crate::liveness::Liveness;
 use crate::metrics::{Metrics, StateLabels};
 use crate::model::{DesiredState, load_state_file};
-use crate::liveness::Liveness;
 use crate::monitor;
 use crate::reconcile::{FrrResult, PassReport, Reconciler};
 use crate::status::build_status;
@@ -55,12 +55,21 @@ pub struct LoopTimings {
 
 impl Default for LoopTimings {
     fn default() -> Self {
-        Self { debounce: Duration::from_millis(200), resync: Duration::from_secs(30), frr_resync: Duration::from_secs(300), frr_check: Duration::from_secs(1), max_backoff: Duration::from_secs(30) }
+        Self {
+            debounce: Duration::from_millis(200),
+            resync: Duration::from_secs(30),
+            frr_resync: Duration::from_secs(300),
+            frr_check: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+        }
     }
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// Polls a state file (YAML or JSON; re-read whenever its content changes).
@@ -93,16 +102,36 @@ pub fn file_source(path: PathBuf, every: Duration) -> mpsc::Receiver<SourceEvent
 
 fn update_gauges(m: &Metrics, status: &EvpnNodeStateStatus, rep: &PassReport) {
     let ready = status.l3vnis.iter().filter(|v| v.ready).count() as i64;
-    m.vnis.get_or_create(&StateLabels { state: "ready".into() }).set(ready);
-    m.vnis.get_or_create(&StateLabels { state: "not_ready".into() }).set(status.l3vnis.len() as i64 - ready);
+    m.vnis
+        .get_or_create(&StateLabels {
+            state: "ready".into(),
+        })
+        .set(ready);
+    m.vnis
+        .get_or_create(&StateLabels {
+            state: "not_ready".into(),
+        })
+        .set(status.l3vnis.len() as i64 - ready);
     let (mut ok, mut pending) = (0i64, 0i64);
     for v in rep.resolved.iter().flat_map(|r| r.vrfs.iter()) {
         ok += v.ready_endpoints() as i64;
         pending += (v.endpoints.len() - v.ready_endpoints()) as i64;
     }
-    m.endpoints.get_or_create(&StateLabels { state: "ready".into() }).set(ok);
-    m.endpoints.get_or_create(&StateLabels { state: "pending".into() }).set(pending);
-    m.passes.get_or_create(&crate::metrics::ResultLabels { result: if rep.ok() { "ok" } else { "error" }.into() }).inc();
+    m.endpoints
+        .get_or_create(&StateLabels {
+            state: "ready".into(),
+        })
+        .set(ok);
+    m.endpoints
+        .get_or_create(&StateLabels {
+            state: "pending".into(),
+        })
+        .set(pending);
+    m.passes
+        .get_or_create(&crate::metrics::ResultLabels {
+            result: if rep.ok() { "ok" } else { "error" }.into(),
+        })
+        .inc();
     m.pass_seconds.observe(rep.duration.as_secs_f64());
 }
 
@@ -304,7 +333,11 @@ pub fn file_status_writer(path: PathBuf) -> StatusWriter {
 }
 
 /// `/metrics` and `/healthz` (200 unless the loop is stuck: see [`Liveness`]).
-pub async fn serve_http(addr: std::net::SocketAddr, metrics: Metrics, liveness: Liveness) -> std::io::Result<()> {
+pub async fn serve_http(
+    addr: std::net::SocketAddr,
+    metrics: Metrics,
+    liveness: Liveness,
+) -> std::io::Result<()> {
     use axum::http::{StatusCode, header};
     use axum::routing::get;
     let m = metrics.clone();
@@ -313,7 +346,15 @@ pub async fn serve_http(addr: std::net::SocketAddr, metrics: Metrics, liveness: 
             "/metrics",
             get(move || {
                 let m = m.clone();
-                async move { ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode()) }
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
             }),
         )
         .route(
@@ -323,7 +364,10 @@ pub async fn serve_http(addr: std::net::SocketAddr, metrics: Metrics, liveness: 
                 async move {
                     match l.overdue() {
                         None => (StatusCode::OK, "ok\n".to_string()),
-                        Some(late) => (StatusCode::SERVICE_UNAVAILABLE, format!("loop stuck: {late}s past the deadline of its current step\n")),
+                        Some(late) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("loop stuck: {late}s past the deadline of its current step\n"),
+                        ),
                     }
                 }
             }),

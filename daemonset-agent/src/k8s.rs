@@ -46,7 +46,9 @@ pub fn kube_source(client: Client, node: String) -> mpsc::Receiver<SourceEvent> 
                 continue;
             }
             last = Some(key);
-            let ev = SourceEvent::Desired(DesiredState::from_spec(&obj.spec, obj.metadata.generation).map_err(|e| e.to_string()));
+            let ev = SourceEvent::Desired(
+                DesiredState::from_spec(&obj.spec, obj.metadata.generation).map_err(|e| e.to_string()),
+            );
             if tx.send(ev).await.is_err() {
                 return;
             }
@@ -66,7 +68,14 @@ pub fn kube_status_writer(client: Client, node: String) -> StatusWriter {
                 "kind": EvpnNodeState::kind(&()),
                 "status": st,
             });
-            match api.patch_status(&node, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+            match api
+                .patch_status(
+                    &node,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await
+            {
                 Ok(_) => true,
                 Err(e) => {
                     tracing::warn!(error = %e, node, "writing the EVPNNodeState status failed; retrying after the next pass");

@@ -1,13 +1,13 @@
 //! bgpvpn-agent: the per-node agent of bgpvpn-operator.
 #![forbid(unsafe_code)]
 
-pub mod kernel;
-pub mod model;
+pub mod agent;
 pub mod frr;
+pub mod k8s;
+pub mod kernel;
+pub mod liveness;
 pub mod metrics;
+pub mod model;
+pub mod monitor;
 pub mod reconcile;
 pub mod status;
-pub mod agent;
-pub mod monitor;
-pub mod k8s;
-pub mod liveness;

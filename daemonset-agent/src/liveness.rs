@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// Shared between the loop (which reports progress) and `/healthz` (which reads it).
@@ -22,14 +25,18 @@ pub struct Liveness {
 
 impl Liveness {
     pub fn new(grace: Duration) -> Self {
-        let l = Self { deadline: Arc::new(AtomicU64::new(0)), grace };
+        let l = Self {
+            deadline: Arc::new(AtomicU64::new(0)),
+            grace,
+        };
         l.progress(Duration::ZERO);
         l
     }
 
     /// The loop is turning, and its next report comes within `step` (plus the grace).
     pub fn progress(&self, step: Duration) {
-        self.deadline.store(now_secs() + (step + self.grace).as_secs(), Ordering::Relaxed);
+        self.deadline
+            .store(now_secs() + (step + self.grace).as_secs(), Ordering::Relaxed);
     }
 
     /// Seconds past the deadline, when the loop is stuck.

@@ -6,24 +6,34 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bgpvpn_agent::agent::{self, LoopTimings};
-use bgpvpn_agent::liveness::Liveness;
-use bgpvpn_agent::k8s;
 use bgpvpn_agent::frr::claims::FrrClaims;
 use bgpvpn_agent::frr::reload::{FrrReload, FrrSettings};
 use bgpvpn_agent::frr::{FrrView, render};
+use bgpvpn_agent::k8s;
 use bgpvpn_agent::kernel::Dataplane;
 use bgpvpn_agent::kernel::plan::resolve;
 use bgpvpn_agent::kernel::rtnl::RtNetlink;
+use bgpvpn_agent::liveness::Liveness;
 use bgpvpn_agent::metrics::Metrics;
 use bgpvpn_agent::model::{self, IfName, NodeSettings, format_mac};
 use bgpvpn_agent::reconcile::Reconciler;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "bgpvpn-agent", version, about = "Per-node EVPN agent of bgpvpn-operator")]
+#[command(
+    name = "bgpvpn-agent",
+    version,
+    about = "Per-node EVPN agent of bgpvpn-operator"
+)]
 struct Cli {
     /// Log format.
-    #[arg(long, value_enum, default_value = "text", global = true, env = "BGPVPN_LOG_FORMAT")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        global = true,
+        env = "BGPVPN_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -101,7 +111,10 @@ impl FrrArgs {
             }
         }
         s.confdir = self.frr_confdir.clone();
-        s.config_file = self.frr_config_file.clone().unwrap_or_else(|| self.frr_confdir.join("frr.conf"));
+        s.config_file = self
+            .frr_config_file
+            .clone()
+            .unwrap_or_else(|| self.frr_confdir.join("frr.conf"));
         s.reload_script = self.frr_reload.clone();
         s.timeout = std::time::Duration::from_secs(self.frr_timeout_secs);
         s.bindir = self.frr_bindir.clone();
@@ -167,9 +180,13 @@ struct PlanArgs {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -203,10 +220,16 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
-    let dp = RtNetlink::connect().context("opening rtnetlink")?.with_proc_sys(args.frr.proc_sys_dir.clone());
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating {}", args.state_dir.display()))?;
+    let dp = RtNetlink::connect()
+        .context("opening rtnetlink")?
+        .with_proc_sys(args.frr.proc_sys_dir.clone());
     let frr = FrrReload::new(args.frr.settings()?);
-    let settings = NodeSettings { vxlan_mtu: args.frr.vxlan_mtu, frr_claims: FrrClaims::from_config(&frr.settings.preamble) };
+    let settings = NodeSettings {
+        vxlan_mtu: args.frr.vxlan_mtu,
+        frr_claims: FrrClaims::from_config(&frr.settings.preamble),
+    };
     let mut rec = Reconciler::new(dp, frr, settings).with_state_file(args.state_dir.join("frr-applied.json"));
     rec.frr_deadline = Duration::from_secs(args.frr.frr_timeout_secs);
     let metrics = Metrics::new();
@@ -225,30 +248,51 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 Some(p) => agent::file_status_writer(p),
                 None => Box::new(|_| Box::pin(async { true })),
             };
-            (agent::file_source(file.clone(), Duration::from_millis(args.poll_ms)), status)
+            (
+                agent::file_source(file.clone(), Duration::from_millis(args.poll_ms)),
+                status,
+            )
         }
         (None, Some(node)) => {
-            let client = kube::Client::try_default().await.context("Kubernetes client (in-cluster or KUBECONFIG)")?;
+            let client = kube::Client::try_default()
+                .await
+                .context("Kubernetes client (in-cluster or KUBECONFIG)")?;
             tracing::info!(node, "watching this node's EVPNNodeState");
-            (k8s::kube_source(client.clone(), node.clone()), k8s::kube_status_writer(client, node.clone()))
+            (
+                k8s::kube_source(client.clone(), node.clone()),
+                k8s::kube_status_writer(client, node.clone()),
+            )
         }
         (None, None) => anyhow::bail!("either --state-file or --node-name (NODE_NAME) is required"),
     };
-    let timings = LoopTimings { debounce: Duration::from_millis(args.debounce_ms), resync: Duration::from_secs(args.resync_secs), frr_resync: Duration::from_secs(args.frr_resync_secs), ..LoopTimings::default() };
+    let timings = LoopTimings {
+        debounce: Duration::from_millis(args.debounce_ms),
+        resync: Duration::from_secs(args.resync_secs),
+        frr_resync: Duration::from_secs(args.frr_resync_secs),
+        ..LoopTimings::default()
+    };
     agent::run(rec, source, status, timings, metrics, liveness, shutdown_signal()).await;
     Ok(())
 }
 
 async fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let desired = model::load_state_file(&args.state_file)?;
-    let mut dp = RtNetlink::connect().context("opening rtnetlink")?.with_proc_sys(args.frr.proc_sys_dir.clone());
+    let mut dp = RtNetlink::connect()
+        .context("opening rtnetlink")?
+        .with_proc_sys(args.frr.proc_sys_dir.clone());
     let observed = dp.dump().await?;
-    let settings = NodeSettings { vxlan_mtu: args.frr.vxlan_mtu, frr_claims: FrrClaims::from_config(&args.frr.settings()?.preamble) };
+    let settings = NodeSettings {
+        vxlan_mtu: args.frr.vxlan_mtu,
+        frr_claims: FrrClaims::from_config(&args.frr.settings()?.preamble),
+    };
     // a plan of the state on its own: no endpoint bound yet
     let resolved = resolve(&desired, &observed, &settings, &Default::default());
     let sysctls = dp.read_sysctls(&resolved.sysctl_keys());
     let ops = resolved.ops(&observed, &sysctls);
-    println!("# kernel: {} change(s) (devices created here get their sysctls in a second round)", ops.len());
+    println!(
+        "# kernel: {} change(s) (devices created here get their sysctls in a second round)",
+        ops.len()
+    );
     for op in &ops {
         println!("{op}");
     }
@@ -266,7 +310,10 @@ async fn plan(args: PlanArgs) -> anyhow::Result<()> {
             v.endpoints.len()
         );
         if !v.remap_from.is_empty() {
-            print!("; moves from VNI {:?} (safe order: unmap, wait for withdrawal, new RTs, swap VXLAN, map)", v.remap_from);
+            print!(
+                "; moves from VNI {:?} (safe order: unmap, wait for withdrawal, new RTs, swap VXLAN, map)",
+                v.remap_from
+            );
         }
         if let Some(c) = &v.conflict {
             print!("; NOT PROGRAMMABLE: {c}");
@@ -278,7 +325,12 @@ async fn plan(args: PlanArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let skip: Vec<IfName> = resolved.vrfs.iter().filter(|v| v.conflict.is_some()).map(|v| v.name.clone()).collect();
+    let skip: Vec<IfName> = resolved
+        .vrfs
+        .iter()
+        .filter(|v| v.conflict.is_some())
+        .map(|v| v.name.clone())
+        .collect();
     let config = render(&FrrView::from_desired(&desired, &skip));
     if args.no_frr {
         println!("\n# FRR: complete configuration\n{config}");

@@ -61,24 +61,68 @@ impl Metrics {
         let endpoints = Family::<StateLabels, Gauge>::default();
         let repairs = Counter::default();
         let frr_restarts = Counter::default();
-        registry.register("netlink_ops", "Kernel writes (rtnetlink and sysctl) by operation and result", netlink_ops.clone());
-        registry.register("frr_applies", "FRR configuration applies by result", frr_applies.clone());
-        registry.register("frr_incremental_applies", "FRR applies done with one vtysh delta instead of frr-reload.py", frr_incremental_applies.clone());
+        registry.register(
+            "netlink_ops",
+            "Kernel writes (rtnetlink and sysctl) by operation and result",
+            netlink_ops.clone(),
+        );
+        registry.register(
+            "frr_applies",
+            "FRR configuration applies by result",
+            frr_applies.clone(),
+        );
+        registry.register(
+            "frr_incremental_applies",
+            "FRR applies done with one vtysh delta instead of frr-reload.py",
+            frr_incremental_applies.clone(),
+        );
         registry.register("reconcile_passes", "Reconcile passes by result", passes.clone());
-        registry.register("reconcile_pass_seconds", "Duration of reconcile passes", pass_seconds.clone());
+        registry.register(
+            "reconcile_pass_seconds",
+            "Duration of reconcile passes",
+            pass_seconds.clone(),
+        );
         registry.register("vnis", "L3 VNIs of this node by state", vnis.clone());
         registry.register("endpoints", "Local endpoints by state", endpoints.clone());
-        registry.register("repairs", "Passes started because an owned kernel object changed or vanished", repairs.clone());
-        registry.register("frr_restarts", "FRR daemon restarts detected", frr_restarts.clone());
-        Self { registry: Arc::new(registry), netlink_ops, frr_applies, frr_incremental_applies, passes, pass_seconds, vnis, endpoints, repairs, frr_restarts }
+        registry.register(
+            "repairs",
+            "Passes started because an owned kernel object changed or vanished",
+            repairs.clone(),
+        );
+        registry.register(
+            "frr_restarts",
+            "FRR daemon restarts detected",
+            frr_restarts.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            netlink_ops,
+            frr_applies,
+            frr_incremental_applies,
+            passes,
+            pass_seconds,
+            vnis,
+            endpoints,
+            repairs,
+            frr_restarts,
+        }
     }
 
     pub fn op(&self, op: &str, ok: bool) {
-        self.netlink_ops.get_or_create(&OpLabels { op: op.to_string(), result: if ok { "ok" } else { "error" }.to_string() }).inc();
+        self.netlink_ops
+            .get_or_create(&OpLabels {
+                op: op.to_string(),
+                result: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .inc();
     }
 
     pub fn frr(&self, result: &str) {
-        self.frr_applies.get_or_create(&ResultLabels { result: result.to_string() }).inc();
+        self.frr_applies
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

@@ -24,7 +24,9 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use bgpvpn_crds::validate::{RouteTargetOrDistinguisher, ValidationErrors, check_node_state, parse_cidr, parse_rt_rd};
+use bgpvpn_crds::validate::{
+    RouteTargetOrDistinguisher, ValidationErrors, check_node_state, parse_cidr, parse_rt_rd,
+};
 use bgpvpn_crds::{EvpnNodeState, EvpnNodeStateSpec};
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +70,11 @@ pub enum ModelError {
     #[error("invalid EVPNNodeState spec: {0}")]
     Invalid(ValidationErrors),
     #[error("spec.l3vnis[{index}].vrf: {name:?} {reason}")]
-    ReservedVrfName { index: usize, name: String, reason: &'static str },
+    ReservedVrfName {
+        index: usize,
+        name: String,
+        reason: &'static str,
+    },
     #[error("reading state file {path}: {source}")]
     ReadFile { path: String, source: std::io::Error },
     #[error("parsing state file {path}: {message}")]
@@ -93,8 +99,15 @@ impl IfName {
             && s.len() <= 15
             && s != "."
             && s != ".."
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        if ok { Ok(Self(s.to_string())) } else { Err(format!("{s:?} is not a valid interface name (1..15 of [A-Za-z0-9_.-])")) }
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if ok {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(format!(
+                "{s:?} is not a valid interface name (1..15 of [A-Za-z0-9_.-])"
+            ))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -131,7 +144,10 @@ pub struct Prefix {
 impl Prefix {
     /// The host prefix of one address (/32 or /128).
     pub fn host(addr: IpAddr) -> Self {
-        Self { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
+        Self {
+            addr,
+            len: if addr.is_ipv4() { 32 } else { 128 },
+        }
     }
 
     pub fn is_ipv4(&self) -> bool {
@@ -142,11 +158,19 @@ impl Prefix {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - u32::from(self.len)) };
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.len))
+                };
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - u32::from(self.len)) };
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.len))
+                };
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -253,7 +277,11 @@ impl VrfModel {
 
     /// Prefixes announced with `network`: every endpoint's host prefix and every prefix.
     pub fn announced(&self) -> BTreeSet<Prefix> {
-        self.endpoints.iter().map(|e| Prefix::host(e.ip)).chain(self.prefixes.iter().map(|p| p.prefix)).collect()
+        self.endpoints
+            .iter()
+            .map(|e| Prefix::host(e.ip))
+            .chain(self.prefixes.iter().map(|p| p.prefix))
+            .collect()
     }
 }
 
@@ -267,7 +295,10 @@ pub struct NodeSettings {
 
 impl Default for NodeSettings {
     fn default() -> Self {
-        Self { vxlan_mtu: DEFAULT_VXLAN_MTU, frr_claims: Default::default() }
+        Self {
+            vxlan_mtu: DEFAULT_VXLAN_MTU,
+            frr_claims: Default::default(),
+        }
     }
 }
 
@@ -310,25 +341,57 @@ impl DesiredState {
             .iter()
             .map(|(i, why)| {
                 let v = &spec.l3vnis[*i];
-                HeldBack { vni: v.vni, vrf: v.vrf.clone(), bgpvpn: v.bgpvpn.clone(), reason: why.to_string(), kept_running: false }
+                HeldBack {
+                    vni: v.vni,
+                    vrf: v.vrf.clone(),
+                    bgpvpn: v.bgpvpn.clone(),
+                    reason: why.to_string(),
+                    kept_running: false,
+                }
             })
             .collect();
         let u = &spec.underlay;
         // After validation every parse below succeeds; the errors are mapped anyway so a future
         // drift between validation and this code fails loudly instead of panicking.
         let bad = |field: &str, message: String| {
-            ModelError::Invalid(ValidationErrors(vec![bgpvpn_crds::validate::FieldError { field: field.to_string(), message }]))
+            ModelError::Invalid(ValidationErrors(vec![bgpvpn_crds::validate::FieldError {
+                field: field.to_string(),
+                message,
+            }]))
         };
-        let router_id: Ipv4Addr = u.router_id.parse().map_err(|_| bad("spec.underlay.routerId", "not IPv4".into()))?;
-        let vtep_ip: IpAddr = u.vtep_ip.parse().map_err(|_| bad("spec.underlay.vtepIp", "not an IP".into()))?;
+        let router_id: Ipv4Addr = u
+            .router_id
+            .parse()
+            .map_err(|_| bad("spec.underlay.routerId", "not IPv4".into()))?;
+        let vtep_ip: IpAddr = u
+            .vtep_ip
+            .parse()
+            .map_err(|_| bad("spec.underlay.vtepIp", "not an IP".into()))?;
         let mut neighbors = Vec::new();
         for (i, n) in u.neighbors.iter().enumerate() {
             let peer = match (&n.address, &n.interface) {
-                (Some(a), None) => Peer::Address(a.parse().map_err(|_| bad(&format!("spec.underlay.neighbors[{i}].address"), "not an IP".into()))?),
-                (None, Some(ifname)) => Peer::Interface(IfName::new(ifname).map_err(|e| bad(&format!("spec.underlay.neighbors[{i}].interface"), e))?),
-                _ => return Err(bad(&format!("spec.underlay.neighbors[{i}]"), "exactly one of address and interface".into())),
+                (Some(a), None) => Peer::Address(a.parse().map_err(|_| {
+                    bad(
+                        &format!("spec.underlay.neighbors[{i}].address"),
+                        "not an IP".into(),
+                    )
+                })?),
+                (None, Some(ifname)) => Peer::Interface(
+                    IfName::new(ifname)
+                        .map_err(|e| bad(&format!("spec.underlay.neighbors[{i}].interface"), e))?,
+                ),
+                _ => {
+                    return Err(bad(
+                        &format!("spec.underlay.neighbors[{i}]"),
+                        "exactly one of address and interface".into(),
+                    ));
+                }
             };
-            neighbors.push(NeighborModel { peer, remote_asn: n.remote_asn, bfd: n.bfd });
+            neighbors.push(NeighborModel {
+                peer,
+                remote_asn: n.remote_asn,
+                bfd: n.bfd,
+            });
         }
         let mut vrfs = Vec::new();
         for (i, v) in spec.l3vnis.iter().enumerate() {
@@ -338,28 +401,63 @@ impl DesiredState {
             let f = format!("spec.l3vnis[{i}]");
             let name = IfName::new(&v.vrf).map_err(|e| bad(&format!("{f}.vrf"), e))?;
             if let Err(e) = check_vrf_name(i, &name) {
-                held_back.push(HeldBack { vni: v.vni, vrf: v.vrf.clone(), bgpvpn: v.bgpvpn.clone(), reason: e.to_string(), kept_running: false });
+                held_back.push(HeldBack {
+                    vni: v.vni,
+                    vrf: v.vrf.clone(),
+                    bgpvpn: v.bgpvpn.clone(),
+                    reason: e.to_string(),
+                    kept_running: false,
+                });
                 continue;
             }
             let rts = |list: &[String], field: &str| -> Result<Vec<RtRd>, ModelError> {
-                let mut out: Vec<_> = list.iter().map(|s| parse_rt_rd(s).map(RtRd).map_err(|e| bad(&format!("{f}.{field}"), e))).collect::<Result<_, _>>()?;
+                let mut out: Vec<_> = list
+                    .iter()
+                    .map(|s| {
+                        parse_rt_rd(s)
+                            .map(RtRd)
+                            .map_err(|e| bad(&format!("{f}.{field}"), e))
+                    })
+                    .collect::<Result<_, _>>()?;
                 out.sort();
                 out.dedup();
                 Ok(out)
             };
             let mut endpoints = Vec::new();
             for (j, ep) in v.endpoints.iter().enumerate() {
-                let ip = ep.ip.parse().map_err(|_| bad(&format!("{f}.endpoints[{j}].ip"), "not an IP".into()))?;
-                let interface = ep.interface.as_deref().map(IfName::new).transpose().map_err(|e| bad(&format!("{f}.endpoints[{j}].interface"), e))?;
-                endpoints.push(EndpointModel { ip, interface, pod: ep.pod.clone(), holder: ep.holder.clone() });
+                let ip = ep
+                    .ip
+                    .parse()
+                    .map_err(|_| bad(&format!("{f}.endpoints[{j}].ip"), "not an IP".into()))?;
+                let interface = ep
+                    .interface
+                    .as_deref()
+                    .map(IfName::new)
+                    .transpose()
+                    .map_err(|e| bad(&format!("{f}.endpoints[{j}].interface"), e))?;
+                endpoints.push(EndpointModel {
+                    ip,
+                    interface,
+                    pod: ep.pod.clone(),
+                    holder: ep.holder.clone(),
+                });
             }
             endpoints.sort();
             endpoints.dedup_by(|a, b| a.ip == b.ip);
             let mut prefixes = Vec::new();
             for (j, p) in v.prefixes.iter().enumerate() {
-                let (addr, len) = parse_cidr(&p.prefix).map_err(|e| bad(&format!("{f}.prefixes[{j}].prefix"), e))?;
-                let next_hop = p.next_hop.as_deref().map(str::parse::<IpAddr>).transpose().map_err(|_| bad(&format!("{f}.prefixes[{j}].nextHop"), "not an IP".into()))?;
-                prefixes.push(PrefixModel { prefix: Prefix { addr, len }, next_hop });
+                let (addr, len) =
+                    parse_cidr(&p.prefix).map_err(|e| bad(&format!("{f}.prefixes[{j}].prefix"), e))?;
+                let next_hop = p
+                    .next_hop
+                    .as_deref()
+                    .map(str::parse::<IpAddr>)
+                    .transpose()
+                    .map_err(|_| bad(&format!("{f}.prefixes[{j}].nextHop"), "not an IP".into()))?;
+                prefixes.push(PrefixModel {
+                    prefix: Prefix { addr, len },
+                    next_hop,
+                });
             }
             prefixes.sort();
             prefixes.dedup_by(|a, b| a.prefix == b.prefix);
@@ -369,7 +467,9 @@ impl DesiredState {
                 bgpvpn: v.bgpvpn.clone(),
                 import_targets: rts(&v.import_targets, "importTargets")?,
                 export_targets: rts(&v.export_targets, "exportTargets")?,
-                rd: parse_rt_rd(&v.route_distinguisher).map(RtRd).map_err(|e| bad(&format!("{f}.routeDistinguisher"), e))?,
+                rd: parse_rt_rd(&v.route_distinguisher)
+                    .map(RtRd)
+                    .map_err(|e| bad(&format!("{f}.routeDistinguisher"), e))?,
                 local_pref: v.local_pref,
                 endpoints,
                 prefixes,
@@ -377,16 +477,33 @@ impl DesiredState {
         }
         vrfs.sort_by(|a, b| a.name.cmp(&b.name));
         held_back.sort_by_key(|h| h.vni);
-        Ok(Self { underlay: UnderlayModel { asn: u.asn, router_id, vtep_ip, neighbors }, vrfs, generation, held_back })
+        Ok(Self {
+            underlay: UnderlayModel {
+                asn: u.asn,
+                router_id,
+                vtep_ip,
+                neighbors,
+            },
+            vrfs,
+            generation,
+            held_back,
+        })
     }
 
     /// Keeps the last accepted version (from `last`) of every held-back VNI that is still
     /// free beside this state's VNIs: a tenant's bad update never tears down what runs.
     pub fn keep_held_back_from(&mut self, last: &DesiredState) {
         for h in &mut self.held_back {
-            let Some(old) = last.vrfs.iter().find(|v| v.vni == h.vni) else { continue };
+            let Some(old) = last.vrfs.iter().find(|v| v.vni == h.vni) else {
+                continue;
+            };
             let clash = self.vrfs.iter().any(|v| {
-                v.name == old.name || v.rd == old.rd || v.vni == old.vni || v.endpoints.iter().any(|e| old.endpoints.iter().any(|o| o.ip == e.ip))
+                v.name == old.name
+                    || v.rd == old.rd
+                    || v.vni == old.vni
+                    || v.endpoints
+                        .iter()
+                        .any(|e| old.endpoints.iter().any(|o| o.ip == e.ip))
             });
             if !clash {
                 self.vrfs.push(old.clone());
@@ -411,7 +528,11 @@ fn check_vrf_name(index: usize, name: &IfName) -> Result<(), ModelError> {
         None
     };
     match reason {
-        Some(reason) => Err(ModelError::ReservedVrfName { index, name: s.to_string(), reason }),
+        Some(reason) => Err(ModelError::ReservedVrfName {
+            index,
+            name: s.to_string(),
+            reason,
+        }),
         None => Ok(()),
     }
 }
@@ -433,7 +554,9 @@ pub fn table_for_slot(slot: u32) -> u32 {
 
 /// The slot of an agent table id, if it is one.
 pub fn slot_of_table(table: u32) -> Option<u32> {
-    table.checked_sub(TABLE_BASE).filter(|s| (1..=MAX_SLOT).contains(s))
+    table
+        .checked_sub(TABLE_BASE)
+        .filter(|s| (1..=MAX_SLOT).contains(s))
 }
 
 /// Bridge MAC (= EVPN router MAC) of a slot on the node with this VTEP: FNV-1a over both,
@@ -456,28 +579,46 @@ pub fn bridge_mac(vtep: IpAddr, slot: u32) -> [u8; 6] {
 }
 
 pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Reads a desired state from a YAML or JSON file holding either a whole `EVPNNodeState` object
 /// (its `spec` and `metadata.generation` are used) or just its spec.
 pub fn load_state_file(path: &Path) -> Result<DesiredState, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ModelError::ReadFile { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::ReadFile {
+        path: path.display().to_string(),
+        source,
+    })?;
     parse_state(&text).map_err(|e| match e {
-        ModelError::ParseFile { message, .. } => ModelError::ParseFile { path: path.display().to_string(), message },
+        ModelError::ParseFile { message, .. } => ModelError::ParseFile {
+            path: path.display().to_string(),
+            message,
+        },
         other => other,
     })
 }
 
 /// See [`load_state_file`].
 pub fn parse_state(text: &str) -> Result<DesiredState, ModelError> {
-    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ModelError::ParseFile { path: String::new(), message: e.to_string() })?;
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ModelError::ParseFile {
+        path: String::new(),
+        message: e.to_string(),
+    })?;
     let is_object = value.get("spec").is_some() && value.get("kind").is_some();
     if is_object {
-        let obj: EvpnNodeState = serde_yaml::from_value(value).map_err(|e| ModelError::ParseFile { path: String::new(), message: e.to_string() })?;
+        let obj: EvpnNodeState = serde_yaml::from_value(value).map_err(|e| ModelError::ParseFile {
+            path: String::new(),
+            message: e.to_string(),
+        })?;
         DesiredState::from_spec(&obj.spec, obj.metadata.generation)
     } else {
-        let spec: EvpnNodeStateSpec = serde_yaml::from_value(value).map_err(|e| ModelError::ParseFile { path: String::new(), message: e.to_string() })?;
+        let spec: EvpnNodeStateSpec = serde_yaml::from_value(value).map_err(|e| ModelError::ParseFile {
+            path: String::new(),
+            message: e.to_string(),
+        })?;
         DesiredState::from_spec(&spec, None)
     }
 }
@@ -531,7 +672,12 @@ l3vnis:
         let b: IpAddr = "172.30.0.2".parse().unwrap();
         let m = bridge_mac(a, 1001);
         assert_eq!(m, bridge_mac(a, 1001));
-        assert_eq!(m[0] & 0x03, 0x02, "locally administered unicast: {}", format_mac(&m));
+        assert_eq!(
+            m[0] & 0x03,
+            0x02,
+            "locally administered unicast: {}",
+            format_mac(&m)
+        );
         assert_ne!(m, bridge_mac(b, 1001));
         assert_ne!(m, bridge_mac(a, 1003));
         // pinned: a change here changes every node's router MAC on upgrade
@@ -551,7 +697,13 @@ l3vnis:
         assert_eq!(v.vxlan_name().as_str(), "bvvx-1001");
         assert_eq!(v.rd.to_string(), "172.30.0.1:1001");
         assert_eq!(v.endpoints[0].ip, "10.0.0.84".parse::<IpAddr>().unwrap());
-        assert_eq!(v.announced().into_iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["10.0.0.84/32"]);
+        assert_eq!(
+            v.announced()
+                .into_iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
+            ["10.0.0.84/32"]
+        );
     }
 
     #[test]
@@ -571,16 +723,26 @@ l3vnis:
         for name in ["bvbr-7", "bvvx-1001", "default", "lo"] {
             let d = parse_state(&SEED.replace("vrf-blue", name)).unwrap();
             assert!(d.vrfs.is_empty(), "{name}");
-            assert!(d.held_back[0].reason.contains("spec.l3vnis[0].vrf"), "{name}: {:?}", d.held_back);
+            assert!(
+                d.held_back[0].reason.contains("spec.l3vnis[0].vrf"),
+                "{name}: {:?}",
+                d.held_back
+            );
         }
     }
 
     #[test]
     fn prefix_contains() {
-        let p = Prefix { addr: "10.1.0.0".parse().unwrap(), len: 16 };
+        let p = Prefix {
+            addr: "10.1.0.0".parse().unwrap(),
+            len: 16,
+        };
         assert!(p.contains("10.1.2.3".parse().unwrap()));
         assert!(!p.contains("10.2.0.1".parse().unwrap()));
-        let all = Prefix { addr: "0.0.0.0".parse().unwrap(), len: 0 };
+        let all = Prefix {
+            addr: "0.0.0.0".parse().unwrap(),
+            len: 0,
+        };
         assert!(all.contains("192.0.2.1".parse().unwrap()));
         assert!(!all.contains("::1".parse().unwrap()));
     }

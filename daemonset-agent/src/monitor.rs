@@ -15,13 +15,13 @@ use std::collections::HashMap;
 
 use futures::StreamExt;
 use netlink_packet_route::AddressFamily;
-use rtnetlink::packet_core::NetlinkPayload;
-use rtnetlink::sys::AsyncSocket;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{RouteAttribute, RouteMessage};
 use netlink_packet_route::rule::{RuleAttribute, RuleMessage};
 use rtnetlink::MulticastGroup;
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::sys::AsyncSocket;
 use tokio::sync::mpsc;
 
 use crate::model::{LINK_GROUP, ROUTE_PROTO};
@@ -50,7 +50,14 @@ struct LinkDigest {
 }
 
 fn digest(m: &LinkMessage) -> LinkDigest {
-    let mut d = LinkDigest { name: None, master: None, group: None, up: m.header.flags.contains(LinkFlags::Up), mtu: None, mac: None };
+    let mut d = LinkDigest {
+        name: None,
+        master: None,
+        group: None,
+        up: m.header.flags.contains(LinkFlags::Up),
+        mtu: None,
+        mac: None,
+    };
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => d.name = Some(n.clone()),
@@ -93,7 +100,9 @@ impl LinkMemory {
 }
 
 fn link_owned(m: &LinkMessage) -> bool {
-    m.attributes.iter().any(|a| matches!(a, LinkAttribute::Group(g) if *g == LINK_GROUP))
+    m.attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::Group(g) if *g == LINK_GROUP))
 }
 
 fn route_table(m: &RouteMessage) -> u32 {
@@ -107,7 +116,9 @@ fn route_table(m: &RouteMessage) -> u32 {
 }
 
 fn rule_owned(m: &RuleMessage) -> bool {
-    m.attributes.iter().any(|a| matches!(a, RuleAttribute::Protocol(p) if u8::from(*p) == ROUTE_PROTO))
+    m.attributes
+        .iter()
+        .any(|a| matches!(a, RuleAttribute::Protocol(p) if u8::from(*p) == ROUTE_PROTO))
 }
 
 fn host_route_in_main(m: &RouteMessage) -> bool {
@@ -124,8 +135,12 @@ pub fn classify(msg: &RouteNetlinkMessage) -> Option<Event> {
     match msg {
         RouteNetlinkMessage::DelLink(m) if link_owned(m) => Some(Event::Owned("link deleted")),
         RouteNetlinkMessage::NewLink(m) if link_owned(m) => Some(Event::Owned("link changed")),
-        RouteNetlinkMessage::DelRoute(m) if u8::from(m.header.protocol) == ROUTE_PROTO => Some(Event::Owned("route deleted")),
-        RouteNetlinkMessage::NewRoute(m) | RouteNetlinkMessage::DelRoute(m) if host_route_in_main(m) && u8::from(m.header.protocol) != ROUTE_PROTO => {
+        RouteNetlinkMessage::DelRoute(m) if u8::from(m.header.protocol) == ROUTE_PROTO => {
+            Some(Event::Owned("route deleted"))
+        }
+        RouteNetlinkMessage::NewRoute(m) | RouteNetlinkMessage::DelRoute(m)
+            if host_route_in_main(m) && u8::from(m.header.protocol) != ROUTE_PROTO =>
+        {
             Some(Event::HostRoute)
         }
         RouteNetlinkMessage::DelRule(m) if rule_owned(m) => Some(Event::Owned("rule deleted")),
@@ -136,7 +151,13 @@ pub fn classify(msg: &RouteNetlinkMessage) -> Option<Event> {
 /// Subscribes and forwards relevant events until the receiver is dropped. Returns when the
 /// subscription socket fails (the caller restarts it; the periodic resync covers the gap).
 pub async fn run(tx: mpsc::UnboundedSender<Event>) -> std::io::Result<()> {
-    let groups = [MulticastGroup::Link, MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route, MulticastGroup::Ipv4Rule, MulticastGroup::Ipv6Rule];
+    let groups = [
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Route,
+        MulticastGroup::Ipv4Rule,
+        MulticastGroup::Ipv6Rule,
+    ];
     let (mut conn, _handle, mut messages) = rtnetlink::new_multicast_connection(&groups)?;
     // The agent's own bulk writes are echoed here. SO_RCVBUF is capped by net.core.rmem_max, so
     // a burst of tens of thousands can still overflow it; what is dropped then is mostly those
@@ -168,7 +189,10 @@ mod tests {
         let mut owned = LinkMessage::default();
         owned.attributes.push(LinkAttribute::Group(LINK_GROUP));
         let foreign = LinkMessage::default();
-        assert_eq!(classify(&RouteNetlinkMessage::DelLink(owned.clone())), Some(Event::Owned("link deleted")));
+        assert_eq!(
+            classify(&RouteNetlinkMessage::DelLink(owned.clone())),
+            Some(Event::Owned("link deleted"))
+        );
         assert_eq!(classify(&RouteNetlinkMessage::DelLink(foreign)), None);
 
         let mut ours = RouteMessage::default();
@@ -176,24 +200,36 @@ mod tests {
         ours.header.address_family = netlink_packet_route::AddressFamily::Inet;
         ours.attributes.push(RouteAttribute::Table(1_000_001_001));
         assert!(classify(&RouteNetlinkMessage::DelRoute(ours.clone())).is_some());
-        assert_eq!(classify(&RouteNetlinkMessage::NewRoute(ours)), None, "our own adds do not loop");
+        assert_eq!(
+            classify(&RouteNetlinkMessage::NewRoute(ours)),
+            None,
+            "our own adds do not loop"
+        );
 
         let mut evpn = RouteMessage::default();
         evpn.header.protocol = RouteProtocol::Bgp;
         evpn.header.address_family = netlink_packet_route::AddressFamily::Inet;
         evpn.header.destination_prefix_length = 32;
         evpn.attributes.push(RouteAttribute::Table(1_000_001_001));
-        assert_eq!(classify(&RouteNetlinkMessage::NewRoute(evpn)), None, "zebra's EVPN routes are ignored");
+        assert_eq!(
+            classify(&RouteNetlinkMessage::NewRoute(evpn)),
+            None,
+            "zebra's EVPN routes are ignored"
+        );
 
         let mut cni = RouteMessage::default();
         cni.header.protocol = RouteProtocol::Boot;
         cni.header.address_family = netlink_packet_route::AddressFamily::Inet;
         cni.header.destination_prefix_length = 32;
         cni.header.table = 254;
-        assert_eq!(classify(&RouteNetlinkMessage::NewRoute(cni)), Some(Event::HostRoute));
+        assert_eq!(
+            classify(&RouteNetlinkMessage::NewRoute(cni)),
+            Some(Event::HostRoute)
+        );
 
         let mut rule = RuleMessage::default();
-        rule.attributes.push(RuleAttribute::Protocol(RouteProtocol::from(ROUTE_PROTO)));
+        rule.attributes
+            .push(RuleAttribute::Protocol(RouteProtocol::from(ROUTE_PROTO)));
         assert!(classify(&RouteNetlinkMessage::DelRule(rule)).is_some());
     }
 
@@ -205,17 +241,37 @@ mod tests {
         br.attributes.push(LinkAttribute::Group(LINK_GROUP));
         br.attributes.push(LinkAttribute::IfName("bvbr-1001".into()));
         br.attributes.push(LinkAttribute::Controller(5));
-        assert!(mem.classify(&RouteNetlinkMessage::NewLink(br.clone())).is_some(), "first sight");
-        assert_eq!(mem.classify(&RouteNetlinkMessage::NewLink(br.clone())), None, "same programmed attributes");
+        assert!(
+            mem.classify(&RouteNetlinkMessage::NewLink(br.clone())).is_some(),
+            "first sight"
+        );
+        assert_eq!(
+            mem.classify(&RouteNetlinkMessage::NewLink(br.clone())),
+            None,
+            "same programmed attributes"
+        );
         let mut moved = br.clone();
-        moved.attributes.retain(|a| !matches!(a, LinkAttribute::Controller(_)));
-        assert_eq!(mem.classify(&RouteNetlinkMessage::NewLink(moved)), Some(Event::Owned("link changed")), "master removed by hand");
+        moved
+            .attributes
+            .retain(|a| !matches!(a, LinkAttribute::Controller(_)));
+        assert_eq!(
+            mem.classify(&RouteNetlinkMessage::NewLink(moved)),
+            Some(Event::Owned("link changed")),
+            "master removed by hand"
+        );
         assert!(mem.classify(&RouteNetlinkMessage::DelLink(br.clone())).is_some());
-        assert!(mem.classify(&RouteNetlinkMessage::NewLink(br.clone())).is_some(), "recreated");
+        assert!(
+            mem.classify(&RouteNetlinkMessage::NewLink(br.clone())).is_some(),
+            "recreated"
+        );
         let mut port_msg = LinkMessage::default();
         port_msg.header.index = 7;
         port_msg.header.interface_family = AddressFamily::Bridge;
         assert_eq!(mem.classify(&RouteNetlinkMessage::NewLink(port_msg)), None);
-        assert_eq!(mem.classify(&RouteNetlinkMessage::NewLink(br)), None, "a bridge-port message does not make the device new again");
+        assert_eq!(
+            mem.classify(&RouteNetlinkMessage::NewLink(br)),
+            None,
+            "a bridge-port message does not make the device new again"
+        );
     }
 }

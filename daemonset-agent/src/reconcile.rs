@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::frr::reload::{FrrControl, FrrError, FrrOutcome};
 use crate::frr::delta::delta;
+use crate::frr::reload::{FrrControl, FrrError, FrrOutcome};
 use crate::frr::{FrrView, render};
 use crate::kernel::plan::{EndpointPins, Resolved, resolve};
 use crate::kernel::{Dataplane, KernelState};
@@ -63,7 +63,9 @@ pub struct PassReport {
 
 impl PassReport {
     pub fn ok(&self) -> bool {
-        self.kernel_errors.is_empty() && self.frr.as_ref().is_none_or(|f| f.result != "Failed") && self.unmapped.is_empty()
+        self.kernel_errors.is_empty()
+            && self.frr.as_ref().is_none_or(|f| f.result != "Failed")
+            && self.unmapped.is_empty()
     }
 }
 
@@ -77,7 +79,11 @@ pub struct Waits {
 
 impl Default for Waits {
     fn default() -> Self {
-        Self { route_gone: Duration::from_secs(15), zebra: Duration::from_secs(15), poll: Duration::from_millis(200) }
+        Self {
+            route_gone: Duration::from_secs(15),
+            zebra: Duration::from_secs(15),
+            poll: Duration::from_millis(200),
+        }
     }
 }
 
@@ -151,7 +157,11 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         if let Some(last) = &self.accepted {
             desired.keep_held_back_from(last);
         }
-        persist(self.accepted_path.as_deref(), "the accepted desired state", &desired);
+        persist(
+            self.accepted_path.as_deref(),
+            "the accepted desired state",
+            &desired,
+        );
         self.accepted = Some(desired.clone());
         desired
     }
@@ -176,7 +186,11 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             return true;
         }
         // incremental only from a configuration known to be running
-        let delta = if self.force_frr { None } else { self.applied.as_ref().and_then(|a| delta(a, view)) };
+        let delta = if self.force_frr {
+            None
+        } else {
+            self.applied.as_ref().and_then(|a| delta(a, view))
+        };
         let t0 = Instant::now();
         // a check and an apply, each within the FRR deadline
         self.progress(self.frr_deadline * 2);
@@ -186,8 +200,12 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             && self.applied.as_ref() == Some(view)
         {
             tracing::warn!(stage = what, error = %e, "periodic FRR check failed; FRR was not changed, keeping the applied view");
-            report.trace.push(format!("frr: {what}: check failed, FRR unchanged"));
-            report.warnings.push(format!("periodic FRR check failed (FRR not changed): {e}"));
+            report
+                .trace
+                .push(format!("frr: {what}: check failed, FRR unchanged"));
+            report
+                .warnings
+                .push(format!("periodic FRR check failed (FRR not changed): {e}"));
             self.force_frr = false;
             self.recheck_only = false;
             return true;
@@ -195,29 +213,55 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         let millis = t0.elapsed().as_millis() as u64;
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let ok = res.is_ok();
-        if let (Some(m), Ok(FrrOutcome::Applied { incremental: true, .. })) = (&self.metrics, &res) {
+        if let (
+            Some(m),
+            Ok(FrrOutcome::Applied {
+                incremental: true, ..
+            }),
+        ) = (&self.metrics, &res)
+        {
             m.frr_incremental_applies.inc();
         }
         let result = match res {
             Ok(FrrOutcome::Unchanged) => {
                 report.trace.push(format!("frr: {what}: unchanged"));
-                FrrResult { result: "Unchanged", message: None, time: now }
+                FrrResult {
+                    result: "Unchanged",
+                    message: None,
+                    time: now,
+                }
             }
             Ok(FrrOutcome::Applied { lines, incremental }) => {
                 let how = if incremental { "vtysh delta" } else { "frr-reload" };
-                report.trace.push(format!("frr: {what}: applied ({lines} lines, {how})"));
-                FrrResult { result: "Applied", message: Some(format!("{what}: {lines} lines changed ({how})")), time: now }
+                report
+                    .trace
+                    .push(format!("frr: {what}: applied ({lines} lines, {how})"));
+                FrrResult {
+                    result: "Applied",
+                    message: Some(format!("{what}: {lines} lines changed ({how})")),
+                    time: now,
+                }
             }
             Err(e) => {
                 report.trace.push(format!("frr: {what}: FAILED"));
                 tracing::warn!(stage = what, error = %e, "FRR apply failed");
-                FrrResult { result: "Failed", message: Some(format!("{what}: {e}")), time: now }
+                FrrResult {
+                    result: "Failed",
+                    message: Some(format!("{what}: {e}")),
+                    time: now,
+                }
             }
         };
         if let Some(m) = &self.metrics {
             m.frr(result.result);
         }
-        tracing::info!(stage = what, result = result.result, millis, message = result.message.as_deref().unwrap_or(""), "FRR apply");
+        tracing::info!(
+            stage = what,
+            result = result.result,
+            millis,
+            message = result.message.as_deref().unwrap_or(""),
+            "FRR apply"
+        );
         report.frr = Some(result);
         self.recheck_only = false;
         if ok {
@@ -286,14 +330,17 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
     /// zebra had time to learn the devices, is reported on its own VNI, and the next pass
     /// re-applies FRR in full (which also undoes a hand-made mapping that took the VNI).
     async fn check_vni_mappings(&mut self, view: &FrrView, report: &mut PassReport) {
-        let wanted: BTreeMap<u32, &IfName> = view.vrfs.iter().filter_map(|v| Some((v.vni?, &v.name))).collect();
+        let wanted: BTreeMap<u32, &IfName> =
+            view.vrfs.iter().filter_map(|v| Some((v.vni?, &v.name))).collect();
         if wanted.is_empty() {
             return;
         }
         let start = Instant::now();
         self.progress(self.waits.zebra + self.frr_deadline);
         let wrong = loop {
-            let Some(mapped) = self.frr.l3vni_mappings().await else { return };
+            let Some(mapped) = self.frr.l3vni_mappings().await else {
+                return;
+            };
             let wrong: BTreeMap<u32, String> = wanted
                 .iter()
                 .filter(|(vni, vrf)| mapped.get(vni).map(String::as_str) != Some(vrf.as_str()))
@@ -312,7 +359,14 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             }
             tokio::time::sleep(self.waits.poll).await;
         };
-        report.trace.push(format!("check: VNIs mapped in zebra: {}", if wrong.is_empty() { "all".to_string() } else { format!("not {:?}", wrong.keys().collect::<Vec<_>>()) }));
+        report.trace.push(format!(
+            "check: VNIs mapped in zebra: {}",
+            if wrong.is_empty() {
+                "all".to_string()
+            } else {
+                format!("not {:?}", wrong.keys().collect::<Vec<_>>())
+            }
+        ));
         if !wrong.is_empty() {
             for why in wrong.values() {
                 tracing::warn!(%why, "L3 VNI not mapped in FRR");
@@ -346,15 +400,27 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             }
         };
         let resolved = resolve(desired, &observed, &self.settings, &self.pins);
-        let conflicted: Vec<IfName> = resolved.vrfs.iter().filter(|v| v.conflict.is_some()).map(|v| v.name.clone()).collect();
+        let conflicted: Vec<IfName> = resolved
+            .vrfs
+            .iter()
+            .filter(|v| v.conflict.is_some())
+            .map(|v| v.name.clone())
+            .collect();
         let final_view = FrrView::from_desired(desired, &conflicted);
         let previous = self.applied.clone();
         let moving: Vec<IfName> = final_view
             .vrfs
             .iter()
             .filter(|v| {
-                let kernel = resolved.vrfs.iter().any(|r| r.name == v.name && !r.remap_from.is_empty());
-                let frr = previous.as_ref().and_then(|p| p.vrf(&v.name)).and_then(|p| p.vni).is_some_and(|old| Some(old) != v.vni);
+                let kernel = resolved
+                    .vrfs
+                    .iter()
+                    .any(|r| r.name == v.name && !r.remap_from.is_empty());
+                let frr = previous
+                    .as_ref()
+                    .and_then(|p| p.vrf(&v.name))
+                    .and_then(|p| p.vni)
+                    .is_some_and(|old| Some(old) != v.vni);
                 kernel || frr
             })
             .map(|v| v.name.clone())
@@ -365,17 +431,37 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         if !moving.is_empty() {
             report.moved = moving.clone();
             let names: Vec<String> = moving.iter().map(|n| n.to_string()).collect();
-            if let Some(prev) = previous.as_ref().filter(|p| moving.iter().any(|n| p.vrf(n).is_some_and(|v| v.vni.is_some()))) {
+            if let Some(prev) = previous
+                .as_ref()
+                .filter(|p| moving.iter().any(|n| p.vrf(n).is_some_and(|v| v.vni.is_some())))
+            {
                 let unmap = prev.unmapped(&moving);
-                frr_ok = self.apply_frr(&unmap, &format!("unmap VNI of {} (old route targets)", names.join(",")), &mut report).await;
+                frr_ok = self
+                    .apply_frr(
+                        &unmap,
+                        &format!("unmap VNI of {} (old route targets)", names.join(",")),
+                        &mut report,
+                    )
+                    .await;
             }
             // the VRF's EVPN routes must be gone before its route targets change
-            let tables: Vec<u32> = resolved.vrfs.iter().filter(|v| moving.contains(&v.name)).map(|v| v.table).collect();
+            let tables: Vec<u32> = resolved
+                .vrfs
+                .iter()
+                .filter(|v| moving.contains(&v.name))
+                .map(|v| v.table)
+                .collect();
             let gone = self.wait_evpn_routes_gone(&tables).await;
-            report.trace.push(format!("wait: EVPN routes gone from {}: {gone}", names.join(",")));
+            report
+                .trace
+                .push(format!("wait: EVPN routes gone from {}: {gone}", names.join(",")));
             tracing::info!(vrfs = %names.join(","), gone, "wait: EVPN routes of the moving VRFs withdrawn");
             if !gone {
-                report.warnings.push(format!("EVPN routes of {} still installed after {:?}; moving on", names.join(","), self.waits.route_gone));
+                report.warnings.push(format!(
+                    "EVPN routes of {} still installed after {:?}; moving on",
+                    names.join(","),
+                    self.waits.route_gone
+                ));
             }
         }
         // An RD changes in two steps: the VRF's routes are withdrawn under the old RD before any
@@ -388,7 +474,11 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                 .vrfs
                 .iter()
                 .filter(|v| !moving.contains(&v.name))
-                .filter_map(|v| prev.vrf(&v.name).filter(|p| p.rd != v.rd).map(|p| (v.name.clone(), p.rd.to_string(), v.rd.to_string(), 0)))
+                .filter_map(|v| {
+                    prev.vrf(&v.name)
+                        .filter(|p| p.rd != v.rd)
+                        .map(|p| (v.name.clone(), p.rd.to_string(), v.rd.to_string(), 0))
+                })
                 .collect(),
             _ => Vec::new(),
         };
@@ -398,29 +488,60 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             for c in &mut rd_changes {
                 c.3 = self.frr.evpn_prefixes_under(&c.1).await.unwrap_or(0);
             }
-            frr_ok = self.apply_frr(&prev.silenced(&names), &format!("withdraw {list} under the old RDs"), &mut report).await;
+            frr_ok = self
+                .apply_frr(
+                    &prev.silenced(&names),
+                    &format!("withdraw {list} under the old RDs"),
+                    &mut report,
+                )
+                .await;
             if frr_ok {
                 let olds: Vec<String> = rd_changes.iter().map(|c| c.1.clone()).collect();
                 let gone = self.wait_prefixes(&olds, |n| n == 0).await;
-                report.trace.push(format!("wait: routes under the old RDs of {list} withdrawn: {gone}"));
+                report.trace.push(format!(
+                    "wait: routes under the old RDs of {list} withdrawn: {gone}"
+                ));
                 if !gone {
-                    report.warnings.push(format!("routes under the old RDs of {list} still held after {:?}; moving on", self.waits.route_gone));
+                    report.warnings.push(format!(
+                        "routes under the old RDs of {list} still held after {:?}; moving on",
+                        self.waits.route_gone
+                    ));
                 }
             }
         }
-        let empty = FrrView { vrfs: Vec::new(), ..final_view.clone() };
-        let pre = final_view.unmapped(&moving).with_retained(previous.as_ref().unwrap_or(&empty));
+        let empty = FrrView {
+            vrfs: Vec::new(),
+            ..final_view.clone()
+        };
+        let pre = final_view
+            .unmapped(&moving)
+            .with_retained(previous.as_ref().unwrap_or(&empty));
         // Only a changed view needs FRR before the kernel; a forced re-check of an unchanged
         // view (resync, FRR restart) runs after the kernel step so it never delays a repair.
         if frr_ok && self.applied.as_ref() != Some(&pre) {
-            frr_ok = self.apply_frr(&pre, if moving.is_empty() { "pre-kernel" } else { "new route targets, VNI unmapped" }, &mut report).await;
+            frr_ok = self
+                .apply_frr(
+                    &pre,
+                    if moving.is_empty() {
+                        "pre-kernel"
+                    } else {
+                        "new route targets, VNI unmapped"
+                    },
+                    &mut report,
+                )
+                .await;
         }
         // With FRR not (yet) holding the new VRFs, new devices would come before their EVPN
         // instance; repairs of what FRR already has are still made.
-        let frr_has_all = self.applied.as_ref().is_some_and(|a| final_view.vrfs.iter().all(|v| a.vrf(&v.name).is_some()));
+        let frr_has_all = self
+            .applied
+            .as_ref()
+            .is_some_and(|a| final_view.vrfs.iter().all(|v| a.vrf(&v.name).is_some()));
         if !frr_ok && (!frr_has_all || !moving.is_empty()) {
             // a VNI move continues only in the safe order: no VXLAN swap before its FRR steps
-            report.warnings.push("FRR is not reachable or refused the configuration: kernel changes postponed".to_string());
+            report.warnings.push(
+                "FRR is not reachable or refused the configuration: kernel changes postponed".to_string(),
+            );
             report.duration = started.elapsed();
             return report;
         }
@@ -452,10 +573,18 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             let mut start = 0;
             while start < ops.len() {
                 // a run of independent writes goes out together, anything else one by one
-                let len = if ops[start].is_independent() { ops[start..].iter().take_while(|o| o.is_independent()).count() } else { 1 };
+                let len = if ops[start].is_independent() {
+                    ops[start..].iter().take_while(|o| o.is_independent()).count()
+                } else {
+                    1
+                };
                 let run = &ops[start..start + len];
                 start += len;
-                let results = if len == 1 { vec![self.dp.apply(&run[0]).await] } else { self.dp.apply_independent(run).await };
+                let results = if len == 1 {
+                    vec![self.dp.apply(&run[0]).await]
+                } else {
+                    self.dp.apply_independent(run).await
+                };
                 for (op, res) in run.iter().zip(results) {
                     if let Some(m) = &self.metrics {
                         m.op(op.label(), res.is_ok());
@@ -479,7 +608,9 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                 break;
             }
             if round + 1 == MAX_KERNEL_ROUNDS {
-                report.warnings.push(format!("kernel state still differs after {MAX_KERNEL_ROUNDS} rounds"));
+                report.warnings.push(format!(
+                    "kernel state still differs after {MAX_KERNEL_ROUNDS} rounds"
+                ));
             }
         }
         self.record_pins(&last_resolved, desired.generation);
@@ -498,24 +629,42 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             {
                 let ifname = crate::model::vxlan_name(vni);
                 let known = self.wait_zebra_knows(ifname.as_str(), vni).await;
-                report.trace.push(format!("wait: zebra knows {ifname} (VNI {vni}): {known}"));
+                report
+                    .trace
+                    .push(format!("wait: zebra knows {ifname} (VNI {vni}): {known}"));
                 tracing::info!(%ifname, vni, known, "wait: zebra knows the new VXLAN device");
                 if !known {
-                    report.warnings.push(format!("zebra did not report {ifname} within {:?}; mapping VNI {vni} anyway", self.waits.zebra));
+                    report.warnings.push(format!(
+                        "zebra did not report {ifname} within {:?}; mapping VNI {vni} anyway",
+                        self.waits.zebra
+                    ));
                 }
             }
         }
         if frr_ok {
-            let ok = self.apply_frr(&final_view, if moving.is_empty() { "final" } else { "map new VNI" }, &mut report).await;
+            let ok = self
+                .apply_frr(
+                    &final_view,
+                    if moving.is_empty() { "final" } else { "map new VNI" },
+                    &mut report,
+                )
+                .await;
             if ok && report.frr.as_ref().is_some_and(|f| f.result != "Failed") {
                 self.check_vni_mappings(&final_view, &mut report).await;
             }
             // after an RD change: everything announced before is announced again, under the new RD
             for (name, _, new, before) in rd_changes.iter().filter(|c| c.3 > 0 && ok) {
-                let back = self.wait_prefixes(std::slice::from_ref(new), |n| n >= *before).await;
-                report.trace.push(format!("wait: {name} announces its {before} routes under RD {new}: {back}"));
+                let back = self
+                    .wait_prefixes(std::slice::from_ref(new), |n| n >= *before)
+                    .await;
+                report.trace.push(format!(
+                    "wait: {name} announces its {before} routes under RD {new}: {back}"
+                ));
                 if !back {
-                    report.warnings.push(format!("{name}: fewer than {before} routes under the new RD {new} after {:?}", self.waits.route_gone));
+                    report.warnings.push(format!(
+                        "{name}: fewer than {before} routes under the new RD {new} after {:?}",
+                        self.waits.route_gone
+                    ));
                 }
             }
         }
@@ -526,12 +675,16 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
 
 /// Whether any of `tables` holds a route zebra installed from BGP.
 pub fn has_evpn_routes(k: &KernelState, tables: &[u32]) -> bool {
-    k.routes.iter().any(|r| r.protocol == RTPROT_BGP && tables.contains(&r.table))
+    k.routes
+        .iter()
+        .any(|r| r.protocol == RTPROT_BGP && tables.contains(&r.table))
 }
 
 /// What an earlier run of the agent persisted at `path`, if it is there and still decodes.
 fn load<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Option<T> {
-    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 /// Persists `value` at `path` (atomically); a failure only costs what a restart remembers.

@@ -26,7 +26,11 @@ struct FakeFrr {
 }
 
 impl FrrControl for FakeFrr {
-    fn apply(&mut self, config: &str, delta: Option<&str>) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send {
+    fn apply(
+        &mut self,
+        config: &str,
+        delta: Option<&str>,
+    ) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send {
         if let Some(n) = self.fail_after.as_mut() {
             if *n == 0 {
                 self.fail = true;
@@ -36,16 +40,26 @@ impl FrrControl for FakeFrr {
             }
         }
         let res = if self.fail_check {
-            Err(FrrError::Check(Box::new(FrrError::Timeout { cmd: "frr-reload.py --test".into(), secs: 300 })))
+            Err(FrrError::Check(Box::new(FrrError::Timeout {
+                cmd: "frr-reload.py --test".into(),
+                secs: 300,
+            })))
         } else if self.fail {
-            Err(FrrError::Reload { step: "reload", code: 1, output: "injected".into() })
+            Err(FrrError::Reload {
+                step: "reload",
+                code: 1,
+                output: "injected".into(),
+            })
         } else if self.running == config {
             Ok(FrrOutcome::Unchanged)
         } else {
             self.running = config.to_string();
             self.applied.push(config.to_string());
             self.deltas.push(delta.map(str::to_string));
-            Ok(FrrOutcome::Applied { lines: 1, incremental: delta.is_some() })
+            Ok(FrrOutcome::Applied {
+                lines: 1,
+                incremental: delta.is_some(),
+            })
         };
         async move { res }
     }
@@ -61,7 +75,9 @@ impl FrrControl for FakeFrr {
     }
 
     #[allow(clippy::manual_async_fn)]
-    fn l3vni_mappings(&mut self) -> impl Future<Output = Option<std::collections::BTreeMap<u32, String>>> + Send {
+    fn l3vni_mappings(
+        &mut self,
+    ) -> impl Future<Output = Option<std::collections::BTreeMap<u32, String>>> + Send {
         let mappings = self.mappings.clone();
         async move { mappings }
     }
@@ -99,12 +115,19 @@ fn reconciler() -> Reconciler<FakeKernel, FakeFrr> {
     k.add_foreign_link("eth0", LinkKind::Other("veth".into()));
     k.add_pod("cali1234", "10.0.0.84");
     let mut r = Reconciler::new(k, FakeFrr::default(), NodeSettings::default());
-    r.waits = Waits { route_gone: Duration::from_millis(50), zebra: Duration::from_millis(50), poll: Duration::from_millis(5) };
+    r.waits = Waits {
+        route_gone: Duration::from_millis(50),
+        zebra: Duration::from_millis(50),
+        poll: Duration::from_millis(5),
+    };
     r
 }
 
 fn position(trace: &[String], needle: &str) -> usize {
-    trace.iter().position(|t| t.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not in trace:\n{}", trace.join("\n")))
+    trace
+        .iter()
+        .position(|t| t.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in trace:\n{}", trace.join("\n")))
 }
 
 #[tokio::test]
@@ -124,14 +147,24 @@ async fn seed_from_scratch_then_second_pass_writes_nothing() {
         format!("ip -4 rule add from all iif bvbr-1001 unreachable pref 1001 proto {ROUTE_PROTO}"),
         format!("ip -6 rule add from all iif bvbr-1001 unreachable pref 1001 proto {ROUTE_PROTO}"),
         format!("ip -4 route replace 10.0.0.84/32 dev cali1234 scope link table {t} proto {ROUTE_PROTO}"),
-        format!("ip -4 rule add from 10.0.0.84/32 lookup {t} suppress_prefixlength 0 pref 2000 proto {ROUTE_PROTO}"),
+        format!(
+            "ip -4 rule add from 10.0.0.84/32 lookup {t} suppress_prefixlength 0 pref 2000 proto {ROUTE_PROTO}"
+        ),
         "sysctl -w net.ipv4.conf.cali1234.rp_filter=2".to_string(),
     ] {
-        assert!(writes.iter().any(|w| w.starts_with(&expected)), "missing {expected:?} in\n{}", writes.join("\n"));
+        assert!(
+            writes.iter().any(|w| w.starts_with(&expected)),
+            "missing {expected:?} in\n{}",
+            writes.join("\n")
+        );
     }
     // FRR holds the VRF/VNI before any device exists
     assert!(position(&rep.trace, "frr: pre-kernel") < position(&rep.trace, "kernel: ip link add vrf-blue"));
-    assert_eq!(r.frr.applied.len(), 1, "pre-kernel and final views are equal: one apply");
+    assert_eq!(
+        r.frr.applied.len(),
+        1,
+        "pre-kernel and final views are equal: one apply"
+    );
     assert!(r.frr.running.contains("vrf vrf-blue\n vni 1001\nexit-vrf"));
     // the VRF's bridge and VXLAN are wired as the kernel would report them
     let k = &r.dp.state;
@@ -156,7 +189,10 @@ async fn sweep_removes_only_owned_objects_devices_before_frr() {
     let foreign_vrf = r.dp.add_foreign_link("tenant-x", LinkKind::Vrf { table: 100 });
     r.dp.state.routes.push(Route {
         table: table_for_slot(1001),
-        dst: Prefix { addr: "192.0.2.0".parse().unwrap(), len: 24 },
+        dst: Prefix {
+            addr: "192.0.2.0".parse().unwrap(),
+            len: 24,
+        },
         kind: RouteKind::Unicast,
         protocol: 4,
         oif: Some(foreign_vrf),
@@ -208,7 +244,12 @@ async fn sweep_removes_only_owned_objects_devices_before_frr() {
     assert_eq!(k.rules, foreign.rules);
     // order: rules, routes, then VXLAN before bridge before VRF
     let writes: Vec<String> = r.dp.writes.iter().map(|w| w.to_string()).collect();
-    let at = |s: &str| writes.iter().position(|w| w.starts_with(s)).unwrap_or_else(|| panic!("{s} not in {writes:?}"));
+    let at = |s: &str| {
+        writes
+            .iter()
+            .position(|w| w.starts_with(s))
+            .unwrap_or_else(|| panic!("{s} not in {writes:?}"))
+    };
     assert!(at("ip -4 rule del") < at("ip -4 route del"));
     assert!(at("ip -4 route del") < at("ip link del bvvx-1001"));
     assert!(at("ip link del bvvx-1001") < at("ip link del bvbr-1001"));
@@ -222,12 +263,21 @@ async fn sweep_removes_only_owned_objects_devices_before_frr() {
 #[tokio::test]
 async fn vni_move_follows_the_safe_order() {
     let mut r = reconciler();
-    assert!(r.pass(&parse_state(&spec("vrf-red", 1001, &["10.0.0.84"])).unwrap()).await.ok());
+    assert!(
+        r.pass(&parse_state(&spec("vrf-red", 1001, &["10.0.0.84"])).unwrap())
+            .await
+            .ok()
+    );
     let before = r.dp.state.clone();
     r.dp.reset_writes();
-    let rep = r.pass(&parse_state(&spec("vrf-red", 1003, &["10.0.0.84"])).unwrap()).await;
+    let rep = r
+        .pass(&parse_state(&spec("vrf-red", 1003, &["10.0.0.84"])).unwrap())
+        .await;
     assert!(rep.ok(), "{:?} {:?}", rep.kernel_errors, rep.warnings);
-    assert_eq!(rep.moved.iter().map(|n| n.as_str()).collect::<Vec<_>>(), ["vrf-red"]);
+    assert_eq!(
+        rep.moved.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+        ["vrf-red"]
+    );
     let trace = &rep.trace;
     let unmap = position(trace, "frr: unmap VNI of vrf-red");
     let gone = position(trace, "wait: EVPN routes gone");
@@ -236,29 +286,66 @@ async fn vni_move_follows_the_safe_order() {
     let add = position(trace, "kernel: ip link add bvvx-1003");
     let zebra = position(trace, "wait: zebra knows bvvx-1003");
     let map = position(trace, "frr: map new VNI");
-    assert!(unmap < gone && gone < rts && rts < del && del < add && add < zebra && zebra < map, "{}", trace.join("\n"));
+    assert!(
+        unmap < gone && gone < rts && rts < del && del < add && add < zebra && zebra < map,
+        "{}",
+        trace.join("\n")
+    );
     // the three FRR configurations: unmapped with the OLD route targets, unmapped with the new
     // ones, mapped to the new VNI
     let n = r.frr.applied.len();
-    let (a, b, c) = (&r.frr.applied[n - 3], &r.frr.applied[n - 2], &r.frr.applied[n - 1]);
-    assert!(!a.contains("\nvrf vrf-red\n") && a.contains("route-target import 65000:1001"), "{a}");
-    assert!(!b.contains("\nvrf vrf-red\n") && b.contains("route-target import 65000:1003") && !b.contains("65000:1001"), "{b}");
+    let (a, b, c) = (
+        &r.frr.applied[n - 3],
+        &r.frr.applied[n - 2],
+        &r.frr.applied[n - 1],
+    );
+    assert!(
+        !a.contains("\nvrf vrf-red\n") && a.contains("route-target import 65000:1001"),
+        "{a}"
+    );
+    assert!(
+        !b.contains("\nvrf vrf-red\n")
+            && b.contains("route-target import 65000:1003")
+            && !b.contains("65000:1001"),
+        "{b}"
+    );
     assert!(c.contains("vrf vrf-red\n vni 1003\nexit-vrf"), "{c}");
     // each step is one incremental change, in that order
-    let deltas: Vec<&str> = r.frr.deltas[n - 3..].iter().map(|d| d.as_deref().unwrap_or("(full reload)")).collect();
+    let deltas: Vec<&str> = r.frr.deltas[n - 3..]
+        .iter()
+        .map(|d| d.as_deref().unwrap_or("(full reload)"))
+        .collect();
     assert_eq!(deltas[0], "vrf vrf-red\n no vni 1001\nexit-vrf\n", "{deltas:?}");
-    assert!(deltas[1].contains("  no route-target import 65000:1001\n") && deltas[1].contains("  route-target export 65000:1003\n") && !deltas[1].contains("vni"), "{}", deltas[1]);
+    assert!(
+        deltas[1].contains("  no route-target import 65000:1001\n")
+            && deltas[1].contains("  route-target export 65000:1003\n")
+            && !deltas[1].contains("vni"),
+        "{}",
+        deltas[1]
+    );
     assert_eq!(deltas[2], "vrf vrf-red\n vni 1003\nexit-vrf\n");
     // the VRF, its table and bridge (and so the router MAC) are kept; only the VXLAN is swapped
     let k = &r.dp.state;
     assert_eq!(k.link("vrf-red"), before.link("vrf-red"));
-    assert_eq!(k.link("bvbr-1001").unwrap().mac, before.link("bvbr-1001").unwrap().mac);
+    assert_eq!(
+        k.link("bvbr-1001").unwrap().mac,
+        before.link("bvbr-1001").unwrap().mac
+    );
     assert!(k.link("bvvx-1001").is_none());
-    assert_eq!(k.link("bvvx-1003").unwrap().master, Some(k.link("bvbr-1001").unwrap().index));
+    assert_eq!(
+        k.link("bvvx-1003").unwrap().master,
+        Some(k.link("bvbr-1001").unwrap().index)
+    );
     // the pod's rule still points at the kept table
-    assert!(k.rules.iter().any(|x| x.owned() && x.table == table_for_slot(1001)));
+    assert!(
+        k.rules
+            .iter()
+            .any(|x| x.owned() && x.table == table_for_slot(1001))
+    );
     r.dp.reset_writes();
-    let rep = r.pass(&parse_state(&spec("vrf-red", 1003, &["10.0.0.84"])).unwrap()).await;
+    let rep = r
+        .pass(&parse_state(&spec("vrf-red", 1003, &["10.0.0.84"])).unwrap())
+        .await;
     assert_eq!(rep.kernel_writes, 0);
     assert!(rep.moved.is_empty());
 }
@@ -266,16 +353,41 @@ async fn vni_move_follows_the_safe_order() {
 #[tokio::test]
 async fn new_vrf_takes_an_overflow_slot_when_its_own_is_held_by_a_moved_vrf() {
     let mut r = reconciler();
-    assert!(r.pass(&parse_state(&spec("vrf-red", 1001, &[])).unwrap()).await.ok());
-    assert!(r.pass(&parse_state(&spec("vrf-red", 1003, &[])).unwrap()).await.ok());
-    let two = format!("{}{}", spec("vrf-red", 1003, &[]), spec("vrf-green", 1001, &[]).split("l3vnis:\n").nth(1).unwrap());
+    assert!(
+        r.pass(&parse_state(&spec("vrf-red", 1001, &[])).unwrap())
+            .await
+            .ok()
+    );
+    assert!(
+        r.pass(&parse_state(&spec("vrf-red", 1003, &[])).unwrap())
+            .await
+            .ok()
+    );
+    let two = format!(
+        "{}{}",
+        spec("vrf-red", 1003, &[]),
+        spec("vrf-green", 1001, &[]).split("l3vnis:\n").nth(1).unwrap()
+    );
     let rep = r.pass(&parse_state(&two).unwrap()).await;
     assert!(rep.ok(), "{:?}", rep.kernel_errors);
     let k = &r.dp.state;
-    assert_eq!(k.link("vrf-red").unwrap().kind, LinkKind::Vrf { table: table_for_slot(1001) });
-    assert_eq!(k.link("vrf-green").unwrap().kind, LinkKind::Vrf { table: table_for_slot(16_777_216) });
+    assert_eq!(
+        k.link("vrf-red").unwrap().kind,
+        LinkKind::Vrf {
+            table: table_for_slot(1001)
+        }
+    );
+    assert_eq!(
+        k.link("vrf-green").unwrap().kind,
+        LinkKind::Vrf {
+            table: table_for_slot(16_777_216)
+        }
+    );
     assert!(k.link("bvbr-16777216").is_some());
-    assert_eq!(k.link("bvvx-1001").unwrap().master, k.link("bvbr-16777216").map(|l| l.index));
+    assert_eq!(
+        k.link("bvvx-1001").unwrap().master,
+        k.link("bvbr-16777216").map(|l| l.index)
+    );
 }
 
 #[tokio::test]
@@ -285,10 +397,27 @@ async fn a_foreign_device_with_the_vrf_name_blocks_only_that_vrf() {
     let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
     let rep = r.pass(&d).await;
     let plan = &rep.resolved.as_ref().unwrap().vrfs[0];
-    assert!(plan.conflict.as_deref().unwrap().contains("not managed by the agent"));
-    assert!(r.dp.writes.iter().all(|w| !matches!(w, KernelOp::CreateBridge { .. } | KernelOp::CreateVxlan { .. } | KernelOp::AddRule(_))));
-    assert!(!r.frr.running.contains("vrf-blue"), "FRR must not be bound to a foreign VRF");
-    let st = crate::status::build_status(&d, &rep, rep.frr.as_ref(), None, &Time(k8s_openapi::jiff::Timestamp::now()));
+    assert!(
+        plan.conflict
+            .as_deref()
+            .unwrap()
+            .contains("not managed by the agent")
+    );
+    assert!(r.dp.writes.iter().all(|w| !matches!(
+        w,
+        KernelOp::CreateBridge { .. } | KernelOp::CreateVxlan { .. } | KernelOp::AddRule(_)
+    )));
+    assert!(
+        !r.frr.running.contains("vrf-blue"),
+        "FRR must not be bound to a foreign VRF"
+    );
+    let st = crate::status::build_status(
+        &d,
+        &rep,
+        rep.frr.as_ref(),
+        None,
+        &Time(k8s_openapi::jiff::Timestamp::now()),
+    );
     assert!(!st.l3vnis[0].ready);
     assert!(st.l3vnis[0].message.as_deref().unwrap().contains("not managed"));
 }
@@ -300,18 +429,46 @@ async fn endpoint_waits_for_the_cni_route_then_is_programmed() {
     let rep = r.pass(&d).await;
     assert!(rep.ok());
     let first_frr = rep.frr.clone();
-    let st = crate::status::build_status(&d, &rep, rep.frr.as_ref(), None, &Time(k8s_openapi::jiff::Timestamp::now()));
+    let st = crate::status::build_status(
+        &d,
+        &rep,
+        rep.frr.as_ref(),
+        None,
+        &Time(k8s_openapi::jiff::Timestamp::now()),
+    );
     assert!(!st.l3vnis[0].ready);
-    assert!(st.l3vnis[0].message.as_deref().unwrap().contains("no route to 10.0.0.99/32 in the main table"));
-    assert!(!r.dp.state.rules.iter().any(|x| x.owned() && x.src.is_some()), "no pod rule while the endpoint is pending");
+    assert!(
+        st.l3vnis[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("no route to 10.0.0.99/32 in the main table")
+    );
+    assert!(
+        !r.dp.state.rules.iter().any(|x| x.owned() && x.src.is_some()),
+        "no pod rule while the endpoint is pending"
+    );
     r.dp.add_pod("cali9999", "10.0.0.99");
     r.dp.reset_writes();
     let rep = r.pass(&d).await;
     let writes: Vec<String> = r.dp.writes.iter().map(|w| w.to_string()).collect();
-    assert!(writes.iter().any(|w| w.contains("10.0.0.99/32 dev cali9999")), "{writes:?}");
-    assert!(writes.iter().any(|w| w.starts_with("ip -4 rule add from 10.0.0.99/32")));
+    assert!(
+        writes.iter().any(|w| w.contains("10.0.0.99/32 dev cali9999")),
+        "{writes:?}"
+    );
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.starts_with("ip -4 rule add from 10.0.0.99/32"))
+    );
     assert!(rep.frr.is_none(), "FRR did not need an apply");
-    let st = crate::status::build_status(&d, &rep, first_frr.as_ref(), None, &Time(k8s_openapi::jiff::Timestamp::now()));
+    let st = crate::status::build_status(
+        &d,
+        &rep,
+        first_frr.as_ref(),
+        None,
+        &Time(k8s_openapi::jiff::Timestamp::now()),
+    );
     assert!(st.l3vnis[0].ready, "{:?}", st.l3vnis[0].message);
     assert_eq!(st.programmed_vnis, 1);
     assert!(bgpvpn_crds::conditions::is_true(&st.conditions, "Ready"));
@@ -340,7 +497,12 @@ async fn a_bridge_moved_out_of_its_vrf_gets_its_master_back_and_nothing_else() {
     let mut r = reconciler();
     let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
     assert!(r.pass(&d).await.ok());
-    r.dp.state.links.iter_mut().find(|l| l.name == "bvbr-1001").unwrap().master = None;
+    r.dp.state
+        .links
+        .iter_mut()
+        .find(|l| l.name == "bvbr-1001")
+        .unwrap()
+        .master = None;
     r.dp.reset_writes();
     r.pass(&d).await;
     let writes: Vec<String> = r.dp.writes.iter().map(|w| w.to_string()).collect();
@@ -355,7 +517,11 @@ async fn frr_unreachable_postpones_new_devices() {
     let rep = r.pass(&d).await;
     assert!(!rep.ok());
     assert_eq!(rep.frr.as_ref().unwrap().result, "Failed");
-    assert!(r.dp.writes.is_empty(), "devices before their EVPN instance: {:?}", r.dp.writes);
+    assert!(
+        r.dp.writes.is_empty(),
+        "devices before their EVPN instance: {:?}",
+        r.dp.writes
+    );
     r.frr.fail = false;
     let rep = r.pass(&d).await;
     assert!(rep.ok());
@@ -369,9 +535,23 @@ async fn ipv6_endpoints_use_the_kernel_default_metric_and_stay_idempotent() {
     let d = parse_state(&spec("vrf-blue", 1001, &["\"fd00::84\""])).unwrap();
     assert!(r.pass(&d).await.ok());
     let writes: Vec<String> = r.dp.writes.iter().map(|w| w.to_string()).collect();
-    assert!(writes.iter().any(|w| w.starts_with("ip -6 route replace fd00::84/128 dev cali6") && w.ends_with("metric 1024")), "{writes:?}");
-    assert!(writes.iter().any(|w| w == "sysctl -w net.ipv6.conf.all.forwarding=1") || !r.dp.sysctls.contains_key("net/ipv6/conf/all/forwarding"));
-    assert!(r.frr.running.contains("address-family ipv6 unicast\n  network fd00::84/128"));
+    assert!(
+        writes.iter().any(
+            |w| w.starts_with("ip -6 route replace fd00::84/128 dev cali6") && w.ends_with("metric 1024")
+        ),
+        "{writes:?}"
+    );
+    assert!(
+        writes
+            .iter()
+            .any(|w| w == "sysctl -w net.ipv6.conf.all.forwarding=1")
+            || !r.dp.sysctls.contains_key("net/ipv6/conf/all/forwarding")
+    );
+    assert!(
+        r.frr
+            .running
+            .contains("address-family ipv6 unicast\n  network fd00::84/128")
+    );
     r.dp.reset_writes();
     assert_eq!(r.pass(&d).await.kernel_writes, 0);
 }
@@ -379,14 +559,22 @@ async fn ipv6_endpoints_use_the_kernel_default_metric_and_stay_idempotent() {
 #[tokio::test]
 async fn a_failed_frr_step_stops_a_vni_move_before_the_vxlan_swap() {
     let mut r = reconciler();
-    assert!(r.pass(&parse_state(&spec("vrf-red", 1001, &["10.0.0.84"])).unwrap()).await.ok());
+    assert!(
+        r.pass(&parse_state(&spec("vrf-red", 1001, &["10.0.0.84"])).unwrap())
+            .await
+            .ok()
+    );
     r.dp.reset_writes();
     // the unmap succeeds, the route-target step fails
     r.frr.fail_after = Some(1);
     let moved = parse_state(&spec("vrf-red", 1003, &["10.0.0.84"])).unwrap();
     let rep = r.pass(&moved).await;
     assert!(!rep.ok());
-    assert!(r.dp.writes.is_empty(), "VXLAN swapped out of order: {:?}", r.dp.writes);
+    assert!(
+        r.dp.writes.is_empty(),
+        "VXLAN swapped out of order: {:?}",
+        r.dp.writes
+    );
     assert!(r.dp.state.link("bvvx-1001").is_some());
     // FRR back: the move completes in order
     r.frr.fail = false;
@@ -402,39 +590,70 @@ async fn a_failed_frr_step_stops_a_vni_move_before_the_vxlan_swap() {
 async fn frr_changes_are_incremental_once_the_running_configuration_is_known() {
     let mut r = reconciler();
     r.dp.add_pod("cali5678", "10.0.0.85");
-    assert!(r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap()).await.ok());
-    assert_eq!(r.frr.deltas, [None], "the first apply after start is a full reload");
+    assert!(
+        r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap())
+            .await
+            .ok()
+    );
+    assert_eq!(
+        r.frr.deltas,
+        [None],
+        "the first apply after start is a full reload"
+    );
 
-    let rep = r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84", "10.0.0.85"])).unwrap()).await;
+    let rep = r
+        .pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84", "10.0.0.85"])).unwrap())
+        .await;
     assert!(rep.ok());
     assert_eq!(
         r.frr.deltas.last().unwrap().as_deref(),
-        Some("router bgp 65001 vrf vrf-blue\n address-family ipv4 unicast\n  network 10.0.0.85/32\n exit-address-family\nexit\n")
+        Some(
+            "router bgp 65001 vrf vrf-blue\n address-family ipv4 unicast\n  network 10.0.0.85/32\n exit-address-family\nexit\n"
+        )
     );
     assert!(rep.frr.unwrap().message.unwrap().contains("vtysh delta"));
 
     // unbind: devices first, then one delta that unmaps the VNI and removes the BGP instance
     let rep = r.pass(&parse_state(EMPTY).unwrap()).await;
     assert!(rep.ok());
-    assert!(position(&rep.trace, "kernel: ip link del vrf-blue") < position(&rep.trace, "frr: final"), "{}", rep.trace.join("\n"));
-    assert_eq!(r.frr.deltas.last().unwrap().as_deref(), Some("vrf vrf-blue\n no vni 1001\nexit-vrf\nno router bgp 65001 vrf vrf-blue\n"));
+    assert!(
+        position(&rep.trace, "kernel: ip link del vrf-blue") < position(&rep.trace, "frr: final"),
+        "{}",
+        rep.trace.join("\n")
+    );
+    assert_eq!(
+        r.frr.deltas.last().unwrap().as_deref(),
+        Some("vrf vrf-blue\n no vni 1001\nexit-vrf\nno router bgp 65001 vrf vrf-blue\n")
+    );
 
     // a resync (or an FRR restart) does not trust the memory: full reload
     r.force_frr = true;
     let n = r.frr.applied.len();
-    assert!(r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap()).await.ok());
+    assert!(
+        r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap())
+            .await
+            .ok()
+    );
     assert_eq!(r.frr.deltas[n..], [None]);
 }
 
 #[tokio::test]
 async fn a_failed_apply_makes_the_next_one_a_full_reload() {
     let mut r = reconciler();
-    assert!(r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap()).await.ok());
+    assert!(
+        r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap())
+            .await
+            .ok()
+    );
     r.frr.fail = true;
     assert!(!r.pass(&parse_state(EMPTY).unwrap()).await.ok());
     r.frr.fail = false;
     assert!(r.pass(&parse_state(EMPTY).unwrap()).await.ok());
-    assert_eq!(r.frr.deltas.last().unwrap(), &None, "after a failure the running configuration is unknown");
+    assert_eq!(
+        r.frr.deltas.last().unwrap(),
+        &None,
+        "after a failure the running configuration is unknown"
+    );
 }
 
 #[tokio::test]
@@ -448,19 +667,31 @@ async fn a_failed_periodic_check_of_an_unchanged_view_is_a_warning_not_a_failure
     r.frr.fail_check = true;
     let rep = r.pass(&d).await;
     assert!(rep.ok(), "{:?}", rep.frr);
-    assert!(rep.warnings.iter().any(|w| w.contains("periodic FRR check failed")), "{:?}", rep.warnings);
+    assert!(
+        rep.warnings
+            .iter()
+            .any(|w| w.contains("periodic FRR check failed")),
+        "{:?}",
+        rep.warnings
+    );
     assert!(!r.force_frr, "the next pass must not be a full reload again");
     // the next change still goes out as a delta
     r.frr.fail_check = false;
     r.dp.add_pod("cali5678", "10.0.0.85");
-    assert!(r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84", "10.0.0.85"])).unwrap()).await.ok());
+    assert!(
+        r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84", "10.0.0.85"])).unwrap())
+            .await
+            .ok()
+    );
     assert!(r.frr.deltas.last().unwrap().is_some());
 
     // the same failure when the running configuration is unknown (after an FRR restart) fails
     r.force_frr = true;
     r.recheck_only = false;
     r.frr.fail_check = true;
-    let rep = r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84", "10.0.0.85"])).unwrap()).await;
+    let rep = r
+        .pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84", "10.0.0.85"])).unwrap())
+        .await;
     assert!(!rep.ok());
     assert!(r.force_frr);
 }
@@ -472,13 +703,21 @@ async fn a_vni_frr_does_not_map_is_reported_on_its_own_and_reapplied_in_full() {
     let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
     let rep = r.pass(&d).await;
     assert!(!rep.ok(), "an unmapped VNI is not a good pass");
-    assert!(rep.unmapped[&1001].contains("does not map VNI 1001 to vrf-blue"), "{:?}", rep.unmapped);
+    assert!(
+        rep.unmapped[&1001].contains("does not map VNI 1001 to vrf-blue"),
+        "{:?}",
+        rep.unmapped
+    );
     assert!(r.force_frr, "the next pass re-applies FRR in full");
 
     // a VNI another VRF holds is reported at once, naming it
     r.frr.mappings = Some([(1001, "adhoc".to_string())].into());
     let rep = r.pass(&d).await;
-    assert!(rep.unmapped[&1001].contains("FRR maps VNI 1001 to VRF adhoc"), "{:?}", rep.unmapped);
+    assert!(
+        rep.unmapped[&1001].contains("FRR maps VNI 1001 to VRF adhoc"),
+        "{:?}",
+        rep.unmapped
+    );
 
     r.frr.mappings = Some([(1001, "vrf-blue".to_string())].into());
     let rep = r.pass(&d).await;

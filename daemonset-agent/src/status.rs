@@ -22,7 +22,10 @@ pub fn build_status(
     let kernel_ok = report.kernel_errors.is_empty();
     let mut l3vnis = Vec::new();
     for v in &desired.vrfs {
-        let plan = report.resolved.as_ref().and_then(|r| r.vrfs.iter().find(|p| p.name == v.name));
+        let plan = report
+            .resolved
+            .as_ref()
+            .and_then(|r| r.vrfs.iter().find(|p| p.name == v.name));
         let mut problems: Vec<String> = Vec::new();
         let mut endpoints = 0;
         match plan {
@@ -34,7 +37,11 @@ pub fn build_status(
                 for e in &p.endpoints {
                     match &e.interface {
                         Ok(_) => endpoints += 1,
-                        Err(why) => problems.push(format!("endpoint {}{}: {why}", e.ip, e.pod.as_deref().map(|p| format!(" ({p})")).unwrap_or_default())),
+                        Err(why) => problems.push(format!(
+                            "endpoint {}{}: {why}",
+                            e.ip,
+                            e.pod.as_deref().map(|p| format!(" ({p})")).unwrap_or_default()
+                        )),
                     }
                 }
                 for x in &p.prefixes {
@@ -54,7 +61,10 @@ pub fn build_status(
             problems.push(why.clone());
         }
         if let Some(h) = desired.held_back.iter().find(|h| h.vni == v.vni) {
-            problems.insert(0, format!("held back: {}; the last accepted version keeps running", h.reason));
+            problems.insert(
+                0,
+                format!("held back: {}; the last accepted version keeps running", h.reason),
+            );
         }
         l3vnis.push(L3VniStatus {
             vni: v.vni,
@@ -83,27 +93,70 @@ pub fn build_status(
         report.kernel_errors.join("; ")
     };
     let frr_msg = match last_frr {
-        Some(f) => format!("{}{}", f.result, f.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()),
+        Some(f) => format!(
+            "{}{}",
+            f.result,
+            f.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+        ),
         None => "not applied yet".to_string(),
     };
     let all_ready = kernel_ok && frr_ok && l3vnis.iter().all(|s| s.ready);
     let ready_msg = if all_ready {
         format!("{programmed} L3 VNIs programmed")
     } else {
-        let pending: Vec<String> = l3vnis.iter().filter(|s| !s.ready).map(|s| format!("{} (VNI {})", s.vrf, s.vni)).collect();
-        format!("not ready: {}", if pending.is_empty() { "see other conditions".to_string() } else { pending.join(", ") })
+        let pending: Vec<String> = l3vnis
+            .iter()
+            .filter(|s| !s.ready)
+            .map(|s| format!("{} (VNI {})", s.vrf, s.vni))
+            .collect();
+        format!(
+            "not ready: {}",
+            if pending.is_empty() {
+                "see other conditions".to_string()
+            } else {
+                pending.join(", ")
+            }
+        )
     };
     let fresh = vec![
-        conditions::condition(types::DATAPLANE_PROGRAMMED, kernel_ok, if kernel_ok { "Programmed" } else { "KernelError" }, dataplane_msg, generation, now),
-        conditions::condition(types::FRR_APPLIED, frr_ok, last_frr.map(|f| f.result).unwrap_or("Pending"), frr_msg, generation, now),
-        conditions::condition(types::READY, all_ready, if all_ready { "Ready" } else { "NotReady" }, ready_msg, generation, now),
+        conditions::condition(
+            types::DATAPLANE_PROGRAMMED,
+            kernel_ok,
+            if kernel_ok { "Programmed" } else { "KernelError" },
+            dataplane_msg,
+            generation,
+            now,
+        ),
+        conditions::condition(
+            types::FRR_APPLIED,
+            frr_ok,
+            last_frr.map(|f| f.result).unwrap_or("Pending"),
+            frr_msg,
+            generation,
+            now,
+        ),
+        conditions::condition(
+            types::READY,
+            all_ready,
+            if all_ready { "Ready" } else { "NotReady" },
+            ready_msg,
+            generation,
+            now,
+        ),
     ];
     EvpnNodeStateStatus {
-        conditions: conditions::merged(previous.map(|p| p.conditions.as_slice()).unwrap_or_default(), fresh),
+        conditions: conditions::merged(
+            previous.map(|p| p.conditions.as_slice()).unwrap_or_default(),
+            fresh,
+        ),
         observed_generation: generation,
         programmed_vnis: programmed,
         l3vnis,
-        frr: last_frr.map(|f| FrrApplyStatus { result: f.result.to_string(), time: Some(f.time.clone()), message: f.message.clone() }),
+        frr: last_frr.map(|f| FrrApplyStatus {
+            result: f.result.to_string(),
+            time: Some(f.time.clone()),
+            message: f.message.clone(),
+        }),
         agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
     }
 }

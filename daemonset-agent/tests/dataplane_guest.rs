@@ -31,7 +31,11 @@ fn is_root() -> bool {
     // the effective uid, without libc: /proc/self/status "Uid: real effective saved fs"
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
         .unwrap_or(false)
 }
 
@@ -46,20 +50,31 @@ fn seed_demo_in_the_node_guest_with_frr() {
     if std::env::var("BGPVPN_SKIP_DATAPLANE").is_ok_and(|v| v == "1") {
         return skip("BGPVPN_SKIP_DATAPLANE=1");
     }
-    let versions = Command::new("bash").arg(&runner).arg("versions").output().expect("running guest.sh versions");
+    let versions = Command::new("bash")
+        .arg(&runner)
+        .arg("versions")
+        .output()
+        .expect("running guest.sh versions");
     if !versions.status.success() {
-        return skip(&format!("the node guest is not prepared (hack/testbed/guest.sh prepare): {}", String::from_utf8_lossy(&versions.stderr).trim()));
+        return skip(&format!(
+            "the node guest is not prepared (hack/testbed/guest.sh prepare): {}",
+            String::from_utf8_lossy(&versions.stderr).trim()
+        ));
     }
     println!("node guest: {}", String::from_utf8_lossy(&versions.stdout).trim());
     // the guest sees the host paths it is given at the same place: the binary is used where cargo built it
     let agent = PathBuf::from(env!("CARGO_BIN_EXE_bgpvpn-agent"));
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("guest-dataplane-{}", std::process::id()));
+    let out =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("guest-dataplane-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     for p in [&runner, &payload, &agent, &out] {
         let s = p.display().to_string();
         assert!(
-            !s.contains([' ', ',']) && !["/run/", "/var/log/", "/var/tmp/", "/dev/shm/"].iter().any(|d| s.starts_with(d)),
+            !s.contains([' ', ','])
+                && !["/run/", "/var/log/", "/var/tmp/", "/dev/shm/"]
+                    .iter()
+                    .any(|d| s.starts_with(d)),
             "{s}: guest paths may not contain spaces/commas or lie under /run, /var/log, /var/tmp, /dev/shm"
         );
     }
@@ -77,15 +92,33 @@ fn seed_demo_in_the_node_guest_with_frr() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    println!("dataplane tier in the node guest: {secs:.1} s (results in {})", out.display());
-    let summary = stdout.lines().rev().find(|l| l.ends_with(" failed")).unwrap_or("");
+    println!(
+        "dataplane tier in the node guest: {secs:.1} s (results in {})",
+        out.display()
+    );
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.ends_with(" failed"))
+        .unwrap_or("");
     if let Some(m) = stdout.lines().find(|l| l.contains("MEASURED:")) {
         println!("{}", m.trim());
     }
     if stderr.contains("cannot mount") || output.status.code() == Some(125) && !stdout.contains("passed") {
-        return skip(&format!("the node guest did not run (exit {:?}): {}", output.status.code(), stderr.lines().last().unwrap_or("")));
+        return skip(&format!(
+            "the node guest did not run (exit {:?}): {}",
+            output.status.code(),
+            stderr.lines().last().unwrap_or("")
+        ));
     }
-    assert!(output.status.success(), "dataplane tier failed (exit {:?}): {summary}", output.status.code());
-    assert!(summary.ends_with(" 0 failed") && !summary.starts_with("0 passed"), "unexpected summary: {summary:?}");
+    assert!(
+        output.status.success(),
+        "dataplane tier failed (exit {:?}): {summary}",
+        output.status.code()
+    );
+    assert!(
+        summary.ends_with(" 0 failed") && !summary.starts_with("0 passed"),
+        "unexpected summary: {summary:?}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -16,7 +16,12 @@ fn golden(name: &str) {
         std::fs::write(&path, &rendered).unwrap();
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(rendered, expected, "{name}: rendering differs from {} (UPDATE_GOLDEN=1 to accept)", path.display());
+    assert_eq!(
+        rendered,
+        expected,
+        "{name}: rendering differs from {} (UPDATE_GOLDEN=1 to accept)",
+        path.display()
+    );
 }
 
 #[test]
@@ -46,7 +51,10 @@ fn rendering_is_deterministic_and_order_independent() {
         v.import_targets.reverse();
     }
     let b = bgpvpn_agent::model::DesiredState::from_spec(&reordered, None).unwrap();
-    assert_eq!(render(&FrrView::from_desired(&a, &[])), render(&FrrView::from_desired(&b, &[])));
+    assert_eq!(
+        render(&FrrView::from_desired(&a, &[])),
+        render(&FrrView::from_desired(&b, &[]))
+    );
 }
 
 /// Strings cannot inject FRR commands: every rendered token comes from a validated, typed
@@ -54,18 +62,41 @@ fn rendering_is_deterministic_and_order_independent() {
 /// before a single line is rendered: the whole spec (underlay), or its L3 VNI, held back.
 #[test]
 fn hostile_strings_are_refused_before_rendering() {
-    let base = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/seed.yaml")).unwrap();
+    let base =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/seed.yaml"))
+            .unwrap();
     let hostile = [
         ("vrf: vrf-blue", "vrf: \"vrf-blue\\n line vty\""),
         ("vrf: vrf-blue", "vrf: \"a b\""),
         ("vrf: vrf-blue", "vrf: \"vrf;exit\""),
-        ("[\"65000:1001\"]\n    exportTargets", "[\"65000:1001\\nrouter bgp 1\"]\n    exportTargets"),
-        ("exportTargets: [\"65000:1001\"]", "exportTargets: [\"65000:1001 additive\"]"),
-        ("routeDistinguisher: \"172.30.0.1:1001\"", "routeDistinguisher: \"172.30.0.1:1001\\n!\\nno router bgp 65001\""),
-        ("routerId: 172.30.0.1", "routerId: \"172.30.0.1\\n neighbor 6.6.6.6 remote-as 666\""),
-        ("address: 172.30.0.2", "address: \"172.30.0.2 remote-as 1\\n neighbor 9.9.9.9\""),
-        ("- ip: 10.0.0.84", "- ip: \"10.0.0.84/32\\n  redistribute kernel\""),
-        ("- address: 172.30.0.2", "- interface: \"eth0 interface\"\n      address: 172.30.0.2"),
+        (
+            "[\"65000:1001\"]\n    exportTargets",
+            "[\"65000:1001\\nrouter bgp 1\"]\n    exportTargets",
+        ),
+        (
+            "exportTargets: [\"65000:1001\"]",
+            "exportTargets: [\"65000:1001 additive\"]",
+        ),
+        (
+            "routeDistinguisher: \"172.30.0.1:1001\"",
+            "routeDistinguisher: \"172.30.0.1:1001\\n!\\nno router bgp 65001\"",
+        ),
+        (
+            "routerId: 172.30.0.1",
+            "routerId: \"172.30.0.1\\n neighbor 6.6.6.6 remote-as 666\"",
+        ),
+        (
+            "address: 172.30.0.2",
+            "address: \"172.30.0.2 remote-as 1\\n neighbor 9.9.9.9\"",
+        ),
+        (
+            "- ip: 10.0.0.84",
+            "- ip: \"10.0.0.84/32\\n  redistribute kernel\"",
+        ),
+        (
+            "- address: 172.30.0.2",
+            "- interface: \"eth0 interface\"\n      address: 172.30.0.2",
+        ),
     ];
     for (from, to) in hostile {
         assert!(base.contains(from), "fixture lacks {from:?}");

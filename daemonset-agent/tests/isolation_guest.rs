@@ -79,9 +79,7 @@ fn foreign_objects_with_the_agents_markers_are_left_alone() {
             let generation = bed.write_state(seed(bed));
             bed.start_agent(&[]);
             let pod = bed.pods[0].0.clone();
-            bed.wait("pod -> VM of VNI 1001", 60, || {
-                pod_reaches_vm(bed, &pod, 1001)
-            });
+            bed.wait("pod -> VM of VNI 1001", 60, || pod_reaches_vm(bed, &pod, 1001));
             bed.wait("status Ready", 30, || bed.status_is(generation, true));
             for (what, _, show) in &foreign {
                 bed.check(
@@ -95,8 +93,7 @@ fn foreign_objects_with_the_agents_markers_are_left_alone() {
                 l3vnis: vec![],
             });
             bed.wait("unbound: the agent's own devices are swept", 30, || {
-                bed.run(&a, "ip -br link show type vrf").trim().is_empty()
-                    && bed.status_is(generation, true)
+                bed.run(&a, "ip -br link show type vrf").trim().is_empty() && bed.status_is(generation, true)
             });
             bed.wait("unbound: the pod's rule is gone", 10, || {
                 !bed.run(&a, "ip rule show").contains("from 10.0.0.84")
@@ -134,18 +131,8 @@ fn one_tenants_bad_values_never_hold_up_another_vpn() {
         |bed| {
             let a = bed.a.clone();
             let (pod1, pod2) = (bed.pods[0].0.clone(), bed.pods[1].0.clone());
-            let good_1001 = l3vni(
-                "vrf-1001",
-                1001,
-                "172.30.0.1:1001",
-                &[("10.0.0.84", "t1/web")],
-            );
-            let good_1003 = l3vni(
-                "vrf-1003",
-                1003,
-                "172.30.0.1:1003",
-                &[("10.0.0.85", "t3/web")],
-            );
+            let good_1001 = l3vni("vrf-1001", 1001, "172.30.0.1:1001", &[("10.0.0.84", "t1/web")]);
+            let good_1003 = l3vni("vrf-1003", 1003, "172.30.0.1:1003", &[("10.0.0.85", "t3/web")]);
             bed.write_state(EvpnNodeStateSpec {
                 underlay: bed.underlay(),
                 l3vnis: vec![good_1001.clone()],
@@ -282,16 +269,10 @@ fn one_tenants_bad_values_never_hold_up_another_vpn() {
                     in_frr.is_empty(),
                 );
                 let tables = bed.run(&a, "ip route show table all proto 232");
-                let routed: Vec<&str> = [
-                    "172.30.0.1 ",
-                    "127.0.0.1",
-                    "224.0.0.5",
-                    "10.9.0.0/24",
-                    "default",
-                ]
-                .into_iter()
-                .filter(|n| tables.contains(n))
-                .collect();
+                let routed: Vec<&str> = ["172.30.0.1 ", "127.0.0.1", "224.0.0.5", "10.9.0.0/24", "default"]
+                    .into_iter()
+                    .filter(|n| tables.contains(n))
+                    .collect();
                 bed.check(
                     &format!("{what}: none of it routed by the agent (found {routed:?})"),
                     routed.is_empty(),
@@ -339,9 +320,7 @@ fn one_tenants_bad_values_never_hold_up_another_vpn() {
                 || {
                     bed.status().is_some_and(|s| {
                         s.conditions.iter().any(|c| {
-                            c.type_ == "Ready"
-                                && c.reason == "InvalidSpec"
-                                && c.message.contains("multicast")
+                            c.type_ == "Ready" && c.reason == "InvalidSpec" && c.message.contains("multicast")
                         })
                     })
                 },
@@ -369,12 +348,7 @@ fn a_reused_address_joins_no_vpn_until_its_new_holder_is_named() {
             let a = bed.a.clone();
             let vm = bed.vm(1001);
             let with_holder = |bed: &Bed, holder: &str| {
-                let mut v = l3vni(
-                    "vrf-1001",
-                    1001,
-                    "172.30.0.1:1001",
-                    &[("10.0.0.84", "t1/web")],
-                );
+                let mut v = l3vni("vrf-1001", 1001, "172.30.0.1:1001", &[("10.0.0.84", "t1/web")]);
                 v.endpoints[0].holder = Some(holder.into());
                 EvpnNodeStateSpec {
                     underlay: bed.underlay(),
@@ -480,33 +454,67 @@ fn a_reused_address_joins_no_vpn_until_its_new_holder_is_named() {
 /// through the VRF.
 #[test]
 fn an_allowed_prefix_reaches_the_peer() {
-    scenario("an_allowed_prefix_reaches_the_peer", BedSpec { vnis: "1001", pods: "10.0.0.84" }, |bed| {
-        let a = bed.a.clone();
-        let subnet = bed.netns("subnet");
-        bed.run(&a, &format!("ip link add cni-sub type veth peer name eth0 netns {subnet}"));
-        bed.run(&a, "ip addr add 10.0.9.1/24 dev cni-sub");
-        bed.run(&a, "ip link set cni-sub up");
-        bed.run(&subnet, "ip addr add 10.0.9.5/24 dev eth0");
-        bed.run(&subnet, "ip link set eth0 up");
-        bed.run(&subnet, "ip route add default via 10.0.9.1");
-        bed.serve(&subnet, "10.0.9.5", "hello from the pod subnet");
-        let mut v = l3vni("vrf-1001", 1001, "172.30.0.1:1001", &[("10.0.0.84", "t1/web")]);
-        v.prefixes = vec![bgpvpn_crds::RoutedPrefix { prefix: "10.0.9.0/24".into(), next_hop: None }];
-        let generation = bed.write_state(EvpnNodeStateSpec { underlay: bed.underlay(), l3vnis: vec![v] });
-        bed.start_agent(&[]);
-        bed.wait("node B learned 10.0.9.0/24 in vrf-1001", 60, || bed.b_has_route(1001, "10.0.9.0/24"));
-        let vm = bed.vm(1001);
-        bed.wait("VM -> a host of the announced subnet, and back", 30, || bed.fetch(&vm, "10.0.9.5").is_some_and(|b| b.contains("pod subnet")));
-        bed.wait("status Ready", 30, || bed.status_is(generation, true));
+    scenario(
+        "an_allowed_prefix_reaches_the_peer",
+        BedSpec {
+            vnis: "1001",
+            pods: "10.0.0.84",
+        },
+        |bed| {
+            let a = bed.a.clone();
+            let subnet = bed.netns("subnet");
+            bed.run(
+                &a,
+                &format!("ip link add cni-sub type veth peer name eth0 netns {subnet}"),
+            );
+            bed.run(&a, "ip addr add 10.0.9.1/24 dev cni-sub");
+            bed.run(&a, "ip link set cni-sub up");
+            bed.run(&subnet, "ip addr add 10.0.9.5/24 dev eth0");
+            bed.run(&subnet, "ip link set eth0 up");
+            bed.run(&subnet, "ip route add default via 10.0.9.1");
+            bed.serve(&subnet, "10.0.9.5", "hello from the pod subnet");
+            let mut v = l3vni("vrf-1001", 1001, "172.30.0.1:1001", &[("10.0.0.84", "t1/web")]);
+            v.prefixes = vec![bgpvpn_crds::RoutedPrefix {
+                prefix: "10.0.9.0/24".into(),
+                next_hop: None,
+            }];
+            let generation = bed.write_state(EvpnNodeStateSpec {
+                underlay: bed.underlay(),
+                l3vnis: vec![v],
+            });
+            bed.start_agent(&[]);
+            bed.wait("node B learned 10.0.9.0/24 in vrf-1001", 60, || {
+                bed.b_has_route(1001, "10.0.9.0/24")
+            });
+            let vm = bed.vm(1001);
+            bed.wait("VM -> a host of the announced subnet, and back", 30, || {
+                bed.fetch(&vm, "10.0.9.5")
+                    .is_some_and(|b| b.contains("pod subnet"))
+            });
+            bed.wait("status Ready", 30, || bed.status_is(generation, true));
 
-        // without a main-table route there is nothing to forward to: not announced, and said so
-        let mut v = l3vni("vrf-1001", 1001, "172.30.0.1:1001", &[("10.0.0.84", "t1/web")]);
-        v.prefixes = vec![bgpvpn_crds::RoutedPrefix { prefix: "10.0.8.0/24".into(), next_hop: None }];
-        let generation = bed.write_state(EvpnNodeStateSpec { underlay: bed.underlay(), l3vnis: vec![v] });
-        bed.wait("a prefix without a route: status says why", 30, || vni_message(bed, generation, 1001).contains("no route to 10.0.8.0/24"));
-        bed.wait("node B withdrew 10.0.9.0/24", 30, || !bed.b_has_route(1001, "10.0.9.0/24"));
-        bed.check("node B never learned 10.0.8.0/24", !bed.b_has_route(1001, "10.0.8.0/24"));
-    });
+            // without a main-table route there is nothing to forward to: not announced, and said so
+            let mut v = l3vni("vrf-1001", 1001, "172.30.0.1:1001", &[("10.0.0.84", "t1/web")]);
+            v.prefixes = vec![bgpvpn_crds::RoutedPrefix {
+                prefix: "10.0.8.0/24".into(),
+                next_hop: None,
+            }];
+            let generation = bed.write_state(EvpnNodeStateSpec {
+                underlay: bed.underlay(),
+                l3vnis: vec![v],
+            });
+            bed.wait("a prefix without a route: status says why", 30, || {
+                vni_message(bed, generation, 1001).contains("no route to 10.0.8.0/24")
+            });
+            bed.wait("node B withdrew 10.0.9.0/24", 30, || {
+                !bed.b_has_route(1001, "10.0.9.0/24")
+            });
+            bed.check(
+                "node B never learned 10.0.8.0/24",
+                !bed.b_has_route(1001, "10.0.8.0/24"),
+            );
+        },
+    );
 }
 
 /// `/healthz` means "the loop is stuck", not "the pass is long": while a pass waits on an FRR
@@ -514,83 +522,159 @@ fn an_allowed_prefix_reaches_the_peer() {
 /// FRR answers again the pass completes.
 #[test]
 fn liveness_holds_through_a_long_frr_apply() {
-    scenario("liveness_holds_through_a_long_frr_apply", BedSpec { vnis: "1001 1003", pods: "10.0.0.84 10.0.0.85" }, |bed| {
-        let (pod1, pod2) = (bed.pods[0].0.clone(), bed.pods[1].0.clone());
-        let first = l3vni("vrf-1001", 1001, "172.30.0.1:1001", &[("10.0.0.84", "t1/web")]);
-        bed.write_state(EvpnNodeStateSpec { underlay: bed.underlay(), l3vnis: vec![first.clone()] });
-        // a grace far below the FRR deadline: a stale heartbeat shows within seconds
-        bed.start_agent(&["--liveness-grace-secs", "3", "--frr-timeout-secs", "25"]);
-        bed.wait("pod -> VM of VNI 1001", 60, || pod_reaches_vm(bed, &pod1, 1001));
-        bed.wait("/healthz 200 while idle", 10, || bed.healthz() == 200);
+    scenario(
+        "liveness_holds_through_a_long_frr_apply",
+        BedSpec {
+            vnis: "1001 1003",
+            pods: "10.0.0.84 10.0.0.85",
+        },
+        |bed| {
+            let (pod1, pod2) = (bed.pods[0].0.clone(), bed.pods[1].0.clone());
+            let first = l3vni("vrf-1001", 1001, "172.30.0.1:1001", &[("10.0.0.84", "t1/web")]);
+            bed.write_state(EvpnNodeStateSpec {
+                underlay: bed.underlay(),
+                l3vnis: vec![first.clone()],
+            });
+            // a grace far below the FRR deadline: a stale heartbeat shows within seconds
+            bed.start_agent(&["--liveness-grace-secs", "3", "--frr-timeout-secs", "25"]);
+            bed.wait("pod -> VM of VNI 1001", 60, || pod_reaches_vm(bed, &pod1, 1001));
+            bed.wait("/healthz 200 while idle", 10, || bed.healthz() == 200);
 
-        let bgpd = std::fs::read_to_string(format!("/run/frr/{}/bgpd.pid", bed.a)).unwrap().trim().to_string();
-        let signal = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &bgpd]).status().unwrap().success());
-        signal("-STOP");
-        let mark = bed.agent_log_len();
-        let second = l3vni("vrf-1003", 1003, "172.30.0.1:1003", &[("10.0.0.85", "t3/web")]);
-        bed.write_state(EvpnNodeStateSpec { underlay: bed.underlay(), l3vnis: vec![first, second] });
-        bed.wait("the agent took the new state", 10, || bed.agent_log_since(mark).contains("new desired state"));
-        let started = std::time::Instant::now();
-        let mut codes = Vec::new();
-        while started.elapsed() < std::time::Duration::from_secs(12) {
-            codes.push(bed.healthz());
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
-        let still_in_pass = !bed.agent_log_since(mark).contains("pass done");
-        signal("-CONT");
-        bed.check("the pass waited on FRR the whole time (4x the grace)", still_in_pass);
-        bed.check(&format!("/healthz stayed 200 during the long pass: {codes:?}"), codes.iter().all(|c| *c == 200));
-        bed.wait("FRR answers again: tenant 3 is programmed", 90, || pod_reaches_vm(bed, &pod2, 1003));
-        bed.check("/healthz 200", bed.healthz() == 200);
-    });
+            let bgpd = std::fs::read_to_string(format!("/run/frr/{}/bgpd.pid", bed.a))
+                .unwrap()
+                .trim()
+                .to_string();
+            let signal = |sig: &str| {
+                assert!(
+                    std::process::Command::new("kill")
+                        .args([sig, &bgpd])
+                        .status()
+                        .unwrap()
+                        .success()
+                )
+            };
+            signal("-STOP");
+            let mark = bed.agent_log_len();
+            let second = l3vni("vrf-1003", 1003, "172.30.0.1:1003", &[("10.0.0.85", "t3/web")]);
+            bed.write_state(EvpnNodeStateSpec {
+                underlay: bed.underlay(),
+                l3vnis: vec![first, second],
+            });
+            bed.wait("the agent took the new state", 10, || {
+                bed.agent_log_since(mark).contains("new desired state")
+            });
+            let started = std::time::Instant::now();
+            let mut codes = Vec::new();
+            while started.elapsed() < std::time::Duration::from_secs(12) {
+                codes.push(bed.healthz());
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            let still_in_pass = !bed.agent_log_since(mark).contains("pass done");
+            signal("-CONT");
+            bed.check(
+                "the pass waited on FRR the whole time (4x the grace)",
+                still_in_pass,
+            );
+            bed.check(
+                &format!("/healthz stayed 200 during the long pass: {codes:?}"),
+                codes.iter().all(|c| *c == 200),
+            );
+            bed.wait("FRR answers again: tenant 3 is programmed", 90, || {
+                pod_reaches_vm(bed, &pod2, 1003)
+            });
+            bed.check("/healthz 200", bed.healthz() == 200);
+        },
+    );
 }
 
 /// Two VRFs swap their route distinguishers in one update (what renumbering auto RDs did):
 /// neither VPN goes dark, and the peer keeps each VPN's routes apart.
 #[test]
 fn swapped_route_distinguishers_leave_both_vpns_forwarding() {
-    scenario("swapped_route_distinguishers_leave_both_vpns_forwarding", BedSpec { vnis: "1001 1003", pods: "10.0.0.84 10.0.0.85" }, |bed| {
-        // both VPNs also announce the same prefix (overlapping tenant address plans), each via
-        // its own next hop: after the swap, each RD's route for it belongs to the other VPN
-        let a = bed.a.clone();
-        for (dev, net) in [("gw1", "10.0.5.1/24"), ("gw3", "10.0.6.1/24")] {
-            bed.run(&a, &format!("ip link add {dev} type dummy"));
-            bed.run(&a, &format!("ip addr add {net} dev {dev}"));
-            bed.run(&a, &format!("ip link set {dev} up"));
-        }
-        let with_rds = |bed: &Bed, rd1: &str, rd3: &str| {
-            let mut v1 = l3vni("vrf-1001", 1001, rd1, &[("10.0.0.84", "t1/web")]);
-            v1.prefixes = vec![bgpvpn_crds::RoutedPrefix { prefix: "10.0.9.0/24".into(), next_hop: Some("10.0.5.2".into()) }];
-            let mut v3 = l3vni("vrf-1003", 1003, rd3, &[("10.0.0.85", "t3/web")]);
-            v3.prefixes = vec![bgpvpn_crds::RoutedPrefix { prefix: "10.0.9.0/24".into(), next_hop: Some("10.0.6.2".into()) }];
-            EvpnNodeStateSpec { underlay: bed.underlay(), l3vnis: vec![v1, v3] }
-        };
-        let (vm1, vm3) = (bed.vm(1001), bed.vm(1003));
-        let both = |bed: &Bed| {
-            bed.fetch(&vm1, "10.0.0.84").is_some_and(|b| b.contains("10.0.0.84")) && bed.fetch(&vm3, "10.0.0.85").is_some_and(|b| b.contains("10.0.0.85"))
-        };
-        bed.write_state(with_rds(bed, "172.30.0.1:1", "172.30.0.1:2"));
-        bed.start_agent(&[]);
-        bed.wait("both VMs reach their pods", 60, || both(bed));
-        bed.wait("node B has the shared prefix in both VRFs", 30, || bed.b_has_route(1001, "10.0.9.0/24") && bed.b_has_route(1003, "10.0.9.0/24"));
-        // back and forth: the defect showed in some of the swaps only
-        for (round, (rd1, rd3)) in [("172.30.0.1:2", "172.30.0.1:1"), ("172.30.0.1:1", "172.30.0.1:2"), ("172.30.0.1:2", "172.30.0.1:1")].into_iter().enumerate() {
-            let generation = bed.write_state(with_rds(bed, rd1, rd3));
-            bed.wait(&format!("swap {round}: status Ready"), 60, || bed.status_is(generation, true));
-            bed.wait(&format!("swap {round}: node B has the shared prefix in both VRFs, each VPN only its own pod"), 30, || {
-                bed.b_has_route(1001, "10.0.9.0/24")
-                    && bed.b_has_route(1003, "10.0.9.0/24")
-                    && bed.b_has_route(1001, "10.0.0.84")
-                    && bed.b_has_route(1003, "10.0.0.85")
-                    && !bed.b_has_route(1001, "10.0.0.85")
-                    && !bed.b_has_route(1003, "10.0.0.84")
+    scenario(
+        "swapped_route_distinguishers_leave_both_vpns_forwarding",
+        BedSpec {
+            vnis: "1001 1003",
+            pods: "10.0.0.84 10.0.0.85",
+        },
+        |bed| {
+            // both VPNs also announce the same prefix (overlapping tenant address plans), each via
+            // its own next hop: after the swap, each RD's route for it belongs to the other VPN
+            let a = bed.a.clone();
+            for (dev, net) in [("gw1", "10.0.5.1/24"), ("gw3", "10.0.6.1/24")] {
+                bed.run(&a, &format!("ip link add {dev} type dummy"));
+                bed.run(&a, &format!("ip addr add {net} dev {dev}"));
+                bed.run(&a, &format!("ip link set {dev} up"));
+            }
+            let with_rds = |bed: &Bed, rd1: &str, rd3: &str| {
+                let mut v1 = l3vni("vrf-1001", 1001, rd1, &[("10.0.0.84", "t1/web")]);
+                v1.prefixes = vec![bgpvpn_crds::RoutedPrefix {
+                    prefix: "10.0.9.0/24".into(),
+                    next_hop: Some("10.0.5.2".into()),
+                }];
+                let mut v3 = l3vni("vrf-1003", 1003, rd3, &[("10.0.0.85", "t3/web")]);
+                v3.prefixes = vec![bgpvpn_crds::RoutedPrefix {
+                    prefix: "10.0.9.0/24".into(),
+                    next_hop: Some("10.0.6.2".into()),
+                }];
+                EvpnNodeStateSpec {
+                    underlay: bed.underlay(),
+                    l3vnis: vec![v1, v3],
+                }
+            };
+            let (vm1, vm3) = (bed.vm(1001), bed.vm(1003));
+            let both = |bed: &Bed| {
+                bed.fetch(&vm1, "10.0.0.84")
+                    .is_some_and(|b| b.contains("10.0.0.84"))
+                    && bed
+                        .fetch(&vm3, "10.0.0.85")
+                        .is_some_and(|b| b.contains("10.0.0.85"))
+            };
+            bed.write_state(with_rds(bed, "172.30.0.1:1", "172.30.0.1:2"));
+            bed.start_agent(&[]);
+            bed.wait("both VMs reach their pods", 60, || both(bed));
+            bed.wait("node B has the shared prefix in both VRFs", 30, || {
+                bed.b_has_route(1001, "10.0.9.0/24") && bed.b_has_route(1003, "10.0.9.0/24")
             });
-            bed.wait(&format!("swap {round}: both VMs reach their pods"), 30, || both(bed));
-            let installed = bed.run(&bed.b, "ip route show table all");
-            let stale = installed.lines().filter(|l| l.starts_with("10.0.9.0/24")).count();
-            bed.check(&format!("swap {round}: node B installed the shared prefix in both VRF tables ({stale})"), stale == 2);
-        }
-    });
+            // back and forth: the defect showed in some of the swaps only
+            for (round, (rd1, rd3)) in [
+                ("172.30.0.1:2", "172.30.0.1:1"),
+                ("172.30.0.1:1", "172.30.0.1:2"),
+                ("172.30.0.1:2", "172.30.0.1:1"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let generation = bed.write_state(with_rds(bed, rd1, rd3));
+                bed.wait(&format!("swap {round}: status Ready"), 60, || {
+                    bed.status_is(generation, true)
+                });
+                bed.wait(
+                    &format!(
+                        "swap {round}: node B has the shared prefix in both VRFs, each VPN only its own pod"
+                    ),
+                    30,
+                    || {
+                        bed.b_has_route(1001, "10.0.9.0/24")
+                            && bed.b_has_route(1003, "10.0.9.0/24")
+                            && bed.b_has_route(1001, "10.0.0.84")
+                            && bed.b_has_route(1003, "10.0.0.85")
+                            && !bed.b_has_route(1001, "10.0.0.85")
+                            && !bed.b_has_route(1003, "10.0.0.84")
+                    },
+                );
+                bed.wait(&format!("swap {round}: both VMs reach their pods"), 30, || {
+                    both(bed)
+                });
+                let installed = bed.run(&bed.b, "ip route show table all");
+                let stale = installed.lines().filter(|l| l.starts_with("10.0.9.0/24")).count();
+                bed.check(
+                    &format!("swap {round}: node B installed the shared prefix in both VRF tables ({stale})"),
+                    stale == 2,
+                );
+            }
+        },
+    );
 }
 
 /// A VNI the node's own FRR configuration (the preamble) already maps to a VRF of its own: FRR 10
@@ -608,43 +692,85 @@ fn a_vni_the_nodes_own_frr_config_uses_holds_back_only_itself() {
         },
         |bed| {
             let a = bed.a.clone();
-            let (pod1, pod2, pod3) = (bed.pods[0].0.clone(), bed.pods[1].0.clone(), bed.pods[2].0.clone());
+            let (pod1, pod2, pod3) = (
+                bed.pods[0].0.clone(),
+                bed.pods[1].0.clone(),
+                bed.pods[2].0.clone(),
+            );
             let tenant_1001 = l3vni("vrf-1001", 1001, "172.30.0.1:1001", &[("10.0.0.84", "t1/web")]);
             let tenant_1003 = l3vni("vrf-1003", 1003, "172.30.0.1:1003", &[("10.0.0.85", "t3/web")]);
             // the node's local FRR configuration maps VNI 1003 to a VRF of its own
             let preamble = bed.work.join(format!("{a}/preamble.conf"));
             let original = std::fs::read_to_string(&preamble).unwrap();
-            std::fs::write(&preamble, format!("{original}vrf legacy\n vni 1003\nexit-vrf\n!\n")).unwrap();
+            std::fs::write(
+                &preamble,
+                format!("{original}vrf legacy\n vni 1003\nexit-vrf\n!\n"),
+            )
+            .unwrap();
 
-            bed.write_state(EvpnNodeStateSpec { underlay: bed.underlay(), l3vnis: vec![tenant_1003.clone()] });
+            bed.write_state(EvpnNodeStateSpec {
+                underlay: bed.underlay(),
+                l3vnis: vec![tenant_1003.clone()],
+            });
             bed.start_agent(&[]);
             let generation = bed.write_state(EvpnNodeStateSpec {
                 underlay: bed.underlay(),
                 l3vnis: vec![tenant_1001.clone(), tenant_1003.clone()],
             });
-            bed.wait("another tenant's new VNI 1001 forwards: pod -> VM", 90, || pod_reaches_vm(bed, &pod1, 1001));
-            bed.wait("VNI 1003 reported held back, and why", 60, || {
-                bed.vni_status(generation, 1003)
-                    .is_some_and(|s| !s.ready && s.message.as_deref().is_some_and(|m| m.contains("VNI 1003 is already mapped to VRF legacy")))
+            bed.wait("another tenant's new VNI 1001 forwards: pod -> VM", 90, || {
+                pod_reaches_vm(bed, &pod1, 1001)
             });
-            bed.check("VNI 1001 reported ready", bed.vni_status(generation, 1001).is_some_and(|s| s.ready));
-            bed.check("the pod of VNI 1003 reaches no VM", bed.fetch(&pod2, VM_IP).is_none());
+            bed.wait("VNI 1003 reported held back, and why", 60, || {
+                bed.vni_status(generation, 1003).is_some_and(|s| {
+                    !s.ready
+                        && s.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("VNI 1003 is already mapped to VRF legacy"))
+                })
+            });
+            bed.check(
+                "VNI 1001 reported ready",
+                bed.vni_status(generation, 1001).is_some_and(|s| s.ready),
+            );
+            bed.check(
+                "the pod of VNI 1003 reaches no VM",
+                bed.fetch(&pod2, VM_IP).is_none(),
+            );
             bed.serve(&pod1, "10.0.0.84", "pod 1001");
-            bed.check("VM 1001 -> pod", bed.fetch(&bed.vm(1001), "10.0.0.84").is_some_and(|b| b.contains("pod 1001")));
+            bed.check(
+                "VM 1001 -> pod",
+                bed.fetch(&bed.vm(1001), "10.0.0.84")
+                    .is_some_and(|b| b.contains("pod 1001")),
+            );
             let running = bed.vty(&a, &["show running-config"]);
-            bed.check("FRR maps VNI 1003 to the node's own VRF legacy", running.contains("vrf legacy\n vni 1003\n"));
+            bed.check(
+                "FRR maps VNI 1003 to the node's own VRF legacy",
+                running.contains("vrf legacy\n vni 1003\n"),
+            );
             bed.check("and holds no VRF vrf-1003", !running.contains("vrf vrf-1003"));
-            bed.check("no kernel device for the held-back VNI", !bed.succeeds(&a, "ip link show vrf-1003"));
+            bed.check(
+                "no kernel device for the held-back VNI",
+                !bed.succeeds(&a, "ip link show vrf-1003"),
+            );
 
             // a later change to another VNI is applied without retrying the refused one in vain
             let mut tenant_1001_more = tenant_1001.clone();
-            tenant_1001_more.endpoints.push(bgpvpn_crds::Endpoint { ip: "10.0.0.86".into(), pod: Some("t1/web2".into()), ..Default::default() });
+            tenant_1001_more.endpoints.push(bgpvpn_crds::Endpoint {
+                ip: "10.0.0.86".into(),
+                pod: Some("t1/web2".into()),
+                ..Default::default()
+            });
             let generation = bed.write_state(EvpnNodeStateSpec {
                 underlay: bed.underlay(),
                 l3vnis: vec![tenant_1001_more, tenant_1003.clone()],
             });
-            bed.wait("VNI 1001 takes a second endpoint", 60, || pod_reaches_vm(bed, &pod3, 1001));
-            bed.check("VNI 1003 still held back", bed.vni_status(generation, 1003).is_some_and(|s| !s.ready));
+            bed.wait("VNI 1001 takes a second endpoint", 60, || {
+                pod_reaches_vm(bed, &pod3, 1001)
+            });
+            bed.check(
+                "VNI 1003 still held back",
+                bed.vni_status(generation, 1003).is_some_and(|s| !s.ready),
+            );
 
             // the node's configuration is fixed and the agent restarted: VNI 1003 is programmed
             bed.stop_agent();
@@ -654,9 +780,12 @@ fn a_vni_the_nodes_own_frr_config_uses_holds_back_only_itself() {
                 l3vnis: vec![tenant_1001.clone(), tenant_1003.clone()],
             });
             bed.start_agent(&[]);
-            bed.wait("VNI 1003 forwards once FRR takes it", 90, || pod_reaches_vm(bed, &pod2, 1003));
+            bed.wait("VNI 1003 forwards once FRR takes it", 90, || {
+                pod_reaches_vm(bed, &pod2, 1003)
+            });
             bed.wait("both ready", 60, || {
-                bed.vni_status(generation, 1001).is_some_and(|s| s.ready) && bed.vni_status(generation, 1003).is_some_and(|s| s.ready)
+                bed.vni_status(generation, 1001).is_some_and(|s| s.ready)
+                    && bed.vni_status(generation, 1003).is_some_and(|s| s.ready)
             });
         },
     );
@@ -679,7 +808,10 @@ fn a_vni_frr_leaves_unmapped_is_repaired_at_once() {
             let (pod1, pod2) = (bed.pods[0].0.clone(), bed.pods[1].0.clone());
             let tenant_1001 = l3vni("vrf-1001", 1001, "172.30.0.1:1001", &[("10.0.0.84", "t1/web")]);
             let tenant_1003 = l3vni("vrf-1003", 1003, "172.30.0.1:1003", &[("10.0.0.85", "t3/web")]);
-            bed.write_state(EvpnNodeStateSpec { underlay: bed.underlay(), l3vnis: vec![tenant_1001.clone()] });
+            bed.write_state(EvpnNodeStateSpec {
+                underlay: bed.underlay(),
+                l3vnis: vec![tenant_1001.clone()],
+            });
             bed.start_agent(&[]);
             bed.wait("VNI 1001: pod -> VM", 60, || pod_reaches_vm(bed, &pod1, 1001));
 
@@ -687,20 +819,40 @@ fn a_vni_frr_leaves_unmapped_is_repaired_at_once() {
             bed.vty(&a, &["configure terminal", "vrf adhoc", "vni 1003", "exit-vrf"]);
             let by_hand = bed.vty(&a, &["show vrf vni"]);
             bed.log(&format!("show vrf vni after the hand-made mapping:\n{by_hand}"));
-            bed.check("the hand-made mapping holds VNI 1003", by_hand.lines().any(|l| l.split_whitespace().take(2).eq(["adhoc", "1003"])));
+            bed.check(
+                "the hand-made mapping holds VNI 1003",
+                by_hand
+                    .lines()
+                    .any(|l| l.split_whitespace().take(2).eq(["adhoc", "1003"])),
+            );
             let log_from = bed.agent_log_len();
             bed.write_state(EvpnNodeStateSpec {
                 underlay: bed.underlay(),
                 l3vnis: vec![tenant_1001.clone(), tenant_1003.clone()],
             });
-            bed.wait("VNI 1003 forwards well before FRR's periodic full check", 60, || pod_reaches_vm(bed, &pod2, 1003));
+            bed.wait(
+                "VNI 1003 forwards well before FRR's periodic full check",
+                60,
+                || pod_reaches_vm(bed, &pod2, 1003),
+            );
             let log = bed.agent_log_since(log_from);
-            bed.check("the agent logged FRR's refusal", log.contains("vni 1003 is already mapped"));
-            bed.check("no VNI left unmapped after the pass", !log.contains("L3 VNI not mapped in FRR"));
+            bed.check(
+                "the agent logged FRR's refusal",
+                log.contains("vni 1003 is already mapped"),
+            );
+            bed.check(
+                "no VNI left unmapped after the pass",
+                !log.contains("L3 VNI not mapped in FRR"),
+            );
             bed.check("VNI 1001 kept forwarding", pod_reaches_vm(bed, &pod1, 1001));
             let mapped = bed.vty(&a, &["show vrf vni"]);
             bed.log(&format!("show vrf vni at the end:\n{mapped}"));
-            bed.check("zebra maps VNI 1003 to vrf-1003", mapped.lines().any(|l| l.split_whitespace().take(2).eq(["vrf-1003", "1003"])));
+            bed.check(
+                "zebra maps VNI 1003 to vrf-1003",
+                mapped
+                    .lines()
+                    .any(|l| l.split_whitespace().take(2).eq(["vrf-1003", "1003"])),
+            );
         },
     );
 }

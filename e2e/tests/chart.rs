@@ -14,7 +14,10 @@ const CUSTOM_VALUES: &str = "e2e/tests/fixtures/values-openstack.yaml";
 fn helm_path() -> Option<&'static PathBuf> {
     static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let found = HELM.get_or_init(|| {
-        let out = Command::new(repo_root().join("hack/testbed/get-helm.sh")).stdin(Stdio::null()).output().map_err(|e| e.to_string())?;
+        let out = Command::new(repo_root().join("hack/testbed/get-helm.sh"))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
         } else {
@@ -35,12 +38,24 @@ fn helm_path() -> Option<&'static PathBuf> {
 fn helm(args: &[&str]) -> Option<Output> {
     let helm = helm_path()?;
     let home = tempfile::tempdir().unwrap();
-    Some(Command::new(helm).args(args).current_dir(repo_root()).env("HOME", home.path()).stdin(Stdio::null()).output().unwrap())
+    Some(
+        Command::new(helm)
+            .args(args)
+            .current_dir(repo_root())
+            .env("HOME", home.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap(),
+    )
 }
 
 fn stdout_ok(what: &str, out: Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{what} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -54,18 +69,34 @@ fn render(release: &str, namespace: &str, values: Option<&str>) -> Option<String
 
 #[test]
 fn chart_lints_strict_with_default_and_custom_values() {
-    let Some(out) = helm(&["lint", "--strict", CHART]) else { return };
+    let Some(out) = helm(&["lint", "--strict", CHART]) else {
+        return;
+    };
     stdout_ok("helm lint --strict (defaults)", out);
-    stdout_ok("helm lint --strict (custom)", helm(&["lint", "--strict", CHART, "--values", CUSTOM_VALUES]).unwrap());
+    stdout_ok(
+        "helm lint --strict (custom)",
+        helm(&["lint", "--strict", CHART, "--values", CUSTOM_VALUES]).unwrap(),
+    );
 }
 
 #[test]
 fn values_schema_refuses_bad_values() {
     let cases: [(&[&str], &str); 4] = [
         (&["--set", "underlay.asn=0"], "/underlay/asn"),
-        (&["--set", "underlay.neighbors[0].address=172.30.0.2"], "remoteAsn"),
+        (
+            &["--set", "underlay.neighbors[0].address=172.30.0.2"],
+            "remoteAsn",
+        ),
         (&["--set", "operator.logFormat=xml"], "/operator/logFormat"),
-        (&["--set", "openstack.enabled=true", "--set", "openstack.pollIntervalSeconds=0"], "/openstack/pollIntervalSeconds"),
+        (
+            &[
+                "--set",
+                "openstack.enabled=true",
+                "--set",
+                "openstack.pollIntervalSeconds=0",
+            ],
+            "/openstack/pollIntervalSeconds",
+        ),
     ];
     for (extra, needle) in cases {
         let mut args = vec!["template", "t", CHART];
@@ -84,13 +115,25 @@ fn rendered_manifests_are_current() {
     }
     let dir = tempfile::tempdir().unwrap();
     let fresh = dir.path().join("m.yaml");
-    let out = Command::new(repo_root().join("hack/render-manifests.sh")).arg(&fresh).output().unwrap();
+    let out = Command::new(repo_root().join("hack/render-manifests.sh"))
+        .arg(&fresh)
+        .output()
+        .unwrap();
     stdout_ok("hack/render-manifests.sh", out);
-    let committed = std::fs::read_to_string(repo_root().join("charts/rendered/bgpvpn-operator.yaml")).unwrap();
+    let committed =
+        std::fs::read_to_string(repo_root().join("charts/rendered/bgpvpn-operator.yaml")).unwrap();
     let fresh = std::fs::read_to_string(&fresh).unwrap();
     // the header names the output path; compare the manifests themselves
-    let body = |s: &str| s.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
-    assert!(body(&committed) == body(&fresh), "charts/rendered/ is stale: run hack/render-manifests.sh and commit");
+    let body = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        body(&committed) == body(&fresh),
+        "charts/rendered/ is stale: run hack/render-manifests.sh and commit"
+    );
 }
 
 /// The operator's config.yaml as the chart renders it must be accepted by the operator itself
@@ -98,34 +141,50 @@ fn rendered_manifests_are_current() {
 #[test]
 fn rendered_operator_config_is_accepted_by_the_operator() {
     for values in [None, Some(CUSTOM_VALUES)] {
-        let Some(manifest) = render("cfg", "bgpvpn-system", values) else { return };
+        let Some(manifest) = render("cfg", "bgpvpn-system", values) else {
+            return;
+        };
         let configmap = manifest
             .split("\n---")
             .map(|doc| serde_yaml::from_str::<serde_yaml::Value>(doc).unwrap_or(serde_yaml::Value::Null))
             .find(|doc| doc["kind"] == "ConfigMap" && doc["data"]["config.yaml"].is_string())
             .expect("the chart renders the operator's ConfigMap");
-        check_operator_config(&format!("chart {values:?}"), configmap["data"]["config.yaml"].as_str().unwrap());
+        check_operator_config(
+            &format!("chart {values:?}"),
+            configmap["data"]["config.yaml"].as_str().unwrap(),
+        );
     }
     // and the ConfigMap of the OpenStack sync example
-    let example = std::fs::read_to_string(repo_root().join("examples/openstack-sync/openstack-sync.yaml")).unwrap();
+    let example =
+        std::fs::read_to_string(repo_root().join("examples/openstack-sync/openstack-sync.yaml")).unwrap();
     let configmap = example
         .split("\n---")
         .map(|doc| serde_yaml::from_str::<serde_yaml::Value>(doc).unwrap_or(serde_yaml::Value::Null))
         .find(|doc| doc["kind"] == "ConfigMap")
         .expect("the example has the operator's ConfigMap");
-    check_operator_config("examples/openstack-sync", configmap["data"]["config.yaml"].as_str().unwrap());
+    check_operator_config(
+        "examples/openstack-sync",
+        configmap["data"]["config.yaml"].as_str().unwrap(),
+    );
 }
 
 fn check_operator_config(what: &str, config: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
     std::fs::write(&file, config).unwrap();
-    let out = Command::new(built_binary("bgpvpn-operator")).args(["check-config", "--config"]).arg(&file).output().unwrap();
+    let out = Command::new(built_binary("bgpvpn-operator"))
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
     stdout_ok(&format!("bgpvpn-operator check-config ({what})"), out);
 }
 
 fn create_namespace(name: &str) {
-    stdout_ok("kubectl create namespace", kubectl(&["create", "namespace", name]));
+    stdout_ok(
+        "kubectl create namespace",
+        kubectl(&["create", "namespace", name]),
+    );
 }
 
 fn apply(manifest: &str, extra: &[&str]) -> Output {
@@ -143,20 +202,43 @@ async fn chart_applies_to_the_real_apiserver_server_side_dry_run() {
     for values in [None, Some(CUSTOM_VALUES)] {
         let ns = unique_name("chart");
         create_namespace(&ns);
-        let Some(manifest) = render(&unique_name("rel"), &ns, values) else { return };
-        let out = stdout_ok("kubectl apply --dry-run=server", apply(&manifest, &["--dry-run=server"]));
-        for kind in ["deployment.apps", "daemonset.apps", "configmap", "clusterrole.rbac.authorization.k8s.io", "service"] {
-            assert!(out.contains(kind), "{kind} missing from dry-run ({values:?}):\n{out}");
+        let Some(manifest) = render(&unique_name("rel"), &ns, values) else {
+            return;
+        };
+        let out = stdout_ok(
+            "kubectl apply --dry-run=server",
+            apply(&manifest, &["--dry-run=server"]),
+        );
+        for kind in [
+            "deployment.apps",
+            "daemonset.apps",
+            "configmap",
+            "clusterrole.rbac.authorization.k8s.io",
+            "service",
+        ] {
+            assert!(
+                out.contains(kind),
+                "{kind} missing from dry-run ({values:?}):\n{out}"
+            );
         }
     }
 }
 
 /// Only the RBAC part of a rendered release.
 fn rbac_only(manifest: &str) -> String {
-    let keep = ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
+    let keep = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ];
     manifest
         .split("\n---")
-        .filter(|doc| doc.lines().any(|l| keep.iter().any(|k| l == format!("kind: {k}"))))
+        .filter(|doc| {
+            doc.lines()
+                .any(|l| keep.iter().any(|k| l == format!("kind: {k}")))
+        })
         .collect::<Vec<_>>()
         .join("\n---")
 }
@@ -177,7 +259,10 @@ fn can_i(who: &str, namespace: &str, verb: &str, resource: &str) -> bool {
     match String::from_utf8_lossy(&out.stdout).trim() {
         "yes" => true,
         "no" => false,
-        other => panic!("kubectl auth can-i {verb} {resource} --as {who}: {other:?} {}", String::from_utf8_lossy(&out.stderr)),
+        other => panic!(
+            "kubectl auth can-i {verb} {resource} --as {who}: {other:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
     }
 }
 
@@ -187,7 +272,9 @@ async fn rbac_is_least_privilege() {
     let ns = unique_name("rbac");
     let release = unique_name("rel");
     create_namespace(&ns);
-    let Some(manifest) = render(&release, &ns, Some(CUSTOM_VALUES)) else { return };
+    let Some(manifest) = render(&release, &ns, Some(CUSTOM_VALUES)) else {
+        return;
+    };
     stdout_ok("kubectl apply (RBAC)", apply(&rbac_only(&manifest), &[]));
     let agent = format!("system:serviceaccount:{ns}:{release}-bgpvpn-operator-agent");
     let operator = format!("system:serviceaccount:{ns}:{release}-bgpvpn-operator-operator");
@@ -205,7 +292,11 @@ async fn rbac_is_least_privilege() {
         ("get", "bgpvpns.bgpvpn.io", false),
         ("create", "vnibindings.bgpvpn.io", false),
     ] {
-        assert_eq!(can_i(&agent, &ns, verb, resource), allowed, "agent {verb} {resource}");
+        assert_eq!(
+            can_i(&agent, &ns, verb, resource),
+            allowed,
+            "agent {verb} {resource}"
+        );
     }
 
     // operator: reads the cluster, owns node-state specs, writes CR status, reads one Secret
@@ -223,7 +314,11 @@ async fn rbac_is_least_privilege() {
         ("delete", "pods", false),
         ("create", "bgpvpns.bgpvpn.io", true), // the OpenStack sync is on in these values
     ] {
-        assert_eq!(can_i(&operator, &ns, verb, resource), allowed, "operator {verb} {resource}");
+        assert_eq!(
+            can_i(&operator, &ns, verb, resource),
+            allowed,
+            "operator {verb} {resource}"
+        );
     }
     // the Secret is readable only in the release namespace
     assert!(!can_i(&operator, "default", "get", "secrets/my-clouds"));
@@ -233,10 +328,16 @@ async fn rbac_is_least_privilege() {
     let release2 = unique_name("rel");
     create_namespace(&ns2);
     let manifest = render(&release2, &ns2, None).unwrap();
-    stdout_ok("kubectl apply (RBAC, defaults)", apply(&rbac_only(&manifest), &[]));
+    stdout_ok(
+        "kubectl apply (RBAC, defaults)",
+        apply(&rbac_only(&manifest), &[]),
+    );
     let operator2 = format!("system:serviceaccount:{ns2}:{release2}-bgpvpn-operator-operator");
     assert!(!can_i(&operator2, &ns2, "get", "secrets/openstack-clouds"));
     assert!(!can_i(&operator2, &ns2, "create", "bgpvpns.bgpvpn.io"));
     assert!(can_i(&operator2, &ns2, "patch", "bgpvpns.bgpvpn.io/x status"));
-    assert!(!can_i(&operator2, &ns2, "patch", "bgpvpns.bgpvpn.io/x"), "spec stays the admin's (GitOps)");
+    assert!(
+        !can_i(&operator2, &ns2, "patch", "bgpvpns.bgpvpn.io/x"),
+        "spec stays the admin's (GitOps)"
+    );
 }

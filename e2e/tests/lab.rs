@@ -12,9 +12,16 @@ static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run_lab(args: &[&str]) {
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
     if !is_root {
-        assert!(std::env::var("BGPVPN_REQUIRE_DATAPLANE").as_deref() != Ok("1"), "BGPVPN_REQUIRE_DATAPLANE=1 but not root");
+        assert!(
+            std::env::var("BGPVPN_REQUIRE_DATAPLANE").as_deref() != Ok("1"),
+            "BGPVPN_REQUIRE_DATAPLANE=1 but not root"
+        );
         eprintln!("SKIPPED: the lab needs root (network namespaces, tap, user-mode-linux)");
         return;
     }
@@ -44,7 +51,10 @@ fn run_lab(args: &[&str]) {
         if leftovers.is_empty() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "processes left behind by the lab: {leftovers:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes left behind by the lab: {leftovers:?}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     for line in [
@@ -65,8 +75,12 @@ fn processes_using(dir: &str) -> Vec<String> {
         if !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let cwd = std::fs::read_link(entry.path().join("cwd")).map(|p| p.display().to_string()).unwrap_or_default();
-        let cmdline = std::fs::read(entry.path().join("cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default();
+        let cwd = std::fs::read_link(entry.path().join("cwd"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let cmdline = std::fs::read(entry.path().join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
         if cwd.starts_with(dir) || cmdline.contains(dir) {
             found.push(format!("{pid}: {}", cmdline.trim()));
         }

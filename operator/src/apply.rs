@@ -129,11 +129,7 @@ impl NodeStateWriter {
         let stored_rv = stored.and_then(|o| o.resource_version());
         match self.written.get(name) {
             // the store still shows what we wrote over: our write is on its way
-            Some(w)
-                if *w.desired == *desired
-                    && w.over == stored_rv
-                    && w.at.elapsed() < STORE_LAG_GRACE =>
-            {
+            Some(w) if *w.desired == *desired && w.over == stored_rv && w.at.elapsed() < STORE_LAG_GRACE => {
                 Err(())
             }
             _ => Ok(true),
@@ -141,14 +137,8 @@ impl NodeStateWriter {
     }
 
     /// Makes the stored objects match `plan`.
-    pub async fn apply(
-        &mut self,
-        plan: &Plan,
-        stored: &[Arc<EvpnNodeState>],
-        metrics: &Metrics,
-    ) -> Applied {
-        let stored: HashMap<String, &EvpnNodeState> =
-            stored.iter().map(|o| (o.name_any(), &**o)).collect();
+    pub async fn apply(&mut self, plan: &Plan, stored: &[Arc<EvpnNodeState>], metrics: &Metrics) -> Applied {
+        let stored: HashMap<String, &EvpnNodeState> = stored.iter().map(|o| (o.name_any(), &**o)).collect();
         let mut applied = Applied::default();
         let mut to_write = Vec::new();
         for (name, desired) in &plan.nodes {
@@ -190,9 +180,7 @@ impl NodeStateWriter {
                     );
                     applied.written.push(name);
                 }
-                Err(e) => applied
-                    .errors
-                    .push(format!("write EVPNNodeState {name}: {e}")),
+                Err(e) => applied.errors.push(format!("write EVPNNodeState {name}: {e}")),
             }
         }
 
@@ -201,8 +189,7 @@ impl NodeStateWriter {
             .copied()
             .filter(|o| o.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY))
             .filter(|o| {
-                !plan.nodes.contains_key(&o.name_any())
-                    && !plan.kept_nodes.contains_key(&o.name_any())
+                !plan.nodes.contains_key(&o.name_any()) && !plan.kept_nodes.contains_key(&o.name_any())
             })
             .collect();
         for obj in orphans {
@@ -222,9 +209,7 @@ impl NodeStateWriter {
                     applied.deleted.push(name);
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => applied
-                    .errors
-                    .push(format!("delete EVPNNodeState {name}: {e}")),
+                Err(e) => applied.errors.push(format!("delete EVPNNodeState {name}: {e}")),
             }
         }
         applied

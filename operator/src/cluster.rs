@@ -101,11 +101,7 @@ where
     for obj in state {
         match obj.get() {
             Ok(k) => out.push(k.clone()),
-            Err(u) => unreadable.push(UnreadableObject::new(
-                &K::api_version(&()),
-                &K::kind(&()),
-                u,
-            )),
+            Err(u) => unreadable.push(UnreadableObject::new(&K::api_version(&()), &K::kind(&()), u)),
         }
     }
     out
@@ -129,8 +125,7 @@ impl SharedInputs {
     pub fn new(client: &Client) -> (Self, Changes<Bgpvpn>, Changes<VniBinding>) {
         let trigger = Arc::new(Notify::new());
         let (bgpvpns, bgpvpn_changes) = reflected::<Bgpvpn>(client, trim_meta, trigger.clone());
-        let (bindings, binding_changes) =
-            reflected::<VniBinding>(client, trim_meta, trigger.clone());
+        let (bindings, binding_changes) = reflected::<VniBinding>(client, trim_meta, trigger.clone());
         (
             SharedInputs {
                 trigger,
@@ -419,12 +414,8 @@ async fn pass(ctx: &PassContext, inputs: &Inputs, writer: &mut NodeStateWriter) 
 fn record_gauges(ctx: &PassContext, plan: &Plan) {
     let m = &ctx.metrics;
     m.nodes.set(plan.nodes.len() as i64);
-    m.vnis.set(
-        plan.nodes
-            .values()
-            .map(|n| n.spec.l3vnis.len() as i64)
-            .sum(),
-    );
+    m.vnis
+        .set(plan.nodes.values().map(|n| n.spec.l3vnis.len() as i64).sum());
     m.endpoints.set(
         plan.nodes
             .values()
@@ -478,8 +469,7 @@ async fn report_changes(ctx: &PassContext, view: &ClusterView, last: &Plan, plan
         let refs = malformed_references(view);
         for (i, (what, problem)) in malformed.into_iter().enumerate() {
             tracing::warn!(object = %what, %problem, "object not read in full: what cannot be read is ignored");
-            let Some(regarding) = refs.get(what.as_str()).filter(|_| i < MAX_MALFORMED_EVENTS)
-            else {
+            let Some(regarding) = refs.get(what.as_str()).filter(|_| i < MAX_MALFORMED_EVENTS) else {
                 continue;
             };
             let event = Event {
@@ -513,9 +503,7 @@ fn new_entries<'a>(
     before: &BTreeMap<String, String>,
     now: &'a BTreeMap<String, String>,
 ) -> Vec<(&'a String, &'a String)> {
-    now.iter()
-        .filter(|(k, v)| before.get(*k) != Some(*v))
-        .collect()
+    now.iter().filter(|(k, v)| before.get(*k) != Some(*v)).collect()
 }
 
 /// Keeps the pass loop busy at most half of the time: after a pass that took longer than the
@@ -553,16 +541,11 @@ struct Retry {
 
 impl Retry {
     fn record(&mut self, ok: bool) {
-        self.failures = if ok {
-            0
-        } else {
-            self.failures.saturating_add(1)
-        };
+        self.failures = if ok { 0 } else { self.failures.saturating_add(1) };
     }
 
     fn delay(&self) -> Option<Duration> {
-        (self.failures > 0).then(|| {
-            Duration::from_secs(1u64 << (self.failures - 1).min(6)).min(Duration::from_secs(60))
-        })
+        (self.failures > 0)
+            .then(|| Duration::from_secs(1u64 << (self.failures - 1).min(6)).min(Duration::from_secs(60)))
     }
 }

@@ -78,15 +78,9 @@ fn default_kuryr_discovery_seconds() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path}: {source}")]
-    Parse {
-        path: String,
-        source: serde_yaml::Error,
-    },
+    Parse { path: String, source: serde_yaml::Error },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -151,11 +145,9 @@ impl Config {
             },
             l3vnis: vec![],
         };
-        validate_node_state(&probe)
-            .map_err(|e| e.to_string().replace("spec.underlay", "underlay"))?;
+        validate_node_state(&probe).map_err(|e| e.to_string().replace("spec.underlay", "underlay"))?;
         if let Some(sel) = &self.node_selector {
-            kube::core::Selector::try_from(sel.clone())
-                .map_err(|e| format!("nodeSelector: {e}"))?;
+            kube::core::Selector::try_from(sel.clone()).map_err(|e| format!("nodeSelector: {e}"))?;
         }
         if let Some(sync) = &self.openstack {
             sync.check()?;

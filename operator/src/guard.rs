@@ -249,12 +249,7 @@ mod tests {
         let names: Vec<(String, bool)> = read
             .items
             .iter()
-            .map(|g| {
-                (
-                    kube::Resource::meta(g).name.clone().unwrap(),
-                    g.ok().is_some(),
-                )
-            })
+            .map(|g| (kube::Resource::meta(g).name.clone().unwrap(), g.ok().is_some()))
             .collect();
         assert_eq!(
             names,
@@ -284,8 +279,7 @@ mod tests {
         // the API server writes `type` first (serde reads an adjacently tagged enum's content in
         // place only after its tag)
         let line = format!(r#"{{"type":"ADDED","object":{port}}}"#);
-        let WatchEvent::Added(g) =
-            serde_json::from_str::<WatchEvent<Guarded<KuryrPort>>>(&line).unwrap()
+        let WatchEvent::Added(g) = serde_json::from_str::<WatchEvent<Guarded<KuryrPort>>>(&line).unwrap()
         else {
             panic!("an ADDED event")
         };

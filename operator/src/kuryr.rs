@@ -238,12 +238,7 @@ impl Vif {
     pub fn ips(&self) -> (Vec<IpAddr>, Vec<String>) {
         let mut good = Vec::new();
         let mut bad = Vec::new();
-        for ip in self
-            .network
-            .iter()
-            .flat_map(|n| &n.subnets)
-            .flat_map(|s| &s.ips)
-        {
+        for ip in self.network.iter().flat_map(|n| &n.subnets).flat_map(|s| &s.ips) {
             match ip.address.parse::<IpAddr>() {
                 Ok(a) => good.push(a),
                 Err(_) => bad.push(ip.address.clone()),
@@ -268,8 +263,7 @@ pub fn unwrap_versioned_objects(value: Value) -> Value {
                 let data = unwrap_versioned_objects(data);
                 return match data {
                     Value::Object(mut inner)
-                        if inner.len() == 1
-                            && inner.get("objects").is_some_and(Value::is_array) =>
+                        if inner.len() == 1 && inner.get("objects").is_some_and(Value::is_array) =>
                     {
                         inner.remove("objects").expect("checked above")
                     }
@@ -282,9 +276,7 @@ pub fn unwrap_versioned_objects(value: Value) -> Value {
                     .collect(),
             )
         }
-        Value::Array(items) => {
-            Value::Array(items.into_iter().map(unwrap_versioned_objects).collect())
-        }
+        Value::Array(items) => Value::Array(items.into_iter().map(unwrap_versioned_objects).collect()),
         other => other,
     }
 }
@@ -316,10 +308,7 @@ mod tests {
         assert_eq!(a, b);
         let vif = &a.status.ok().unwrap().vifs["eth0"].ok().unwrap().vif;
         assert_eq!(vif.ips().0, vec!["10.0.0.84".parse::<IpAddr>().unwrap()]);
-        assert_eq!(
-            vif.network_id(),
-            Some("78f13a6a-586e-43f8-be56-70c5c04239a5")
-        );
+        assert_eq!(vif.network_id(), Some("78f13a6a-586e-43f8-be56-70c5c04239a5"));
     }
 
     #[test]
@@ -331,13 +320,11 @@ mod tests {
         let vifs = &kp.status.ok().unwrap().vifs;
         assert!(vifs["eth0"].problem().unwrap().contains("id"));
         assert_eq!(vifs["eth1"].ok().unwrap().vif.id, "x");
-        let whole: KuryrPort = serde_json::from_value(
-            json!({"metadata": {"name": "q"}, "status": {"vifs": "not a map"}}),
-        )
-        .unwrap();
+        let whole: KuryrPort =
+            serde_json::from_value(json!({"metadata": {"name": "q"}, "status": {"vifs": "not a map"}}))
+                .unwrap();
         assert!(whole.status.problem().is_some());
-        let empty: KuryrNetwork =
-            serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap();
+        let empty: KuryrNetwork = serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap();
         assert_eq!(empty.status, Lenient::Absent);
     }
 }

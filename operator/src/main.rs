@@ -89,11 +89,7 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -106,8 +102,7 @@ fn default_identity() -> String {
 }
 
 fn seconds(s: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s)
-        .map_err(|_| anyhow::anyhow!("--{flag}: {s} is not a duration in seconds"))
+    Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("--{flag}: {s} is not a duration in seconds"))
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

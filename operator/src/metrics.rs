@@ -81,11 +81,7 @@ impl Metrics {
         let malformed_objects = Gauge::default();
         let kuryr_watched = Gauge::default();
         let passes = Counter::default();
-        registry.register(
-            "reconciles",
-            "Reconciles, per controller",
-            reconciles.clone(),
-        );
+        registry.register("reconciles", "Reconciles, per controller", reconciles.clone());
         registry.register(
             "reconcile_errors",
             "Reconciles that failed, per controller",
@@ -112,11 +108,7 @@ impl Metrics {
             leader.clone(),
         );
         registry.register("nodes", "EVPN nodes in the last plan", nodes.clone());
-        registry.register(
-            "vnis",
-            "(node, L3 VNI) pairs in the last plan",
-            vnis.clone(),
-        );
+        registry.register("vnis", "(node, L3 VNI) pairs in the last plan", vnis.clone());
         registry.register(
             "endpoints",
             "Endpoints in the last plan, over all nodes",

@@ -196,9 +196,7 @@ fn matching_network<'a>(
         match value {
             Some(v) if same_id(v, id) => return Ok((net, status.net_id.clone())),
             Some(v) => seen.push(format!("KuryrNetwork {namespace}/{name} has {field} {v}")),
-            None => seen.push(format!(
-                "KuryrNetwork {namespace}/{name} has no {field} yet"
-            )),
+            None => seen.push(format!("KuryrNetwork {namespace}/{name} has no {field} yet")),
         }
     }
     for u in index.unreadable_in("KuryrNetwork", namespace) {
@@ -223,16 +221,8 @@ fn matching_network<'a>(
 
 /// The usable vifs of a pod's KuryrPort in the given network (or its default vif when the
 /// network of the vifs is not recorded).
-fn port_vifs<'p>(
-    port: &'p KuryrPort,
-    net_id: Option<&str>,
-    notes: &mut Vec<String>,
-) -> Vec<&'p Vif> {
-    let name = format!(
-        "{}/{}",
-        port.namespace().unwrap_or_default(),
-        port.name_any()
-    );
+fn port_vifs<'p>(port: &'p KuryrPort, net_id: Option<&str>, notes: &mut Vec<String>) -> Vec<&'p Vif> {
+    let name = format!("{}/{}", port.namespace().unwrap_or_default(), port.name_any());
     let Some(status) = port.status.ok() else {
         if let Some(p) = port.status.problem() {
             notes.push(format!("KuryrPort {name} has a malformed status ({p})"));
@@ -261,12 +251,7 @@ fn port_vifs<'p>(
     vifs
 }
 
-fn vif_endpoints(
-    pod: &PodView,
-    node: &str,
-    vif: &Vif,
-    notes: &mut Vec<String>,
-) -> Vec<ResolvedEndpoint> {
+fn vif_endpoints(pod: &PodView, node: &str, vif: &Vif, notes: &mut Vec<String>) -> Vec<ResolvedEndpoint> {
     let (ips, bad) = vif.ips();
     if !bad.is_empty() {
         notes.push(format!(
@@ -311,11 +296,7 @@ fn port_of<'a>(pod: &PodView, kuryr: &KuryrIndex<'a>) -> Option<&'a KuryrPort> {
     }
 }
 
-fn kuryr_network_pods(
-    want: NetworkMatch,
-    namespace: &str,
-    index: &Index,
-) -> Result<Resolved, Unresolved> {
+fn kuryr_network_pods(want: NetworkMatch, namespace: &str, index: &Index) -> Result<Resolved, Unresolved> {
     let kuryr = kuryr_index(index)?;
     let (_, net_id) = matching_network(want, namespace, kuryr, index)?;
     let mut out = Resolved::default();
@@ -377,18 +358,12 @@ fn kuryr_port_pod(port_id: &str, namespace: &str, index: &Index) -> Result<Resol
                 .map(|e| (*port, &e.vif))
         });
     let Some((port, vif)) = found else {
-        let mut message = format!(
-            "no KuryrPort in namespace {namespace} has a vif with Neutron port id {port_id}"
-        );
+        let mut message =
+            format!("no KuryrPort in namespace {namespace} has a vif with Neutron port id {port_id}");
         let unreadable: Vec<String> = index
             .unreadable_in("KuryrPort", namespace)
             .iter()
-            .map(|u| {
-                format!(
-                    "KuryrPort {namespace}/{} cannot be read ({})",
-                    u.name, u.error
-                )
-            })
+            .map(|u| format!("KuryrPort {namespace}/{} cannot be read ({})", u.name, u.error))
             .collect();
         if !unreadable.is_empty() {
             message = format!("{message}; {}", unreadable.join("; "));
@@ -417,9 +392,7 @@ fn kuryr_port_pod(port_id: &str, namespace: &str, index: &Index) -> Result<Resol
                 pod_key(pod)
             )),
             Err(Skip::HostNetwork) => host_network_note(1, &mut out.notes),
-            Err(Skip::NotRunning) => out
-                .notes
-                .push(format!("pod {} is not Running", pod_key(pod))),
+            Err(Skip::NotRunning) => out.notes.push(format!("pod {} is not Running", pod_key(pod))),
         },
     }
     out.notes.extend(notes);

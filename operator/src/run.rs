@@ -83,13 +83,8 @@ impl Operator {
         self.health.started.store(true, Ordering::Relaxed);
         let serving = match self.options.http_addr {
             Some(addr) => {
-                let (local, serving) = http::serve(
-                    addr,
-                    self.metrics.clone(),
-                    self.health.clone(),
-                    shutdown.clone(),
-                )
-                .await?;
+                let (local, serving) =
+                    http::serve(addr, self.metrics.clone(), self.health.clone(), shutdown.clone()).await?;
                 tracing::info!(addr = %local, "serving /metrics, /healthz, /readyz");
                 Some(tokio::spawn(serving))
             }
@@ -141,12 +136,7 @@ impl Operator {
         let (bgpvpns, bindings) = (shared.bgpvpns.clone(), shared.bindings.clone());
         tokio::join!(
             cluster::run(pass, shared, term.clone()),
-            status::run_bgpvpn_controller(
-                status_ctx.clone(),
-                bgpvpns,
-                bgpvpn_changes,
-                term.clone()
-            ),
+            status::run_bgpvpn_controller(status_ctx.clone(), bgpvpns, bgpvpn_changes, term.clone()),
             status::run_binding_controller(status_ctx, bindings, binding_changes, term.clone()),
             self.openstack_sync(term.clone()),
         );

@@ -51,11 +51,7 @@ fn now() -> Time {
     Time(Timestamp::from_second(Timestamp::now().as_second()).expect("now is a valid time"))
 }
 
-fn conditions_of(
-    fresh: &[Cond],
-    generation: Option<i64>,
-    previous: &[Condition],
-) -> Vec<Condition> {
+fn conditions_of(fresh: &[Cond], generation: Option<i64>, previous: &[Condition]) -> Vec<Condition> {
     let now = now();
     // never an empty message: the v1.20 API server turns "" into null in a server-side apply
     // and then refuses it as not a string
@@ -104,12 +100,11 @@ pub fn events_for(previous: &[Condition], current: &[Condition]) -> Vec<Event> {
     current
         .iter()
         .filter(|c| {
-            conditions::find(previous, &c.type_)
-                .is_none_or(|p| p.reason != c.reason || p.status != c.status)
+            conditions::find(previous, &c.type_).is_none_or(|p| p.reason != c.reason || p.status != c.status)
         })
         .filter_map(|c| {
-            let warning = reasons::is_warning(&c.reason)
-                && (c.status == "False") != (c.type_ == types::CONFLICT);
+            let warning =
+                reasons::is_warning(&c.reason) && (c.status == "False") != (c.type_ == types::CONFLICT);
             let programmed = c.type_ == types::READY && c.reason == reasons::PROGRAMMED;
             (warning || programmed).then(|| Event {
                 type_: if warning {
@@ -190,12 +185,7 @@ async fn write_bgpvpn(obj: &Bgpvpn, ctx: &StatusContext) -> Result<Action, Statu
     .map_err(|e| StatusError::Write(format!("BGPVPN {name}"), e))?;
     ctx.metrics.status_write("BGPVPN");
     tracing::debug!(bgpvpn = %name, ready = %status.ready_nodes_text.as_deref().unwrap_or_default(), "status written");
-    publish(
-        ctx,
-        obj,
-        events_for(&previous.conditions, &status.conditions),
-    )
-    .await;
+    publish(ctx, obj, events_for(&previous.conditions, &status.conditions)).await;
     Ok(Action::await_change())
 }
 
@@ -229,7 +219,8 @@ async fn write_binding(obj: &VniBinding, ctx: &StatusContext) -> Result<Action, 
         return Ok(Action::await_change());
     }
     let api: Api<VniBinding> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    let patch = json!({"apiVersion": VniBinding::api_version(&()), "kind": VniBinding::kind(&()), "status": status});
+    let patch =
+        json!({"apiVersion": VniBinding::api_version(&()), "kind": VniBinding::kind(&()), "status": status});
     api.patch_status(
         &key.name,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -239,12 +230,7 @@ async fn write_binding(obj: &VniBinding, ctx: &StatusContext) -> Result<Action, 
     .map_err(|e| StatusError::Write(format!("VNIBinding {key}"), e))?;
     ctx.metrics.status_write("VNIBinding");
     tracing::debug!(binding = %key, endpoints = status.endpoints, "status written");
-    publish(
-        ctx,
-        obj,
-        events_for(&previous.conditions, &status.conditions),
-    )
-    .await;
+    publish(ctx, obj, events_for(&previous.conditions, &status.conditions)).await;
     Ok(Action::await_change())
 }
 
@@ -258,11 +244,7 @@ pub fn unreadable_conditions(unreadable: &Unreadable) -> Vec<Condition> {
     );
     let fresh = [types::VALID, types::READY]
         .map(|type_| Cond::new(type_, false, reasons::MALFORMED_OBJECT, message.clone()));
-    conditions_of(
-        &fresh,
-        unreadable.metadata.generation,
-        &unreadable.conditions,
-    )
+    conditions_of(&fresh, unreadable.metadata.generation, &unreadable.conditions)
 }
 
 async fn write_unreadable<K>(
@@ -403,10 +385,7 @@ mod tests {
             c("Conflict", "False", "NoConflict"),
             c("Ready", "False", "NodesNotReady"),
         ];
-        assert!(
-            events_for(&before, &before).is_empty(),
-            "no change, no event"
-        );
+        assert!(events_for(&before, &before).is_empty(), "no change, no event");
         let after = vec![
             c("Valid", "True", "Valid"),
             c("Conflict", "True", "PodConflict"),

@@ -238,10 +238,7 @@ impl<'a> Index<'a> {
         let mut pods_by_namespace: HashMap<&str, Vec<&PodView>> = HashMap::new();
         let mut pod_by_name = HashMap::new();
         for pod in &view.pods {
-            pods_by_namespace
-                .entry(ns_of(&**pod))
-                .or_default()
-                .push(pod);
+            pods_by_namespace.entry(ns_of(&**pod)).or_default().push(pod);
             pod_by_name.insert((ns_of(&**pod), name_of(&**pod)), &**pod);
         }
         for pods in pods_by_namespace.values_mut() {
@@ -255,18 +252,12 @@ impl<'a> Index<'a> {
         let kuryr = view.kuryr.as_ref().map(|k| {
             let mut networks_by_namespace: HashMap<&str, Vec<&KuryrNetwork>> = HashMap::new();
             for net in &k.networks {
-                networks_by_namespace
-                    .entry(ns_of(&**net))
-                    .or_default()
-                    .push(net);
+                networks_by_namespace.entry(ns_of(&**net)).or_default().push(net);
             }
             let mut ports_by_namespace: HashMap<&str, Vec<&KuryrPort>> = HashMap::new();
             let mut port_by_name = HashMap::new();
             for port in &k.ports {
-                ports_by_namespace
-                    .entry(ns_of(&**port))
-                    .or_default()
-                    .push(port);
+                ports_by_namespace.entry(ns_of(&**port)).or_default().push(port);
                 port_by_name.insert((ns_of(&**port), name_of(&**port)), &**port);
             }
             for list in networks_by_namespace.values_mut() {
@@ -281,11 +272,7 @@ impl<'a> Index<'a> {
                 port_by_name,
             }
         });
-        let node_states = view
-            .node_states
-            .iter()
-            .map(|s| (name_of(&**s), &**s))
-            .collect();
+        let node_states = view.node_states.iter().map(|s| (name_of(&**s), &**s)).collect();
         let unreadable = view
             .unreadable
             .iter()
@@ -311,12 +298,7 @@ impl<'a> Index<'a> {
     }
 
     /// Why the object `kind` `namespace/name` could not be read, if it could not.
-    pub fn unreadable(
-        &self,
-        kind: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Option<&'a UnreadableObject> {
+    pub fn unreadable(&self, kind: &str, namespace: &str, name: &str) -> Option<&'a UnreadableObject> {
         self.unreadable.get(&(kind, namespace, name)).copied()
     }
 

@@ -52,15 +52,7 @@ async fn endpoints_follow_pod_churn() {
     bgpvpn(&client, &vpn, vni, json!({})).await;
     binding(&client, &ns, "web", &vpn, selector("web")).await;
 
-    running_pod(
-        &client,
-        &ns,
-        "web-1",
-        json!({"app": "web"}),
-        &n1,
-        "10.1.0.10",
-    )
-    .await;
+    running_pod(&client, &ns, "web-1", json!({"app": "web"}), &n1, "10.1.0.10").await;
     running_pod(&client, &ns, "db", json!({"app": "db"}), &n1, "10.1.0.99").await;
     let s1 = wait_endpoints(&client, &n1, &[vni], &[(vni, &["10.1.0.10"])]).await;
     let l3 = &s1.spec.l3vnis[0];
@@ -90,15 +82,7 @@ async fn endpoints_follow_pod_churn() {
     );
 
     // added on another node: only that node's object is written
-    running_pod(
-        &client,
-        &ns,
-        "web-2",
-        json!({"app": "web"}),
-        &n2,
-        "10.1.0.20",
-    )
-    .await;
+    running_pod(&client, &ns, "web-2", json!({"app": "web"}), &n2, "10.1.0.20").await;
     wait_endpoints(&client, &n2, &[vni], &[(vni, &["10.1.0.20"])]).await;
     let api: Api<EvpnNodeState> = Api::all(client.clone());
     assert_eq!(
@@ -119,15 +103,7 @@ async fn endpoints_follow_pod_churn() {
 
     // moved: deleted, and created again on the other node (pods never change node in place)
     delete_pod_now(&client, &ns, "web-1").await;
-    running_pod(
-        &client,
-        &ns,
-        "web-1",
-        json!({"app": "web"}),
-        &n2,
-        "10.1.0.12",
-    )
-    .await;
+    running_pod(&client, &ns, "web-1", json!({"app": "web"}), &n2, "10.1.0.12").await;
     wait_endpoints(&client, &n1, &[vni], &[]).await;
     wait_endpoints(&client, &n2, &[vni], &[(vni, &["10.1.0.12", "10.1.0.20"])]).await;
     wait_binding(&client, &ns, "web", "2 endpoints on n2", |b| {
@@ -143,9 +119,7 @@ async fn endpoints_follow_pod_churn() {
 
     // being deleted (no kubelet finishes a graceful delete here, so it stays, terminating)
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    pods.delete("web-1", &DeleteParams::default())
-        .await
-        .unwrap();
+    pods.delete("web-1", &DeleteParams::default()).await.unwrap();
     wait_endpoints(&client, &n2, &[vni], &[]).await;
     let b = wait_binding_ready_reason(&client, &ns, "web", "NoEndpoints").await;
     assert_eq!(b.status.unwrap().endpoints, 0);
@@ -166,7 +140,13 @@ async fn binding_edits_and_bgpvpn_deletion() {
         bgpvpn_testkit::unique_name("edit-b"),
     );
     let (vni_a, vni_b) = (unique_vni(), unique_vni());
-    bgpvpn(&client, &vpn_a, vni_a, json!({"importTargets": ["65000:9"], "localPref": 200, "allowedPrefixes": ["192.0.2.0/24"]})).await;
+    bgpvpn(
+        &client,
+        &vpn_a,
+        vni_a,
+        json!({"importTargets": ["65000:9"], "localPref": 200, "allowedPrefixes": ["192.0.2.0/24"]}),
+    )
+    .await;
     bgpvpn(
         &client,
         &vpn_b,
@@ -176,7 +156,14 @@ async fn binding_edits_and_bgpvpn_deletion() {
     .await;
     running_pod(&client, &ns, "web", json!({"app": "web"}), &n, "10.2.0.1").await;
     running_pod(&client, &ns, "db", json!({"app": "db"}), &n, "10.2.0.2").await;
-    binding(&client, &ns, "b", &vpn_a, json!({"podSelector": {"matchLabels": {"app": "web"}}, "advertisePrefixes": ["192.0.2.0/24"]})).await;
+    binding(
+        &client,
+        &ns,
+        "b",
+        &vpn_a,
+        json!({"podSelector": {"matchLabels": {"app": "web"}}, "advertisePrefixes": ["192.0.2.0/24"]}),
+    )
+    .await;
     let s = wait_endpoints(&client, &n, &[vni_a, vni_b], &[(vni_a, &["10.2.0.1"])]).await;
     let l3 = &s.spec.l3vnis[0];
     assert_eq!(
@@ -186,10 +173,7 @@ async fn binding_edits_and_bgpvpn_deletion() {
     assert_eq!(l3.export_targets, [format!("65000:{vni_a}")]);
     assert_eq!(l3.local_pref, Some(200));
     assert_eq!(
-        l3.prefixes
-            .iter()
-            .map(|p| p.prefix.as_str())
-            .collect::<Vec<_>>(),
+        l3.prefixes.iter().map(|p| p.prefix.as_str()).collect::<Vec<_>>(),
         ["192.0.2.0/24"]
     );
 
@@ -268,10 +252,7 @@ async fn agent_status_is_aggregated() {
     })
     .await;
     let s = v.status.unwrap();
-    assert_eq!(
-        (s.bindings, s.endpoints, s.programmed_vni),
-        (1, 2, Some(vni))
-    );
+    assert_eq!((s.bindings, s.endpoints, s.programmed_vni), (1, 2, Some(vni)));
     assert_eq!(
         cond(&s.conditions, "Ready"),
         ("False".into(), "NodesNotReady".into())
@@ -415,9 +396,9 @@ async fn a_pod_selected_for_two_bgpvpns_stays_with_the_older_binding() {
     .await;
 
     let second = wait_binding(&client, &ns, "b-second", "PodConflict", |b| {
-        b.status.as_ref().is_some_and(|s| {
-            cond(&s.conditions, "Conflict") == ("True".into(), "PodConflict".into())
-        })
+        b.status
+            .as_ref()
+            .is_some_and(|s| cond(&s.conditions, "Conflict") == ("True".into(), "PodConflict".into()))
     })
     .await;
     let msg = condition(&second.status.as_ref().unwrap().conditions, "Conflict")
@@ -425,15 +406,13 @@ async fn a_pod_selected_for_two_bgpvpns_stays_with_the_older_binding() {
         .message
         .clone();
     assert!(
-        msg.contains(&format!("{ns}/shared"))
-            && msg.contains("a-first")
-            && msg.contains("keeps it"),
+        msg.contains(&format!("{ns}/shared")) && msg.contains("a-first") && msg.contains("keeps it"),
         "{msg}"
     );
     let first = wait_binding(&client, &ns, "a-first", "PodConflict", |b| {
-        b.status.as_ref().is_some_and(|s| {
-            cond(&s.conditions, "Conflict") == ("True".into(), "PodConflict".into())
-        })
+        b.status
+            .as_ref()
+            .is_some_and(|s| cond(&s.conditions, "Conflict") == ("True".into(), "PodConflict".into()))
     })
     .await;
     assert!(
@@ -459,13 +438,7 @@ async fn a_pod_selected_for_two_bgpvpns_stays_with_the_older_binding() {
         .delete("a-first", &DeleteParams::default())
         .await
         .unwrap();
-    wait_endpoints(
-        &client,
-        &n,
-        &[vni1, vni2],
-        &[(vni2, &["10.5.0.1", "10.5.0.2"])],
-    )
-    .await;
+    wait_endpoints(&client, &n, &[vni1, vni2], &[(vni2, &["10.5.0.1", "10.5.0.2"])]).await;
     wait_binding(&client, &ns, "b-second", "no conflict", |b| {
         b.status
             .as_ref()
@@ -537,9 +510,7 @@ async fn a_vni_edit_after_programming_is_refused_and_nothing_is_lost() {
     binding(&client, &ns, "web", &vpn, selector("web")).await;
     wait_endpoints(&client, &n, &[vni], &[(vni, &["10.7.0.1"])]).await;
     wait_bgpvpn(&client, &vpn, "programmedVni", |v| {
-        v.status
-            .as_ref()
-            .is_some_and(|s| s.programmed_vni == Some(vni))
+        v.status.as_ref().is_some_and(|s| s.programmed_vni == Some(vni))
     })
     .await;
 
@@ -701,25 +672,16 @@ async fn node_objects_follow_nodes() {
         (64999, "192.0.2.10", "192.0.2.9")
     );
     assert_eq!(u.neighbors.len(), 1);
-    assert_eq!(
-        s.spec.l3vnis[0].route_distinguisher,
-        format!("192.0.2.10:{vni}")
-    );
+    assert_eq!(s.spec.l3vnis[0].route_distinguisher, format!("192.0.2.10:{vni}"));
     let nodes: Api<Node> = Api::all(client.clone());
     let node_obj = nodes.get(&n).await.unwrap();
     let owner = &s.owner_references()[0];
     assert_eq!(
-        (
-            owner.kind.as_str(),
-            owner.name.as_str(),
-            Some(owner.uid.clone())
-        ),
+        (owner.kind.as_str(), owner.name.as_str(), Some(owner.uid.clone())),
         ("Node", n.as_str(), node_obj.uid())
     );
     assert_eq!(
-        s.labels()
-            .get("app.kubernetes.io/managed-by")
-            .map(String::as_str),
+        s.labels().get("app.kubernetes.io/managed-by").map(String::as_str),
         Some("bgpvpn-operator")
     );
 

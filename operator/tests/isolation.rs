@@ -69,25 +69,9 @@ async fn a_programmed_route_distinguisher_never_moves() {
     bgpvpn(&client, &vpn_low, low, json!({})).await;
     bgpvpn(&client, &vpn_high, high, json!({})).await;
     bgpvpn(&client, &vpn_other, other, json!({})).await;
-    running_pod(
-        &client,
-        &ns,
-        "high",
-        json!({"app": "high"}),
-        &n,
-        "10.20.0.1",
-    )
-    .await;
+    running_pod(&client, &ns, "high", json!({"app": "high"}), &n, "10.20.0.1").await;
     running_pod(&client, &ns, "low", json!({"app": "low"}), &n, "10.20.0.2").await;
-    running_pod(
-        &client,
-        &ns,
-        "other",
-        json!({"app": "other"}),
-        &n,
-        "10.20.0.3",
-    )
-    .await;
+    running_pod(&client, &ns, "other", json!({"app": "other"}), &n, "10.20.0.3").await;
 
     // the high VNI is bound first and runs with the folded number
     binding(&client, &ns, "high", &vpn_high, selector("high")).await;
@@ -180,16 +164,15 @@ async fn tenants_advertise_only_what_the_admin_allows() {
     )
     .await;
     running_pod(&client, &tenant, "a", json!({"app": "a"}), &n, "10.21.0.1").await;
-    running_pod(
+    running_pod(&client, &neighbour, "b", json!({"app": "b"}), &n, "10.21.0.2").await;
+    binding(
         &client,
         &neighbour,
         "b",
-        json!({"app": "b"}),
-        &n,
-        "10.21.0.2",
+        &vpn,
+        json!({"podSelector": {"matchLabels": {"app": "b"}}, "advertisePrefixes": ["192.0.2.128/25"]}),
     )
     .await;
-    binding(&client, &neighbour, "b", &vpn, json!({"podSelector": {"matchLabels": {"app": "b"}}, "advertisePrefixes": ["192.0.2.128/25"]})).await;
     let refused = [
         "0.0.0.0/0", // default routes
         "::/0",
@@ -237,10 +220,7 @@ async fn tenants_advertise_only_what_the_admin_allows() {
         .message
         .clone();
     for prefix in refused {
-        assert!(
-            message.contains(prefix),
-            "{prefix} not named in {message:?}"
-        );
+        assert!(message.contains(prefix), "{prefix} not named in {message:?}");
     }
     assert!(accepted.iter().all(|p| !message.contains(p)), "{message:?}");
     wait_event(&client, &tenant, "a", "PrefixNotAllowed").await;
@@ -330,10 +310,7 @@ async fn one_tenant_cannot_fill_a_node_object() {
         &[(vni_flood, &["10.22.0.1"]), (vni_other, &["10.22.0.2"])],
     )
     .await;
-    assert_eq!(
-        prefixes_of(&s, vni_flood).len(),
-        MAX_BGPVPN_PREFIXES as usize
-    );
+    assert_eq!(prefixes_of(&s, vni_flood).len(), MAX_BGPVPN_PREFIXES as usize);
 
     // the oldest bindings are kept whole; the first one past the limit says which limit
     let full = MAX_BGPVPN_PREFIXES as usize / per_binding;
@@ -425,10 +402,7 @@ async fn assert_untouched(
     ready: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition,
     what: &str,
 ) {
-    let now = Api::<EvpnNodeState>::all(client.clone())
-        .get(node)
-        .await
-        .unwrap();
+    let now = Api::<EvpnNodeState>::all(client.clone()).get(node).await.unwrap();
     assert_eq!(
         now.metadata.generation,
         before.metadata.generation,
@@ -477,22 +451,17 @@ async fn a_restart_or_failover_changes_no_node_state() {
     let ready = condition(&b.status.as_ref().unwrap().conditions, "Ready")
         .unwrap()
         .clone();
-    let before = Api::<EvpnNodeState>::all(client.clone())
-        .get(&n)
-        .await
-        .unwrap();
+    let before = Api::<EvpnNodeState>::all(client.clone()).get(&n).await.unwrap();
 
     let mut shared = OPERATOR.lock().await;
     shared.take().expect("the shared operator runs").stop();
 
     // no batch window: a first pass starts as soon as the core caches are filled, so whatever
     // is read after them (the Kuryr objects) must not be missing from it
-    let mut config =
-        bgpvpn_operator::config::Config::load(&fixture("operator-config.yaml")).unwrap();
+    let mut config = bgpvpn_operator::config::Config::load(&fixture("operator-config.yaml")).unwrap();
     config.debounce_millis = 0;
-    let spawn = |instance: &str, lease: Option<LeaseConfig>| {
-        spawn_operator_with(instance, lease, config.clone())
-    };
+    let spawn =
+        |instance: &str, lease: Option<LeaseConfig>| spawn_operator_with(instance, lease, config.clone());
 
     // a restart: a new process reads everything anew
     let restarted = spawn("isolation-restarted", None);
@@ -512,10 +481,7 @@ async fn a_restart_or_failover_changes_no_node_state() {
         )
     };
     let a = spawn("replica-a", Some(lease.clone()));
-    bgpvpn_testkit::wait_for("replica-a leads", TIMEOUT, || async {
-        a.leading().then_some(())
-    })
-    .await;
+    bgpvpn_testkit::wait_for("replica-a leads", TIMEOUT, || async { a.leading().then_some(()) }).await;
     let b = spawn(
         "replica-b",
         Some(LeaseConfig {
@@ -524,16 +490,7 @@ async fn a_restart_or_failover_changes_no_node_state() {
         }),
     );
     settled(&client, &a).await;
-    assert_untouched(
-        &client,
-        &n,
-        &before,
-        &ns,
-        "by-net",
-        &ready,
-        "the first leader",
-    )
-    .await;
+    assert_untouched(&client, &n, &before, &ns, "by-net", &ready, "the first leader").await;
     a.stop();
     settled(&client, &b).await;
     assert_untouched(&client, &n, &before, &ns, "by-net", &ready, "a failover").await;
@@ -564,15 +521,7 @@ async fn an_unreadable_object_blinds_no_watch() {
         json!({"default": true, "vif": {"id": port, "vif_name": format!("tap{}", &port[..11]), "active": true,
             "network": {"id": net, "subnets": [{"cidr": "10.24.0.0/24", "ips": [{"address": ip}]}]}}})
     };
-    let good = running_pod(
-        &client,
-        &ns,
-        "good",
-        json!({"app": "good"}),
-        &n,
-        "10.24.0.10",
-    )
-    .await;
+    let good = running_pod(&client, &ns, "good", json!({"app": "good"}), &n, "10.24.0.10").await;
     put_kuryr(
         &client,
         "KuryrPort",
@@ -589,33 +538,20 @@ async fn an_unreadable_object_blinds_no_watch() {
 
     // another pod's KuryrPort, 140 levels deep where the CRD keeps unknown fields: deeper than
     // serde_json reads by default (128), and the API server stores it
-    let deep = running_pod(
-        &client,
-        &ns,
-        "deep",
-        json!({"app": "deep"}),
-        &n,
-        "10.24.0.11",
-    )
-    .await;
+    let deep = running_pod(&client, &ns, "deep", json!({"app": "deep"}), &n, "10.24.0.11").await;
     put_kuryr(&client, "KuryrPort", &ns, "deep", json!({"spec": {"podUid": deep.uid().unwrap(), "podNodeName": n},
         "status": {"vifs": {"eth0": vif("8a0e1c2a-0b1d-4c6e-9a51-0d3c2b1a0fbb", "10.24.0.11"), "eth1": nested(140)}}}))
     .await;
     // and a BGPVPN that is not a BGPVPN to the operator's types: the API server does not check
     // `format: uint32`, so a localPref of 2^33 is stored
     let bad = bgpvpn_testkit::unique_name("bad-type");
-    let vpns = Api::<DynamicObject>::all_with(
-        client.clone(),
-        &ApiResource::erase::<bgpvpn_crds::Bgpvpn>(&()),
-    );
+    let vpns =
+        Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<bgpvpn_crds::Bgpvpn>(&()));
     let body = json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "metadata": {"name": bad},
         "spec": {"vni": unique_vni(), "routeTargets": ["65000:1"], "localPref": 8_589_934_592u64, "allowedNamespaces": {"all": true}}});
-    vpns.create(
-        &PostParams::default(),
-        &serde_json::from_value(body).unwrap(),
-    )
-    .await
-    .unwrap();
+    vpns.create(&PostParams::default(), &serde_json::from_value(body).unwrap())
+        .await
+        .unwrap();
 
     // the bad objects are named where a user looks; the good ones work on
     wait_binding(
@@ -655,10 +591,7 @@ async fn an_unreadable_object_blinds_no_watch() {
     let ready = condition(&b.status.as_ref().unwrap().conditions, "Ready")
         .unwrap()
         .clone();
-    let before = Api::<EvpnNodeState>::all(client.clone())
-        .get(&n)
-        .await
-        .unwrap();
+    let before = Api::<EvpnNodeState>::all(client.clone()).get(&n).await.unwrap();
     assert_eq!(before.metadata.generation, s.metadata.generation);
 
     // a fresh start lists every kind anew, the bad objects in the lists
@@ -724,9 +657,7 @@ async fn a_vni_that_cannot_be_programmed_holds_back_only_itself() {
     wait_binding(&client, &ns, "bad", "says it is held back, and why", |b| {
         b.status.as_ref().is_some_and(|s| {
             condition(&s.conditions, "Ready").is_some_and(|c| {
-                c.status == "False"
-                    && c.message.contains("held back")
-                    && c.message.contains("link-local")
+                c.status == "False" && c.message.contains("held back") && c.message.contains("link-local")
             })
         })
     })
@@ -736,30 +667,14 @@ async fn a_vni_that_cannot_be_programmed_holds_back_only_itself() {
     // and its binding says so instead of Ready
     agent_reports(&client, &n, true).await;
     wait_binding_ready_reason(&client, &ns, "first", "Programmed").await;
-    running_pod(
-        &client,
-        &ns,
-        "hold0-late",
-        json!({"app": "hold0"}),
-        &n,
-        "fe80::6",
-    )
-    .await;
-    let first_binding = wait_binding(
-        &client,
-        &ns,
-        "first",
-        "says it is held back, kept running",
-        |b| {
-            b.status.as_ref().is_some_and(|s| {
-                condition(&s.conditions, "Ready").is_some_and(|c| {
-                    c.status == "False"
-                        && c.message.contains("held back")
-                        && c.message.contains("keeps running")
-                })
+    running_pod(&client, &ns, "hold0-late", json!({"app": "hold0"}), &n, "fe80::6").await;
+    let first_binding = wait_binding(&client, &ns, "first", "says it is held back, kept running", |b| {
+        b.status.as_ref().is_some_and(|s| {
+            condition(&s.conditions, "Ready").is_some_and(|c| {
+                c.status == "False" && c.message.contains("held back") && c.message.contains("keeps running")
             })
-        },
-    )
+        })
+    })
     .await;
     let state = wait_node_state(&client, &n, "unchanged", |_| true).await;
     assert_eq!(
@@ -788,23 +703,15 @@ async fn an_unreadable_bgpvpn_or_binding_says_why_in_its_status() {
     // a BGPVPN whose localPref is beyond u32 (the v1.20 API server stores it), and a binding
     // whose status another writer filled with a count beyond i32
     let bad = bgpvpn_testkit::unique_name("unreadable");
-    let vpns = Api::<DynamicObject>::all_with(
-        client.clone(),
-        &ApiResource::erase::<bgpvpn_crds::Bgpvpn>(&()),
-    );
+    let vpns =
+        Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<bgpvpn_crds::Bgpvpn>(&()));
     let body = json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "metadata": {"name": bad},
         "spec": {"vni": unique_vni(), "routeTargets": ["65000:1"], "localPref": 8_589_934_592u64, "allowedNamespaces": {"all": true}}});
-    vpns.create(
-        &PostParams::default(),
-        &serde_json::from_value(body).unwrap(),
-    )
-    .await
-    .unwrap();
-    let bindings = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        &ns,
-        &ApiResource::erase::<VniBinding>(&()),
-    );
+    vpns.create(&PostParams::default(), &serde_json::from_value(body).unwrap())
+        .await
+        .unwrap();
+    let bindings =
+        Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ApiResource::erase::<VniBinding>(&()));
     bindings
         .patch_status(
             "broken",
@@ -824,9 +731,7 @@ async fn an_unreadable_bgpvpn_or_binding_says_why_in_its_status() {
                 c["type"] == *type_
                     && c["status"] == "False"
                     && c["reason"] == "MalformedObject"
-                    && c["message"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("cannot read"))
+                    && c["message"].as_str().is_some_and(|m| m.contains("cannot read"))
             })
         }) && obj.data["status"]["observedGeneration"] == json!(obj.metadata.generation)
     };
@@ -846,13 +751,7 @@ async fn an_unreadable_bgpvpn_or_binding_says_why_in_its_status() {
     bgpvpn_testkit::wait_for(
         "the unreadable binding says why in its status",
         TIMEOUT,
-        || async {
-            bindings
-                .get_opt("broken")
-                .await
-                .unwrap()
-                .filter(|o| says_why(o))
-        },
+        || async { bindings.get_opt("broken").await.unwrap().filter(|o| says_why(o)) },
     )
     .await;
     wait_event(&client, &ns, "broken", "MalformedObject").await;

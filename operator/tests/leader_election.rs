@@ -93,12 +93,7 @@ async fn metric(op: &OperatorProcess, line_prefix: &str) -> Option<f64> {
 
 async fn holder(client: &Client, lease: &str) -> Option<String> {
     let api: Api<Lease> = Api::namespaced(client.clone(), "default");
-    api.get_opt(lease)
-        .await
-        .ok()
-        .flatten()?
-        .spec?
-        .holder_identity
+    api.get_opt(lease).await.ok().flatten()?.spec?.holder_identity
 }
 
 async fn wait_holder(client: &Client, lease: &str, want: Option<&str>) {
@@ -128,11 +123,7 @@ async fn the_standby_takes_over_when_the_leader_dies() {
         Some(0.0),
         "b stands by"
     );
-    assert_eq!(
-        metric(&a, "bgpvpn_operator_leader ").await,
-        Some(1.0),
-        "a leads"
-    );
+    assert_eq!(metric(&a, "bgpvpn_operator_leader ").await, Some(1.0), "a leads");
     assert_eq!(
         get(&format!("{}/healthz", a.metrics)).await.map(|r| r.0),
         Some(200)
@@ -212,10 +203,7 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     for line in &lines {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(
-            v.get("level").is_some() && v.get("timestamp").is_some(),
-            "{line}"
-        );
+        assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{line}");
     }
     drop(b);
 }

@@ -36,10 +36,7 @@ fn run_operator(neutron_url: &str) {
         )
         .with_test_writer()
         .try_init();
-    let kubeconfig = bgpvpn_testkit::server()
-        .expect("apiserver")
-        .kubeconfig
-        .clone();
+    let kubeconfig = bgpvpn_testkit::server().expect("apiserver").kubeconfig.clone();
     let config = Config::parse(&format!(
         "underlay:\n  asn: 65001\ndebounceMillis: 50\nkuryrDiscoverySeconds: 1\nopenstack:\n  neutronUrl: {neutron_url}\n  pollIntervalSeconds: 1\n  maxBackoffSeconds: 2\n"
     ))
@@ -75,13 +72,11 @@ fn run_operator(neutron_url: &str) {
 async fn node(client: &Client, ip: &str) -> String {
     let name = bgpvpn_testkit::unique_name("node");
     let api: Api<Node> = Api::all(client.clone());
-    let body = json!({"metadata": {"name": name}, "status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(body).unwrap(),
-    )
-    .await
-    .unwrap();
+    let body =
+        json!({"metadata": {"name": name}, "status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
+    api.create(&PostParams::default(), &serde_json::from_value(body).unwrap())
+        .await
+        .unwrap();
     api.patch_status(
         &name,
         &PatchParams::default(),
@@ -96,12 +91,9 @@ async fn node(client: &Client, ip: &str) -> String {
 async fn running_pod(client: &Client, ns: &str, name: &str, node: &str, ip: &str) {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let body = json!({"metadata": {"name": name}, "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.invalid/app:1"}]}});
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(body).unwrap(),
-    )
-    .await
-    .unwrap();
+    api.create(&PostParams::default(), &serde_json::from_value(body).unwrap())
+        .await
+        .unwrap();
     api.patch_status(
         name,
         &PatchParams::default(),
@@ -149,15 +141,10 @@ async fn a_router_associated_in_neutron_reaches_the_node_state() {
     let vpn = os
         .bgpvpn(json!({"name": "seed", "vni": vni, "route_targets": [format!("64512:{vni}")]}))
         .await;
-    let assoc = os
-        .associate(&vpn, "router", json!({"router_id": router}))
-        .await;
+    let assoc = os.associate(&vpn, "router", json!({"router_id": router})).await;
     let t0 = Instant::now();
     let eps = loop {
-        if let Some(e) = endpoints_of(&client, &node, vni)
-            .await
-            .filter(|e| !e.is_empty())
-        {
+        if let Some(e) = endpoints_of(&client, &node, vni).await.filter(|e| !e.is_empty()) {
             break e;
         }
         if t0.elapsed() > TIMEOUT {
@@ -237,11 +224,9 @@ fn sync_passes() -> u64 {
 /// Waits until the sync has made `n` more successful passes.
 async fn sync_passes_after(n: u64) {
     let from = sync_passes();
-    poll(
-        &format!("{n} more OpenStack sync passes"),
-        TIMEOUT,
-        || async { (sync_passes() >= from + n).then_some(()) },
-    )
+    poll(&format!("{n} more OpenStack sync passes"), TIMEOUT, || async {
+        (sync_passes() >= from + n).then_some(())
+    })
     .await;
 }
 
@@ -258,23 +243,12 @@ async fn a_project_reaches_only_its_namespaces_and_a_forged_label_gains_nothing(
     let p = NeutronApi::noauth(&neutron.url);
     let q = NeutronApi::noauth(&neutron.url);
     let router = p.router().await;
-    let (net_a, net_x) = (
-        p.network("10.31.0.0/24").await,
-        q.network("10.32.0.0/24").await,
-    );
+    let (net_a, net_x) = (p.network("10.31.0.0/24").await, q.network("10.32.0.0/24").await);
     let node = node(&client, "172.31.31.1").await;
     // P's namespace (the admin mapped it to P), its network behind P's router
     let ns_a = kuryr_namespace(&client, &p.project, &net_a, &router).await;
     running_pod(&client, &ns_a, "a", &node, "10.31.0.5").await;
-    kuryr_port_with_ip(
-        &client,
-        &ns_a,
-        "a",
-        &p.port(&net_a).await,
-        &net_a,
-        "10.31.0.5",
-    )
-    .await;
+    kuryr_port_with_ip(&client, &ns_a, "a", &p.port(&net_a).await, &net_a, "10.31.0.5").await;
     // Q's namespace, whose Kuryr network is (also) behind P's router: not P's to bind
     let ns_x = kuryr_namespace(&client, &q.project, &net_x, &router).await;
     running_pod(&client, &ns_x, "x", &node, "10.32.0.6").await;
@@ -286,27 +260,19 @@ async fn a_project_reaches_only_its_namespaces_and_a_forged_label_gains_nothing(
     let bad = json!({"apiVersion": "openstack.org/v1", "kind": "KuryrPort", "metadata": {"name": "t", "namespace": ns_t},
         "spec": {"podUid": uuid_like(), "podNodeName": node}, "status": {"vifs": {"eth0": {"default": true, "vif": {"address": "fa:16:3e:00:00:07"}}}}});
     kuryr_api(&client, "KuryrPort", &ns_t)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(bad).unwrap(),
-        )
+        .create(&PostParams::default(), &serde_json::from_value(bad).unwrap())
         .await
         .unwrap();
     // and one nested deeper than a JSON parser reads by default: the sync's lists go on
     let deep = (0..140).fold(json!("x"), |inner, _| json!({ "a": inner }));
     let deep = json!({"apiVersion": "openstack.org/v1", "kind": "KuryrPort", "metadata": {"name": "deep", "namespace": ns_t},
         "spec": {"podUid": uuid_like(), "podNodeName": node}, "status": {"vifs": {"eth0": deep}}});
-    let url = kuryr_api(&client, "KuryrPort", &ns_t)
-        .resource_url()
-        .to_string();
+    let url = kuryr_api(&client, "KuryrPort", &ns_t).resource_url().to_string();
     let create = kube::core::Request::new(url)
         .create(&PostParams::default(), serde_json::to_vec(&deep).unwrap())
         .unwrap();
     // (the answer is as deep: not parsed)
-    client
-        .request::<serde::de::IgnoredAny>(create)
-        .await
-        .unwrap();
+    client.request::<serde::de::IgnoredAny>(create).await.unwrap();
 
     // P's BGPVPN, with P's router associated
     let vni = unique_vni();
@@ -314,8 +280,7 @@ async fn a_project_reaches_only_its_namespaces_and_a_forged_label_gains_nothing(
         .bgpvpn(json!({"name": "p-only", "vni": vni, "route_targets": [format!("64512:{vni}")]}))
         .await;
     let vpn_name = mapping::vpn_name(&vpn);
-    p.associate(&vpn, "router", json!({"router_id": router}))
-        .await;
+    p.associate(&vpn, "router", json!({"router_id": router})).await;
     // the tenant of T forges the sync's ownership label on a binding of its own, to P's BGPVPN
     let forged: VniBinding = serde_json::from_value(json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "VNIBinding",
         "metadata": {"name": "os-forged", "namespace": ns_t, "labels": {"bgpvpn.io/managed-by": "openstack-sync", "bgpvpn.io/openstack-bgpvpn-id": vpn}},
@@ -375,19 +340,15 @@ async fn a_project_reaches_only_its_namespaces_and_a_forged_label_gains_nothing(
     })
     .await;
     // and the admin hears of the namespace that P's association would reach but is Q's
-    let e = poll(
-        "an Event about the namespace not mapped to P",
-        TIMEOUT,
-        || {
-            let (c, n) = (client.clone(), vpn_name.clone());
-            async move {
-                events(&c, "kube-system", &n, "NamespaceNotMapped")
-                    .await
-                    .into_iter()
-                    .next()
-            }
-        },
-    )
+    let e = poll("an Event about the namespace not mapped to P", TIMEOUT, || {
+        let (c, n) = (client.clone(), vpn_name.clone());
+        async move {
+            events(&c, "kube-system", &n, "NamespaceNotMapped")
+                .await
+                .into_iter()
+                .next()
+        }
+    })
     .await;
     assert!(
         e.note.as_deref().unwrap_or_default().contains(&ns_x),

@@ -16,12 +16,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bgpvpn_operator::openstack::auth::{
-    Keystone, find_endpoint, parse_clouds_yaml, parse_token_response,
-};
-use bgpvpn_operator::openstack::{
-    CredentialsRef, Kind, Stage, SyncConfig, SyncMetrics, Syncer, mapping,
-};
+use bgpvpn_operator::openstack::auth::{Keystone, find_endpoint, parse_clouds_yaml, parse_token_response};
+use bgpvpn_operator::openstack::{CredentialsRef, Kind, Stage, SyncConfig, SyncMetrics, Syncer, mapping};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
@@ -31,30 +27,21 @@ use serde_json::{Value, json};
 
 fn recorded(name: &str) -> Value {
     serde_json::from_str(
-        &std::fs::read_to_string(fixture(&format!("openstack/keystone-token-{name}.json")))
-            .unwrap(),
+        &std::fs::read_to_string(fixture(&format!("openstack/keystone-token-{name}.json"))).unwrap(),
     )
     .unwrap()
 }
 
 fn parse_recorded(name: &str) -> bgpvpn_operator::openstack::auth::IssuedToken {
     let r = recorded(name);
-    parse_token_response(
-        r["x_subject_token"].as_str(),
-        r["body"].to_string().as_bytes(),
-    )
-    .unwrap()
+    parse_token_response(r["x_subject_token"].as_str(), r["body"].to_string().as_bytes()).unwrap()
 }
 
 #[test]
 fn recorded_keystone_answers_parse() {
     for name in ["password", "appcred"] {
         let t = parse_recorded(name);
-        assert!(
-            t.roles.iter().any(|r| r == "admin"),
-            "{name}: {:?}",
-            t.roles
-        );
+        assert!(t.roles.iter().any(|r| r == "admin"), "{name}: {:?}", t.roles);
         assert_eq!(t.lifetime(), Duration::from_secs(3600), "{name}");
         assert_eq!(t.renew_after(), Duration::from_secs(3300), "{name}");
         assert!(t.project_id.is_some(), "{name}");
@@ -78,11 +65,7 @@ fn recorded_keystone_answers_parse() {
         assert!(format!("{t:?}").contains("<redacted>") && !format!("{t:?}").contains("gAAAA"));
     }
     let member = parse_recorded("member");
-    assert!(
-        !member.roles.iter().any(|r| r == "admin"),
-        "{:?}",
-        member.roles
-    );
+    assert!(!member.roles.iter().any(|r| r == "admin"), "{:?}", member.roles);
     let unauthorized = recorded("401");
     assert_eq!(unauthorized["status"], 401);
     assert!(parse_token_response(None, unauthorized["body"].to_string().as_bytes()).is_err());
@@ -164,8 +147,7 @@ async fn token_flow_on_recorded_answers() {
     .unwrap();
     assert_eq!(k.token(&metrics).await.unwrap().1, "http://override:9696");
 
-    *answer.lock().unwrap() =
-        json!({"status": 201, "x_subject_token": "t", "body": {"token": {"oops": 1}}});
+    *answer.lock().unwrap() = json!({"status": 201, "x_subject_token": "t", "body": {"token": {"oops": 1}}});
     let e = Keystone::new(&cloud, Duration::from_secs(2), None)
         .unwrap()
         .token(&metrics)
@@ -330,13 +312,9 @@ async fn real_keystone_tokens_catalog_renewal_and_bad_credentials() {
     let router = os.router().await;
     let vni = unique_vni();
     let vpn = os
-        .bgpvpn(
-            json!({"name": "via-keystone", "vni": vni, "route_targets": [format!("64512:{vni}")]}),
-        )
+        .bgpvpn(json!({"name": "via-keystone", "vni": vni, "route_targets": [format!("64512:{vni}")]}))
         .await;
-    let assoc = os
-        .associate(&vpn, "router", json!({"router_id": router}))
-        .await;
+    let assoc = os.associate(&vpn, "router", json!({"router_id": router})).await;
     let ns = kuryr_namespace(&client, &os.project, &uuid_like(), &router).await;
 
     // The clouds.yaml Secret, in a namespace of the operator's.
@@ -352,13 +330,7 @@ async fn real_keystone_tokens_catalog_renewal_and_bad_credentials() {
             "      username: {user}\n      password: {pw}\n      user_domain_name: Default\n      project_name: admin\n      project_domain_name: Default\n"
         )
     };
-    put_clouds_secret(
-        &client,
-        &ops,
-        "cloud",
-        &clouds(&password("admin", &admin_pw), ""),
-    )
-    .await;
+    put_clouds_secret(&client, &ops, "cloud", &clouds(&password("admin", &admin_pw), "")).await;
     let config = SyncConfig {
         credentials: Some(CredentialsRef {
             secret_name: "cloud".into(),
@@ -391,19 +363,12 @@ async fn real_keystone_tokens_catalog_renewal_and_bad_credentials() {
     );
     assert_eq!(metrics.token_issues.get(), 1);
     sync.pass().await.unwrap();
-    assert_eq!(
-        metrics.token_issues.get(),
-        1,
-        "the token is reused while valid"
-    );
+    assert_eq!(metrics.token_issues.get(), 1, "the token is reused while valid");
 
     // Renewal: the tokens live 20 s; a new one is issued after 15 s, with no failed pass.
     let t0 = std::time::Instant::now();
     while metrics.token_issues.get() < 2 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "no renewal within 30 s"
-        );
+        assert!(t0.elapsed() < Duration::from_secs(30), "no renewal within 30 s");
         sync.pass().await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -427,14 +392,17 @@ async fn real_keystone_tokens_catalog_renewal_and_bad_credentials() {
     let t = Some(fresh.as_str());
 
     // An application credential (the recommended way for a service).
-    let (s, _, cred) = keystone_call(&keystone.url, post.clone(), &format!("/users/{admin_user}/application_credentials"), t,
-        Some(json!({"application_credential": {"name": "bgpvpn-sync", "roles": [{"name": "admin"}]}}))).await;
+    let (s, _, cred) = keystone_call(
+        &keystone.url,
+        post.clone(),
+        &format!("/users/{admin_user}/application_credentials"),
+        t,
+        Some(json!({"application_credential": {"name": "bgpvpn-sync", "roles": [{"name": "admin"}]}})),
+    )
+    .await;
     assert_eq!(s, 201, "{cred}");
     let (cred_id, cred_secret) = (
-        cred["application_credential"]["id"]
-            .as_str()
-            .unwrap()
-            .to_string(),
+        cred["application_credential"]["id"].as_str().unwrap().to_string(),
         cred["application_credential"]["secret"]
             .as_str()
             .unwrap()
@@ -479,16 +447,17 @@ async fn real_keystone_tokens_catalog_renewal_and_bad_credentials() {
     assert_eq!(metrics.failure_count("keystone_unauthorized"), 1);
 
     // A user without the admin role: refused before Neutron is asked (its listing would be partial).
-    let (_, _, roles) = keystone_call(
+    let (_, _, roles) =
+        keystone_call(&keystone.url, reqwest::Method::GET, "/roles?name=member", t, None).await;
+    let member_role = roles["roles"][0]["id"].as_str().unwrap().to_string();
+    let (_, _, user) = keystone_call(
         &keystone.url,
-        reqwest::Method::GET,
-        "/roles?name=member",
+        post.clone(),
+        "/users",
         t,
-        None,
+        Some(json!({"user": {"name": "viewer", "domain_id": "default", "password": "viewer-pw-123"}})),
     )
     .await;
-    let member_role = roles["roles"][0]["id"].as_str().unwrap().to_string();
-    let (_, _, user) = keystone_call(&keystone.url, post.clone(), "/users", t, Some(json!({"user": {"name": "viewer", "domain_id": "default", "password": "viewer-pw-123"}}))).await;
     let user_id = user["user"]["id"].as_str().unwrap().to_string();
     keystone_call(
         &keystone.url,
@@ -519,13 +488,7 @@ async fn real_keystone_tokens_catalog_renewal_and_bad_credentials() {
     kept("no secret").await;
 
     // Good credentials again: in sync, nothing was recreated.
-    put_clouds_secret(
-        &client,
-        &ops,
-        "cloud",
-        &clouds(&password("admin", &admin_pw), ""),
-    )
-    .await;
+    put_clouds_secret(&client, &ops, "cloud", &clouds(&password("admin", &admin_pw), "")).await;
     let r = sync.pass().await.unwrap();
     assert!(!r.changed(), "{r:?}");
     assert_eq!(
@@ -535,10 +498,7 @@ async fn real_keystone_tokens_catalog_renewal_and_bad_credentials() {
 
     // Nothing secret in the logs, the Events or the conditions.
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        text.contains("issued a Keystone token"),
-        "the capture works"
-    );
+    assert!(text.contains("issued a Keystone token"), "the capture works");
     let events: Vec<Event> = Api::<Event>::namespaced(client.clone(), "kube-system")
         .list(&ListParams::default())
         .await

@@ -66,10 +66,7 @@ fn spawn_loop(
     client: &Client,
     url: &str,
     metrics: &Arc<SyncMetrics>,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let s = deployed_syncer(client, url, metrics);
     let h = tokio::spawn(s.run(async move {
@@ -79,7 +76,10 @@ fn spawn_loop(
 }
 
 async fn hand_made_vpn(client: &Client, name: &str, vni: u32) -> Bgpvpn {
-    let spec: BgpvpnSpec = serde_json::from_value(json!({"vni": vni, "routeTargets": [format!("65000:{vni}")], "allowedNamespaces": {"all": true}})).unwrap();
+    let spec: BgpvpnSpec = serde_json::from_value(
+        json!({"vni": vni, "routeTargets": [format!("65000:{vni}")], "allowedNamespaces": {"all": true}}),
+    )
+    .unwrap();
     Api::<Bgpvpn>::all(client.clone())
         .create(&PostParams::default(), &Bgpvpn::new(name, spec))
         .await
@@ -87,10 +87,8 @@ async fn hand_made_vpn(client: &Client, name: &str, vni: u32) -> Bgpvpn {
 }
 
 async fn hand_made_binding(client: &Client, ns: &str, name: &str, vpn: &str) -> VniBinding {
-    let spec = serde_json::from_value(
-        json!({"bgpvpn": vpn, "podSelector": {"matchLabels": {"app": "x"}}}),
-    )
-    .unwrap();
+    let spec =
+        serde_json::from_value(json!({"bgpvpn": vpn, "podSelector": {"matchLabels": {"app": "x"}}})).unwrap();
     let mut b = VniBinding::new(name, spec);
     b.metadata.namespace = Some(ns.to_string());
     Api::<VniBinding>::namespaced(client.clone(), ns)
@@ -106,11 +104,7 @@ fn rv<K: kube::Resource>(o: &K) -> String {
 /// Deletes every object the sync owns (a clean slate between tests sharing the apiserver).
 async fn delete_owned(client: &Client) {
     let lp = ListParams::default().labels("bgpvpn.io/managed-by=openstack-sync");
-    for b in Api::<VniBinding>::all(client.clone())
-        .list(&lp)
-        .await
-        .unwrap()
-    {
+    for b in Api::<VniBinding>::all(client.clone()).list(&lp).await.unwrap() {
         let ns = b.metadata.namespace.clone().unwrap();
         let _ = Api::<VniBinding>::namespaced(client.clone(), &ns)
             .delete(&b.metadata.name.unwrap(), &DeleteParams::default())
@@ -142,8 +136,10 @@ async fn follows_neutron_through_its_api() {
     let port = os.port(&net2).await;
     let vni = unique_vni();
     let vpn_id = os
-        .bgpvpn(json!({"name": "Blue VPN", "type": "l3", "vni": vni, "local_pref": 100,
-                       "route_targets": [format!("64512:{vni}")], "route_distinguishers": ["64512:1"]}))
+        .bgpvpn(
+            json!({"name": "Blue VPN", "type": "l3", "vni": vni, "local_pref": 100,
+                       "route_targets": [format!("64512:{vni}")], "route_distinguishers": ["64512:1"]}),
+        )
         .await;
     let ra = os
         .associate(&vpn_id, "router", json!({"router_id": router}))
@@ -164,13 +160,8 @@ async fn follows_neutron_through_its_api() {
     kuryr_port(&client, &ns_p, "web", &port, &net2).await;
     // Objects made by hand, which the sync must never change.
     let hand_vpn = hand_made_vpn(&client, &format!("hand-{}", short()), unique_vni()).await;
-    let hand_binding = hand_made_binding(
-        &client,
-        &ns_r,
-        "hand",
-        &hand_vpn.metadata.name.clone().unwrap(),
-    )
-    .await;
+    let hand_binding =
+        hand_made_binding(&client, &ns_r, "hand", &hand_vpn.metadata.name.clone().unwrap()).await;
 
     let metrics = Arc::new(SyncMetrics::default());
     let mut sync = syncer(&client, &neutron.url, &metrics);
@@ -288,8 +279,7 @@ async fn follows_neutron_through_its_api() {
     let vpn2 = os
         .bgpvpn(json!({"name": "clash", "vni": vni2, "route_targets": [format!("64512:{vni2}")]}))
         .await;
-    os.associate(&vpn2, "router", json!({"router_id": router}))
-        .await;
+    os.associate(&vpn2, "router", json!({"router_id": router})).await;
     let squatter = hand_made_vpn(&client, &mapping::vpn_name(&vpn2), unique_vni()).await;
     let r = sync.pass().await.unwrap();
     assert_eq!(
@@ -305,11 +295,7 @@ async fn follows_neutron_through_its_api() {
         .await
         .unwrap()
         .items;
-    assert!(
-        !bound
-            .iter()
-            .any(|b| b.spec.bgpvpn == mapping::vpn_name(&vpn2))
-    );
+    assert!(!bound.iter().any(|b| b.spec.bgpvpn == mapping::vpn_name(&vpn2)));
     poll("NameClash event", TIMEOUT, || {
         let c = client.clone();
         let n = mapping::vpn_name(&vpn2);
@@ -390,10 +376,7 @@ async fn follows_neutron_through_its_api() {
     sync.pass().await.unwrap();
     assert!(owned_names(&client).await.is_empty());
     assert!(get_vpn(&client, &mapping::vpn_name(&vpn2)).await.is_some());
-    for n in [
-        hand_vpn.metadata.name.clone().unwrap(),
-        mapping::vpn_name(&vpn2),
-    ] {
+    for n in [hand_vpn.metadata.name.clone().unwrap(), mapping::vpn_name(&vpn2)] {
         Api::<Bgpvpn>::all(client.clone())
             .delete(&n, &DeleteParams::default())
             .await
@@ -419,8 +402,7 @@ async fn measures_neutron_change_to_cr_change() {
         let id = os
             .bgpvpn(json!({"vni": v, "route_targets": [format!("64512:{v}")]}))
             .await;
-        os.associate(&id, "router", json!({"router_id": router}))
-            .await;
+        os.associate(&id, "router", json!({"router_id": router})).await;
     }
     let metrics = Arc::new(SyncMetrics::default());
     let mut passes = Vec::new();
@@ -451,8 +433,7 @@ async fn measures_neutron_change_to_cr_change() {
         .await;
         created.push(t0.elapsed());
 
-        os.update_bgpvpn(&id, json!({"route_targets": ["64512:1"]}))
-            .await;
+        os.update_bgpvpn(&id, json!({"route_targets": ["64512:1"]})).await;
         let t0 = Instant::now();
         poll("route targets updated", TIMEOUT, || {
             let (c, n) = (client.clone(), name.clone());
@@ -465,9 +446,7 @@ async fn measures_neutron_change_to_cr_change() {
         .await;
         updated.push(t0.elapsed());
 
-        let a = os
-            .associate(&id, "router", json!({"router_id": router}))
-            .await;
+        let a = os.associate(&id, "router", json!({"router_id": router})).await;
         let t0 = Instant::now();
         poll("binding created", TIMEOUT, || {
             let (c, n, b) = (client.clone(), ns.clone(), mapping::binding_name(&a));
@@ -533,9 +512,7 @@ async fn neutron_down_deletes_nothing_and_is_reported() {
     let id = os
         .bgpvpn(json!({"vni": vni, "route_targets": [format!("64512:{vni}")]}))
         .await;
-    let assoc = os
-        .associate(&id, "router", json!({"router_id": router}))
-        .await;
+    let assoc = os.associate(&id, "router", json!({"router_id": router})).await;
     let ns = kuryr_namespace(&client, &os.project, &uuid_like(), &router).await;
     let metrics = Arc::new(SyncMetrics::default());
     let mut sync = syncer(&client, &neutron.url, &metrics);
@@ -586,10 +563,7 @@ async fn neutron_down_deletes_nothing_and_is_reported() {
     .await;
     stop.send(()).unwrap();
     handle.await.unwrap();
-    let mut want = vec![
-        format!("{ns}/{}", mapping::binding_name(&assoc)),
-        name.clone(),
-    ];
+    let mut want = vec![format!("{ns}/{}", mapping::binding_name(&assoc)), name.clone()];
     want.sort();
     assert_eq!(owned_names(&client).await, want);
     assert_eq!(
@@ -652,9 +626,7 @@ fn page(items: Vec<Value>, key: &str, query: &str, base: &str) -> Value {
             .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
             .map(str::to_string)
     };
-    let limit: usize = param("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(usize::MAX);
+    let limit: usize = param("limit").and_then(|l| l.parse().ok()).unwrap_or(usize::MAX);
     let start = match param("marker") {
         Some(m) => items
             .iter()
@@ -784,22 +756,10 @@ async fn failures_of_neutron_never_delete_anything() {
 
     let cases = [
         (Mode::ServerError, "NeutronServerError", "neutron_error"),
-        (
-            Mode::Unauthorized,
-            "NeutronUnauthorized",
-            "neutron_unauthorized",
-        ),
+        (Mode::Unauthorized, "NeutronUnauthorized", "neutron_unauthorized"),
         (Mode::BadJson, "NeutronBadResponse", "neutron_bad_response"),
-        (
-            Mode::WrongShape,
-            "NeutronBadResponse",
-            "neutron_bad_response",
-        ),
-        (
-            Mode::ItemWithoutId,
-            "NeutronBadResponse",
-            "neutron_bad_response",
-        ),
+        (Mode::WrongShape, "NeutronBadResponse", "neutron_bad_response"),
+        (Mode::ItemWithoutId, "NeutronBadResponse", "neutron_bad_response"),
         (Mode::SecondPageFails, "NeutronServerError", "neutron_error"),
         (Mode::Slow, "NeutronUnreachable", "neutron_unreachable"),
     ];
@@ -815,11 +775,7 @@ async fn failures_of_neutron_never_delete_anything() {
             );
         }
         assert!(metrics.failure_count(metric) >= 1, "{mode:?}");
-        assert_eq!(
-            owned_names(&client).await,
-            before,
-            "{mode:?} deleted something"
-        );
+        assert_eq!(owned_names(&client).await, before, "{mode:?} deleted something");
         assert_eq!(
             rv(&get_binding(&client, &ns, &binding).await.unwrap()),
             binding_rv,
@@ -855,10 +811,7 @@ async fn failures_of_neutron_never_delete_anything() {
     set(Mode::VniChanged);
     let r = sync.pass().await.unwrap();
     assert_eq!(r.updated, 1, "{r:?}");
-    assert_eq!(
-        get_vpn(&client, &name).await.unwrap().spec.vni,
-        fake.vni + 1
-    );
+    assert_eq!(get_vpn(&client, &name).await.unwrap().spec.vni, fake.vni + 1);
     assert_eq!(
         synced(&get_vpn(&client, &name).await.unwrap()).map(|s| s.0),
         Some("True".into())

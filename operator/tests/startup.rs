@@ -141,9 +141,7 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
         }
     }
 }

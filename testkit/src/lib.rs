@@ -33,7 +33,10 @@ static SERVER: OnceLock<Result<ApiServer, String>> = OnceLock::new();
 
 /// The repository root (where `hack/`, `crds/` and `examples/` are).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit lives in the workspace")
+        .to_path_buf()
 }
 
 fn script() -> PathBuf {
@@ -41,12 +44,24 @@ fn script() -> PathBuf {
 }
 
 fn start() -> Result<ApiServer, String> {
-    let dir = tempfile::Builder::new().prefix("bgpvpn-kube-").tempdir().map_err(|e| e.to_string())?.keep();
+    let dir = tempfile::Builder::new()
+        .prefix("bgpvpn-kube-")
+        .tempdir()
+        .map_err(|e| e.to_string())?
+        .keep();
     let rundir = dir.join("kube");
-    let out = Command::new(script()).arg("start").arg(&rundir).stdin(Stdio::null()).output().map_err(|e| e.to_string())?;
+    let out = Command::new(script())
+        .arg("start")
+        .arg(&rundir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
     if !out.status.success() {
         let _ = std::fs::remove_dir_all(&dir);
-        return Err(format!("kube-apiserver.sh start failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "kube-apiserver.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     // Stops etcd + apiserver once this test binary is gone (statics are never dropped).
     let watcher = format!(
@@ -63,9 +78,15 @@ fn start() -> Result<ApiServer, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start the cleanup watcher: {e}"))?;
-    let kubectl = Command::new(script()).arg("kubectl").output().map_err(|e| e.to_string())?;
+    let kubectl = Command::new(script())
+        .arg("kubectl")
+        .output()
+        .map_err(|e| e.to_string())?;
     if !kubectl.status.success() {
-        return Err(format!("no kubectl: {}", String::from_utf8_lossy(&kubectl.stderr).trim()));
+        return Err(format!(
+            "no kubectl: {}",
+            String::from_utf8_lossy(&kubectl.stderr).trim()
+        ));
     }
     let server = ApiServer {
         kubeconfig: rundir.join("kubeconfig"),
@@ -82,7 +103,9 @@ pub fn server() -> Option<&'static ApiServer> {
             panic!("BGPVPN_REQUIRE_APISERVER=1 but the real apiserver did not start: {reason}")
         }
         Err(reason) => {
-            eprintln!("SKIPPED: real kube-apiserver tier not available ({reason}); run `hack/test.sh` as root");
+            eprintln!(
+                "SKIPPED: real kube-apiserver tier not available ({reason}); run `hack/test.sh` as root"
+            );
             None
         }
     }
@@ -93,8 +116,11 @@ pub fn server() -> Option<&'static ApiServer> {
 /// made it, and every `#[tokio::test]` has its own runtime.
 pub async fn client() -> Option<kube::Client> {
     let server = server()?;
-    let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig written by kube-apiserver.sh");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("valid kubeconfig");
+    let kubeconfig =
+        Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig written by kube-apiserver.sh");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("valid kubeconfig");
     let client = kube::Client::try_from(config).expect("client from kubeconfig");
     apply_crds(&client).await;
     Some(client)
@@ -134,16 +160,23 @@ pub async fn apply_crd_file(client: &kube::Client, file: &Path) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     for doc in serde_yaml::Deserializer::from_str(&text) {
-        let crd: CustomResourceDefinition =
-            serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{} is not a CRD: {e}", file.display()));
+        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc)
+            .unwrap_or_else(|e| panic!("{} is not a CRD: {e}", file.display()));
         let name = crd.metadata.name.clone().expect("CRD has a name");
-        api.patch(&name, &PatchParams::apply("bgpvpn-testkit").force(), &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
-        tokio::time::timeout(Duration::from_secs(30), await_condition(api.clone(), &name, conditions::is_crd_established()))
-            .await
-            .unwrap_or_else(|_| panic!("CRD {name} not established within 30 s"))
-            .expect("watch CRD");
+        api.patch(
+            &name,
+            &PatchParams::apply("bgpvpn-testkit").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not established within 30 s"))
+        .expect("watch CRD");
     }
 }
 
@@ -201,7 +234,15 @@ where
 /// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`). Panics with a hint when missing.
 pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let path = exe.parent().and_then(Path::parent).expect("target/<profile>/deps").join(name);
-    assert!(path.exists(), "{} not built: run `cargo build --workspace` first (hack/test.sh does)", path.display());
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace` first (hack/test.sh does)",
+        path.display()
+    );
     path
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bgpvpn_bench::{Operator, binding, bgpvpn, namespace, node, running_pod};
+use bgpvpn_bench::{Operator, bgpvpn, binding, namespace, node, running_pod};
 use bgpvpn_crds::{Bgpvpn, EvpnNodeState};
 use clap::Parser;
 use kube::api::Api;
@@ -50,7 +50,10 @@ struct Args {
 
 fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = text.lines().find(|l| l.starts_with(field)).with_context(|| format!("{field} not in /proc/{pid}/status"))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(field))
+        .with_context(|| format!("{field} not in /proc/{pid}/status"))?;
     Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
@@ -85,11 +88,24 @@ fn ip(block: usize, i: usize) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = bgpvpn_testkit::client().await.context("the apiserver tier is not available (run as root, see hack/test.sh)")?;
+    let client = bgpvpn_testkit::client()
+        .await
+        .context("the apiserver tier is not available (run as root, see hack/test.sh)")?;
     let server = bgpvpn_testkit::server().expect("started above");
-    let operator = Operator::start(args.operator_bin.clone(), &server.kubeconfig, "operator-bench", args.debounce_ms, "warn")?;
+    let operator = Operator::start(
+        args.operator_bin.clone(),
+        &server.kubeconfig,
+        "operator-bench",
+        args.debounce_ms,
+        "warn",
+    )?;
     let (pid, dir) = (operator.pid(), operator.dir.clone());
-    println!("operator: {} (pid {pid}), debounce {} ms, log {}", operator.binary.display(), args.debounce_ms, dir.join("operator.log").display());
+    println!(
+        "operator: {} (pid {pid}), debounce {} ms, log {}",
+        operator.binary.display(),
+        args.debounce_ms,
+        dir.join("operator.log").display()
+    );
 
     // 1. latency: binding create -> EVPNNodeState written
     namespace(&client, "lat").await?;
@@ -100,21 +116,42 @@ async fn main() -> anyhow::Result<()> {
         let vni = 100_000 + i as u32;
         let (vpn, app, pod_ip) = (format!("lat-{i}"), format!("lat-{i}"), ip(0, i));
         bgpvpn(&client, &vpn, vni).await?;
-        running_pod(client.clone(), "lat".into(), format!("pod-{i}"), app.clone(), "lat-node".into(), pod_ip.clone()).await?;
+        running_pod(
+            client.clone(),
+            "lat".into(),
+            format!("pod-{i}"),
+            app.clone(),
+            "lat-node".into(),
+            pod_ip.clone(),
+        )
+        .await?;
         // start each sample from an idle operator: its status write for the new BGPVPN shows the
         // pass that saw it is done; then let that write's own (empty) pass go by
         let vpns: Api<Bgpvpn> = Api::all(client.clone());
-        tokio::time::timeout(Duration::from_secs(60), await_condition(vpns, &vpn, |v: Option<&Bgpvpn>| v.and_then(|v| v.status.as_ref()).is_some_and(|s| s.observed_generation == Some(1))))
-            .await
-            .context("BGPVPN status not written within 60 s")??;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            await_condition(vpns, &vpn, |v: Option<&Bgpvpn>| {
+                v.and_then(|v| v.status.as_ref())
+                    .is_some_and(|s| s.observed_generation == Some(1))
+            }),
+        )
+        .await
+        .context("BGPVPN status not written within 60 s")??;
         tokio::time::sleep(Duration::from_millis(2 * args.debounce_ms + 300)).await;
         let written = await_condition(states.clone(), "lat-node", move |s: Option<&EvpnNodeState>| {
-            s.is_some_and(|s| s.spec.l3vnis.iter().any(|v| v.vni == vni && v.endpoints.iter().any(|e| e.ip == pod_ip)))
+            s.is_some_and(|s| {
+                s.spec
+                    .l3vnis
+                    .iter()
+                    .any(|v| v.vni == vni && v.endpoints.iter().any(|e| e.ip == pod_ip))
+            })
         });
         let t0 = Instant::now();
         binding(&client, "lat", &format!("b-{i}"), &vpn, &app).await?;
         // the watch starts with a list, so a write that came first is seen too
-        tokio::time::timeout(Duration::from_secs(60), written).await.context("EVPNNodeState not written within 60 s")??;
+        tokio::time::timeout(Duration::from_secs(60), written)
+            .await
+            .context("EVPNNodeState not written within 60 s")??;
         samples.push(t0.elapsed());
     }
     let mut sorted = samples.clone();
@@ -131,13 +168,23 @@ async fn main() -> anyhow::Result<()> {
 
     // 2. memory at scale
     let daemons = server_pids(&server.kubeconfig);
-    let daemon_cpu = |daemons: &[(String, u32)]| -> Vec<f64> { daemons.iter().map(|(_, p)| cpu_seconds(*p).unwrap_or_default()).collect() };
+    let daemon_cpu = |daemons: &[(String, u32)]| -> Vec<f64> {
+        daemons
+            .iter()
+            .map(|(_, p)| cpu_seconds(*p).unwrap_or_default())
+            .collect()
+    };
     let daemons_before = daemon_cpu(&daemons);
     let rss_idle = proc_status_kib(pid, "VmRSS:")?;
     let t_scale = Instant::now();
     let cpu_before = cpu_seconds(pid).unwrap_or_default();
     for n in 0..args.nodes {
-        node(&client, &format!("scale-node-{n}"), &format!("172.29.1.{}", n + 1)).await?;
+        node(
+            &client,
+            &format!("scale-node-{n}"),
+            &format!("172.29.1.{}", n + 1),
+        )
+        .await?;
     }
     let per_binding = args.pods.div_ceil(args.bindings.max(1));
     let mut jobs = Vec::new();
@@ -150,13 +197,26 @@ async fn main() -> anyhow::Result<()> {
     for p in 0..args.pods {
         let b = p / per_binding;
         let node = format!("scale-node-{}", p % args.nodes.max(1));
-        jobs.push(running_pod(client.clone(), format!("scale-{b}"), format!("pod-{p}"), "app".into(), node, ip(1 + b / 100, p)));
+        jobs.push(running_pod(
+            client.clone(),
+            format!("scale-{b}"),
+            format!("pod-{p}"),
+            "app".into(),
+            node,
+            ip(1 + b / 100, p),
+        ));
     }
     in_parallel(args.parallel, jobs).await?;
     let created = t_scale.elapsed();
     let cpu_created = cpu_seconds(pid).unwrap_or_default();
     let want = args.pods;
-    let count = |list: &[EvpnNodeState]| -> usize { list.iter().flat_map(|s| &s.spec.l3vnis).filter(|v| v.vni >= 200_000).map(|v| v.endpoints.len()).sum() };
+    let count = |list: &[EvpnNodeState]| -> usize {
+        list.iter()
+            .flat_map(|s| &s.spec.l3vnis)
+            .filter(|v| v.vni >= 200_000)
+            .map(|v| v.endpoints.len())
+            .sum()
+    };
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let list = states.list(&Default::default()).await?.items;
@@ -196,27 +256,53 @@ async fn main() -> anyhow::Result<()> {
     );
     let passes = metric_line(&metrics, "bgpvpn_operator_plan_passes_total");
     let bgpvpn_status = metric_line(&metrics, "bgpvpn_operator_status_writes_total{kind=\"BGPVPN\"}");
-    let binding_status = metric_line(&metrics, "bgpvpn_operator_status_writes_total{kind=\"VNIBinding\"}");
-    let pass_sum = metric_line(&metrics, "bgpvpn_operator_reconcile_duration_seconds_sum{controller=\"cluster\"}");
+    let binding_status = metric_line(
+        &metrics,
+        "bgpvpn_operator_status_writes_total{kind=\"VNIBinding\"}",
+    );
+    let pass_sum = metric_line(
+        &metrics,
+        "bgpvpn_operator_reconcile_duration_seconds_sum{controller=\"cluster\"}",
+    );
     println!("  {passes}; {pass_sum}; {bgpvpn_status}; {binding_status}");
-    let daemons_cpu: Vec<String> =
-        daemons.iter().zip(daemon_cpu(&daemons).iter().zip(&daemons_before)).map(|((name, _), (after, before))| format!("{name} {:.1} s", after - before)).collect();
-    println!("  CPU while scaling: operator {:.1} s, {}", cpu - cpu_before, daemons_cpu.join(", "));
+    let daemons_cpu: Vec<String> = daemons
+        .iter()
+        .zip(daemon_cpu(&daemons).iter().zip(&daemons_before))
+        .map(|((name, _), (after, before))| format!("{name} {:.1} s", after - before))
+        .collect();
+    println!(
+        "  CPU while scaling: operator {:.1} s, {}",
+        cpu - cpu_before,
+        daemons_cpu.join(", ")
+    );
     drop(operator);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
 fn metric_line(metrics: &str, name: &str) -> String {
-    metrics.lines().find(|l| l.starts_with(name)).unwrap_or("").to_string()
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The apiserver's and etcd's PIDs, from the `env` file next to the testkit's kubeconfig.
 fn server_pids(kubeconfig: &std::path::Path) -> Vec<(String, u32)> {
-    let env = kubeconfig.parent().map(|d| d.join("env")).and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
+    let env = kubeconfig
+        .parent()
+        .map(|d| d.join("env"))
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .unwrap_or_default();
     [("kube-apiserver", "KUBE_APISERVER_PID="), ("etcd", "ETCD_PID=")]
         .iter()
-        .filter_map(|(name, key)| env.lines().find_map(|l| l.strip_prefix(key)).and_then(|p| p.trim().parse().ok()).map(|p| (name.to_string(), p)))
+        .filter_map(|(name, key)| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|p| p.trim().parse().ok())
+                .map(|p| (name.to_string(), p))
+        })
         .collect()
 }
 
@@ -226,7 +312,8 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     // the fields after the command name, which is in parentheses
     let rest = stat.rsplit_once(')').context("stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?;
+    let ticks: u64 =
+        fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?;
     Ok(ticks as f64 / 100.0)
 }
 
@@ -262,8 +349,13 @@ fn memory_breakdown(pid: u32) -> anyhow::Result<String> {
             }
         }
     }
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.filter_map(Result::ok).collect::<Vec<_>>();
-    let sockets = fds.iter().filter(|f| std::fs::read_link(f.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))).count();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+        .filter_map(Result::ok)
+        .collect::<Vec<_>>();
+    let sockets = fds
+        .iter()
+        .filter(|f| std::fs::read_link(f.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+        .count();
     let mib = |k: u64| k as f64 / 1024.0;
     Ok(format!(
         "RSS [heap] {:.1} MiB, other anonymous {:.1} MiB in {anon_maps} mappings, files {:.1} MiB; {} fds ({sockets} sockets)",

@@ -49,9 +49,13 @@ impl FrrClaims {
     /// Why a tenant VRF `name` with `vni` cannot go beside this configuration, if it cannot.
     pub fn conflict(&self, name: &str, vni: u32) -> Option<String> {
         if let Some(other) = self.vnis.get(&vni) {
-            return Some(format!("VNI {vni} is already mapped to VRF {other} in this node's own FRR configuration"));
+            return Some(format!(
+                "VNI {vni} is already mapped to VRF {other} in this node's own FRR configuration"
+            ));
         }
-        self.vrfs.contains(name).then(|| format!("VRF {name} is already configured in this node's own FRR configuration"))
+        self.vrfs
+            .contains(name)
+            .then(|| format!("VRF {name} is already configured in this node's own FRR configuration"))
     }
 }
 
@@ -66,8 +70,15 @@ mod tests {
              router bgp 65000 vrf storage\n address-family l2vpn evpn\n  advertise ipv4 unicast\n exit-address-family\nexit\n\
              interface eth1\n vni 9\n",
         );
-        assert_eq!(claims.vrfs, ["legacy", "mgmt", "storage"].map(String::from).into());
-        assert_eq!(claims.vnis, [(1003, "legacy".to_string())].into(), "only a vni inside a vrf block");
+        assert_eq!(
+            claims.vrfs,
+            ["legacy", "mgmt", "storage"].map(String::from).into()
+        );
+        assert_eq!(
+            claims.vnis,
+            [(1003, "legacy".to_string())].into(),
+            "only a vni inside a vrf block"
+        );
         assert!(claims.conflict("vrf-1003", 1003).unwrap().contains("VRF legacy"));
         assert!(claims.conflict("storage", 7).unwrap().contains("VRF storage"));
         assert_eq!(claims.conflict("vrf-1001", 1001), None);

@@ -15,7 +15,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{FrrVrf, FrrView, Lines, network_line, route_map_block, route_map_name, vni_block, vrf_router_block};
+use super::{
+    FrrView, FrrVrf, Lines, network_line, route_map_block, route_map_name, vni_block, vrf_router_block,
+};
 use crate::model::{Prefix, RtRd};
 
 /// The lines that bring FRR from `from` to `to`, or `None` when the change is outside what an
@@ -69,7 +71,9 @@ fn change_vrf(out: &mut Lines, asn: u32, old: &FrrVrf, new: &FrrVrf) -> Option<(
             vni_block(out, new, vni, true);
         }
     }
-    let evpn_changed = old.rd != new.rd || old.import_targets != new.import_targets || old.export_targets != new.export_targets;
+    let evpn_changed = old.rd != new.rd
+        || old.import_targets != new.import_targets
+        || old.export_targets != new.export_targets;
     if old.networks == new.networks && !evpn_changed {
         return Some(());
     }
@@ -80,7 +84,10 @@ fn change_vrf(out: &mut Lines, asn: u32, old: &FrrVrf, new: &FrrVrf) -> Option<(
         if before == after {
             continue;
         }
-        out.push(format!(" address-family {} unicast", if v4 { "ipv4" } else { "ipv6" }));
+        out.push(format!(
+            " address-family {} unicast",
+            if v4 { "ipv4" } else { "ipv6" }
+        ));
         for p in before.difference(&after) {
             out.push(format!("  no network {p}"));
         }
@@ -135,8 +142,14 @@ mod tests {
                 eps.join(", ")
             ));
         }
-        let spec = format!("underlay: {{asn: 65001, routerId: 172.30.0.1, vtepIp: 172.30.0.1, neighbors: [{{address: 172.30.0.2, remoteAsn: 64999}}]}}\nl3vnis:\n{l3}");
-        let spec = if vrfs.is_empty() { spec.replace("l3vnis:\n", "") } else { spec };
+        let spec = format!(
+            "underlay: {{asn: 65001, routerId: 172.30.0.1, vtepIp: 172.30.0.1, neighbors: [{{address: 172.30.0.2, remoteAsn: 64999}}]}}\nl3vnis:\n{l3}"
+        );
+        let spec = if vrfs.is_empty() {
+            spec.replace("l3vnis:\n", "")
+        } else {
+            spec
+        };
         let mut v = FrrView::from_desired(&parse_state(&spec).unwrap(), &[]);
         for (name, vni, _) in vrfs {
             if vni.is_none() {
@@ -156,13 +169,22 @@ mod tests {
         );
         // every line of the delta is in the full rendering
         let full = render(&to);
-        assert!(d.lines().all(|l| full.lines().any(|f| f == l)), "{d}\n---\n{full}");
+        assert!(
+            d.lines().all(|l| full.lines().any(|f| f == l)),
+            "{d}\n---\n{full}"
+        );
     }
 
     #[test]
     fn endpoints_added_and_removed_touch_only_their_network_lines() {
-        let from = view(&[("vrf-blue", Some(1001), &["10.0.0.84", "10.0.0.85"]), ("vrf-red", Some(1003), &["10.0.1.1"])]);
-        let to = view(&[("vrf-blue", Some(1001), &["10.0.0.84", "10.0.0.86", "fd00::1"]), ("vrf-red", Some(1003), &["10.0.1.1"])]);
+        let from = view(&[
+            ("vrf-blue", Some(1001), &["10.0.0.84", "10.0.0.85"]),
+            ("vrf-red", Some(1003), &["10.0.1.1"]),
+        ]);
+        let to = view(&[
+            ("vrf-blue", Some(1001), &["10.0.0.84", "10.0.0.86", "fd00::1"]),
+            ("vrf-red", Some(1003), &["10.0.1.1"]),
+        ]);
         assert_eq!(
             delta(&from, &to).unwrap(),
             "router bgp 65001 vrf vrf-blue\n address-family ipv4 unicast\n  no network 10.0.0.85/32\n  network 10.0.0.86/32\n exit-address-family\n address-family ipv6 unicast\n  network fd00::1/128\n exit-address-family\n address-family l2vpn evpn\n  advertise ipv6 unicast\n exit-address-family\nexit\n"
@@ -177,18 +199,42 @@ mod tests {
     #[test]
     fn removed_vrf_releases_its_vni_before_its_bgp_instance_goes() {
         let from = view(&[("vrf-blue", Some(1001), &["10.0.0.84"])]);
-        assert_eq!(delta(&from, &view(&[])).unwrap(), "vrf vrf-blue\n no vni 1001\nexit-vrf\nno router bgp 65001 vrf vrf-blue\n");
+        assert_eq!(
+            delta(&from, &view(&[])).unwrap(),
+            "vrf vrf-blue\n no vni 1001\nexit-vrf\nno router bgp 65001 vrf vrf-blue\n"
+        );
         // an unmapped VRF has no VNI left to release
         let unmapped = from.unmapped(&[crate::model::IfName::new("vrf-blue").unwrap()]);
-        assert_eq!(delta(&unmapped, &view(&[])).unwrap(), "no router bgp 65001 vrf vrf-blue\n");
-        assert_eq!(delta(&from, &unmapped).unwrap(), "vrf vrf-blue\n no vni 1001\nexit-vrf\n");
-        assert_eq!(delta(&unmapped, &from).unwrap(), "vrf vrf-blue\n vni 1001\nexit-vrf\n");
+        assert_eq!(
+            delta(&unmapped, &view(&[])).unwrap(),
+            "no router bgp 65001 vrf vrf-blue\n"
+        );
+        assert_eq!(
+            delta(&from, &unmapped).unwrap(),
+            "vrf vrf-blue\n no vni 1001\nexit-vrf\n"
+        );
+        assert_eq!(
+            delta(&unmapped, &from).unwrap(),
+            "vrf vrf-blue\n vni 1001\nexit-vrf\n"
+        );
         // with several changes, every BGP instance removal comes after the rest of the batch
-        let two = view(&[("vrf-blue", Some(1001), &["10.0.0.84"]), ("vrf-red", Some(1003), &["10.0.1.1"])]);
+        let two = view(&[
+            ("vrf-blue", Some(1001), &["10.0.0.84"]),
+            ("vrf-red", Some(1003), &["10.0.1.1"]),
+        ]);
         let d = delta(&two, &view(&[("vrf-green", Some(1005), &["10.0.2.1"])])).unwrap();
         let first_removal = d.find("no router bgp").unwrap();
-        assert!(d[..first_removal].contains("router bgp 65001 vrf vrf-green\n") && d[..first_removal].contains(" no vni 1003\n"), "{d}");
-        assert!(d[first_removal..].lines().all(|l| l.starts_with("no router bgp 65001 vrf ")), "{d}");
+        assert!(
+            d[..first_removal].contains("router bgp 65001 vrf vrf-green\n")
+                && d[..first_removal].contains(" no vni 1003\n"),
+            "{d}"
+        );
+        assert!(
+            d[first_removal..]
+                .lines()
+                .all(|l| l.starts_with("no router bgp 65001 vrf ")),
+            "{d}"
+        );
     }
 
     #[test]
@@ -196,9 +242,19 @@ mod tests {
         let mut to = view(&[("vrf-blue", Some(1001), &["10.0.0.84"])]);
         to.vrfs[0].local_pref = Some(200);
         let d = delta(&view(&[]), &to).unwrap();
-        assert!(d.starts_with("route-map BGPVPN-LP-vrf-blue permit 10\n set local-preference 200\nexit\n"), "{d}");
-        assert!(d.contains("  network 10.0.0.84/32 route-map BGPVPN-LP-vrf-blue\n"), "{d}");
-        assert!(delta(&to, &view(&[])).unwrap().ends_with("no router bgp 65001 vrf vrf-blue\nno route-map BGPVPN-LP-vrf-blue permit 10\n"));
+        assert!(
+            d.starts_with("route-map BGPVPN-LP-vrf-blue permit 10\n set local-preference 200\nexit\n"),
+            "{d}"
+        );
+        assert!(
+            d.contains("  network 10.0.0.84/32 route-map BGPVPN-LP-vrf-blue\n"),
+            "{d}"
+        );
+        assert!(
+            delta(&to, &view(&[]))
+                .unwrap()
+                .ends_with("no router bgp 65001 vrf vrf-blue\nno route-map BGPVPN-LP-vrf-blue permit 10\n")
+        );
     }
 
     #[test]

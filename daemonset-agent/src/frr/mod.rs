@@ -66,7 +66,12 @@ impl FrrView {
                 networks: v.announced().into_iter().collect(),
             })
             .collect();
-        Self { asn: d.underlay.asn, router_id: d.underlay.router_id, neighbors: d.underlay.neighbors.clone(), vrfs }
+        Self {
+            asn: d.underlay.asn,
+            router_id: d.underlay.router_id,
+            neighbors: d.underlay.neighbors.clone(),
+            vrfs,
+        }
     }
 
     pub fn vrf(&self, name: &IfName) -> Option<&FrrVrf> {
@@ -240,7 +245,10 @@ pub(crate) fn route_map_block(w: &mut Lines, v: &FrrVrf) -> bool {
 /// Lines whose presence in `show running-config` shows that FRR holds this view (used to
 /// detect an FRR that restarted without the agent's configuration).
 pub fn markers(view: &FrrView) -> Vec<String> {
-    let mut m = vec![format!("router bgp {}", view.asn), "advertise-all-vni".to_string()];
+    let mut m = vec![
+        format!("router bgp {}", view.asn),
+        "advertise-all-vni".to_string(),
+    ];
     for v in &view.vrfs {
         m.push(format!("router bgp {} vrf {}", view.asn, v.name));
         if let Some(vni) = v.vni {

@@ -91,11 +91,19 @@ pub enum FrrError {
     #[error("{cmd} did not finish within {secs}s")]
     Timeout { cmd: String, secs: u64 },
     #[error("frr-reload.py --{step} failed (exit {code}): {output}")]
-    Reload { step: &'static str, code: i32, output: String },
+    Reload {
+        step: &'static str,
+        code: i32,
+        output: String,
+    },
     #[error("vtysh -f {file} failed (exit {code}): {output}")]
     Delta { file: String, code: i32, output: String },
     #[error("vtysh -c {command:?} failed (exit {code}): {output}")]
-    Vtysh { command: String, code: i32, output: String },
+    Vtysh {
+        command: String,
+        code: i32,
+        output: String,
+    },
     /// The read-only comparison (`frr-reload.py --test`) failed: FRR was not changed.
     #[error("checking FRR's running configuration: {0}")]
     Check(Box<FrrError>),
@@ -105,7 +113,11 @@ pub enum FrrError {
 pub trait FrrControl: Send {
     /// Makes FRR's running configuration equal to `config` (a complete frr.conf). `delta`,
     /// when given, is the change from the running configuration to `config`, as vtysh lines.
-    fn apply(&mut self, config: &str, delta: Option<&str>) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send;
+    fn apply(
+        &mut self,
+        config: &str,
+        delta: Option<&str>,
+    ) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send;
     /// Whether zebra has learned the VXLAN device `ifname` with this VNI.
     fn zebra_knows_vxlan(&mut self, ifname: &str, vni: u32) -> impl Future<Output = bool> + Send;
     /// How many EVPN type-5 routes bgpd holds under this (the node's own) RD; `None` when it
@@ -151,7 +163,10 @@ impl FrrReload {
         let started = Instant::now();
         let mut pending = delta.to_string();
         loop {
-            let file = self.settings.rundir.join(format!("bgpvpn-agent-delta-{}.conf", std::process::id()));
+            let file = self
+                .settings
+                .rundir
+                .join(format!("bgpvpn-agent-delta-{}.conf", std::process::id()));
             write_file(&file, &pending)?;
             let mut args = self.vtysh_base_args();
             args.extend(["-f".to_string(), file.display().to_string()]);
@@ -159,15 +174,29 @@ impl FrrReload {
             let _ = std::fs::remove_file(&file);
             let (code, out) = res?;
             // vtysh reports a refused line on its output but may still exit 0 for some of them
-            if code == 0 && !out.lines().any(|l| l.starts_with('%') || l.contains("Failure to communicate")) {
+            if code == 0
+                && !out
+                    .lines()
+                    .any(|l| l.starts_with('%') || l.contains("Failure to communicate"))
+            {
                 return Ok(delta.lines().filter(|l| !l.trim().is_empty()).count());
             }
             let refused = refused_lines(&out);
-            let waiting_for_bgpd = !refused.is_empty() && refused.iter().all(|l| l.starts_with("no router bgp ") && l.contains(" vrf "));
+            let waiting_for_bgpd = !refused.is_empty()
+                && refused
+                    .iter()
+                    .all(|l| l.starts_with("no router bgp ") && l.contains(" vrf "));
             if !waiting_for_bgpd || started.elapsed() >= BGP_VRF_REMOVAL_DEADLINE {
-                return Err(FrrError::Delta { file: file.display().to_string(), code, output: tail(&out) });
+                return Err(FrrError::Delta {
+                    file: file.display().to_string(),
+                    code,
+                    output: tail(&out),
+                });
             }
-            tracing::debug!(lines = refused.len(), "bgpd still holds the L3VNIs of removed VRFs; retrying their removal");
+            tracing::debug!(
+                lines = refused.len(),
+                "bgpd still holds the L3VNIs of removed VRFs; retrying their removal"
+            );
             pending = refused.iter().map(|l| format!("{l}\n")).collect();
             tokio::time::sleep(BGP_VRF_REMOVAL_RETRY).await;
         }
@@ -178,11 +207,20 @@ impl FrrReload {
         if changes == 0 {
             return Ok(FrrOutcome::Unchanged);
         }
-        let (code, out) = self.run(&self.settings.reload_script, &self.reload_args("reload", file)).await?;
+        let (code, out) = self
+            .run(&self.settings.reload_script, &self.reload_args("reload", file))
+            .await?;
         if code != 0 {
-            return Err(FrrError::Reload { step: "reload", code, output: tail(&out) });
+            return Err(FrrError::Reload {
+                step: "reload",
+                code,
+                output: tail(&out),
+            });
         }
-        Ok(FrrOutcome::Applied { lines: changes, incremental: false })
+        Ok(FrrOutcome::Applied {
+            lines: changes,
+            incremental: false,
+        })
     }
 
     fn reload_args(&self, step: &str, file: &Path) -> Vec<String> {
@@ -216,10 +254,16 @@ impl FrrReload {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| FrrError::Spawn { cmd: cmd.clone(), source })?;
+            .map_err(|source| FrrError::Spawn {
+                cmd: cmd.clone(),
+                source,
+            })?;
         let out = tokio::time::timeout(self.settings.timeout, child.wait_with_output())
             .await
-            .map_err(|_| FrrError::Timeout { cmd: cmd.clone(), secs: self.settings.timeout.as_secs() })?
+            .map_err(|_| FrrError::Timeout {
+                cmd: cmd.clone(),
+                secs: self.settings.timeout.as_secs(),
+            })?
             .map_err(|source| FrrError::Spawn { cmd, source })?;
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -229,20 +273,41 @@ impl FrrReload {
     /// `frr-reload.py --test` of `config` against the running configuration: the difference
     /// as frr-reload prints it (empty when there is none). Writes only a scratch file.
     pub async fn diff(&self, config: &str) -> Result<String, FrrError> {
-        let file = self.settings.rundir.join(format!("bgpvpn-agent-plan-{}.conf", std::process::id()));
-        write_file(&file, &format!("{}{}{config}", self.settings.preamble, hostname_line(&self.settings.preamble)))?;
+        let file = self
+            .settings
+            .rundir
+            .join(format!("bgpvpn-agent-plan-{}.conf", std::process::id()));
+        write_file(
+            &file,
+            &format!(
+                "{}{}{config}",
+                self.settings.preamble,
+                hostname_line(&self.settings.preamble)
+            ),
+        )?;
         let res = self.test(&file).await;
         let _ = std::fs::remove_file(&file);
         res.map(|(_, text)| text)
     }
 
     async fn test(&self, file: &Path) -> Result<(usize, String), FrrError> {
-        let (code, out) = self.run(&self.settings.reload_script, &self.reload_args("test", file)).await?;
+        let (code, out) = self
+            .run(&self.settings.reload_script, &self.reload_args("test", file))
+            .await?;
         if code != 0 {
-            return Err(FrrError::Reload { step: "test", code, output: tail(&out) });
+            return Err(FrrError::Reload {
+                step: "test",
+                code,
+                output: tail(&out),
+            });
         }
         let diff = diff_section(&out);
-        Ok((diff.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("Lines To") && !l.starts_with("====")).count(), diff))
+        Ok((
+            diff.lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with("Lines To") && !l.starts_with("===="))
+                .count(),
+            diff,
+        ))
     }
 
     /// `vtysh -c <command>` against this FRR.
@@ -251,7 +316,11 @@ impl FrrReload {
         args.extend(["-c".to_string(), command.to_string()]);
         let (code, out) = self.run(&self.settings.bindir.join("vtysh"), &args).await?;
         if code != 0 {
-            return Err(FrrError::Vtysh { command: command.to_string(), code, output: tail(&out) });
+            return Err(FrrError::Vtysh {
+                command: command.to_string(),
+                code,
+                output: tail(&out),
+            });
         }
         Ok(out)
     }
@@ -260,7 +329,10 @@ impl FrrReload {
 /// The configuration lines vtysh reports as refused (`line N: Failure to communicate[..] to
 /// bgpd, line: <text>`).
 fn refused_lines(out: &str) -> Vec<String> {
-    out.lines().filter(|l| l.contains("Failure to communicate")).filter_map(|l| l.split_once(", line: ").map(|(_, text)| text.trim().to_string())).collect()
+    out.lines()
+        .filter(|l| l.contains("Failure to communicate"))
+        .filter_map(|l| l.split_once(", line: ").map(|(_, text)| text.trim().to_string()))
+        .collect()
 }
 
 /// `show vrf vni` (columns `VRF VNI VxLAN-IF L3-SVI State Rmac`): VNI -> VRF.
@@ -290,7 +362,10 @@ fn tail(s: &str) -> String {
 
 /// Writes via a temporary file and a rename, so FRR never reads half a file.
 pub fn write_file(path: &Path, content: &str) -> Result<(), FrrError> {
-    let err = |source| FrrError::Write { path: path.display().to_string(), source };
+    let err = |source| FrrError::Write {
+        path: path.display().to_string(),
+        source,
+    };
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, content).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
@@ -304,24 +379,46 @@ pub fn hostname_line(preamble: &str) -> String {
         return String::new();
     }
     match std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        Ok(h) if !h.trim().is_empty() && h.trim().bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) => format!("hostname {}\n", h.trim()),
+        Ok(h)
+            if !h.trim().is_empty()
+                && h.trim()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) =>
+        {
+            format!("hostname {}\n", h.trim())
+        }
         _ => String::new(),
     }
 }
 
 impl FrrControl for FrrReload {
-    fn apply(&mut self, config: &str, delta: Option<&str>) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send {
+    fn apply(
+        &mut self,
+        config: &str,
+        delta: Option<&str>,
+    ) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send {
         let file = self.settings.config_file.clone();
-        let config = format!("{}{}{config}", self.settings.preamble, hostname_line(&self.settings.preamble));
+        let config = format!(
+            "{}{}{config}",
+            self.settings.preamble,
+            hostname_line(&self.settings.preamble)
+        );
         let delta = delta.map(str::to_string);
         async move {
             write_file(&file, &config)?;
             match delta.as_deref() {
                 Some("") => return Ok(FrrOutcome::Unchanged),
                 Some(delta) => match self.apply_delta(delta).await {
-                    Ok(lines) => return Ok(FrrOutcome::Applied { lines, incremental: true }),
+                    Ok(lines) => {
+                        return Ok(FrrOutcome::Applied {
+                            lines,
+                            incremental: true,
+                        });
+                    }
                     // part of the delta may be in: frr-reload compares with what is running
-                    Err(e) => tracing::warn!(error = %e, "incremental FRR apply refused; falling back to frr-reload.py"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "incremental FRR apply refused; falling back to frr-reload.py")
+                    }
                 },
                 None => {}
             }
@@ -331,16 +428,28 @@ impl FrrControl for FrrReload {
 
     fn zebra_knows_vxlan(&mut self, ifname: &str, vni: u32) -> impl Future<Output = bool> + Send {
         let cmd = format!("show interface {ifname}");
-        async move { self.vtysh(&cmd).await.is_ok_and(|out| out.contains(&format!("VxLAN Id {vni}"))) }
+        async move {
+            self.vtysh(&cmd)
+                .await
+                .is_ok_and(|out| out.contains(&format!("VxLAN Id {vni}")))
+        }
     }
 
     fn evpn_prefixes_under(&mut self, rd: &str) -> impl Future<Output = Option<usize>> + Send {
         let cmd = format!("show bgp l2vpn evpn route rd {rd} type prefix");
-        async move { self.vtysh(&cmd).await.ok().map(|out| out.lines().filter(|l| l.contains("[5]:")).count()) }
+        async move {
+            self.vtysh(&cmd)
+                .await
+                .ok()
+                .map(|out| out.lines().filter(|l| l.contains("[5]:")).count())
+        }
     }
 
     async fn l3vni_mappings(&mut self) -> Option<BTreeMap<u32, String>> {
-        self.vtysh("show vrf vni").await.ok().map(|out| parse_vrf_vni(&out))
+        self.vtysh("show vrf vni")
+            .await
+            .ok()
+            .map(|out| parse_vrf_vni(&out))
     }
 
     fn fingerprint(&mut self) -> Option<String> {
@@ -374,7 +483,10 @@ mod tests {
         let out = "VRF                                   VNI        VxLAN IF             L3-SVI               State Rmac              \n\
                    adhoc                                 1003       None                 None                 Down  None              \n\
                    vrf-1001                              1001       bvvx-1001            bvbr-1001            Up    02:f7:22:91:39:94 \n";
-        assert_eq!(parse_vrf_vni(out), [(1001, "vrf-1001".to_string()), (1003, "adhoc".to_string())].into());
+        assert_eq!(
+            parse_vrf_vni(out),
+            [(1001, "vrf-1001".to_string()), (1003, "adhoc".to_string())].into()
+        );
         assert!(parse_vrf_vni("").is_empty());
     }
 
@@ -383,14 +495,25 @@ mod tests {
         let out = "2026-01-01 INFO: Called via ...\n\nLines To Delete\n===============\nvrf a\n no vni 5\n\nLines To Add\n============\nvrf a\n vni 6\n";
         let d = diff_section(out);
         assert!(d.starts_with("Lines To Delete"));
-        assert_eq!(d.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("Lines To") && !l.starts_with("====")).count(), 4);
+        assert_eq!(
+            d.lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with("Lines To") && !l.starts_with("===="))
+                .count(),
+            4
+        );
         assert_eq!(diff_section("nothing to do\n"), "");
     }
 
     #[test]
     fn refused_lines_are_read_from_vtysh_output() {
         let out = "% Please unconfigure l3vni 1001\nline 228: Failure to communicate[13] to bgpd, line: no router bgp 65001 vrf vrf-1001\n\nline 232: Failure to communicate[13] to bgpd, line: no router bgp 65001 vrf vrf-1002 \n";
-        assert_eq!(refused_lines(out), ["no router bgp 65001 vrf vrf-1001", "no router bgp 65001 vrf vrf-1002"]);
+        assert_eq!(
+            refused_lines(out),
+            [
+                "no router bgp 65001 vrf vrf-1001",
+                "no router bgp 65001 vrf vrf-1002"
+            ]
+        );
         assert!(refused_lines("% Unknown command: foo\n").is_empty());
     }
 }

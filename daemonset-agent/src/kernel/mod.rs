@@ -4,17 +4,20 @@
 //! The planning in [`plan`] is pure (observed state in, operations out), so the whole
 //! diff/sweep/ordering logic is unit-tested against [`fake::FakeKernel`] without root.
 
-pub mod plan;
-pub mod rtnl;
 #[cfg(test)]
 pub mod fake;
+pub mod plan;
+pub mod rtnl;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
 
-use crate::model::{BRIDGE_PREFIX, GUARD_PRIORITY, IfName, LINK_GROUP, Prefix, ROUTE_PROTO, RULE_PRIORITY, VXLAN_PREFIX, format_mac, slot_of_table};
+use crate::model::{
+    BRIDGE_PREFIX, GUARD_PRIORITY, IfName, LINK_GROUP, Prefix, ROUTE_PROTO, RULE_PRIORITY, VXLAN_PREFIX,
+    format_mac, slot_of_table,
+};
 
 /// A network device as observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,7 +141,11 @@ impl Rule {
     /// routed prefix's lookup into an agent VRF table, a guard on an agent bridge). Any other `proto 232` rule is another
     /// program's.
     pub fn owned(&self) -> bool {
-        if self.protocol != ROUTE_PROTO || self.dst.is_some() || self.oif.is_some() || self.has_other_selectors {
+        if self.protocol != ROUTE_PROTO
+            || self.dst.is_some()
+            || self.oif.is_some()
+            || self.has_other_selectors
+        {
             return false;
         }
         let pod_lookup = self.priority == RULE_PRIORITY
@@ -255,18 +262,53 @@ impl RuleSpec {
 pub enum KernelOp {
     DeleteRule(Rule),
     DeleteRoute(Route),
-    DeleteLink { name: String, index: u32, kind: String },
-    CreateVrf { name: IfName, table: u32 },
-    CreateBridge { name: IfName, mac: [u8; 6], vrf: IfName },
-    CreateVxlan { name: IfName, vni: u32, local: IpAddr, mtu: u32, bridge: IfName },
-    SetUp { name: String },
-    SetMaster { name: String, master: String },
-    SetMac { name: String, mac: [u8; 6] },
-    SetMtu { name: String, mtu: u32 },
-    SetStpOff { name: String },
+    DeleteLink {
+        name: String,
+        index: u32,
+        kind: String,
+    },
+    CreateVrf {
+        name: IfName,
+        table: u32,
+    },
+    CreateBridge {
+        name: IfName,
+        mac: [u8; 6],
+        vrf: IfName,
+    },
+    CreateVxlan {
+        name: IfName,
+        vni: u32,
+        local: IpAddr,
+        mtu: u32,
+        bridge: IfName,
+    },
+    SetUp {
+        name: String,
+    },
+    SetMaster {
+        name: String,
+        master: String,
+    },
+    SetMac {
+        name: String,
+        mac: [u8; 6],
+    },
+    SetMtu {
+        name: String,
+        mtu: u32,
+    },
+    SetStpOff {
+        name: String,
+    },
     /// `bridge link set dev <name> learning off neigh_suppress on`
-    SetPortFlags { name: String },
-    WriteSysctl { key: String, value: String },
+    SetPortFlags {
+        name: String,
+    },
+    WriteSysctl {
+        key: String,
+        value: String,
+    },
     /// Add or replace (NLM_F_REPLACE: one write, no gap when the next hop changes).
     ReplaceRoute(RouteSpec),
     AddRule(RuleSpec),
@@ -276,7 +318,13 @@ impl KernelOp {
     /// Routes and rules: within one plan they name only devices and tables made before them
     /// and never the same key twice, so a run of them may be in flight at once.
     pub fn is_independent(&self) -> bool {
-        matches!(self, KernelOp::DeleteRule(_) | KernelOp::DeleteRoute(_) | KernelOp::ReplaceRoute(_) | KernelOp::AddRule(_))
+        matches!(
+            self,
+            KernelOp::DeleteRule(_)
+                | KernelOp::DeleteRoute(_)
+                | KernelOp::ReplaceRoute(_)
+                | KernelOp::AddRule(_)
+        )
     }
 
     /// Short label for metrics.
@@ -316,7 +364,11 @@ fn family(p: &Prefix) -> &'static str {
 
 impl fmt::Display for RouteSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dst = if self.dst.len == 0 { "default".to_string() } else { self.dst.to_string() };
+        let dst = if self.dst.len == 0 {
+            "default".to_string()
+        } else {
+            self.dst.to_string()
+        };
         match &self.target {
             RouteTarget::Dev(dev) => write!(f, "{dst} dev {dev} scope link")?,
             RouteTarget::Via { gateway, dev } => write!(f, "{dst} via {gateway} dev {dev} onlink")?,
@@ -331,7 +383,11 @@ impl fmt::Display for RouteSpec {
 
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dst = if self.dst.len == 0 { "default".to_string() } else { self.dst.to_string() };
+        let dst = if self.dst.len == 0 {
+            "default".to_string()
+        } else {
+            self.dst.to_string()
+        };
         if self.kind == RouteKind::Unreachable {
             write!(f, "unreachable ")?;
         }
@@ -386,11 +442,24 @@ impl fmt::Display for KernelOp {
             KernelOp::DeleteRule(r) => write!(f, "ip {} rule del {r}", if r.v6 { "-6" } else { "-4" }),
             KernelOp::DeleteRoute(r) => write!(f, "ip {} route del {r}", family(&r.dst)),
             KernelOp::DeleteLink { name, kind, .. } => write!(f, "ip link del {name}  # {kind}"),
-            KernelOp::CreateVrf { name, table } => write!(f, "ip link add {name} group {LINK_GROUP} up type vrf table {table}"),
+            KernelOp::CreateVrf { name, table } => write!(
+                f,
+                "ip link add {name} group {LINK_GROUP} up type vrf table {table}"
+            ),
             KernelOp::CreateBridge { name, mac, vrf } => {
-                write!(f, "ip link add {name} address {} master {vrf} group {LINK_GROUP} up type bridge stp_state 0", format_mac(mac))
+                write!(
+                    f,
+                    "ip link add {name} address {} master {vrf} group {LINK_GROUP} up type bridge stp_state 0",
+                    format_mac(mac)
+                )
             }
-            KernelOp::CreateVxlan { name, vni, local, mtu, bridge } => write!(
+            KernelOp::CreateVxlan {
+                name,
+                vni,
+                local,
+                mtu,
+                bridge,
+            } => write!(
                 f,
                 "ip link add {name} mtu {mtu} master {bridge} group {LINK_GROUP} up type vxlan id {vni} local {local} dstport {} nolearning",
                 crate::model::VXLAN_PORT
@@ -400,7 +469,9 @@ impl fmt::Display for KernelOp {
             KernelOp::SetMac { name, mac } => write!(f, "ip link set {name} address {}", format_mac(mac)),
             KernelOp::SetMtu { name, mtu } => write!(f, "ip link set {name} mtu {mtu}"),
             KernelOp::SetStpOff { name } => write!(f, "ip link set {name} type bridge stp_state 0"),
-            KernelOp::SetPortFlags { name } => write!(f, "bridge link set dev {name} learning off neigh_suppress on"),
+            KernelOp::SetPortFlags { name } => {
+                write!(f, "bridge link set dev {name} learning off neigh_suppress on")
+            }
             KernelOp::WriteSysctl { key, value } => write!(f, "sysctl -w {}={value}", key.replace('/', ".")),
             KernelOp::ReplaceRoute(r) => write!(f, "ip {} route replace {r}", family(&r.dst)),
             KernelOp::AddRule(r) => write!(f, "ip {} rule add {r}", if r.v6() { "-6" } else { "-4" }),
@@ -414,11 +485,22 @@ pub enum KernelError {
     #[error("opening the rtnetlink connection: {0}")]
     Connect(#[source] std::io::Error),
     #[error("dumping {what}: {source}")]
-    Dump { what: &'static str, source: rtnetlink::Error },
+    Dump {
+        what: &'static str,
+        source: rtnetlink::Error,
+    },
     #[error("creating {kind} {name}: {source}")]
-    CreateLink { kind: &'static str, name: String, source: rtnetlink::Error },
+    CreateLink {
+        kind: &'static str,
+        name: String,
+        source: rtnetlink::Error,
+    },
     #[error("changing {name} ({what}): {source}")]
-    SetLink { name: String, what: &'static str, source: rtnetlink::Error },
+    SetLink {
+        name: String,
+        what: &'static str,
+        source: rtnetlink::Error,
+    },
     #[error("deleting link {name}: {source}")]
     DeleteLink { name: String, source: rtnetlink::Error },
     #[error("adding route {route}: {source}")]
@@ -444,7 +526,10 @@ pub trait Dataplane: Send {
     fn apply(&mut self, op: &KernelOp) -> impl Future<Output = Result<(), KernelError>> + Send;
     /// Performs a run of [independent](KernelOp::is_independent) writes, possibly several at
     /// once; one result per op, in order.
-    fn apply_independent(&mut self, ops: &[KernelOp]) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send {
+    fn apply_independent(
+        &mut self,
+        ops: &[KernelOp],
+    ) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send {
         async move {
             let mut results = Vec::with_capacity(ops.len());
             for op in ops {

@@ -15,10 +15,12 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{KernelOp, KernelState, Link, LinkKind, Route, RouteKind, RouteSpec, RouteTarget, Rule, RuleSpec};
+use super::{
+    KernelOp, KernelState, Link, LinkKind, Route, RouteKind, RouteSpec, RouteTarget, Rule, RuleSpec,
+};
 use crate::model::{
-    DesiredState, IfName, LINK_GROUP, MAX_SLOT, NodeSettings, OVERFLOW_SLOT_BASE, Prefix, VXLAN_PORT, bridge_mac, bridge_name, slot_of_table,
-    table_for_slot,
+    DesiredState, IfName, LINK_GROUP, MAX_SLOT, NodeSettings, OVERFLOW_SLOT_BASE, Prefix, VXLAN_PORT,
+    bridge_mac, bridge_name, slot_of_table, table_for_slot,
 };
 
 /// Main routing table.
@@ -69,7 +71,13 @@ pub struct EndpointPins(pub BTreeMap<IpAddr, Pin>);
 
 impl EndpointPins {
     /// Why `link` may not take `ip` for `holder`, if it may not.
-    fn refuses(&self, ip: IpAddr, holder: Option<&String>, generation: Option<i64>, link: &Link) -> Option<String> {
+    fn refuses(
+        &self,
+        ip: IpAddr,
+        holder: Option<&String>,
+        generation: Option<i64>,
+        link: &Link,
+    ) -> Option<String> {
         let pin = self.0.get(&ip)?;
         let same_holder = match holder {
             Some(h) => pin.holder.as_ref() == Some(h),
@@ -94,8 +102,16 @@ impl EndpointPins {
         for e in resolved.vrfs.iter().flat_map(|v| v.endpoints.iter()) {
             match &e.interface {
                 Ok((ifname, ifindex)) => {
-                    let kept = self.0.get(&e.ip).filter(|p| p.ifindex == *ifindex && p.holder == e.holder);
-                    let mut pin = kept.cloned().unwrap_or(Pin { holder: e.holder.clone(), generation, ifindex: *ifindex, ifname: ifname.clone() });
+                    let kept = self
+                        .0
+                        .get(&e.ip)
+                        .filter(|p| p.ifindex == *ifindex && p.holder == e.holder);
+                    let mut pin = kept.cloned().unwrap_or(Pin {
+                        holder: e.holder.clone(),
+                        generation,
+                        ifindex: *ifindex,
+                        ifname: ifname.clone(),
+                    });
                     pin.generation = generation;
                     next.insert(e.ip, pin);
                 }
@@ -109,7 +125,6 @@ impl EndpointPins {
         self.0 = next;
     }
 }
-
 
 /// Where one routed prefix stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,7 +192,10 @@ impl<'a> Observed<'a> {
             if r.table == MAIN_TABLE && r.kind == RouteKind::Unicast && r.oif.is_some() && !r.owned() {
                 main_routes.entry(r.dst).or_insert(r);
             }
-            if r.table == LOCAL_TABLE && r.kind == RouteKind::Other(RTN_LOCAL) && r.dst.len == Prefix::host(r.dst.addr).len {
+            if r.table == LOCAL_TABLE
+                && r.kind == RouteKind::Other(RTN_LOCAL)
+                && r.dst.len == Prefix::host(r.dst.addr).len
+            {
                 local_addrs.insert(r.dst.addr, r.oif);
             }
         }
@@ -211,7 +229,12 @@ impl<'a> Observed<'a> {
     }
 }
 
-pub fn resolve(desired: &DesiredState, observed: &KernelState, settings: &NodeSettings, pins: &EndpointPins) -> Resolved {
+pub fn resolve(
+    desired: &DesiredState,
+    observed: &KernelState,
+    settings: &NodeSettings,
+    pins: &EndpointPins,
+) -> Resolved {
     let observed = &Observed::new(observed);
     let vtep = desired.underlay.vtep_ip;
     let desired_names: BTreeSet<&str> = desired.vrfs.iter().map(|v| v.name.as_str()).collect();
@@ -231,7 +254,9 @@ pub fn resolve(desired: &DesiredState, observed: &KernelState, settings: &NodeSe
     // Slots a new VRF must not take: held by a foreign device, or by an agent VRF that stays.
     let taken = |slot: u32, used: &BTreeSet<u32>| {
         used.contains(&slot)
-            || observed.link(bridge_name(slot).as_str()).is_some_and(|l| !l.owned())
+            || observed
+                .link(bridge_name(slot).as_str())
+                .is_some_and(|l| !l.owned())
             || observed.state.links.iter().any(|l| {
                 matches!(l.kind, LinkKind::Vrf { table } if table == table_for_slot(slot))
                     && (!l.owned() || desired_names.contains(l.name.as_str()))
@@ -293,7 +318,9 @@ pub fn resolve(desired: &DesiredState, observed: &KernelState, settings: &NodeSe
                 prefix: p.prefix,
                 route: match p.next_hop {
                     None => main_route_target(observed, p.prefix),
-                    Some(nh) if observed.local_addrs.contains_key(&nh) => Err(format!("next hop {nh} is an address of this node")),
+                    Some(nh) if observed.local_addrs.contains_key(&nh) => {
+                        Err(format!("next hop {nh} is an address of this node"))
+                    }
                     Some(nh) => connected_dev(observed, nh).map(|dev| RouteTarget::Via { gateway: nh, dev }),
                 },
             })
@@ -312,30 +339,50 @@ pub fn resolve(desired: &DesiredState, observed: &KernelState, settings: &NodeSe
             prefixes,
         });
     }
-    Resolved { ipv6: desired.vrfs.iter().any(|v| v.has_ipv6()), vrfs, vtep, vxlan_mtu: settings.vxlan_mtu }
+    Resolved {
+        ipv6: desired.vrfs.iter().any(|v| v.has_ipv6()),
+        vrfs,
+        vtep,
+        vxlan_mtu: settings.vxlan_mtu,
+    }
 }
 
 /// The pod's host-side interface: the one named in the spec, or the one of the pod's host
 /// route in the main table (which the CNI plugin installed).
-fn endpoint_interface<'a>(observed: &Observed<'a>, ip: IpAddr, named: Option<&IfName>) -> Result<&'a Link, String> {
+fn endpoint_interface<'a>(
+    observed: &Observed<'a>,
+    ip: IpAddr,
+    named: Option<&IfName>,
+) -> Result<&'a Link, String> {
     if let Some(dev) = observed.local_addrs.get(&ip) {
-        let on = dev.and_then(|i| observed.link_by_index(i)).map(|l| format!(" (on {})", l.name)).unwrap_or_default();
-        return Err(format!("{ip} is an address of this node{on}: never routed into a VRF"));
+        let on = dev
+            .and_then(|i| observed.link_by_index(i))
+            .map(|l| format!(" (on {})", l.name))
+            .unwrap_or_default();
+        return Err(format!(
+            "{ip} is an address of this node{on}: never routed into a VRF"
+        ));
     }
     let link = match named {
-        Some(n) => observed.link(n.as_str()).ok_or_else(|| format!("interface {n} not found"))?,
+        Some(n) => observed
+            .link(n.as_str())
+            .ok_or_else(|| format!("interface {n} not found"))?,
         None => {
             let host = Prefix::host(ip);
-            let route = observed
-                .main_routes
-                .get(&host)
-                .ok_or_else(|| format!("no route to {host} in the main table yet (the CNI plugin adds it)"))?;
+            let route = observed.main_routes.get(&host).ok_or_else(|| {
+                format!("no route to {host} in the main table yet (the CNI plugin adds it)")
+            })?;
             let oif = route.oif.unwrap_or_default();
-            observed.link_by_index(oif).ok_or_else(|| format!("the main-table route to {host} uses unknown interface #{oif}"))?
+            observed
+                .link_by_index(oif)
+                .ok_or_else(|| format!("the main-table route to {host} uses unknown interface #{oif}"))?
         }
     };
     if link.owned() {
-        return Err(format!("interface {} is one of the agent's own devices", link.name));
+        return Err(format!(
+            "interface {} is one of the agent's own devices",
+            link.name
+        ));
     }
     if let Some(m) = link.master.and_then(|m| observed.link_by_index(m))
         && matches!(m.kind, LinkKind::Vrf { .. })
@@ -348,10 +395,11 @@ fn endpoint_interface<'a>(observed: &Observed<'a>, ip: IpAddr, named: Option<&If
 /// How the main table routes exactly `prefix` (the CNI's route to a pod subnet, say), for a
 /// prefix advertised without a next hop.
 fn main_route_target(observed: &Observed, prefix: Prefix) -> Result<RouteTarget, String> {
-    let route = observed
-        .main_routes
-        .get(&prefix)
-        .ok_or_else(|| format!("the main table has no route to {prefix} (and no next hop is given): not routed, not announced"))?;
+    let route = observed.main_routes.get(&prefix).ok_or_else(|| {
+        format!(
+            "the main table has no route to {prefix} (and no next hop is given): not routed, not announced"
+        )
+    })?;
     let dev = observed
         .link_by_index(route.oif.unwrap_or_default())
         .filter(|l| !l.owned())
@@ -369,7 +417,13 @@ fn connected_dev(observed: &Observed, nh: IpAddr) -> Result<String, String> {
         .state
         .routes
         .iter()
-        .filter(|r| r.table == MAIN_TABLE && r.kind == RouteKind::Unicast && r.gateway.is_none() && r.oif.is_some() && r.dst.contains(nh))
+        .filter(|r| {
+            r.table == MAIN_TABLE
+                && r.kind == RouteKind::Unicast
+                && r.gateway.is_none()
+                && r.oif.is_some()
+                && r.dst.contains(nh)
+        })
         .max_by_key(|r| r.dst.len)
         .and_then(|r| observed.link_by_index(r.oif.unwrap_or_default()))
         .map(|l| l.name.clone())
@@ -400,12 +454,22 @@ impl Resolved {
             for ep in &v.endpoints {
                 if let Some(dev) = ep.ifname() {
                     let dst = Prefix::host(ep.ip);
-                    out.push(RouteSpec { table: v.table, dst, target: RouteTarget::Dev(dev.to_string()), metric: default_metric(&dst) });
+                    out.push(RouteSpec {
+                        table: v.table,
+                        dst,
+                        target: RouteTarget::Dev(dev.to_string()),
+                        metric: default_metric(&dst),
+                    });
                 }
             }
             for p in &v.prefixes {
                 if let Ok(target) = &p.route {
-                    out.push(RouteSpec { table: v.table, dst: p.prefix, target: target.clone(), metric: default_metric(&p.prefix) });
+                    out.push(RouteSpec {
+                        table: v.table,
+                        dst: p.prefix,
+                        target: target.clone(),
+                        metric: default_metric(&p.prefix),
+                    });
                 }
             }
         }
@@ -418,14 +482,23 @@ impl Resolved {
         let mut out = Vec::new();
         for v in self.vrfs.iter().filter(|v| v.conflict.is_none()) {
             for v6 in [false, true] {
-                out.push(RuleSpec::VrfGuard { v6, bridge: v.bridge.to_string() });
+                out.push(RuleSpec::VrfGuard {
+                    v6,
+                    bridge: v.bridge.to_string(),
+                });
             }
             for e in v.endpoints.iter().filter(|e| e.interface.is_ok()) {
-                out.push(RuleSpec::PodLookup { src: Prefix::host(e.ip), table: v.table });
+                out.push(RuleSpec::PodLookup {
+                    src: Prefix::host(e.ip),
+                    table: v.table,
+                });
             }
             // what a routed prefix sends back goes through the VRF too
             for p in v.prefixes.iter().filter(|p| p.route.is_ok()) {
-                out.push(RuleSpec::PodLookup { src: p.prefix, table: v.table });
+                out.push(RuleSpec::PodLookup {
+                    src: p.prefix,
+                    table: v.table,
+                });
             }
         }
         out.sort();
@@ -445,7 +518,11 @@ impl Resolved {
                     protected_links.insert(n.to_string());
                 }
             }
-            if let Some(Link { kind: LinkKind::Vrf { table }, .. }) = observed.link(v.name.as_str()).filter(|l| l.owned()) {
+            if let Some(Link {
+                kind: LinkKind::Vrf { table },
+                ..
+            }) = observed.link(v.name.as_str()).filter(|l| l.owned())
+            {
                 protected_tables.insert(*table);
             }
         }
@@ -473,7 +550,14 @@ impl Resolved {
             LinkKind::Other(_) => 3,
         };
         let delete_link = |l: &Link, out: &mut Vec<(u8, KernelOp)>| {
-            out.push((delete_order(&l.kind), KernelOp::DeleteLink { name: l.name.clone(), index: l.index, kind: l.kind.label().to_string() }));
+            out.push((
+                delete_order(&l.kind),
+                KernelOp::DeleteLink {
+                    name: l.name.clone(),
+                    index: l.index,
+                    kind: l.kind.label().to_string(),
+                },
+            ));
         };
         for l in observed.state.links.iter().filter(|l| l.owned()) {
             if !wanted_links.contains(&l.name) && !protected_links.contains(&l.name) {
@@ -497,17 +581,26 @@ impl Resolved {
                         delete_link(l, &mut deletes_links);
                     }
                     fresh.insert(v.name.to_string());
-                    vrf_ops.push(KernelOp::CreateVrf { name: v.name.clone(), table: v.table });
+                    vrf_ops.push(KernelOp::CreateVrf {
+                        name: v.name.clone(),
+                        table: v.table,
+                    });
                 }
             }
             // bridge
             match observed.link(v.bridge.as_str()) {
                 Some(l) if matches!(l.kind, LinkKind::Bridge { .. }) => {
                     if l.mac != Some(v.bridge_mac) {
-                        bridge_ops.push(KernelOp::SetMac { name: l.name.clone(), mac: v.bridge_mac });
+                        bridge_ops.push(KernelOp::SetMac {
+                            name: l.name.clone(),
+                            mac: v.bridge_mac,
+                        });
                     }
                     if !master_is(l, v.name.as_str(), &fresh) {
-                        bridge_ops.push(KernelOp::SetMaster { name: l.name.clone(), master: v.name.to_string() });
+                        bridge_ops.push(KernelOp::SetMaster {
+                            name: l.name.clone(),
+                            master: v.name.to_string(),
+                        });
                     }
                     if l.kind == (LinkKind::Bridge { stp: Some(true) }) {
                         bridge_ops.push(KernelOp::SetStpOff { name: l.name.clone() });
@@ -521,7 +614,11 @@ impl Resolved {
                         delete_link(l, &mut deletes_links);
                     }
                     fresh.insert(v.bridge.to_string());
-                    bridge_ops.push(KernelOp::CreateBridge { name: v.bridge.clone(), mac: v.bridge_mac, vrf: v.name.clone() });
+                    bridge_ops.push(KernelOp::CreateBridge {
+                        name: v.bridge.clone(),
+                        mac: v.bridge_mac,
+                        vrf: v.name.clone(),
+                    });
                 }
             }
             // VXLAN
@@ -533,15 +630,24 @@ impl Resolved {
                 Some(l) if vxlan_ok(l) => {
                     let enslaved = master_is(l, v.bridge.as_str(), &fresh);
                     if !enslaved {
-                        vxlan_ops.push(KernelOp::SetMaster { name: l.name.clone(), master: v.bridge.to_string() });
+                        vxlan_ops.push(KernelOp::SetMaster {
+                            name: l.name.clone(),
+                            master: v.bridge.to_string(),
+                        });
                     }
                     if l.mtu != Some(self.vxlan_mtu) {
-                        vxlan_ops.push(KernelOp::SetMtu { name: l.name.clone(), mtu: self.vxlan_mtu });
+                        vxlan_ops.push(KernelOp::SetMtu {
+                            name: l.name.clone(),
+                            mtu: self.vxlan_mtu,
+                        });
                     }
                     if !l.up {
                         vxlan_ops.push(KernelOp::SetUp { name: l.name.clone() });
                     }
-                    let port_ok = l.bridge_port.as_ref().is_some_and(|p| p.learning == Some(false) && p.neigh_suppress == Some(true));
+                    let port_ok = l
+                        .bridge_port
+                        .as_ref()
+                        .is_some_and(|p| p.learning == Some(false) && p.neigh_suppress == Some(true));
                     if !enslaved || !port_ok {
                         vxlan_ops.push(KernelOp::SetPortFlags { name: l.name.clone() });
                     }
@@ -558,7 +664,9 @@ impl Resolved {
                         mtu: self.vxlan_mtu,
                         bridge: v.bridge.clone(),
                     });
-                    vxlan_ops.push(KernelOp::SetPortFlags { name: v.vxlan.to_string() });
+                    vxlan_ops.push(KernelOp::SetPortFlags {
+                        name: v.vxlan.to_string(),
+                    });
                 }
             }
         }
@@ -579,25 +687,45 @@ impl Resolved {
                 }
             };
             if let Some(value) = want {
-                sysctl_ops.push(KernelOp::WriteSysctl { key, value: value.to_string() });
+                sysctl_ops.push(KernelOp::WriteSysctl {
+                    key,
+                    value: value.to_string(),
+                });
             }
         }
 
         // routes
         let desired_routes = self.desired_routes();
-        let index_of = |name: &str| if fresh.contains(name) { None } else { observed.link(name).map(|l| l.index) };
+        let index_of = |name: &str| {
+            if fresh.contains(name) {
+                None
+            } else {
+                observed.link(name).map(|l| l.index)
+            }
+        };
         let satisfied = |spec: &RouteSpec, r: &super::Route| {
             r.table == spec.table
                 && r.dst == spec.dst
                 && r.metric == spec.metric
                 && match &spec.target {
-                    RouteTarget::Dev(dev) => r.kind == RouteKind::Unicast && r.gateway.is_none() && r.oif.is_some() && r.oif == index_of(dev),
+                    RouteTarget::Dev(dev) => {
+                        r.kind == RouteKind::Unicast
+                            && r.gateway.is_none()
+                            && r.oif.is_some()
+                            && r.oif == index_of(dev)
+                    }
                     RouteTarget::Via { gateway, dev } => {
-                        r.kind == RouteKind::Unicast && r.gateway == Some(*gateway) && r.oif.is_some() && r.oif == index_of(dev)
+                        r.kind == RouteKind::Unicast
+                            && r.gateway == Some(*gateway)
+                            && r.oif.is_some()
+                            && r.oif == index_of(dev)
                     }
                 }
         };
-        let desired_keys: HashSet<(u32, Prefix, u32)> = desired_routes.iter().map(|s| (s.table, s.dst, s.metric)).collect();
+        let desired_keys: HashSet<(u32, Prefix, u32)> = desired_routes
+            .iter()
+            .map(|s| (s.table, s.dst, s.metric))
+            .collect();
         // a foreign VRF on a table of the agent's range: that table is not the agent's
         let foreign_tables: HashSet<u32> = observed
             .state
@@ -610,14 +738,24 @@ impl Resolved {
             })
             .collect();
         let mut owned_routes: HashMap<(u32, Prefix, u32), Vec<&Route>> = HashMap::new();
-        for r in observed.state.routes.iter().filter(|r| r.owned() && !foreign_tables.contains(&r.table)) {
+        for r in observed
+            .state
+            .routes
+            .iter()
+            .filter(|r| r.owned() && !foreign_tables.contains(&r.table))
+        {
             if !desired_keys.contains(&(r.table, r.dst, r.metric)) && !protected_tables.contains(&r.table) {
                 deletes_routes.push(KernelOp::DeleteRoute(r.clone()));
             }
-            owned_routes.entry((r.table, r.dst, r.metric)).or_default().push(r);
+            owned_routes
+                .entry((r.table, r.dst, r.metric))
+                .or_default()
+                .push(r);
         }
         for spec in &desired_routes {
-            let present = owned_routes.get(&(spec.table, spec.dst, spec.metric)).is_some_and(|rs| rs.iter().any(|r| satisfied(spec, r)));
+            let present = owned_routes
+                .get(&(spec.table, spec.dst, spec.metric))
+                .is_some_and(|rs| rs.iter().any(|r| satisfied(spec, r)));
             if !present {
                 route_ops.push(KernelOp::ReplaceRoute(spec.clone()));
             }
@@ -636,7 +774,11 @@ impl Resolved {
                     seen.insert(i);
                 }
                 _ if protected_tables.contains(&r.table) => {}
-                _ if r.iif.as_ref().or(r.oif.as_ref()).is_some_and(|n| protected_links.contains(n)) => {}
+                _ if r
+                    .iif
+                    .as_ref()
+                    .or(r.oif.as_ref())
+                    .is_some_and(|n| protected_links.contains(n)) => {}
                 _ => deletes_rules.push(KernelOp::DeleteRule(r.clone())),
             }
         }

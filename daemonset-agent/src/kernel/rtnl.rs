@@ -10,14 +10,22 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::{
-    BridgeStpState, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVrf, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    BridgeStpState, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVrf,
+    InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
-use rtnetlink::{Handle, IpVersion, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVrf, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, IpVersion, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVrf, LinkVxlan,
+    RouteMessageBuilder,
+};
 
-use super::{BridgePort, Dataplane, KernelError, KernelOp, KernelState, Link, LinkKind, Route, RouteKind, RouteSpec, RouteTarget, Rule, RuleVerdict, VxlanInfo};
+use super::{
+    BridgePort, Dataplane, KernelError, KernelOp, KernelState, Link, LinkKind, Route, RouteKind, RouteSpec,
+    RouteTarget, Rule, RuleVerdict, VxlanInfo,
+};
 use crate::model::{LINK_GROUP, Prefix, ROUTE_PROTO, VXLAN_PORT};
 
 /// Requests kept outstanding by [`Dataplane::apply_independent`].
@@ -39,7 +47,11 @@ impl RtNetlink {
     pub fn connect() -> Result<Self, KernelError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(KernelError::Connect)?;
         tokio::spawn(conn);
-        Ok(Self { handle, index: HashMap::new(), proc_sys: PathBuf::from("/proc/sys") })
+        Ok(Self {
+            handle,
+            index: HashMap::new(),
+            proc_sys: PathBuf::from("/proc/sys"),
+        })
     }
 
     /// Reads and writes sysctls under `dir` instead of `/proc/sys` (in a container /proc/sys is
@@ -53,50 +65,102 @@ impl RtNetlink {
         if let Some(i) = self.index.get(name) {
             return Ok(*i);
         }
-        let found = self.handle.link().get().match_name(name.to_string()).execute().try_next().await;
+        let found = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute()
+            .try_next()
+            .await;
         match found {
             Ok(Some(msg)) => {
                 self.index.insert(name.to_string(), msg.header.index);
                 Ok(msg.header.index)
             }
-            _ => Err(KernelError::NoSuchLink { op, name: name.to_string() }),
+            _ => Err(KernelError::NoSuchLink {
+                op,
+                name: name.to_string(),
+            }),
         }
     }
 
     async fn create(&mut self, kind: &'static str, name: &str, msg: LinkMessage) -> Result<(), KernelError> {
-        self.handle.link().add(msg).execute().await.map_err(|source| KernelError::CreateLink { kind, name: name.to_string(), source })?;
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|source| KernelError::CreateLink {
+                kind,
+                name: name.to_string(),
+                source,
+            })?;
         self.index.remove(name);
         self.index_of(name, "look up new link").await.map(|_| ())
     }
 
-    async fn set(&mut self, name: &str, what: &'static str, build: impl FnOnce(u32) -> LinkMessage) -> Result<(), KernelError> {
+    async fn set(
+        &mut self,
+        name: &str,
+        what: &'static str,
+        build: impl FnOnce(u32) -> LinkMessage,
+    ) -> Result<(), KernelError> {
         let index = self.index_of(name, what).await?;
-        self.handle.link().change(build(index)).execute().await.map_err(|source| KernelError::SetLink { name: name.to_string(), what, source })
+        self.handle
+            .link()
+            .change(build(index))
+            .execute()
+            .await
+            .map_err(|source| KernelError::SetLink {
+                name: name.to_string(),
+                what,
+                source,
+            })
     }
 
     /// The request of a route or rule op, ready to run on its own (device indexes resolved
     /// now); `None` for the other ops.
-    async fn independent_request(&mut self, op: &KernelOp) -> Result<Option<BoxFuture<'static, Result<(), KernelError>>>, KernelError> {
+    async fn independent_request(
+        &mut self,
+        op: &KernelOp,
+    ) -> Result<Option<BoxFuture<'static, Result<(), KernelError>>>, KernelError> {
         let handle = self.handle.clone();
         Ok(Some(match op {
             KernelOp::DeleteRule(r) => {
                 let (msg, rule) = (rule_message(r), r.to_string());
-                Box::pin(async move { ignore_gone(handle.rule().del(msg).execute().await).map_err(|source| KernelError::DeleteRule { rule, source }) })
+                Box::pin(async move {
+                    ignore_gone(handle.rule().del(msg).execute().await)
+                        .map_err(|source| KernelError::DeleteRule { rule, source })
+                })
             }
             KernelOp::DeleteRoute(r) => {
                 let (msg, route) = (route_delete_message(r), r.to_string());
-                Box::pin(async move { ignore_gone(handle.route().del(msg).execute().await).map_err(|source| KernelError::DeleteRoute { route, source }) })
+                Box::pin(async move {
+                    ignore_gone(handle.route().del(msg).execute().await)
+                        .map_err(|source| KernelError::DeleteRoute { route, source })
+                })
             }
             KernelOp::ReplaceRoute(spec) => {
                 let (msg, route) = (self.route_add_message(spec).await?, spec.to_string());
-                Box::pin(async move { handle.route().add(msg).replace().execute().await.map_err(|source| KernelError::AddRoute { route, source }) })
+                Box::pin(async move {
+                    handle
+                        .route()
+                        .add(msg)
+                        .replace()
+                        .execute()
+                        .await
+                        .map_err(|source| KernelError::AddRoute { route, source })
+                })
             }
             KernelOp::AddRule(spec) => {
                 let (msg, rule) = (rule_message(&spec.to_rule()), spec.to_string());
                 Box::pin(async move {
                     let mut req = handle.rule().add();
                     *req.message_mut() = msg;
-                    req.execute().await.map_err(|source| KernelError::AddRule { rule, source })
+                    req.execute()
+                        .await
+                        .map_err(|source| KernelError::AddRule { rule, source })
                 })
             }
             _ => return Ok(None),
@@ -108,16 +172,25 @@ impl RtNetlink {
             return request.await;
         }
         match op {
-            KernelOp::DeleteRule(_) | KernelOp::DeleteRoute(_) | KernelOp::ReplaceRoute(_) | KernelOp::AddRule(_) => {
+            KernelOp::DeleteRule(_)
+            | KernelOp::DeleteRoute(_)
+            | KernelOp::ReplaceRoute(_)
+            | KernelOp::AddRule(_) => {
                 unreachable!("routes and rules are sent by independent_request")
             }
             KernelOp::DeleteLink { name, index, .. } => {
                 let res = self.handle.link().del(*index).execute().await;
                 self.index.remove(name);
-                ignore_gone(res).map_err(|source| KernelError::DeleteLink { name: name.clone(), source })
+                ignore_gone(res).map_err(|source| KernelError::DeleteLink {
+                    name: name.clone(),
+                    source,
+                })
             }
             KernelOp::CreateVrf { name, table } => {
-                let msg = LinkVrf::new(name.as_str(), *table).link_group(LINK_GROUP).up().build();
+                let msg = LinkVrf::new(name.as_str(), *table)
+                    .link_group(LINK_GROUP)
+                    .up()
+                    .build();
                 self.create("vrf", name.as_str(), msg).await
             }
             KernelOp::CreateBridge { name, mac, vrf } => {
@@ -131,9 +204,17 @@ impl RtNetlink {
                     .build();
                 self.create("bridge", name.as_str(), msg).await
             }
-            KernelOp::CreateVxlan { name, vni, local, mtu, bridge } => {
+            KernelOp::CreateVxlan {
+                name,
+                vni,
+                local,
+                mtu,
+                bridge,
+            } => {
                 let master = self.index_of(bridge.as_str(), "create vxlan").await?;
-                let b = LinkVxlan::new(name.as_str(), *vni).port(VXLAN_PORT).learning(false);
+                let b = LinkVxlan::new(name.as_str(), *vni)
+                    .port(VXLAN_PORT)
+                    .learning(false);
                 let b = match local {
                     IpAddr::V4(a) => b.local(*a),
                     IpAddr::V6(a) => b.local6(*a),
@@ -141,30 +222,60 @@ impl RtNetlink {
                 let msg = b.mtu(*mtu).controller(master).link_group(LINK_GROUP).up().build();
                 self.create("vxlan", name.as_str(), msg).await
             }
-            KernelOp::SetUp { name } => self.set(name, "up", |i| LinkUnspec::new_with_index(i).up().build()).await,
+            KernelOp::SetUp { name } => {
+                self.set(name, "up", |i| LinkUnspec::new_with_index(i).up().build())
+                    .await
+            }
             KernelOp::SetMaster { name, master } => {
                 let m = self.index_of(master, "set master").await?;
-                self.set(name, "master", |i| LinkUnspec::new_with_index(i).controller(m).build()).await
+                self.set(name, "master", |i| {
+                    LinkUnspec::new_with_index(i).controller(m).build()
+                })
+                .await
             }
-            KernelOp::SetMac { name, mac } => self.set(name, "address", |i| LinkUnspec::new_with_index(i).address(mac.to_vec()).build()).await,
-            KernelOp::SetMtu { name, mtu } => self.set(name, "mtu", |i| LinkUnspec::new_with_index(i).mtu(*mtu).build()).await,
+            KernelOp::SetMac { name, mac } => {
+                self.set(name, "address", |i| {
+                    LinkUnspec::new_with_index(i).address(mac.to_vec()).build()
+                })
+                .await
+            }
+            KernelOp::SetMtu { name, mtu } => {
+                self.set(name, "mtu", |i| LinkUnspec::new_with_index(i).mtu(*mtu).build())
+                    .await
+            }
             KernelOp::SetStpOff { name } => {
                 let n = name.clone();
-                self.set(name, "stp_state", move |i| LinkMessageBuilder::<LinkBridge>::new(&n).index(i).stp_state(BridgeStpState::Disabled).build()).await
+                self.set(name, "stp_state", move |i| {
+                    LinkMessageBuilder::<LinkBridge>::new(&n)
+                        .index(i)
+                        .stp_state(BridgeStpState::Disabled)
+                        .build()
+                })
+                .await
             }
             KernelOp::SetPortFlags { name } => {
                 let index = self.index_of(name, "bridge port flags").await?;
-                let msg = LinkBridgePort::new(index).learning(false).neigh_suppress(true).build();
+                let msg = LinkBridgePort::new(index)
+                    .learning(false)
+                    .neigh_suppress(true)
+                    .build();
                 self.handle
                     .link()
                     .set_port(msg)
                     .execute()
                     .await
-                    .map_err(|source| KernelError::SetLink { name: name.clone(), what: "bridge port learning/neigh_suppress", source })
+                    .map_err(|source| KernelError::SetLink {
+                        name: name.clone(),
+                        what: "bridge port learning/neigh_suppress",
+                        source,
+                    })
             }
             KernelOp::WriteSysctl { key, value } => {
                 let path = self.proc_sys.join(key);
-                std::fs::write(&path, value).map_err(|source| KernelError::Sysctl { key: key.clone(), source })
+                std::fs::write(&path, value).map_err(|source| KernelError::Sysctl {
+                    key: key.clone(),
+                    source,
+                })
             }
         }
     }
@@ -176,15 +287,29 @@ impl RtNetlink {
         let proto = RouteProtocol::from(ROUTE_PROTO);
         let mut msg = match spec.dst.addr {
             IpAddr::V4(a) => {
-                let mut b = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(a, spec.dst.len).table_id(spec.table).protocol(proto);
-                if let RouteTarget::Via { gateway: IpAddr::V4(gw), .. } = &spec.target {
+                let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(a, spec.dst.len)
+                    .table_id(spec.table)
+                    .protocol(proto);
+                if let RouteTarget::Via {
+                    gateway: IpAddr::V4(gw),
+                    ..
+                } = &spec.target
+                {
                     b = b.gateway(*gw).onlink();
                 }
                 b.build()
             }
             IpAddr::V6(a) => {
-                let mut b = RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(a, spec.dst.len).table_id(spec.table).protocol(proto);
-                if let RouteTarget::Via { gateway: IpAddr::V6(gw), .. } = &spec.target {
+                let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+                    .destination_prefix(a, spec.dst.len)
+                    .table_id(spec.table)
+                    .protocol(proto);
+                if let RouteTarget::Via {
+                    gateway: IpAddr::V6(gw),
+                    ..
+                } = &spec.target
+                {
                     b = b.gateway(*gw).onlink();
                 }
                 b.build()
@@ -202,17 +327,47 @@ impl RtNetlink {
 
     async fn dump_all(&mut self) -> Result<KernelState, KernelError> {
         let links: Vec<LinkMessage> =
-            self.handle.link().get().execute().try_collect().await.map_err(|source| KernelError::Dump { what: "links", source })?;
+            self.handle
+                .link()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|source| KernelError::Dump {
+                    what: "links",
+                    source,
+                })?;
         let mut routes = Vec::new();
-        for msg in [RouteMessageBuilder::<Ipv4Addr>::new().build(), RouteMessageBuilder::<Ipv6Addr>::new().build()] {
-            let part: Vec<RouteMessage> =
-                self.handle.route().get(msg).execute().try_collect().await.map_err(|source| KernelError::Dump { what: "routes", source })?;
+        for msg in [
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        ] {
+            let part: Vec<RouteMessage> = self
+                .handle
+                .route()
+                .get(msg)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|source| KernelError::Dump {
+                    what: "routes",
+                    source,
+                })?;
             routes.extend(part.iter().filter_map(parse_route));
         }
         let mut rules = Vec::new();
         for v in [IpVersion::V4, IpVersion::V6] {
             let part: Vec<RuleMessage> =
-                self.handle.rule().get(v).execute().try_collect().await.map_err(|source| KernelError::Dump { what: "rules", source })?;
+                self.handle
+                    .rule()
+                    .get(v)
+                    .execute()
+                    .try_collect()
+                    .await
+                    .map_err(|source| KernelError::Dump {
+                        what: "rules",
+                        source,
+                    })?;
             rules.extend(part.iter().map(parse_rule));
         }
         let links: Vec<Link> = links.iter().map(parse_link).collect();
@@ -224,7 +379,11 @@ impl RtNetlink {
 /// Deleting something that is already gone is success (the desired state holds).
 fn ignore_gone(res: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
     match res {
-        Err(rtnetlink::Error::NetlinkError(e)) if matches!(e.code.map(|c| -c.get()), Some(ENOENT | ESRCH | ENODEV)) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(e))
+            if matches!(e.code.map(|c| -c.get()), Some(ENOENT | ESRCH | ENODEV)) =>
+        {
+            Ok(())
+        }
         other => other,
     }
 }
@@ -232,7 +391,11 @@ fn ignore_gone(res: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error
 /// A rule message carrying every field of `r` (the kernel matches deletes on the fields given).
 fn rule_message(r: &Rule) -> RuleMessage {
     let mut m = RuleMessage::default();
-    m.header.family = if r.v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    m.header.family = if r.v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
     m.header.action = match r.verdict {
         RuleVerdict::Lookup => RuleAction::ToTable,
         RuleVerdict::Unreachable => RuleAction::Unreachable,
@@ -259,7 +422,8 @@ fn rule_message(r: &Rule) -> RuleMessage {
     if let Some(o) = &r.oif {
         m.attributes.push(RuleAttribute::Oifname(o.clone()));
     }
-    m.attributes.push(RuleAttribute::Protocol(RouteProtocol::from(r.protocol)));
+    m.attributes
+        .push(RuleAttribute::Protocol(RouteProtocol::from(r.protocol)));
     if let Some(s) = r.suppress_prefixlen {
         m.attributes.push(RuleAttribute::SuppressPrefixLen(s));
     }
@@ -268,7 +432,11 @@ fn rule_message(r: &Rule) -> RuleMessage {
 
 fn route_delete_message(r: &Route) -> RouteMessage {
     let mut m = RouteMessage::default();
-    m.header.address_family = if r.dst.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    m.header.address_family = if r.dst.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
     m.header.destination_prefix_length = r.dst.len;
     m.header.protocol = RouteProtocol::from(r.protocol);
     m.header.scope = RouteScope::NoWhere;
@@ -282,7 +450,8 @@ fn route_delete_message(r: &Route) -> RouteMessage {
     }
     m.attributes.push(RouteAttribute::Table(r.table));
     if r.dst.len > 0 {
-        m.attributes.push(RouteAttribute::Destination(RouteAddress::from(r.dst.addr)));
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(r.dst.addr)));
     }
     if r.metric != 0 {
         m.attributes.push(RouteAttribute::Priority(r.metric));
@@ -320,7 +489,11 @@ fn parse_route(m: &RouteMessage) -> Option<Route> {
             _ => {}
         }
     }
-    let any: IpAddr = if v4 { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+    let any: IpAddr = if v4 {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
     let kind = match m.header.kind {
         RouteType::Unicast => RouteKind::Unicast,
         RouteType::Unreachable => RouteKind::Unreachable,
@@ -328,7 +501,10 @@ fn parse_route(m: &RouteMessage) -> Option<Route> {
     };
     Some(Route {
         table,
-        dst: Prefix { addr: dst.unwrap_or(any), len: m.header.destination_prefix_length },
+        dst: Prefix {
+            addr: dst.unwrap_or(any),
+            len: m.header.destination_prefix_length,
+        },
         kind,
         protocol: u8::from(m.header.protocol),
         oif,
@@ -358,8 +534,18 @@ fn parse_rule(m: &RuleMessage) -> Rule {
     for a in &m.attributes {
         match a {
             RuleAttribute::Priority(p) => r.priority = *p,
-            RuleAttribute::Source(ip) => r.src = Some(Prefix { addr: *ip, len: m.header.src_len }),
-            RuleAttribute::Destination(ip) => r.dst = Some(Prefix { addr: *ip, len: m.header.dst_len }),
+            RuleAttribute::Source(ip) => {
+                r.src = Some(Prefix {
+                    addr: *ip,
+                    len: m.header.src_len,
+                })
+            }
+            RuleAttribute::Destination(ip) => {
+                r.dst = Some(Prefix {
+                    addr: *ip,
+                    len: m.header.dst_len,
+                })
+            }
             RuleAttribute::Iifname(n) => r.iif = Some(n.clone()),
             RuleAttribute::Oifname(n) => r.oif = Some(n.clone()),
             RuleAttribute::Table(t) => r.table = *t,
@@ -419,7 +605,12 @@ fn parse_link_info(infos: &[LinkInfo], l: &mut Link) {
                 l.kind = match k {
                     InfoKind::Vrf => LinkKind::Vrf { table: 0 },
                     InfoKind::Bridge => LinkKind::Bridge { stp: None },
-                    InfoKind::Vxlan => LinkKind::Vxlan(VxlanInfo { vni: 0, local: None, port: None, learning: None }),
+                    InfoKind::Vxlan => LinkKind::Vxlan(VxlanInfo {
+                        vni: 0,
+                        local: None,
+                        port: None,
+                        learning: None,
+                    }),
                     other => LinkKind::Other(other.to_string()),
                 }
             }
@@ -491,12 +682,19 @@ impl Dataplane for RtNetlink {
                 Err(e) => Box::pin(futures::future::ready(Err(e))),
             });
         }
-        futures::stream::iter(requests).buffered(IN_FLIGHT).collect().await
+        futures::stream::iter(requests)
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await
     }
 
     fn read_sysctls(&mut self, keys: &[String]) -> BTreeMap<String, String> {
         keys.iter()
-            .filter_map(|k| std::fs::read_to_string(self.proc_sys.join(k)).ok().map(|v| (k.clone(), v.trim().to_string())))
+            .filter_map(|k| {
+                std::fs::read_to_string(self.proc_sys.join(k))
+                    .ok()
+                    .map(|v| (k.clone(), v.trim().to_string()))
+            })
             .collect()
     }
 }

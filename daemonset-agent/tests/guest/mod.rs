@@ -102,8 +102,7 @@ fn boot(name: &str, spec: &BedSpec) {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bgpvpn-agent")));
     let me = std::env::current_exe().expect("the test binary's path");
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("guest-{name}-{}", std::process::id()));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("guest-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     let started = Instant::now();
@@ -175,8 +174,7 @@ impl Drop for Bed {
 impl Bed {
     fn from_env() -> Self {
         let var = |k: &str| {
-            std::env::var(k)
-                .unwrap_or_else(|_| panic!("{k} is not set: run through hack/dataplane/bed.sh"))
+            std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run through hack/dataplane/bed.sh"))
         };
         let pods = var("BED_PODS")
             .split_whitespace()
@@ -292,10 +290,7 @@ impl Bed {
             "{}",
             self.vty(
                 &self.a,
-                &[
-                    "show running-config",
-                    "show bgp l2vpn evpn route type prefix"
-                ]
+                &["show running-config", "show bgp l2vpn evpn route type prefix"]
             )
         );
         println!(
@@ -319,10 +314,7 @@ impl Bed {
             "{}",
             self.vty(
                 &self.b,
-                &[
-                    "show bgp l2vpn evpn route type prefix",
-                    "show ip route vrf all"
-                ]
+                &["show bgp l2vpn evpn route type prefix", "show ip route vrf all"]
             )
         );
         println!("---- agent status");
@@ -332,14 +324,7 @@ impl Bed {
         );
         println!("---- agent log (tail)");
         let log = std::fs::read_to_string(self.agent_log()).unwrap_or_default();
-        for l in log
-            .lines()
-            .rev()
-            .take(60)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
+        for l in log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev() {
             println!("{l}");
         }
     }
@@ -386,11 +371,7 @@ impl Bed {
     pub fn write_raw_state(&mut self, yaml: &str) -> i64 {
         self.generation += 1;
         let tmp = self.work.join("state.yaml.tmp");
-        std::fs::write(
-            &tmp,
-            yaml.replace("GENERATION", &self.generation.to_string()),
-        )
-        .unwrap();
+        std::fs::write(&tmp, yaml.replace("GENERATION", &self.generation.to_string())).unwrap();
         std::fs::rename(&tmp, self.state_path()).unwrap();
         self.generation
     }
@@ -480,10 +461,7 @@ impl Bed {
 
     /// Whether node B has a route to `prefix` in `vrf-<vni>`.
     pub fn b_has_route(&self, vni: u32, prefix: &str) -> bool {
-        let out = self.exec(
-            &self.b,
-            &["ip", "route", "show", "vrf", &format!("vrf-{vni}")],
-        );
+        let out = self.exec(&self.b, &["ip", "route", "show", "vrf", &format!("vrf-{vni}")]);
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .any(|l| l.split_whitespace().next() == Some(prefix))
@@ -506,10 +484,7 @@ impl Bed {
                 &url,
             ],
         );
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0)
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
     }
 
     /// The agent log since byte `from`.

@@ -44,14 +44,8 @@ pub struct BindingDecision<'a> {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum BindVerdict {
-    Rejected {
-        reason: &'static str,
-        message: String,
-    },
-    Bound {
-        bgpvpn: String,
-        vni: u32,
-    },
+    Rejected { reason: &'static str, message: String },
+    Bound { bgpvpn: String, vni: u32 },
 }
 
 /// A pod that another binding, of another BGPVPN, also selects.
@@ -81,10 +75,7 @@ pub fn decide<'a>(
 ) -> Vec<BindingDecision<'a>> {
     let mut ordered: Vec<&VniBinding> = bindings.iter().map(|b| &**b).collect();
     ordered.sort_by_key(|b| creation_order(*b));
-    let mut out: Vec<BindingDecision> = ordered
-        .into_iter()
-        .map(|b| decide_one(b, vpns, index))
-        .collect();
+    let mut out: Vec<BindingDecision> = ordered.into_iter().map(|b| decide_one(b, vpns, index)).collect();
     settle_pod_conflicts(&mut out);
     super::prefixes::settle(&mut out, vpns);
     out
@@ -160,34 +151,22 @@ fn bind(
         }
         return Err(rejected(
             reasons::BGPVPN_NOT_FOUND,
-            format!(
-                "BGPVPN {} does not exist (yet); waiting for it",
-                spec.bgpvpn
-            ),
+            format!("BGPVPN {} does not exist (yet); waiting for it", spec.bgpvpn),
         ));
     };
     let labels = index.namespace_labels.get(namespace.as_str()).copied();
-    namespace_allowed(
-        &vpn.vpn.spec.allowed_namespaces,
-        &spec.bgpvpn,
-        &namespace,
-        labels,
-    )
-    .map_err(|m| rejected(reasons::NOT_ALLOWED, m))?;
+    namespace_allowed(&vpn.vpn.spec.allowed_namespaces, &spec.bgpvpn, &namespace, labels)
+        .map_err(|m| rejected(reasons::NOT_ALLOWED, m))?;
     let vni = match &vpn.verdict {
         VpnVerdict::Accepted { vni } => *vni,
         VpnVerdict::Rejected { reason, message } => {
             return Err(rejected(
                 reasons::BGPVPN_NOT_READY,
-                format!(
-                    "BGPVPN {} is not programmed ({reason}): {message}",
-                    spec.bgpvpn
-                ),
+                format!("BGPVPN {} is not programmed ({reason}): {message}", spec.bgpvpn),
             ));
         }
     };
-    let resolved =
-        resolve(&target, &namespace, index).map_err(|u| rejected(u.reason, u.message))?;
+    let resolved = resolve(&target, &namespace, index).map_err(|u| rejected(u.reason, u.message))?;
     Ok(Bound {
         verdict: BindVerdict::Bound {
             bgpvpn: spec.bgpvpn.clone(),
@@ -252,9 +231,8 @@ pub fn settle_pod_conflicts(decisions: &mut [BindingDecision]) {
     }
     for (pod, claimants) in claims {
         let winner_vpn = claimants[0].1.clone();
-        let (winners, losers): (Vec<_>, Vec<_>) = claimants
-            .into_iter()
-            .partition(|(_, vpn)| *vpn == winner_vpn);
+        let (winners, losers): (Vec<_>, Vec<_>) =
+            claimants.into_iter().partition(|(_, vpn)| *vpn == winner_vpn);
         if losers.is_empty() {
             continue;
         }

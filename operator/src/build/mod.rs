@@ -68,12 +68,7 @@ pub struct Cond {
 }
 
 impl Cond {
-    pub fn new(
-        type_: &'static str,
-        ok: bool,
-        reason: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(type_: &'static str, ok: bool, reason: &'static str, message: impl Into<String>) -> Self {
         Cond {
             type_,
             ok,

@@ -19,12 +19,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use bgpvpn_crds::validate::{
-    NodeStateFindings, RouteTargetOrDistinguisher, check_node_state, parse_rt_rd,
-};
-use bgpvpn_crds::{
-    BgpvpnSpec, Endpoint, EvpnNodeState, EvpnNodeStateSpec, L3Vni, RoutedPrefix, Underlay,
-};
+use bgpvpn_crds::validate::{NodeStateFindings, RouteTargetOrDistinguisher, check_node_state, parse_rt_rd};
+use bgpvpn_crds::{BgpvpnSpec, Endpoint, EvpnNodeState, EvpnNodeStateSpec, L3Vni, RoutedPrefix, Underlay};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
@@ -83,8 +79,7 @@ pub fn keep_unreadable(nodes: &mut BTreeMap<String, NodeInfo>, index: &Index) {
                 format!("the Node cannot be read: {}", u.error)
             }
             "EVPNNodeState"
-                if nodes.contains_key(&u.name)
-                    || index.unreadable("Node", "", &u.name).is_some() =>
+                if nodes.contains_key(&u.name) || index.unreadable("Node", "", &u.name).is_some() =>
             {
                 format!("its EVPNNodeState cannot be read: {}", u.error)
             }
@@ -116,12 +111,12 @@ pub fn node_underlay(node: &Node, config: &UnderlayConfig) -> Result<Underlay, S
         IpAddr::V6(_) => None,
     });
     let router_id: Ipv4Addr = match annotations.get(ANNOTATION_ROUTER_ID) {
-        Some(s) => s.trim().parse().map_err(|_| {
-            format!("annotation {ANNOTATION_ROUTER_ID}: {s:?} is not an IPv4 address")
-        })?,
-        None => first_v4.ok_or_else(|| {
-            format!("no IPv4 InternalIP address and no {ANNOTATION_ROUTER_ID} annotation")
-        })?,
+        Some(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("annotation {ANNOTATION_ROUTER_ID}: {s:?} is not an IPv4 address"))?,
+        None => first_v4
+            .ok_or_else(|| format!("no IPv4 InternalIP address and no {ANNOTATION_ROUTER_ID} annotation"))?,
     };
     let vtep: IpAddr = match annotations.get(ANNOTATION_VTEP_IP) {
         Some(s) => s
@@ -131,19 +126,12 @@ pub fn node_underlay(node: &Node, config: &UnderlayConfig) -> Result<Underlay, S
         None => first_v4
             .map(IpAddr::V4)
             .or(internal.first().copied())
-            .ok_or_else(|| {
-                format!("no InternalIP address and no {ANNOTATION_VTEP_IP} annotation")
-            })?,
+            .ok_or_else(|| format!("no InternalIP address and no {ANNOTATION_VTEP_IP} annotation"))?,
     };
     let asn = match annotations.get(ANNOTATION_ASN) {
-        Some(s) => s
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|a| *a > 0)
-            .ok_or_else(|| {
-                format!("annotation {ANNOTATION_ASN}: {s:?} is not an AS number (1..4294967295)")
-            })?,
+        Some(s) => s.trim().parse::<u32>().ok().filter(|a| *a > 0).ok_or_else(|| {
+            format!("annotation {ANNOTATION_ASN}: {s:?} is not an AS number (1..4294967295)")
+        })?,
         None => config.asn,
     };
     let own: BTreeSet<IpAddr> = internal
@@ -201,7 +189,11 @@ pub fn assemble(
             let (node_name, info) = match nodes.get_key_value(&ep.node) {
                 Some((name, info)) => (name, info),
                 None => {
-                    b.unplaced.insert(ep.node.clone(), "not an EVPN node (no such Node, or not selected by the operator's nodeSelector)".into());
+                    b.unplaced.insert(
+                        ep.node.clone(),
+                        "not an EVPN node (no such Node, or not selected by the operator's nodeSelector)"
+                            .into(),
+                    );
                     kept.push(ep);
                     continue;
                 }
@@ -375,11 +367,7 @@ fn l3vni_template(bgpvpn: &str, vni: u32, spec: &BgpvpnSpec) -> L3Vni {
         import_targets: spec.effective_import_targets(),
         export_targets: spec.effective_export_targets(),
         // empty = derive one per node (assign_route_distinguishers)
-        route_distinguisher: spec
-            .route_distinguishers
-            .first()
-            .cloned()
-            .unwrap_or_default(),
+        route_distinguisher: spec.route_distinguishers.first().cloned().unwrap_or_default(),
         local_pref: spec.local_pref,
         endpoints: vec![],
         prefixes: vec![],
@@ -394,11 +382,7 @@ pub fn vrf_name(vni: u32) -> String {
 /// Fills in the RD of every VNI that has no explicit one (see the module documentation).
 /// `programmed` is what the node's object carries now: a VNI found there keeps its type-1 RD
 /// of this router id unless an explicit RD has taken it. `l3vnis` must be sorted by VNI.
-pub fn assign_route_distinguishers(
-    router_id: Ipv4Addr,
-    l3vnis: &mut [L3Vni],
-    programmed: &[L3Vni],
-) {
+pub fn assign_route_distinguishers(router_id: Ipv4Addr, l3vnis: &mut [L3Vni], programmed: &[L3Vni]) {
     let mut taken: BTreeSet<RouteTargetOrDistinguisher> = l3vnis
         .iter()
         .filter_map(|v| parse_rt_rd(&v.route_distinguisher).ok())
@@ -407,25 +391,17 @@ pub fn assign_route_distinguishers(
         .iter()
         .filter_map(|v| match parse_rt_rd(&v.route_distinguisher) {
             // an RD of an older router id is not this node's to keep
-            Ok(rd @ RouteTargetOrDistinguisher::Ipv4(ip, _)) if ip == router_id => {
-                Some((v.vni, rd))
-            }
+            Ok(rd @ RouteTargetOrDistinguisher::Ipv4(ip, _)) if ip == router_id => Some((v.vni, rd)),
             _ => None,
         })
         .collect();
     // kept RDs first, so a new VNI can never take the RD of one already programmed
-    for v in l3vnis
-        .iter_mut()
-        .filter(|v| v.route_distinguisher.is_empty())
-    {
+    for v in l3vnis.iter_mut().filter(|v| v.route_distinguisher.is_empty()) {
         if let Some(rd) = programmed_rd.get(&v.vni).filter(|rd| taken.insert(**rd)) {
             v.route_distinguisher = rd.to_string();
         }
     }
-    for v in l3vnis
-        .iter_mut()
-        .filter(|v| v.route_distinguisher.is_empty())
-    {
+    for v in l3vnis.iter_mut().filter(|v| v.route_distinguisher.is_empty()) {
         let mut n = fold_vni(v.vni);
         let rd = loop {
             let rd = RouteTargetOrDistinguisher::Ipv4(router_id, n);

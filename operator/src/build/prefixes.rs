@@ -54,10 +54,7 @@ pub fn settle(decisions: &mut [BindingDecision], vpns: &BTreeMap<String, VpnDeci
     for (i, d) in decisions.iter().enumerate() {
         if let Some(vni) = d.bound_vni() {
             for ep in &d.endpoints {
-                holders
-                    .entry((vni, ep.ip))
-                    .or_default()
-                    .push((i, ep.pod.clone()));
+                holders.entry((vni, ep.ip)).or_default().push((i, ep.pod.clone()));
             }
         }
     }

@@ -24,12 +24,7 @@ const LISTED: usize = 8;
 
 /// `a, b, c and 2 more`.
 pub fn listing(items: &[String]) -> String {
-    let shown = items
-        .iter()
-        .take(LISTED)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
+    let shown = items.iter().take(LISTED).cloned().collect::<Vec<_>>().join(", ");
     match items.len().saturating_sub(LISTED) {
         0 => shown,
         more => format!("{shown} and {more} more"),
@@ -58,10 +53,7 @@ pub fn vni_ready(node: &str, desired: &L3Vni, index: &Index) -> Result<(), Strin
         Some(s) => Err(format!(
             "{node}: VNI {} not ready{}",
             desired.vni,
-            s.message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default()
+            s.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
         )),
         None => Err(format!("{node}: agent does not report VNI {}", desired.vni)),
     }
@@ -146,9 +138,7 @@ pub fn bgpvpn_reports(
         .map(|(name, d)| {
             let bound: Vec<&BindingDecision> = bindings
                 .iter()
-                .filter(
-                    |b| matches!(&b.verdict, BindVerdict::Bound { bgpvpn, .. } if bgpvpn == name),
-                )
+                .filter(|b| matches!(&b.verdict, BindVerdict::Bound { bgpvpn, .. } if bgpvpn == name))
                 .collect();
             let mut report = BgpvpnReport {
                 uid: d.vpn.uid(),
@@ -182,21 +172,13 @@ pub fn bgpvpn_reports(
                     for b in &bound {
                         unplaced.extend(b.unplaced.iter().map(|(k, v)| (k.clone(), v.clone())));
                     }
-                    let all: BTreeSet<&String> =
-                        placed.iter().copied().chain(unplaced.keys()).collect();
-                    let (ready, waiting) =
-                        readiness(all.iter().copied(), *vni, placement, &unplaced, index);
+                    let all: BTreeSet<&String> = placed.iter().copied().chain(unplaced.keys()).collect();
+                    let (ready, waiting) = readiness(all.iter().copied(), *vni, placement, &unplaced, index);
                     report.total_nodes = all.len() as i32;
                     report.ready_nodes = ready;
                     report.endpoints = placed
                         .iter()
-                        .filter_map(|n| {
-                            placement.nodes[*n]
-                                .spec
-                                .l3vnis
-                                .iter()
-                                .find(|v| v.vni == *vni)
-                        })
+                        .filter_map(|n| placement.nodes[*n].spec.l3vnis.iter().find(|v| v.vni == *vni))
                         .map(|v| (v.endpoints.len() + v.prefixes.len()) as i32)
                         .sum();
                     report.programmed_vni = (!placed.is_empty()).then_some(*vni);
@@ -243,7 +225,8 @@ pub fn binding_reports(
     bindings
         .iter()
         .map(|b| {
-            let invalid = matches!(&b.verdict, BindVerdict::Rejected { reason, .. } if *reason == reasons::INVALID);
+            let invalid =
+                matches!(&b.verdict, BindVerdict::Rejected { reason, .. } if *reason == reasons::INVALID);
             let problem = match &b.verdict {
                 BindVerdict::Rejected { message, .. } if invalid => Some(message.as_str()),
                 _ => None,
@@ -255,7 +238,12 @@ pub fn binding_reports(
                 ..Default::default()
             };
             report.conditions.push(if b.conflicts.is_empty() {
-                Cond::new(types::CONFLICT, false, reasons::NO_CONFLICT, "no selected pod is bound to another BGPVPN")
+                Cond::new(
+                    types::CONFLICT,
+                    false,
+                    reasons::NO_CONFLICT,
+                    "no selected pod is bound to another BGPVPN",
+                )
             } else {
                 let texts: Vec<String> = b.conflicts.iter().map(conflict_text).collect();
                 Cond::new(types::CONFLICT, true, reasons::POD_CONFLICT, listing(&texts))
@@ -264,19 +252,35 @@ pub fn binding_reports(
                 report.conditions.extend(prefix_conditions(b));
             }
             let ready = match &b.verdict {
-                BindVerdict::Rejected { reason, message } => Cond::new(types::READY, false, reason, message.clone()),
+                BindVerdict::Rejected { reason, message } => {
+                    Cond::new(types::READY, false, reason, message.clone())
+                }
                 BindVerdict::Bound { bgpvpn, vni } => {
                     let nodes: BTreeSet<String> = b.endpoints.iter().map(|e| e.node.clone()).collect();
                     report.endpoints = b.endpoints.len() as i32;
                     report.nodes = nodes.iter().cloned().collect();
                     if nodes.is_empty() {
                         let lost = b.conflicts.iter().filter(|c| !c.kept).count();
-                        let why = if lost > 0 { format!("; {lost} selected pod(s) belong to another BGPVPN (PodConflict)") } else { String::new() };
-                        Cond::new(types::READY, false, reasons::NO_ENDPOINTS, format!("no Running pod with an address matches the target{why}"))
+                        let why = if lost > 0 {
+                            format!("; {lost} selected pod(s) belong to another BGPVPN (PodConflict)")
+                        } else {
+                            String::new()
+                        };
+                        Cond::new(
+                            types::READY,
+                            false,
+                            reasons::NO_ENDPOINTS,
+                            format!("no Running pod with an address matches the target{why}"),
+                        )
                     } else {
                         let (ready, waiting) = readiness(nodes.iter(), *vni, placement, &b.unplaced, index);
                         report.ready_nodes = ready;
-                        ready_cond(nodes.len(), ready, &waiting, &format!("{} endpoints of BGPVPN {bgpvpn} (VNI {vni})", b.endpoints.len()))
+                        ready_cond(
+                            nodes.len(),
+                            ready,
+                            &waiting,
+                            &format!("{} endpoints of BGPVPN {bgpvpn} (VNI {vni})", b.endpoints.len()),
+                        )
                     }
                 }
             };
@@ -326,10 +330,7 @@ fn prefix_conditions(b: &BindingDecision) -> [Cond; 2] {
             "nothing of this binding is left out for a limit",
         ),
         Some((_, why)) => {
-            let names: Vec<String> = limited
-                .iter()
-                .map(|(prefix, _)| prefix.to_string())
-                .collect();
+            let names: Vec<String> = limited.iter().map(|(prefix, _)| prefix.to_string()).collect();
             Cond::new(
                 types::WITHIN_LIMITS,
                 false,
@@ -368,10 +369,7 @@ pub fn malformed(index: &Index) -> BTreeMap<String, String> {
     let Some(k) = &index.kuryr else { return out };
     for (ns, nets) in &k.networks_by_namespace {
         for net in nets {
-            for problem in [net.spec.problem(), net.status.problem()]
-                .into_iter()
-                .flatten()
-            {
+            for problem in [net.spec.problem(), net.status.problem()].into_iter().flatten() {
                 out.insert(
                     format!("KuryrNetwork {ns}/{}", net.name_any()),
                     problem.to_string(),

@@ -26,11 +26,7 @@ where
     for v in values {
         match Guarded::<K>::from_json(&v.to_string()).get() {
             Ok(k) => out.push(k.clone()),
-            Err(u) => unreadable.push(UnreadableObject::new(
-                &K::api_version(&()),
-                &K::kind(&()),
-                u,
-            )),
+            Err(u) => unreadable.push(UnreadableObject::new(&K::api_version(&()), &K::kind(&()), u)),
         }
     }
     out
@@ -206,10 +202,7 @@ fn selected_pods_become_local_endpoints_of_their_node() {
         (b.endpoints, b.nodes.clone(), b.ready_nodes),
         (2, vec!["n1".to_string(), "n2".to_string()], 0)
     );
-    assert_eq!(
-        cond(&b.conditions, "Ready").reason,
-        reasons::NODES_NOT_READY
-    );
+    assert_eq!(cond(&b.conditions, "Ready").reason, reasons::NODES_NOT_READY);
     assert_eq!(cond(&b.conditions, "Valid").reason, reasons::VALID);
     let v = &plan.bgpvpns["vpn-a"];
     assert_eq!(
@@ -248,18 +241,13 @@ fn agent_reports_make_objects_ready() {
     assert_eq!(plan.bgpvpns["vpn-a"].ready_nodes, 1);
     let ready = cond(&plan.bgpvpns["vpn-a"].conditions, "Ready");
     assert!(
-        !ready.ok
-            && ready
-                .message
-                .contains("n1: agent has not reported generation 3"),
+        !ready.ok && ready.message.contains("n1: agent has not reported generation 3"),
         "{ready:?}"
     );
 
     // a new endpoint changes n1's desired VNI: not ready until written and reported again
     world.states[0]["status"]["observedGeneration"] = json!(3);
-    world
-        .pods
-        .push(pod("demo", "web-3", "web", "n1", "10.0.0.85"));
+    world.pods.push(pod("demo", "web-3", "web", "n1", "10.0.0.85"));
     let plan = world.plan();
     assert_eq!(plan.bgpvpns["vpn-a"].ready_nodes, 1);
     assert!(
@@ -303,9 +291,7 @@ fn only_running_scheduled_pods_with_addresses_count() {
     assert_eq!(ips, ["10.0.1.7", "fd00::7"]);
     let ready = cond(&plan.bindings[&key("demo", "web")].conditions, "Ready");
     assert!(
-        ready
-            .message
-            .contains("1 selected pod(s) use the host network"),
+        ready.message.contains("1 selected pod(s) use the host network"),
         "{ready:?}"
     );
 }
@@ -319,10 +305,7 @@ fn the_later_bgpvpn_loses_a_shared_vni() {
         .push(binding("demo", "b", "vpn-b", 5, selector("db")));
     let plan = world.plan();
     let b = &plan.bgpvpns["vpn-b"];
-    assert_eq!(
-        cond(&b.conditions, "Conflict").reason,
-        reasons::VNI_CONFLICT
-    );
+    assert_eq!(cond(&b.conditions, "Conflict").reason, reasons::VNI_CONFLICT);
     assert!(cond(&b.conditions, "Conflict").message.contains("vpn-a"));
     assert_eq!(cond(&b.conditions, "Ready").reason, reasons::VNI_CONFLICT);
     assert_eq!(b.programmed_vni, None);
@@ -410,10 +393,7 @@ fn a_pod_of_two_bgpvpns_stays_with_the_older_binding() {
     );
     assert_eq!(older.endpoints, 2);
     assert_eq!(newer.endpoints, 0);
-    assert_eq!(
-        cond(&newer.conditions, "Ready").reason,
-        reasons::NO_ENDPOINTS
-    );
+    assert_eq!(cond(&newer.conditions, "Ready").reason, reasons::NO_ENDPOINTS);
     for n in plan.nodes.values() {
         assert!(
             n.spec.l3vnis.iter().all(|v| v.vni != 2002),
@@ -431,33 +411,20 @@ fn tenancy_and_missing_bgpvpns() {
     assert_eq!(ready.reason, reasons::NOT_ALLOWED);
     assert!(plan.nodes.values().all(|n| n.spec.l3vnis.is_empty()));
 
-    world.vpns[0]["spec"]["allowedNamespaces"] =
-        json!({"selector": {"matchLabels": {"team": "a"}}});
+    world.vpns[0]["spec"]["allowedNamespaces"] = json!({"selector": {"matchLabels": {"team": "a"}}});
     assert_eq!(
-        cond(
-            &world.plan().bindings[&key("demo", "web")].conditions,
-            "Ready"
-        )
-        .reason,
+        cond(&world.plan().bindings[&key("demo", "web")].conditions, "Ready").reason,
         reasons::NOT_ALLOWED
     );
     world.namespaces[0]["metadata"]["labels"] = json!({"team": "a"});
     assert_eq!(
-        cond(
-            &world.plan().bindings[&key("demo", "web")].conditions,
-            "Ready"
-        )
-        .reason,
+        cond(&world.plan().bindings[&key("demo", "web")].conditions, "Ready").reason,
         reasons::NODES_NOT_READY
     );
 
     // admitted by name (the OpenStack sync's way)
     world.vpns[0]["spec"]["allowedNamespaces"] = json!({"names": ["other"]});
-    let ready = cond(
-        &world.plan().bindings[&key("demo", "web")].conditions,
-        "Ready",
-    )
-    .clone();
+    let ready = cond(&world.plan().bindings[&key("demo", "web")].conditions, "Ready").clone();
     assert_eq!(ready.reason, reasons::NOT_ALLOWED);
     assert!(
         ready.message.contains("admits only the namespaces other"),
@@ -465,20 +432,12 @@ fn tenancy_and_missing_bgpvpns() {
     );
     world.vpns[0]["spec"]["allowedNamespaces"] = json!({"names": ["other", "demo"]});
     assert_eq!(
-        cond(
-            &world.plan().bindings[&key("demo", "web")].conditions,
-            "Ready"
-        )
-        .reason,
+        cond(&world.plan().bindings[&key("demo", "web")].conditions, "Ready").reason,
         reasons::NODES_NOT_READY
     );
 
     world.bindings[0]["spec"]["bgpvpn"] = json!("nope");
-    let ready = cond(
-        &world.plan().bindings[&key("demo", "web")].conditions,
-        "Ready",
-    )
-    .clone();
+    let ready = cond(&world.plan().bindings[&key("demo", "web")].conditions, "Ready").clone();
     assert_eq!(ready.reason, reasons::BGPVPN_NOT_FOUND);
     assert!(ready.message.contains("nope"));
 
@@ -511,10 +470,7 @@ fn invalid_objects_are_reported_not_programmed() {
         .bindings
         .push(binding("demo", "to-bad-vpn", "no-rts", 2, selector("db")));
     let plan = world.plan();
-    let valid = cond(
-        &plan.bindings[&key("demo", "two-targets")].conditions,
-        "Valid",
-    );
+    let valid = cond(&plan.bindings[&key("demo", "two-targets")].conditions, "Valid");
     assert_eq!((valid.ok, valid.reason), (false, reasons::INVALID));
     assert!(valid.message.contains("2 are set"));
     assert_eq!(
@@ -522,11 +478,7 @@ fn invalid_objects_are_reported_not_programmed() {
         reasons::INVALID
     );
     assert_eq!(
-        cond(
-            &plan.bindings[&key("demo", "to-bad-vpn")].conditions,
-            "Ready"
-        )
-        .reason,
+        cond(&plan.bindings[&key("demo", "to-bad-vpn")].conditions, "Ready").reason,
         reasons::BGPVPN_NOT_READY
     );
 }
@@ -557,10 +509,7 @@ fn route_distinguishers_are_unique_per_node_and_valid_for_any_vni() {
     // "172.30.0.1:65537" does not parse as a type-1 RD (16-bit number) and stays as given
     vnis[1].route_distinguisher = "65000:7".into();
     nodes::assign_route_distinguishers("172.30.0.1".parse().unwrap(), &mut vnis, &[]);
-    let rds: Vec<&str> = vnis
-        .iter()
-        .map(|v| v.route_distinguisher.as_str())
-        .collect();
+    let rds: Vec<&str> = vnis.iter().map(|v| v.route_distinguisher.as_str()).collect();
     assert_eq!(
         rds,
         [
@@ -581,10 +530,7 @@ fn route_distinguishers_are_unique_per_node_and_valid_for_any_vni() {
         .bindings
         .push(binding("demo", "b", "vpn-b", 3, selector("db")));
     let plan = world.plan();
-    assert_eq!(
-        plan.nodes["n1"].spec.l3vnis[0].route_distinguisher,
-        "65000:1"
-    );
+    assert_eq!(plan.nodes["n1"].spec.l3vnis[0].route_distinguisher, "65000:1");
     assert_eq!(
         cond(&plan.bgpvpns["vpn-b"].conditions, "Conflict").reason,
         reasons::RD_CONFLICT
@@ -604,7 +550,8 @@ fn route_distinguishers_are_unique_per_node_and_valid_for_any_vni() {
 fn node_underlay_from_addresses_and_annotations() {
     let mut world = two_node_world();
     world.nodes[0]["metadata"]["annotations"] = json!({"bgpvpn.io/vtep-ip": "192.0.2.10", "bgpvpn.io/router-id": "192.0.2.11", "bgpvpn.io/asn": "64999"});
-    world.nodes[1]["status"]["addresses"] = json!([{"type": "InternalIP", "address": "172.30.0.254"}, {"type": "Hostname", "address": "n2"}]);
+    world.nodes[1]["status"]["addresses"] =
+        json!([{"type": "InternalIP", "address": "172.30.0.254"}, {"type": "Hostname", "address": "n2"}]);
     world.nodes[2]["status"] = json!({});
     let plan = world.plan();
     let n1 = &plan.nodes["n1"].spec.underlay;
@@ -625,30 +572,19 @@ fn node_underlay_from_addresses_and_annotations() {
     );
 
     // endpoints on a node without a usable underlay are reported, not silently dropped
-    world
-        .pods
-        .push(pod("demo", "web-3", "web", "n3", "10.0.3.3"));
+    world.pods.push(pod("demo", "web-3", "web", "n3", "10.0.3.3"));
     world.nodes[0]["metadata"]["annotations"] = json!({"bgpvpn.io/asn": "zero"});
     let plan = world.plan();
     assert!(plan.kept_nodes["n1"].contains("bgpvpn.io/asn"));
     let b = &plan.bindings[&key("demo", "web")];
     assert_eq!(b.nodes, ["n1", "n2", "n3"]);
     let ready = cond(&b.conditions, "Ready");
-    assert!(
-        ready.message.contains("n3: no IPv4 InternalIP"),
-        "{ready:?}"
-    );
+    assert!(ready.message.contains("n3: no IPv4 InternalIP"), "{ready:?}");
 }
 
 fn kuryr_world() -> World {
     let mut world = two_node_world();
-    world.bindings = vec![binding(
-        "demo",
-        "by-net",
-        "vpn-a",
-        0,
-        json!({"networkId": NET}),
-    )];
+    world.bindings = vec![binding("demo", "by-net", "vpn-a", 0, json!({"networkId": NET}))];
     let net = json!({"metadata": {"name": "demo", "namespace": "demo"}, "spec": {"nsName": "demo", "projectId": "p", "nsLabels": {}},
         "status": {"netId": NET, "routerId": ROUTER, "subnetId": "s", "subnetCIDR": "10.0.0.0/24", "populated": true}});
     let port = |name: &str, ip: &str, port_id: &str| {
@@ -704,23 +640,14 @@ fn kuryr_network_router_and_port_targets() {
     assert_eq!(plan.nodes["n1"].spec.l3vnis[0].endpoints.len(), 1);
     assert_eq!(plan.bindings[&key("demo", "by-port")].endpoints, 1);
 
-    world.bindings[0] = binding(
-        "demo",
-        "other-net",
-        "vpn-a",
-        0,
-        json!({"networkId": ROUTER}),
-    );
+    world.bindings[0] = binding("demo", "other-net", "vpn-a", 0, json!({"networkId": ROUTER}));
     let ready = cond(
         &world.plan().bindings[&key("demo", "other-net")].conditions,
         "Ready",
     )
     .clone();
     assert_eq!(ready.reason, reasons::TARGET_NOT_FOUND);
-    assert!(
-        ready.message.contains(&format!("has netId {NET}")),
-        "{ready:?}"
-    );
+    assert!(ready.message.contains(&format!("has netId {NET}")), "{ready:?}");
 
     world.kuryr = None;
     assert_eq!(
@@ -836,10 +763,7 @@ fn kept_route_distinguishers_yield_to_explicit_ones_and_new_router_ids() {
 
     let mut vnis = vec![l3(255, ""), l3(300, ""), l3(400, ""), l3(16_777_215, "")];
     nodes::assign_route_distinguishers(router, &mut vnis, &programmed);
-    let rds: Vec<&str> = vnis
-        .iter()
-        .map(|v| v.route_distinguisher.as_str())
-        .collect();
+    let rds: Vec<&str> = vnis.iter().map(|v| v.route_distinguisher.as_str()).collect();
     assert_eq!(
         rds,
         [
@@ -854,10 +778,7 @@ fn kept_route_distinguishers_yield_to_explicit_ones_and_new_router_ids() {
     // an explicit RD that equals a kept one wins; the kept VNI takes a free number
     let mut vnis = vec![l3(255, ""), l3(300, "172.30.0.1:256")];
     nodes::assign_route_distinguishers(router, &mut vnis, &programmed);
-    let rds: Vec<&str> = vnis
-        .iter()
-        .map(|v| v.route_distinguisher.as_str())
-        .collect();
+    let rds: Vec<&str> = vnis.iter().map(|v| v.route_distinguisher.as_str()).collect();
     assert_eq!(rds, ["172.30.0.1:255", "172.30.0.1:256"]);
 }
 
@@ -877,7 +798,13 @@ fn only_prefixes_the_bgpvpn_allows_are_advertised() {
     world.vpns[0]["spec"]["allowedPrefixes"] = json!(["192.0.2.0/24", "2001:db8::/32"]);
     world.namespaces.push(namespace("other", json!({})));
     world.pods.push(pod("other", "o", "o", "n1", "10.0.0.50"));
-    world.bindings.push(binding("other", "o", "vpn-a", 1, json!({"podSelector": {"matchLabels": {"app": "o"}}, "advertisePrefixes": ["192.0.2.128/25"]})));
+    world.bindings.push(binding(
+        "other",
+        "o",
+        "vpn-a",
+        1,
+        json!({"podSelector": {"matchLabels": {"app": "o"}}, "advertisePrefixes": ["192.0.2.128/25"]}),
+    ));
     let refused = [
         "0.0.0.0/0",
         "::/0",
@@ -912,10 +839,7 @@ fn only_prefixes_the_bgpvpn_allows_are_advertised() {
 
     let web = &plan.bindings[&key("demo", "web")];
     let allowed = cond(&web.conditions, "PrefixesAllowed");
-    assert_eq!(
-        (allowed.ok, allowed.reason),
-        (false, reasons::PREFIX_NOT_ALLOWED)
-    );
+    assert_eq!((allowed.ok, allowed.reason), (false, reasons::PREFIX_NOT_ALLOWED));
     for prefix in refused {
         assert!(
             allowed.message.contains(&format!("{prefix} (")),
@@ -934,25 +858,13 @@ fn only_prefixes_the_bgpvpn_allows_are_advertised() {
         reasons::NODES_NOT_READY,
         "the binding's pods are programmed as before"
     );
-    assert!(
-        cond(
-            &plan.bindings[&key("other", "o")].conditions,
-            "PrefixesAllowed"
-        )
-        .ok
-    );
+    assert!(cond(&plan.bindings[&key("other", "o")].conditions, "PrefixesAllowed").ok);
 
     // empty allowedPrefixes: only the bound pods' own addresses
     world.vpns[0]["spec"]["allowedPrefixes"] = json!([]);
     let plan = world.plan();
     assert_eq!(prefixes_on(&plan, "n1", 1001), ["10.0.0.84/32"]);
-    assert!(
-        !cond(
-            &plan.bindings[&key("other", "o")].conditions,
-            "PrefixesAllowed"
-        )
-        .ok
-    );
+    assert!(!cond(&plan.bindings[&key("other", "o")].conditions, "PrefixesAllowed").ok);
 
     // an invalid policy makes the BGPVPN invalid, not permissive
     world.vpns[0]["spec"]["allowedPrefixes"] = json!(["10.0.0.1/8"]);
@@ -973,7 +885,13 @@ fn a_bgpvpn_advertises_at_most_its_limit_older_bindings_first() {
     world.vpns[0]["spec"]["allowedPrefixes"] = json!(["10.128.0.0/9"]);
     world.vpns.push(vpn("vpn-b", 2002, 0));
     world.vpns[1]["spec"]["allowedPrefixes"] = json!(["10.64.0.0/16"]);
-    world.bindings.push(binding("demo", "b", "vpn-b", 0, json!({"podSelector": {"matchLabels": {"app": "db"}}, "advertisePrefixes": ["10.64.1.0/24"]})));
+    world.bindings.push(binding(
+        "demo",
+        "b",
+        "vpn-b",
+        0,
+        json!({"podSelector": {"matchLabels": {"app": "db"}}, "advertisePrefixes": ["10.64.1.0/24"]}),
+    ));
     for i in 0..=full {
         let mut prefixes: Vec<String> = (0..per_binding)
             .map(|j| format!("10.{}.{j}.0/24", 128 + i))
@@ -984,7 +902,16 @@ fn a_bgpvpn_advertises_at_most_its_limit_older_bindings_first() {
         }
         let name = format!("flood-{i:02}");
         // the newest first in the list: the creation order decides, not the list order
-        world.bindings.insert(0, binding("demo", &name, "vpn-a", 100 + i as i64, json!({"podSelector": {"matchLabels": {"app": "web"}}, "advertisePrefixes": prefixes})));
+        world.bindings.insert(
+            0,
+            binding(
+                "demo",
+                &name,
+                "vpn-a",
+                100 + i as i64,
+                json!({"podSelector": {"matchLabels": {"app": "web"}}, "advertisePrefixes": prefixes}),
+            ),
+        );
     }
     let plan = world.plan();
     assert_eq!(prefixes_on(&plan, "n1", 1001).len(), limit);
@@ -1005,10 +932,7 @@ fn a_bgpvpn_advertises_at_most_its_limit_older_bindings_first() {
         &plan.bindings[&key("demo", &format!("flood-{full:02}"))].conditions,
         "WithinLimits",
     );
-    assert_eq!(
-        (over.ok, over.reason),
-        (false, reasons::BGPVPN_PREFIX_LIMIT)
-    );
+    assert_eq!((over.ok, over.reason), (false, reasons::BGPVPN_PREFIX_LIMIT));
     assert!(
         over.message
             .starts_with(&format!("{} advertisePrefixes left out", per_binding - 1)),
@@ -1085,11 +1009,7 @@ fn an_unreadable_kuryr_port_is_named_by_the_bindings_it_concerns() {
         ready.message.contains("KuryrPort demo/db cannot be read"),
         "{ready:?}"
     );
-    assert_eq!(
-        plan.nodes["n1"].spec.l3vnis[0].endpoints.len(),
-        1,
-        "web-1 still"
-    );
+    assert_eq!(plan.nodes["n1"].spec.l3vnis[0].endpoints.len(), 1, "web-1 still");
     assert!(
         plan.malformed.contains_key("KuryrPort demo/db"),
         "{:?}",

@@ -13,9 +13,7 @@
 use std::collections::BTreeMap;
 
 use bgpvpn_crds::Bgpvpn;
-use bgpvpn_crds::validate::{
-    Cidr, check_supported, parse_rt_rd, validate_bgpvpn, validate_vni_unchanged,
-};
+use bgpvpn_crds::validate::{Cidr, check_supported, parse_rt_rd, validate_bgpvpn, validate_vni_unchanged};
 use kube::ResourceExt;
 
 use super::creation_order;
@@ -37,10 +35,7 @@ pub enum VpnVerdict {
     /// Programmed with this VNI.
     Accepted { vni: u32 },
     /// Nothing is programmed for it.
-    Rejected {
-        reason: &'static str,
-        message: String,
-    },
+    Rejected { reason: &'static str, message: String },
 }
 
 impl VpnDecision<'_> {

@@ -137,8 +137,8 @@ pub fn parse_clouds_yaml(text: &str, cloud: &str) -> Result<CloudConfig, String>
         Some(l) => format!(" (line {}, column {})", l.line(), l.column()),
         None => String::new(),
     };
-    let file: CloudsFile = serde_yaml::from_str(text)
-        .map_err(|e| format!("clouds.yaml is not a clouds file{}", where_(&e)))?;
+    let file: CloudsFile =
+        serde_yaml::from_str(text).map_err(|e| format!("clouds.yaml is not a clouds file{}", where_(&e)))?;
     let names: Vec<&str> = file.clouds.keys().map(String::as_str).collect();
     let entry = file.clouds.get(cloud).ok_or_else(|| {
         format!(
@@ -214,9 +214,7 @@ impl CloudConfig {
             "public" => Ok("public"),
             "internal" => Ok("internal"),
             "admin" => Ok("admin"),
-            other => Err(format!(
-                "interface {other:?} is not public, internal or admin"
-            )),
+            other => Err(format!("interface {other:?} is not public, internal or admin")),
         }
     }
 
@@ -225,9 +223,7 @@ impl CloudConfig {
         let a = &self.auth;
         let kind = match self.auth_type.as_deref() {
             Some("password" | "v3password") => "password",
-            Some(
-                "v3applicationcredential" | "applicationcredential" | "application_credential",
-            ) => "appcred",
+            Some("v3applicationcredential" | "applicationcredential" | "application_credential") => "appcred",
             Some(other) => {
                 return Err(format!(
                     "auth_type {other:?} is not supported (password, v3applicationcredential)"
@@ -246,7 +242,10 @@ impl CloudConfig {
             } else if let Some(n) = first(&[&a.user_domain_name, &a.domain_name]) {
                 json!({"name": n})
             } else {
-                return Err("auth.user_domain_name or auth.user_domain_id is missing (needed with auth.username)".into());
+                return Err(
+                    "auth.user_domain_name or auth.user_domain_id is missing (needed with auth.username)"
+                        .into(),
+                );
             };
             Ok(json!({"name": name, "domain": domain}))
         };
@@ -280,8 +279,7 @@ impl CloudConfig {
                 json!({"name": name, "secret": secret.expose(), "user": user()?})
             } else {
                 return Err(
-                    "auth.application_credential_id or auth.application_credential_name is missing"
-                        .into(),
+                    "auth.application_credential_id or auth.application_credential_name is missing".into(),
                 );
             };
             json!({"auth": {"identity": {"methods": ["application_credential"], "application_credential": cred}}})
@@ -297,8 +295,8 @@ impl CloudConfig {
         }
         if let Some(path) = &self.cacert {
             let pem = std::fs::read(path).map_err(|e| format!("cacert {path}: {e}"))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("cacert {path}: {e}"))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("cacert {path}: {e}"))?;
             for c in certs {
                 b = b.add_root_certificate(c);
             }
@@ -367,10 +365,7 @@ impl IssuedToken {
 }
 
 /// Parses the answer to `POST /v3/auth/tokens` (the `X-Subject-Token` header and the body).
-pub fn parse_token_response(
-    subject_token: Option<&str>,
-    body: &[u8],
-) -> Result<IssuedToken, String> {
+pub fn parse_token_response(subject_token: Option<&str>, body: &[u8]) -> Result<IssuedToken, String> {
     #[derive(Deserialize)]
     struct Body {
         token: TokenBody,
@@ -397,8 +392,8 @@ pub fn parse_token_response(
     let token = subject_token
         .filter(|t| !t.is_empty())
         .ok_or("no X-Subject-Token header in the answer")?;
-    let b: Body = serde_json::from_slice(body)
-        .map_err(|e| format!("token answer is not a Keystone v3 token: {e}"))?;
+    let b: Body =
+        serde_json::from_slice(body).map_err(|e| format!("token answer is not a Keystone v3 token: {e}"))?;
     let time = |field: &str, s: &str| {
         s.parse::<Timestamp>()
             .map_err(|e| format!("token.{field} {s:?}: {e}"))
@@ -443,8 +438,7 @@ pub fn find_endpoint(
         .flat_map(|s| &s.endpoints)
         .filter(|e| e.interface.trim_end_matches("URL") == interface)
         .filter(|e| {
-            region
-                .is_none_or(|r| e.region_id.as_deref() == Some(r) || e.region.as_deref() == Some(r))
+            region.is_none_or(|r| e.region_id.as_deref() == Some(r) || e.region.as_deref() == Some(r))
         })
         .map(|e| e.url.as_str())
         .collect();
@@ -454,9 +448,7 @@ pub fn find_endpoint(
         [one] => Ok(one.to_string()),
         [] => Err(format!(
             "the catalog has no {interface} {service_type:?} endpoint{}",
-            region
-                .map(|r| format!(" in region {r:?}"))
-                .unwrap_or_default()
+            region.map(|r| format!(" in region {r:?}")).unwrap_or_default()
         )),
         many => Err(format!(
             "the catalog has {} {interface} {service_type:?} endpoints; set region_name to pick one",
@@ -543,13 +535,8 @@ impl Keystone {
         }
         let network_url = match &self.network_override {
             Some(url) => url.clone(),
-            None => find_endpoint(
-                &issued.catalog,
-                "network",
-                self.interface,
-                self.region.as_deref(),
-            )
-            .map_err(|m| SyncError::new(Stage::Keystone, Kind::BadResponse, m))?,
+            None => find_endpoint(&issued.catalog, "network", self.interface, self.region.as_deref())
+                .map_err(|m| SyncError::new(Stage::Keystone, Kind::BadResponse, m))?,
         };
         tracing::info!(lifetime_s = issued.lifetime().as_secs(), %network_url, "issued a Keystone token");
         let c = Cached {
@@ -610,12 +597,8 @@ impl Keystone {
                 ),
             ));
         }
-        parse_token_response(subject.as_deref(), &body).map_err(|m| {
-            err(
-                Kind::BadResponse,
-                format!("Keystone {}: {m}", self.token_url),
-            )
-        })
+        parse_token_response(subject.as_deref(), &body)
+            .map_err(|m| err(Kind::BadResponse, format!("Keystone {}: {m}", self.token_url)))
     }
 }
 
@@ -723,11 +706,7 @@ clouds:
 
     #[test]
     fn mistakes_are_explained_without_secrets() {
-        assert!(
-            parse_clouds_yaml(CLOUDS, "nope")
-                .unwrap_err()
-                .contains("pw")
-        );
+        assert!(parse_clouds_yaml(CLOUDS, "nope").unwrap_err().contains("pw"));
         assert!(
             parse_clouds_yaml(CLOUDS, "weird")
                 .unwrap()

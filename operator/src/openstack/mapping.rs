@@ -52,8 +52,7 @@ impl KuryrIndex {
             }
         }
         for p in ports {
-            let (Some(ns), Some(pod)) = (p.metadata.namespace.clone(), p.metadata.name.clone())
-            else {
+            let (Some(ns), Some(pod)) = (p.metadata.namespace.clone(), p.metadata.name.clone()) else {
                 continue;
             };
             match &p.status {
@@ -61,10 +60,9 @@ impl KuryrIndex {
                     for vif in s.vifs.values() {
                         match vif {
                             Lenient::Ok(v) => {
-                                index.ports.insert(
-                                    v.vif.id.to_ascii_lowercase(),
-                                    (ns.clone(), pod.clone()),
-                                );
+                                index
+                                    .ports
+                                    .insert(v.vif.id.to_ascii_lowercase(), (ns.clone(), pod.clone()));
                             }
                             Lenient::Malformed(_) => {
                                 index.uncertain_namespaces.insert(ns.clone());
@@ -190,8 +188,7 @@ pub fn desired(snapshot: &Snapshot, kuryr: &KuryrIndex, projects: &NamespaceProj
                     out.unmapped.extend(unmapped.into_iter().map(problem));
                     out.vpns.insert(vpn.clone(), v);
                     for b in bindings {
-                        out.bindings
-                            .insert((b.namespace.clone(), b.name.clone()), b);
+                        out.bindings.insert((b.namespace.clone(), b.name.clone()), b);
                     }
                 }
                 Err(message) => {
@@ -208,12 +205,7 @@ impl Desired {
     /// Admits `namespace` on the BGPVPN `vpn` (for bindings that are kept, not rewritten).
     pub fn admit(&mut self, vpn: &str, namespace: &str) {
         if let Some(v) = self.vpns.get_mut(vpn)
-            && !v
-                .spec
-                .allowed_namespaces
-                .names
-                .iter()
-                .any(|n| n == namespace)
+            && !v.spec.allowed_namespaces.names.iter().any(|n| n == namespace)
         {
             v.spec.allowed_namespaces.names.push(namespace.to_string());
             v.spec.allowed_namespaces.names.sort();
@@ -224,11 +216,7 @@ impl Desired {
 /// The desired BGPVPN, its bindings, the unsupported parts and the unmapped namespaces.
 type Mapped = (DesiredVpn, Vec<DesiredBinding>, Vec<String>, Vec<String>);
 
-fn map_one(
-    full: &FullBgpvpn,
-    kuryr: &KuryrIndex,
-    projects: &NamespaceProjects,
-) -> Result<Mapped, String> {
+fn map_one(full: &FullBgpvpn, kuryr: &KuryrIndex, projects: &NamespaceProjects) -> Result<Mapped, String> {
     let b = &full.bgpvpn;
     let vpn = vpn_name(&b.id);
     let vni = b
@@ -250,9 +238,7 @@ fn map_one(
             mapped => {
                 let whose = match mapped {
                     Some(other) => format!("the admin mapped to project {other}"),
-                    None => format!(
-                        "is mapped to no project (Namespace label {NAMESPACE_PROJECT_LABEL})"
-                    ),
+                    None => format!("is mapped to no project (Namespace label {NAMESPACE_PROJECT_LABEL})"),
                 };
                 unmapped.push(format!(
                     "{kind} association {association_id} of project {owner} reaches namespace {namespace}, which {whose}: not bound there"
@@ -262,10 +248,7 @@ fn map_one(
         }
         let mut annotations = BTreeMap::from([
             (BGPVPN_ID_KEY.to_string(), b.id.clone()),
-            (
-                ASSOCIATION_ID_ANNOTATION.to_string(),
-                association_id.to_string(),
-            ),
+            (ASSOCIATION_ID_ANNOTATION.to_string(), association_id.to_string()),
             (ASSOCIATION_TYPE_ANNOTATION.to_string(), kind.to_string()),
         ]);
         if let Some(p) = project_id {
@@ -341,7 +324,10 @@ fn map_one(
                     }
                 }
                 PortRoute::Bgpvpn { bgpvpn_id, .. } => {
-                    unsupported.push(format!("port association {}: routes leaked from bgpvpn {bgpvpn_id} are not mirrored", a.id));
+                    unsupported.push(format!(
+                        "port association {}: routes leaked from bgpvpn {bgpvpn_id} are not mirrored",
+                        a.id
+                    ));
                 }
             }
         }
@@ -471,10 +457,7 @@ mod tests {
 
     fn snap(result: Result<FullBgpvpn, Vec<String>>) -> Snapshot {
         Snapshot {
-            bgpvpns: vec![Fetched {
-                id: V.into(),
-                result,
-            }],
+            bgpvpns: vec![Fetched { id: V.into(), result }],
         }
     }
 
@@ -493,19 +476,12 @@ mod tests {
         assert_eq!(vpn.spec.vni, 1001);
         assert_eq!(vpn.spec.local_pref, Some(100));
         assert_eq!(vpn.spec.route_distinguishers, ["64512:1"]);
-        assert_eq!(
-            vpn.spec.allowed_namespaces.names,
-            ["team-a", "team-b", "team-c"]
-        );
+        assert_eq!(vpn.spec.allowed_namespaces.names, ["team-a", "team-b", "team-c"]);
         assert!(!vpn.spec.allowed_namespaces.all && vpn.spec.allowed_namespaces.selector.is_none());
         assert_eq!(vpn.labels[MANAGED_BY_LABEL], "openstack-sync");
         assert_eq!(vpn.annotations[NAME_ANNOTATION], "Blue VPN!");
         assert_eq!(vpn.annotations[PROJECT_ID_ANNOTATION], "p1");
-        let keys: Vec<(&str, &str)> = d
-            .bindings
-            .keys()
-            .map(|(n, b)| (n.as_str(), b.as_str()))
-            .collect();
+        let keys: Vec<(&str, &str)> = d.bindings.keys().map(|(n, b)| (n.as_str(), b.as_str())).collect();
         let (b1, b2, b3) = (format!("os-{A1}"), format!("os-{A2}"), format!("os-{A3}"));
         assert_eq!(
             keys,
@@ -521,21 +497,12 @@ mod tests {
         assert_eq!(port.spec.advertise_prefixes, ["192.168.100.0/24"]);
         assert_eq!(port.spec.bgpvpn, name);
         assert_eq!(
-            d.bindings[&("team-b".to_string(), b2)]
-                .spec
-                .network_id
-                .as_deref(),
+            d.bindings[&("team-b".to_string(), b2)].spec.network_id.as_deref(),
             Some(NET)
         );
-        assert_eq!(
-            d.uncertain_namespaces,
-            BTreeSet::from(["broken".to_string()])
-        );
+        assert_eq!(d.uncertain_namespaces, BTreeSet::from(["broken".to_string()]));
         assert!(
-            d.invalid.is_empty()
-                && d.unsupported.is_empty()
-                && d.keep.is_empty()
-                && d.unmapped.is_empty()
+            d.invalid.is_empty() && d.unsupported.is_empty() && d.keep.is_empty() && d.unmapped.is_empty()
         );
         assert_eq!(vpn.projects, BTreeSet::from(["p1".to_string()]));
     }
@@ -551,10 +518,7 @@ mod tests {
         let d = desired(&snap(Ok(f)), &kuryr(), &projects);
         let keys: Vec<&str> = d.bindings.keys().map(|(n, _)| n.as_str()).collect();
         assert_eq!(keys, ["team-b", "team-b"]);
-        assert_eq!(
-            d.vpns[&vpn_name(V)].spec.allowed_namespaces.names,
-            ["team-b"]
-        );
+        assert_eq!(d.vpns[&vpn_name(V)].spec.allowed_namespaces.names, ["team-b"]);
         let said: Vec<&str> = d.unmapped.iter().map(|p| p.message.as_str()).collect();
         assert_eq!(said.len(), 2, "{said:?}");
         assert!(
@@ -586,19 +550,11 @@ mod tests {
         no_rt.bgpvpn.route_targets.clear();
         let d = desired(&snap(Ok(no_rt)), &kuryr(), &projects());
         assert!(d.vpns.is_empty() && d.keep.contains(V));
-        assert!(
-            d.invalid[0].message.contains("route target"),
-            "{:?}",
-            d.invalid
-        );
+        assert!(d.invalid[0].message.contains("route target"), "{:?}", d.invalid);
 
         let mut bad_rt = full();
         bad_rt.bgpvpn.route_targets = vec!["64512:1001\nrouter bgp 1".into()];
-        assert!(
-            desired(&snap(Ok(bad_rt)), &kuryr(), &projects())
-                .keep
-                .contains(V)
-        );
+        assert!(desired(&snap(Ok(bad_rt)), &kuryr(), &projects()).keep.contains(V));
 
         let mut host_bits = full();
         host_bits.ports[0].routes = vec![PortRoute::Prefix {
@@ -606,11 +562,7 @@ mod tests {
             local_pref: None,
         }];
         let d = desired(&snap(Ok(host_bits)), &kuryr(), &projects());
-        assert!(
-            d.invalid[0].message.contains("host bits"),
-            "{:?}",
-            d.invalid
-        );
+        assert!(d.invalid[0].message.contains("host bits"), "{:?}", d.invalid);
 
         let mut no_vni = full();
         no_vni.bgpvpn.vni = None;

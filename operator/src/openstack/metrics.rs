@@ -136,15 +136,11 @@ impl SyncMetrics {
     }
 
     pub fn failures_total(&self) -> u64 {
-        self.passes
-            .get_or_create(&ResultLabel { result: "failed" })
-            .get()
+        self.passes.get_or_create(&ResultLabel { result: "failed" }).get()
     }
 
     pub fn successes_total(&self) -> u64 {
-        self.passes
-            .get_or_create(&ResultLabel { result: "ok" })
-            .get()
+        self.passes.get_or_create(&ResultLabel { result: "ok" }).get()
     }
 
     pub fn write_count(&self, kind: &'static str, op: &'static str) -> u64 {
@@ -186,15 +182,11 @@ mod tests {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         assert!(
-            out.contains(
-                "bgpvpn_operator_openstack_sync_failures_total{reason=\"neutron_unreachable\"} 1"
-            ),
+            out.contains("bgpvpn_operator_openstack_sync_failures_total{reason=\"neutron_unreachable\"} 1"),
             "{out}"
         );
         assert!(
-            out.contains(
-                "bgpvpn_operator_openstack_sync_writes_total{kind=\"BGPVPN\",op=\"create\"} 1"
-            ),
+            out.contains("bgpvpn_operator_openstack_sync_writes_total{kind=\"BGPVPN\",op=\"create\"} 1"),
             "{out}"
         );
         assert!(out.contains("bgpvpn_operator_openstack_sync_up 0"), "{out}");

@@ -162,11 +162,13 @@ impl SyncConfig {
     /// The checks serde cannot make. The operator may call this when it loads its configuration.
     pub fn check(&self) -> Result<(), String> {
         if self.credentials.is_none() && self.neutron_url.is_none() {
-            return Err("openstack: set credentials (a clouds.yaml Secret) or neutronUrl (no authentication)".into());
+            return Err(
+                "openstack: set credentials (a clouds.yaml Secret) or neutronUrl (no authentication)".into(),
+            );
         }
         if let Some(url) = &self.neutron_url {
-            let parsed = reqwest::Url::parse(url)
-                .map_err(|e| format!("openstack.neutronUrl {url:?}: {e}"))?;
+            let parsed =
+                reqwest::Url::parse(url).map_err(|e| format!("openstack.neutronUrl {url:?}: {e}"))?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 return Err(format!(
                     "openstack.neutronUrl {url:?}: only http and https are supported"
@@ -317,8 +319,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), crate::Error> {
     config.check().map_err(crate::Error::OpenStack)?;
-    let syncer = Syncer::new(client, config, sync_metrics())
-        .map_err(|e| crate::Error::OpenStack(e.to_string()))?;
+    let syncer =
+        Syncer::new(client, config, sync_metrics()).map_err(|e| crate::Error::OpenStack(e.to_string()))?;
     syncer.run(shutdown).await;
     Ok(())
 }
@@ -343,12 +345,7 @@ mod tests {
                 .to_string()
                 .contains("unknown field")
         );
-        assert!(
-            SyncConfig::default()
-                .check()
-                .unwrap_err()
-                .contains("credentials")
-        );
+        assert!(SyncConfig::default().check().unwrap_err().contains("credentials"));
         let bad = SyncConfig {
             neutron_url: Some("ftp://x".into()),
             ..Default::default()

@@ -53,12 +53,7 @@ fn err(kind: Kind, m: String) -> SyncError {
 }
 
 impl Neutron {
-    pub fn new(
-        http: reqwest::Client,
-        access: Access,
-        page_size: u32,
-        metrics: Arc<SyncMetrics>,
-    ) -> Self {
+    pub fn new(http: reqwest::Client, access: Access, page_size: u32, metrics: Arc<SyncMetrics>) -> Self {
         Neutron {
             http,
             access,
@@ -102,10 +97,7 @@ impl Neutron {
                     continue;
                 }
                 Err(e) => {
-                    return Err(err(
-                        Kind::Unreachable,
-                        format!("GET {url}: {}", without_url(&e)),
-                    ));
+                    return Err(err(Kind::Unreachable, format!("GET {url}: {}", without_url(&e))));
                 }
             };
             let status = resp.status();
@@ -120,10 +112,7 @@ impl Neutron {
                     renewed = true;
                     continue;
                 }
-                return Err(err(
-                    Kind::Unauthorized,
-                    format!("GET {url}: 401 Unauthorized"),
-                ));
+                return Err(err(Kind::Unauthorized, format!("GET {url}: 401 Unauthorized")));
             }
             if !status.is_success() {
                 return Err(err(
@@ -438,9 +427,7 @@ impl<'a> Fields<'a> {
                 for (i, v) in items.iter().enumerate() {
                     match v.as_str() {
                         Some(s) => out.push(s.to_string()),
-                        None => {
-                            self.problem(format!("{key}[{i}] is {}, not a string", type_name(v)))
-                        }
+                        None => self.problem(format!("{key}[{i}] is {}, not a string", type_name(v))),
                     }
                 }
                 out
@@ -479,13 +466,7 @@ impl<'a> Fields<'a> {
 
     /// An optional integer in `min..=max` (`null`: `None`); `required_key` when the key itself
     /// must be present.
-    fn opt_int(
-        &mut self,
-        key: &str,
-        min: u64,
-        max: u64,
-        required_key: Option<&str>,
-    ) -> Option<u32> {
+    fn opt_int(&mut self, key: &str, min: u64, max: u64, required_key: Option<&str>) -> Option<u32> {
         match self.obj.get(key) {
             None => {
                 if let Some(why) = required_key {
@@ -544,11 +525,10 @@ pub fn parse_bgpvpn(item: &Value) -> Result<Bgpvpn, Vec<String>> {
     let mut f = Fields::new(item, "bgpvpn".into())?;
     let id = f.uuid("id");
     let name = f.opt_string("name").unwrap_or_default();
-    let project_id = match f.opt_string("project_id").or_else(|| {
-        item.get("tenant_id")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    }) {
+    let project_id = match f
+        .opt_string("project_id")
+        .or_else(|| item.get("tenant_id").and_then(Value::as_str).map(str::to_string))
+    {
         Some(p) if !p.is_empty() => p,
         _ => {
             f.problem("project_id is missing".into());
@@ -711,21 +691,19 @@ fn assemble(
     let ports = parse_all(ports, parse_port_association, &mut problems);
     // The bgpvpn lists the ids of what is associated; an association listing that lacks one is
     // partial, and acting on it would delete bindings.
-    let check = |kind: &str,
-                 listed: &Option<Vec<String>>,
-                 found: Vec<&String>,
-                 problems: &mut Vec<String>| {
-        if let Some(listed) = listed {
-            let found: BTreeSet<&String> = found.into_iter().collect();
-            for id in listed {
-                if !found.contains(id) {
-                    problems.push(format!(
-                        "bgpvpn lists {kind} {id}, but its {kind}_associations do not"
-                    ));
+    let check =
+        |kind: &str, listed: &Option<Vec<String>>, found: Vec<&String>, problems: &mut Vec<String>| {
+            if let Some(listed) = listed {
+                let found: BTreeSet<&String> = found.into_iter().collect();
+                for id in listed {
+                    if !found.contains(id) {
+                        problems.push(format!(
+                            "bgpvpn lists {kind} {id}, but its {kind}_associations do not"
+                        ));
+                    }
                 }
             }
-        }
-    };
+        };
     check(
         "router",
         &bgpvpn.routers,
@@ -831,15 +809,11 @@ mod tests {
                 },
             ]
         );
-        let bad = parse_port_association(
-            &json!({"id": R, "port_id": "nope", "routes": [{"type": "x"}, 5]}),
-        )
-        .unwrap_err()
-        .join("\n");
+        let bad = parse_port_association(&json!({"id": R, "port_id": "nope", "routes": [{"type": "x"}, 5]}))
+            .unwrap_err()
+            .join("\n");
         assert!(
-            bad.contains("port_id \"nope\"")
-                && bad.contains("type \"x\"")
-                && bad.contains("routes[1]"),
+            bad.contains("port_id \"nope\"") && bad.contains("type \"x\"") && bad.contains("routes[1]"),
             "{bad}"
         );
     }
@@ -867,10 +841,7 @@ mod tests {
         );
         assert!(next_marker(&json!([{"rel": "next", "href": "http://x/?limit=1"}])).is_err());
         assert!(next_marker(&json!("x")).is_err());
-        assert_eq!(
-            join("http://n:9696/v2.0/", "/v2.0/x"),
-            "http://n:9696/v2.0/x"
-        );
+        assert_eq!(join("http://n:9696/v2.0/", "/v2.0/x"), "http://n:9696/v2.0/x");
         assert_eq!(
             join("http://n/networking", "/v2.0/x"),
             "http://n/networking/v2.0/x"

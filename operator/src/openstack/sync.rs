@@ -73,11 +73,7 @@ where
     for item in items {
         match item.into_inner() {
             Ok(obj) => readable.push(Arc::unwrap_or_clone(obj)),
-            Err(u) => unreadable.push(UnreadableObject::new(
-                &K::api_version(&()),
-                &K::kind(&()),
-                &u,
-            )),
+            Err(u) => unreadable.push(UnreadableObject::new(&K::api_version(&()), &K::kind(&()), &u)),
         }
     }
     Ok((readable, unreadable))
@@ -85,10 +81,7 @@ where
 
 /// The labelled bindings that are the sync's (their BGPVPN is the sync's and admits their
 /// namespace), and the others.
-fn sort_out_bindings(
-    labelled: Vec<VniBinding>,
-    owned_vpns: &[Bgpvpn],
-) -> (Vec<VniBinding>, Vec<VniBinding>) {
+fn sort_out_bindings(labelled: Vec<VniBinding>, owned_vpns: &[Bgpvpn]) -> (Vec<VniBinding>, Vec<VniBinding>) {
     labelled.into_iter().partition(|b| {
         let ns = b.namespace().unwrap_or_default();
         owned_vpns
@@ -128,12 +121,7 @@ fn subset_differs(have: &BTreeMap<String, String>, want: &BTreeMap<String, Strin
     want.iter().any(|(k, v)| have.get(k) != Some(v))
 }
 
-fn reference(
-    kind: &str,
-    namespace: Option<&str>,
-    name: &str,
-    uid: Option<String>,
-) -> ObjectReference {
+fn reference(kind: &str, namespace: Option<&str>, name: &str, uid: Option<String>) -> ObjectReference {
     ObjectReference {
         api_version: Some(API_VERSION.into()),
         kind: Some(kind.into()),
@@ -156,8 +144,7 @@ fn truncate(s: &str, max: usize) -> String {
 /// `null`), so a value that disappears from Neutron is cleared rather than left behind.
 fn vpn_apply_body(name: &str, want: &DesiredVpn, uid: Option<String>) -> Value {
     let s = &want.spec;
-    let mut metadata =
-        json!({"name": name, "labels": want.labels, "annotations": want.annotations});
+    let mut metadata = json!({"name": name, "labels": want.labels, "annotations": want.annotations});
     if let Some(uid) = uid {
         // an owned object replaced by a hand-made one of the same name is refused (uid is immutable)
         metadata["uid"] = Value::String(uid);
@@ -305,9 +292,9 @@ impl Syncer {
                 .neutron_url
                 .clone()
                 .expect("checked: credentials or neutronUrl");
-            let http = http_builder(timeout).build().map_err(|e| {
-                SyncError::new(Stage::Config, Kind::Other, format!("HTTP client: {e}"))
-            })?;
+            let http = http_builder(timeout)
+                .build()
+                .map_err(|e| SyncError::new(Stage::Config, Kind::Other, format!("HTTP client: {e}")))?;
             let n = Neutron::new(http, Access::NoAuth { url }, page, self.metrics.clone());
             self.neutron = Some((0, n.clone()));
             return Ok(n);
@@ -319,9 +306,7 @@ impl Syncer {
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
-                cred_err(
-                    "openstack.credentials.namespace is not set and $POD_NAMESPACE is empty".into(),
-                )
+                cred_err("openstack.credentials.namespace is not set and $POD_NAMESPACE is empty".into())
             })?;
         let key = creds.key.clone().unwrap_or_else(|| "clouds.yaml".into());
         let cloud = creds.cloud.clone().unwrap_or_else(|| "openstack".into());
@@ -329,8 +314,7 @@ impl Syncer {
             .get(&creds.secret_name)
             .await
             .map_err(|e| {
-                let mut err =
-                    SyncError::kube(&format!("Secret {namespace}/{}", creds.secret_name), e);
+                let mut err = SyncError::kube(&format!("Secret {namespace}/{}", creds.secret_name), e);
                 err.stage = Stage::Credentials;
                 err
             })?;
@@ -400,9 +384,7 @@ impl Syncer {
                     SyncError::new(
                         Stage::Kubernetes,
                         Kind::Status(404),
-                        format!(
-                            "the {what} CRD (openstack.org/v1) is not installed: is Kuryr deployed?"
-                        ),
+                        format!("the {what} CRD (openstack.org/v1) is not installed: is Kuryr deployed?"),
                     )
                 } else {
                     SyncError::kube(&format!("list {what}"), e)
@@ -433,10 +415,9 @@ impl Syncer {
         let (owned_vpns, bad_vpns) = list_guarded::<Bgpvpn>(&self.client, &owned_selector())
             .await
             .map_err(kube_err("list owned BGPVPNs"))?;
-        let (labelled_bindings, bad_bindings) =
-            list_guarded::<VniBinding>(&self.client, &owned_selector())
-                .await
-                .map_err(kube_err("list owned VNIBindings"))?;
+        let (labelled_bindings, bad_bindings) = list_guarded::<VniBinding>(&self.client, &owned_selector())
+            .await
+            .map_err(kube_err("list owned VNIBindings"))?;
         let projects = self.namespace_projects().await?;
         // Everything is read: from here on, nothing aborts the pass.
 
@@ -475,24 +456,14 @@ impl Syncer {
         }
         let mut report = CycleReport {
             bgpvpns: snapshot.bgpvpns.len(),
-            invalid: desired
-                .invalid
-                .iter()
-                .map(|p| p.neutron_id.clone())
-                .collect(),
-            unsupported: desired
-                .unsupported
-                .iter()
-                .map(|p| p.message.clone())
-                .collect(),
+            invalid: desired.invalid.iter().map(|p| p.neutron_id.clone()).collect(),
+            unsupported: desired.unsupported.iter().map(|p| p.message.clone()).collect(),
             ..Default::default()
         };
-        let mut events: Vec<(String, String, EventType, &'static str, ObjectReference)> =
-            Vec::new();
+        let mut events: Vec<(String, String, EventType, &'static str, ObjectReference)> = Vec::new();
 
         // BGPVPNs: create or update.
-        let owned_vpn: BTreeMap<String, &Bgpvpn> =
-            owned_vpns.iter().map(|v| (v.name_any(), v)).collect();
+        let owned_vpn: BTreeMap<String, &Bgpvpn> = owned_vpns.iter().map(|v| (v.name_any(), v)).collect();
         let mut not_written: BTreeSet<String> = BTreeSet::new();
         let mut created_vpns: BTreeSet<String> = BTreeSet::new();
         for (name, want) in &desired.vpns {
@@ -537,9 +508,7 @@ impl Syncer {
                         }
                         Err(e) => {
                             not_written.insert(name.clone());
-                            report
-                                .write_errors
-                                .push(format!("update BGPVPN {name}: {e}"));
+                            report.write_errors.push(format!("update BGPVPN {name}: {e}"));
                         }
                     }
                 }
@@ -567,12 +536,7 @@ impl Syncer {
                         Err(e) if is_status(&e, 409) => {
                             not_written.insert(name.clone());
                             report.clashes.push(format!("BGPVPN {name}"));
-                            let other = vpns_api
-                                .get_opt(name)
-                                .await
-                                .ok()
-                                .flatten()
-                                .and_then(|o| o.uid());
+                            let other = vpns_api.get_opt(name).await.ok().flatten().and_then(|o| o.uid());
                             events.push((
                                 format!("clash/BGPVPN/{name}"),
                                 format!(
@@ -587,9 +551,7 @@ impl Syncer {
                         }
                         Err(e) => {
                             not_written.insert(name.clone());
-                            report
-                                .write_errors
-                                .push(format!("create BGPVPN {name}: {e}"));
+                            report.write_errors.push(format!("create BGPVPN {name}: {e}"));
                         }
                     }
                 }
@@ -667,8 +629,7 @@ impl Syncer {
                         }
                         Err(e) if is_status(&e, 409) => {
                             report.clashes.push(format!("VNIBinding {ns}/{name}"));
-                            let other =
-                                api.get_opt(name).await.ok().flatten().and_then(|o| o.uid());
+                            let other = api.get_opt(name).await.ok().flatten().and_then(|o| o.uid());
                             events.push((
                                 format!("clash/VNIBinding/{ns}/{name}"),
                                 format!(
@@ -758,9 +719,7 @@ impl Syncer {
                     ));
                 }
                 Err(e) if is_status(&e, 404) => {}
-                Err(e) => report
-                    .write_errors
-                    .push(format!("delete BGPVPN {name}: {e}")),
+                Err(e) => report.write_errors.push(format!("delete BGPVPN {name}: {e}")),
             }
         }
 
@@ -863,10 +822,7 @@ impl Syncer {
             let uid = owned_vpn.get(&p.vpn).and_then(|v| v.uid());
             events.push((
                 key,
-                format!(
-                    "Neutron bgpvpn {} is not mirrored: {}",
-                    p.neutron_id, p.message
-                ),
+                format!("Neutron bgpvpn {} is not mirrored: {}", p.neutron_id, p.message),
                 EventType::Warning,
                 "InvalidNeutronData",
                 reference("BGPVPN", None, &p.vpn, uid),
@@ -916,9 +872,7 @@ impl Syncer {
                 .inc_by(report.write_errors.len() as u64);
         }
         self.metrics.neutron_bgpvpns.set(report.bgpvpns as i64);
-        self.metrics
-            .invalid_bgpvpns
-            .set(report.invalid.len() as i64);
+        self.metrics.invalid_bgpvpns.set(report.invalid.len() as i64);
         self.metrics.name_clashes.set(report.clashes.len() as i64);
         Ok(report)
     }
@@ -936,11 +890,7 @@ impl Syncer {
             .values()
             .filter(|b| b.spec.bgpvpn == name)
             .count();
-        let failed: Vec<&String> = report
-            .write_errors
-            .iter()
-            .filter(|e| e.contains(name))
-            .collect();
+        let failed: Vec<&String> = report.write_errors.iter().filter(|e| e.contains(name)).collect();
         if failed.is_empty() {
             let msg = format!(
                 "mirrors Neutron bgpvpn {} with {bindings} binding(s) in {} namespace(s)",
@@ -949,32 +899,15 @@ impl Syncer {
             );
             conditions::condition(SYNCED, true, "Synced", msg, None, now)
         } else {
-            let msg = failed
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join("; ");
-            conditions::condition(
-                SYNCED,
-                false,
-                "WriteFailed",
-                truncate(&msg, 1000),
-                None,
-                now,
-            )
+            let msg = failed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ");
+            conditions::condition(SYNCED, false, "WriteFailed", truncate(&msg, 1000), None, now)
         }
     }
 
     /// Writes the `Synced` condition by server-side apply when it differs from `previous`.
-    async fn write_condition(
-        &self,
-        name: &str,
-        previous: &[Condition],
-        mut cond: Condition,
-    ) -> bool {
+    async fn write_condition(&self, name: &str, previous: &[Condition], mut cond: Condition) -> bool {
         if let Some(old) = conditions::find(previous, SYNCED) {
-            if old.status == cond.status && old.reason == cond.reason && old.message == cond.message
-            {
+            if old.status == cond.status && old.reason == cond.reason && old.message == cond.message {
                 return false;
             }
             if old.status == cond.status {
@@ -1003,13 +936,7 @@ impl Syncer {
     }
 
     /// Events about BGPVPNs (cluster-scoped) go to `kube-system` (see [`crate::events`]).
-    async fn publish(
-        &self,
-        type_: EventType,
-        reason: &str,
-        note: &str,
-        regarding: &ObjectReference,
-    ) {
+    async fn publish(&self, type_: EventType, reason: &str, note: &str, regarding: &ObjectReference) {
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -1150,8 +1077,10 @@ mod tests {
 
     #[test]
     fn only_bindings_their_bgpvpn_admits_are_the_syncs() {
-        let vpn: Bgpvpn = serde_json::from_value(json!({"metadata": {"name": "os-v", "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
-            "spec": {"vni": 5, "routeTargets": ["1:1"], "allowedNamespaces": {"names": ["team-a"]}}}))
+        let vpn: Bgpvpn = serde_json::from_value(
+            json!({"metadata": {"name": "os-v", "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+            "spec": {"vni": 5, "routeTargets": ["1:1"], "allowedNamespaces": {"names": ["team-a"]}}}),
+        )
         .unwrap();
         let binding = |ns: &str, vpn: &str| -> VniBinding {
             serde_json::from_value(json!({"metadata": {"name": "os-b", "namespace": ns, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},

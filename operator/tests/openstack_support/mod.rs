@@ -388,21 +388,13 @@ pub const PROJECT_LABEL: &str = "bgpvpn.io/openstack-project-id";
 
 /// A new namespace of OpenStack project `project` (labelled so by the admin), with Kuryr's
 /// KuryrNetwork in it (network and router of the namespace).
-pub async fn kuryr_namespace(
-    client: &Client,
-    project: &str,
-    net_id: &str,
-    router_id: &str,
-) -> String {
+pub async fn kuryr_namespace(client: &Client, project: &str, net_id: &str, router_id: &str) -> String {
     let ns = project_namespace(client, project).await;
     let obj = json!({"apiVersion": "openstack.org/v1", "kind": "KuryrNetwork", "metadata": {"name": ns, "namespace": ns},
         "spec": {"nsName": ns, "projectId": project, "nsLabels": {}},
         "status": {"netId": net_id, "routerId": router_id, "subnetId": uuid_like(), "subnetCIDR": "10.0.0.0/24", "populated": true}});
     kuryr_api(client, "KuryrNetwork", &ns)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(obj).unwrap(),
-        )
+        .create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
         .await
         .unwrap();
     ns
@@ -427,9 +419,7 @@ pub async fn kuryr_port_with_ip(
         .get_opt(pod)
         .await
         .unwrap();
-    let pod_uid = existing
-        .and_then(|p| p.metadata.uid)
-        .unwrap_or_else(uuid_like);
+    let pod_uid = existing.and_then(|p| p.metadata.uid).unwrap_or_else(uuid_like);
     // oslo versioned-object primitives, nested the way Kuryr stores them
     let vo = |name: &str, data: Value| json!({"versioned_object.name": name, "versioned_object.namespace": "os_vif", "versioned_object.version": "1.0", "versioned_object.data": data});
     let ip = vo("FixedIP", json!({"address": address}));
@@ -449,10 +439,7 @@ pub async fn kuryr_port_with_ip(
         "spec": {"podUid": pod_uid, "podNodeName": "node-1"},
         "status": {"vifs": {"eth0": {"default": true, "vif": vif}}}});
     kuryr_api(client, "KuryrPort", ns)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(obj).unwrap(),
-        )
+        .create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
         .await
         .unwrap();
 }
@@ -463,10 +450,8 @@ pub async fn project_namespace(client: &Client, project: &str) -> String {
     let api: Api<Namespace> = Api::all(client.clone());
     api.create(
         &PostParams::default(),
-        &serde_json::from_value(
-            json!({"metadata": {"name": name, "labels": {PROJECT_LABEL: project}}}),
-        )
-        .unwrap(),
+        &serde_json::from_value(json!({"metadata": {"name": name, "labels": {PROJECT_LABEL: project}}}))
+            .unwrap(),
     )
     .await
     .unwrap();
@@ -486,10 +471,7 @@ pub async fn namespace(client: &Client) -> String {
 }
 
 pub async fn get_vpn(client: &Client, name: &str) -> Option<Bgpvpn> {
-    Api::<Bgpvpn>::all(client.clone())
-        .get_opt(name)
-        .await
-        .unwrap()
+    Api::<Bgpvpn>::all(client.clone()).get_opt(name).await.unwrap()
 }
 
 pub async fn get_binding(client: &Client, ns: &str, name: &str) -> Option<VniBinding> {
@@ -509,11 +491,7 @@ pub async fn owned(client: &Client) -> std::collections::BTreeMap<String, String
             v.metadata.resource_version.clone().unwrap(),
         );
     }
-    for b in Api::<VniBinding>::all(client.clone())
-        .list(&lp)
-        .await
-        .unwrap()
-    {
+    for b in Api::<VniBinding>::all(client.clone()).list(&lp).await.unwrap() {
         out.insert(
             format!(
                 "{}/{}",

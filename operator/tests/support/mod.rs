@@ -43,9 +43,7 @@ impl RunningOperator {
     /// Stops it as SIGTERM would (a leader releases its Lease) and waits until it has stopped.
     pub fn stop(self) {
         self.stop.fire();
-        self.thread
-            .join()
-            .expect("the operator thread ends cleanly");
+        self.thread.join().expect("the operator thread ends cleanly");
     }
 
     /// Leaves it running until the test binary exits.
@@ -62,9 +60,7 @@ impl RunningOperator {
 
     /// Leads (with or without election).
     pub fn leading(&self) -> bool {
-        self.health
-            .leading
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.health.leading.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -82,11 +78,7 @@ pub fn spawn_operator(instance: &str, lease: Option<LeaseConfig>) -> RunningOper
 }
 
 /// [`spawn_operator`] with another configuration.
-pub fn spawn_operator_with(
-    instance: &str,
-    lease: Option<LeaseConfig>,
-    config: Config,
-) -> RunningOperator {
+pub fn spawn_operator_with(instance: &str, lease: Option<LeaseConfig>, config: Config) -> RunningOperator {
     // the operator's log, filtered by RUST_LOG (e.g. RUST_LOG=bgpvpn_operator=debug)
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -94,10 +86,7 @@ pub fn spawn_operator_with(
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let kubeconfig = bgpvpn_testkit::server()
-        .expect("apiserver")
-        .kubeconfig
-        .clone();
+    let kubeconfig = bgpvpn_testkit::server().expect("apiserver").kubeconfig.clone();
     let instance = instance.to_string();
     let (tx, rx) = std::sync::mpsc::channel();
     let (trigger, stop) = bgpvpn_operator::shutdown::channel();
@@ -153,7 +142,8 @@ pub use bgpvpn_testkit::kuryr_api;
 /// Creates (or replaces the content of) a Kuryr object. The answer is not read: it may be
 /// deeper than a client can parse.
 pub async fn put_kuryr(client: &Client, kind: &str, ns: &str, name: &str, body: Value) {
-    let mut obj = json!({"apiVersion": "openstack.org/v1", "kind": kind, "metadata": {"name": name, "namespace": ns}});
+    let mut obj =
+        json!({"apiVersion": "openstack.org/v1", "kind": kind, "metadata": {"name": name, "namespace": ns}});
     obj.as_object_mut()
         .unwrap()
         .extend(body.as_object().unwrap().clone());
@@ -165,10 +155,7 @@ pub async fn put_kuryr(client: &Client, kind: &str, ns: &str, name: &str, body: 
             &Patch::Apply(&obj),
         )
         .unwrap();
-    client
-        .request::<serde::de::IgnoredAny>(request)
-        .await
-        .unwrap();
+    client.request::<serde::de::IgnoredAny>(request).await.unwrap();
 }
 
 pub async fn namespace(client: &Client, labels: Value) -> String {
@@ -199,12 +186,9 @@ pub async fn node(client: &Client, ip: &str, annotations: Value) -> String {
     let name = bgpvpn_testkit::unique_name("node");
     let api: Api<Node> = Api::all(client.clone());
     let body = json!({"metadata": {"name": name, "annotations": annotations}, "status": {"addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]}});
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(body).unwrap(),
-    )
-    .await
-    .unwrap();
+    api.create(&PostParams::default(), &serde_json::from_value(body).unwrap())
+        .await
+        .unwrap();
     api.patch_status(
         &name,
         &PatchParams::default(),
@@ -216,23 +200,13 @@ pub async fn node(client: &Client, ip: &str, annotations: Value) -> String {
 }
 
 /// A pod scheduled to `node`, then reported Running with `ip` (as the kubelet does).
-pub async fn running_pod(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    labels: Value,
-    node: &str,
-    ip: &str,
-) -> Pod {
+pub async fn running_pod(client: &Client, ns: &str, name: &str, labels: Value, node: &str, ip: &str) -> Pod {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let body = json!({"metadata": {"name": name, "labels": labels},
         "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.invalid/app:1"}]}});
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(body).unwrap(),
-    )
-    .await
-    .unwrap();
+    api.create(&PostParams::default(), &serde_json::from_value(body).unwrap())
+        .await
+        .unwrap();
     set_pod_status(
         client,
         ns,
@@ -272,7 +246,8 @@ pub async fn delete_pod_now(client: &Client, ns: &str, name: &str) {
 }
 
 pub async fn bgpvpn(client: &Client, name: &str, vni: u32, extra: Value) -> Bgpvpn {
-    let mut spec = json!({"vni": vni, "routeTargets": [format!("65000:{vni}")], "allowedNamespaces": {"all": true}});
+    let mut spec =
+        json!({"vni": vni, "routeTargets": [format!("65000:{vni}")], "allowedNamespaces": {"all": true}});
     spec.as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
@@ -282,13 +257,7 @@ pub async fn bgpvpn(client: &Client, name: &str, vni: u32, extra: Value) -> Bgpv
         .unwrap()
 }
 
-pub async fn binding(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    vpn: &str,
-    target: Value,
-) -> VniBinding {
+pub async fn binding(client: &Client, ns: &str, name: &str, vpn: &str, target: Value) -> VniBinding {
     let mut spec = json!({"bgpvpn": vpn});
     spec.as_object_mut()
         .unwrap()
@@ -321,11 +290,9 @@ pub async fn wait_node_state(
     check: impl Fn(&EvpnNodeState) -> bool,
 ) -> EvpnNodeState {
     let api: Api<EvpnNodeState> = Api::all(client.clone());
-    bgpvpn_testkit::wait_for(
-        &format!("EVPNNodeState {node}: {what}"),
-        TIMEOUT,
-        || async { api.get_opt(node).await.unwrap().filter(|s| check(s)) },
-    )
+    bgpvpn_testkit::wait_for(&format!("EVPNNodeState {node}: {what}"), TIMEOUT, || async {
+        api.get_opt(node).await.unwrap().filter(|s| check(s))
+    })
     .await
 }
 
@@ -341,10 +308,8 @@ pub async fn wait_endpoints(
         .map(|(v, ips)| (*v, ips.iter().map(|s| s.to_string()).collect()))
         .collect();
     wait_node_state(client, node, &format!("endpoints {want:?}"), |s| {
-        let got: BTreeMap<u32, Vec<String>> = vnis_of(s)
-            .into_iter()
-            .filter(|(v, _)| vnis.contains(v))
-            .collect();
+        let got: BTreeMap<u32, Vec<String>> =
+            vnis_of(s).into_iter().filter(|(v, _)| vnis.contains(v)).collect();
         got == want
     })
     .await
@@ -369,36 +334,23 @@ pub async fn wait_binding(
     check: impl Fn(&VniBinding) -> bool,
 ) -> VniBinding {
     let api: Api<VniBinding> = Api::namespaced(client.clone(), ns);
-    bgpvpn_testkit::wait_for(
-        &format!("VNIBinding {ns}/{name}: {what}"),
-        TIMEOUT,
-        || async { api.get_opt(name).await.unwrap().filter(|b| check(b)) },
-    )
+    bgpvpn_testkit::wait_for(&format!("VNIBinding {ns}/{name}: {what}"), TIMEOUT, || async {
+        api.get_opt(name).await.unwrap().filter(|b| check(b))
+    })
     .await
 }
 
 /// Waits until the binding's Ready condition has `reason`.
-pub async fn wait_binding_ready_reason(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    reason: &str,
-) -> VniBinding {
+pub async fn wait_binding_ready_reason(client: &Client, ns: &str, name: &str, reason: &str) -> VniBinding {
     wait_binding(client, ns, name, &format!("Ready reason {reason}"), |b| {
         b.status.as_ref().is_some_and(|s| {
-            cond(&s.conditions, "Ready").1 == reason
-                && s.observed_generation == b.metadata.generation
+            cond(&s.conditions, "Ready").1 == reason && s.observed_generation == b.metadata.generation
         })
     })
     .await
 }
 
-pub async fn wait_bgpvpn(
-    client: &Client,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Bgpvpn) -> bool,
-) -> Bgpvpn {
+pub async fn wait_bgpvpn(client: &Client, name: &str, what: &str, check: impl Fn(&Bgpvpn) -> bool) -> Bgpvpn {
     let api: Api<Bgpvpn> = Api::all(client.clone());
     bgpvpn_testkit::wait_for(&format!("BGPVPN {name}: {what}"), TIMEOUT, || async {
         api.get_opt(name).await.unwrap().filter(|b| check(b))
@@ -433,9 +385,15 @@ pub async fn agent_reports(client: &Client, node: &str, ready: bool) {
         .collect();
     let ready_cond = json!({"type": "Ready", "status": if ready { "True" } else { "False" }, "reason": if ready { "Programmed" } else { "FrrFailed" }, "message": "as reported by the test agent", "lastTransitionTime": "2026-01-01T00:00:00Z"});
     let status = json!({"status": {"observedGeneration": state.metadata.generation, "programmedVnis": if ready { l3.len() } else { 0 }, "l3vnis": l3, "conditions": [ready_cond]}});
-    api.patch_status(node, &PatchParams::apply("bgpvpn-agent-test").force(), &Patch::Apply(json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "EVPNNodeState", "status": status["status"]})))
-        .await
-        .unwrap();
+    api.patch_status(
+        node,
+        &PatchParams::apply("bgpvpn-agent-test").force(),
+        &Patch::Apply(
+            json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "EVPNNodeState", "status": status["status"]}),
+        ),
+    )
+    .await
+    .unwrap();
 }
 
 /// Events about one object (`regarding.name`) in a namespace.
@@ -452,15 +410,11 @@ pub async fn events_about(client: &Client, ns: &str, name: &str) -> Vec<Event> {
 
 /// Waits for an Event with `reason` about `name`.
 pub async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str) -> Event {
-    bgpvpn_testkit::wait_for(
-        &format!("event {reason} about {ns}/{name}"),
-        TIMEOUT,
-        || async {
-            events_about(client, ns, name)
-                .await
-                .into_iter()
-                .find(|e| e.reason.as_deref() == Some(reason))
-        },
-    )
+    bgpvpn_testkit::wait_for(&format!("event {reason} about {ns}/{name}"), TIMEOUT, || async {
+        events_about(client, ns, name)
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some(reason))
+    })
     .await
 }
