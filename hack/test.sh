@@ -3,7 +3,8 @@
 #
 #     hack/test.sh
 #
-# Installs what it needs first (each step is cached and a no-op the second time), all from the
+# First the gates: `cargo fmt --all --check` and `cargo clippy --workspace --all-targets -D warnings`.
+# Then it installs what it needs (each step is cached and a no-op the second time), all from the
 # host's own network before any test namespace exists:
 #   * host packages: iproute2, curl, python3, kmod (hack/dataplane/install-deps.sh)
 #   * the node guest (hack/testbed/guest.sh prepare): a Debian trixie root with FRR 10
@@ -21,6 +22,15 @@ cd "$(dirname "$0")/.."
 log() { printf '[test %4ss] %s\n' "$SECONDS" "$*" >&2; }
 
 command -v cargo >/dev/null || { log "cargo not found: this project needs a Rust toolchain >= 1.89 (rustup)"; exit 1; }
+
+# gates first: a formatting or lint slip fails in seconds, not after the tiers
+for tool in rustfmt clippy; do
+  cargo "${tool/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$tool"
+done
+log "cargo fmt --all --check"
+cargo fmt --all --check
+log "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 if [ "$(id -u)" = 0 ]; then
   log "installing / checking the real parts"
