@@ -767,10 +767,10 @@ fn a_vni_the_nodes_own_frr_config_uses_holds_back_only_itself() {
             bed.wait("VNI 1001 takes a second endpoint", 60, || {
                 pod_reaches_vm(bed, &pod3, 1001)
             });
-            bed.check(
-                "VNI 1003 still held back",
-                bed.vni_status(generation, 1003).is_some_and(|s| !s.ready),
-            );
+            // this generation's status is written after the pass that made the pod reachable
+            bed.wait("VNI 1003 still held back", 30, || {
+                bed.vni_status(generation, 1003).is_some_and(|s| !s.ready)
+            });
 
             // the node's configuration is fixed and the agent restarted: VNI 1003 is programmed
             bed.stop_agent();
