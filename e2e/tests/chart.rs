@@ -1,6 +1,6 @@
-//! The Helm chart, with a real Helm 3 and a real kube-apiserver v1.20.2: lint, schema,
-//! rendering with default and non-default values, server-side dry-run apply, and RBAC checked
-//! with `kubectl auth can-i` as the chart's own service accounts.
+//! The Helm chart, with a real Helm 3 and a real kube-apiserver: lint, schema, rendering with
+//! default and non-default values, server-side dry-run apply, RBAC checked with `kubectl auth
+//! can-i` as the chart's own service accounts, and the agent's admission policy with real tokens.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -224,15 +224,27 @@ async fn chart_applies_to_the_real_apiserver_server_side_dry_run() {
     }
 }
 
+const RBAC_KINDS: [&str; 5] = [
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
 /// Only the RBAC part of a rendered release.
 fn rbac_only(manifest: &str) -> String {
-    let keep = [
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-    ];
+    only_kinds(manifest, &RBAC_KINDS)
+}
+
+/// The RBAC part and the admission policy of a rendered release.
+fn rbac_and_policy(manifest: &str) -> String {
+    let mut kinds = RBAC_KINDS.to_vec();
+    kinds.extend(["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]);
+    only_kinds(manifest, &kinds)
+}
+
+fn only_kinds(manifest: &str, keep: &[&str]) -> String {
     manifest
         .split("\n---")
         .filter(|doc| {
@@ -340,4 +352,136 @@ async fn rbac_is_least_privilege() {
         !can_i(&operator2, &ns2, "patch", "bgpvpns.bgpvpn.io/x"),
         "spec stays the admin's (GitOps)"
     );
+}
+
+/// The chart's ValidatingAdmissionPolicy and the manifests it writes, with real tokens: a token
+/// bound to an agent pod on node A writes node A's EVPNNodeState status and is refused on node
+/// B's; a token of the agent's service account bound to no pod is refused everywhere; the
+/// operator is not affected.
+#[tokio::test]
+async fn an_agent_writes_only_its_own_nodes_status() {
+    use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+
+    let client = client_or_skip!();
+    let ns = unique_name("ownnode");
+    let release = unique_name("rel");
+    create_namespace(&ns);
+    let Some(manifest) = render(&release, &ns, None) else {
+        return;
+    };
+    stdout_ok(
+        "kubectl apply (RBAC and admission policy)",
+        apply(&rbac_and_policy(&manifest), &[]),
+    );
+    let agent_sa = format!("{release}-bgpvpn-operator-agent");
+
+    let (node_a, node_b) = (unique_name("node-a"), unique_name("node-b"));
+    let nodes: Api<Node> = Api::all(client.clone());
+    let states: Api<bgpvpn_crds::EvpnNodeState> = Api::all(client.clone());
+    for node in [&node_a, &node_b] {
+        nodes
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({"metadata": {"name": node}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let state = serde_json::json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "EVPNNodeState", "metadata": {"name": node},
+            "spec": {"underlay": {"asn": 65001, "routerId": "172.30.0.1", "vtepIp": "172.30.0.1", "neighbors": []}}});
+        states
+            .create(&PostParams::default(), &serde_json::from_value(state).unwrap())
+            .await
+            .unwrap();
+    }
+    // the agent's pod on node A, as the DaemonSet would make it
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = pods
+        .create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": "agent-a"},
+            "spec": {"nodeName": node_a, "serviceAccountName": agent_sa, "containers": [{"name": "agent", "image": "registry.invalid/agent:1"}]}})).unwrap())
+        .await
+        .unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let token = |bound: Option<BoundObjectReference>| {
+        let accounts = accounts.clone();
+        let agent_sa = agent_sa.clone();
+        async move {
+            let request = TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: vec![],
+                    bound_object_ref: bound,
+                    expiration_seconds: Some(600),
+                },
+                ..Default::default()
+            };
+            let answer = accounts
+                .create_token_request(&agent_sa, &PostParams::default(), &request)
+                .await
+                .unwrap();
+            answer.status.expect("a token").token
+        }
+    };
+    let client_with = |token: String| async move {
+        let server = bgpvpn_testkit::server().unwrap();
+        let mut config = kube::Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&server.kubeconfig).unwrap(),
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(token.into()),
+            ..Default::default()
+        };
+        kube::Client::try_from(config).unwrap()
+    };
+    let bound_to_pod = BoundObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: pod.metadata.name.clone(),
+        uid: pod.metadata.uid.clone(),
+    };
+    let agent_a = client_with(token(Some(bound_to_pod)).await).await;
+    let unbound = client_with(token(None).await).await;
+
+    let write_status = |client: kube::Client, node: String| async move {
+        let api: Api<bgpvpn_crds::EvpnNodeState> = Api::all(client);
+        let status = serde_json::json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "EVPNNodeState", "status": {"programmedVnis": 0}});
+        api.patch_status(
+            &node,
+            &PatchParams::apply("bgpvpn-agent").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+    };
+    write_status(agent_a.clone(), node_a.clone())
+        .await
+        .expect("the agent on node A writes node A's status");
+    let refused = |res: Result<bgpvpn_crds::EvpnNodeState, kube::Error>, what: &str| match res {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 403, "{what}: {e:?}");
+            assert!(
+                e.message.contains("only the EVPNNodeState of its own node"),
+                "{what}: {}",
+                e.message
+            );
+            e.message
+        }
+        other => panic!("{what} was not refused: {other:?}"),
+    };
+    let message = refused(
+        write_status(agent_a.clone(), node_b.clone()).await,
+        "the agent on node A writing node B's status",
+    );
+    assert!(message.contains(&format!("bound to node {node_a}")), "{message}");
+    refused(
+        write_status(unbound, node_a.clone()).await,
+        "a token bound to no pod writing node A's status",
+    );
+    // the operator (here: the admin) is not the agent: not matched
+    write_status(client.clone(), node_b.clone())
+        .await
+        .expect("another writer of node B's status");
 }
