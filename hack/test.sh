@@ -10,8 +10,9 @@
 #   * the node guest (hack/testbed/guest.sh prepare): a Debian trixie root with FRR 10
 #     (debootstrap, ~1 min cold) and forky/sid's user-mode-linux 7.x, or QEMU with Debian's
 #     kernel where that UML does not boot
-#   * kube-apiserver, kube-controller-manager and kubectl v1.37.2 (KUBE_VERSION), built from the
-#     k8s.io/kubernetes Go module with the machine's Go (~18 min cold on 2 cores)
+#   * kube-apiserver, kube-controller-manager and kubectl v1.37.2 (KUBE_VERSION), and v1.35.4 (the
+#     oldest supported: the CRD, controller and chart tiers run on it too), built from the
+#     k8s.io/kubernetes Go module with the machine's Go (~18 min cold each on 2 cores)
 #   * neutron-server + networking-bgpvpn and Keystone in venvs from PyPI (~1.5 min cold)
 # It prints the versions of every part it runs. Cache: ${TESTBED_CACHE:-~/.cache/bgpvpn-operator}.
 # As root every real-parts tier is required (a tier that cannot start fails the run); as non-root
@@ -32,12 +33,16 @@ cargo fmt --all --check
 log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# the oldest Kubernetes supported: the CRD, controller and chart tiers run on it too
+OLDEST_KUBE=v1.35.4
+
 if [ "$(id -u)" = 0 ]; then
   log "installing / checking the real parts"
   hack/dataplane/install-deps.sh
   log "hack/testbed/guest.sh prepare"
   hack/testbed/guest.sh prepare >/dev/null
   hack/testbed/kube-apiserver.sh build
+  KUBE_VERSION=$OLDEST_KUBE hack/testbed/kube-apiserver.sh build
   log "hack/neutron/install.sh"
   hack/neutron/install.sh
   hack/testbed/versions.sh
@@ -50,4 +55,11 @@ log "cargo build --workspace (the e2e tests run the built binaries)"
 cargo build --workspace --locked
 log "cargo test --workspace"
 cargo test --workspace --locked "$@"
+if [ $# = 0 ]; then
+  for tier in "bgpvpn-crds apiserver" "bgpvpn-operator controller" "bgpvpn-e2e chart"; do
+    set -- $tier
+    log "Kubernetes $OLDEST_KUBE: cargo test -p $1 --test $2"
+    KUBE_VERSION=$OLDEST_KUBE cargo test --locked -p "$1" --test "$2"
+  done
+fi
 log "done"
