@@ -8,8 +8,10 @@
 //!   it): the desired EVPN state of one node, written by the operator only, and what the node's
 //!   agent programmed, written by that agent only.
 //!
-//! The schema carries every rule a v1.20 API server can enforce; [`validate`] repeats them and
-//! adds the cross-field ones, so both the operator and the agent refuse malformed objects.
+//! The schema carries every rule the API server can enforce, CEL rules included (Kubernetes
+//! 1.35+: [`schema::add_validation_rules`]); [`validate`] repeats them and adds the cross-object
+//! ones, so both the operator and the agent refuse malformed objects even where a CRD without
+//! the rules is installed.
 
 #![forbid(unsafe_code)]
 
@@ -49,6 +51,7 @@ pub fn all_crds()
             {
                 let mut value = serde_json::to_value(&*schema).expect("a schema always serializes");
                 kubernetes_integer_formats(&mut value);
+                schema::add_validation_rules(&crd.spec.names.kind, &mut value);
                 *schema = serde_json::from_value(value).expect("still a schema");
             }
         }

@@ -51,3 +51,68 @@ pub const IFNAME_MAX_LEN: u32 = 15;
 
 /// Keeps a status list from growing without bound.
 pub const MAX_STATUS_ITEMS: u32 = 4096;
+
+/// CEL for one RT/RD string of [`RT_RD_PATTERN`]'s shape: the number ranges of RFC 4364's three
+/// types (type 0 `ASN2:nn4`, type 1 `IPv4:nn2`, type 2 `ASN4:nn2`), AS 0 (RFC 7607) and 0.0.0.0
+/// refused, as `validate::parse_rt_rd` does.
+const RT_RD_RULE: &str = "self.split(':').size() == 2 && (self.split(':')[0].contains('.') \
+    ? (isIP(self.split(':')[0]) && ip(self.split(':')[0]).family() == 4 \
+       && self.split(':')[0] != '0.0.0.0' && int(self.split(':')[1]) <= 65535) \
+    : (int(self.split(':')[0]) >= 1 && int(self.split(':')[0]) <= 4294967295 \
+       && int(self.split(':')[1]) <= (int(self.split(':')[0]) <= 65535 ? 4294967295 : 65535)))";
+const RT_RD_MESSAGE: &str = "must be ASN2:0..4294967295, IPv4:0..65535 or ASN4:0..65535 (AS 1..4294967295, \
+    IPv4 not 0.0.0.0; RFC 4364)";
+
+/// A VNI the operator has programmed (`status.programmedVni`) never changes: the VRFs of every
+/// node were made for it. Before that, an edit is a correction.
+const VNI_ONCE_PROGRAMMED_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.status.programmedVni) \
+    || self.spec.vni == oldSelf.spec.vni";
+
+/// Adds the CEL rules (`x-kubernetes-validations`) that the schema attributes cannot say, to
+/// the generated schema of `kind`. What CEL cannot see (other objects: VNI uniqueness, pods) stays
+/// in [`crate::validate`].
+pub fn add_validation_rules(kind: &str, schema: &mut serde_json::Value) {
+    use serde_json::json;
+    let rule = |rule: &str, message: &str| json!([{"rule": rule, "message": message}]);
+    let mut items_rule = |path: &[&str], rule: serde_json::Value| {
+        let mut at = &mut *schema;
+        for key in path {
+            at = at
+                .get_mut("properties")
+                .and_then(|p| p.get_mut(*key))
+                .unwrap_or_else(|| panic!("{kind}: no property {key} in the schema (path {path:?})"));
+        }
+        at["items"]["x-kubernetes-validations"] = rule;
+    };
+    match kind {
+        "BGPVPN" => {
+            for list in [
+                "routeTargets",
+                "importTargets",
+                "exportTargets",
+                "routeDistinguishers",
+            ] {
+                items_rule(&["spec", list], rule(RT_RD_RULE, RT_RD_MESSAGE));
+            }
+            items_rule(
+                &["spec", "allowedPrefixes"],
+                rule(
+                    "isCIDR(self)",
+                    "must be a prefix in CIDR notation (address/length)",
+                ),
+            );
+            schema["x-kubernetes-validations"] = rule(
+                VNI_ONCE_PROGRAMMED_RULE,
+                "spec.vni cannot change once it is programmed (status.programmedVni): make another BGPVPN",
+            );
+        }
+        "VNIBinding" => items_rule(
+            &["spec", "advertisePrefixes"],
+            rule(
+                "isCIDR(self)",
+                "must be a prefix in CIDR notation (address/length)",
+            ),
+        ),
+        _ => {}
+    }
+}

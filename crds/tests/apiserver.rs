@@ -5,7 +5,7 @@
 use bgpvpn_crds::{Bgpvpn, BgpvpnSpec, EvpnNodeState, VniBinding};
 use bgpvpn_testkit::{client_or_skip, kubectl, repo_root, unique_name};
 use kube::Resource;
-use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
@@ -204,6 +204,52 @@ async fn server_rejects_malformed_bgpvpns() {
             vpn(json!({"vni": 5, "routeTargets": ["65000:1"], "localPref": -1})),
             &["spec.localPref", "greater than or equal to 0"],
         ),
+        // the CEL rules (Kubernetes 1.35+): number ranges the pattern cannot say
+        (
+            "RT with a 4-byte AS and a 32-bit number",
+            vpn(json!({"vni": 5, "routeTargets": ["4200000000:65536"]})),
+            &["spec.routeTargets[0]", "RFC 4364"],
+        ),
+        (
+            "RT with AS 0",
+            vpn(json!({"vni": 5, "importTargets": ["0:1"]})),
+            &["spec.importTargets[0]", "RFC 4364"],
+        ),
+        (
+            "RT with an AS beyond 32 bits",
+            vpn(json!({"vni": 5, "exportTargets": ["4294967296:1"]})),
+            &["spec.exportTargets[0]", "RFC 4364"],
+        ),
+        (
+            "RT with a 2-byte AS and a number beyond 32 bits",
+            vpn(json!({"vni": 5, "routeTargets": ["65000:4294967296"]})),
+            &["spec.routeTargets[0]", "RFC 4364"],
+        ),
+        (
+            "RD with 300 as an IPv4 octet",
+            vpn(json!({"vni": 5, "routeTargets": ["65000:1"], "routeDistinguishers": ["300.1.1.1:5"]})),
+            &["spec.routeDistinguishers[0]", "RFC 4364"],
+        ),
+        (
+            "RD with an IPv4 administrator and a 32-bit number",
+            vpn(json!({"vni": 5, "routeTargets": ["65000:1"], "routeDistinguishers": ["192.0.2.1:65536"]})),
+            &["spec.routeDistinguishers[0]", "RFC 4364"],
+        ),
+        (
+            "RD with 0.0.0.0",
+            vpn(json!({"vni": 5, "routeTargets": ["65000:1"], "routeDistinguishers": ["0.0.0.0:1"]})),
+            &["spec.routeDistinguishers[0]", "RFC 4364"],
+        ),
+        (
+            "allowed prefix with a length beyond 32",
+            vpn(json!({"vni": 5, "routeTargets": ["65000:1"], "allowedPrefixes": ["10.0.0.0/33"]})),
+            &["spec.allowedPrefixes[0]", "CIDR"],
+        ),
+        (
+            "allowed prefix that is no address",
+            vpn(json!({"vni": 5, "routeTargets": ["65000:1"], "allowedPrefixes": ["999.0.0.0/8"]})),
+            &["spec.allowedPrefixes[0]", "CIDR"],
+        ),
         (
             "over-long name",
             json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "metadata": {"name": long_name}, "spec": {"vni": 5, "routeTargets": ["65000:1"]}}),
@@ -261,6 +307,11 @@ async fn server_rejects_malformed_bindings_and_node_states() {
             ),
             &["spec.advertisePrefixes", "at most 64 items"],
         ),
+        (
+            "prefix with an IPv6 length beyond 128",
+            binding(json!({"bgpvpn": "vpn", "podSelector": {}, "advertisePrefixes": ["2001:db8::/129"]})),
+            &["spec.advertisePrefixes[0]", "CIDR"],
+        ),
     ];
     for (what, body, needles) in cases {
         let msg = rejected(&api, body).await;
@@ -316,20 +367,30 @@ async fn server_rejects_malformed_bindings_and_node_states() {
 
 /// What the schema cannot express is caught by `validate`, which every consumer runs.
 #[tokio::test]
-async fn code_validation_catches_what_the_server_lets_through() {
+async fn the_server_takes_the_widest_valid_numbers() {
     let client = client_or_skip!();
-    let api: Api<Bgpvpn> = Api::all(client);
-    let name = unique_name("ranges");
-    // shape-valid, but a 4-byte AS allows only a 16-bit number, and 300 is no IPv4 octet
+    let api = api_for::<Bgpvpn>(&client, None);
+    let name = unique_name("widest");
+    let body = json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "metadata": {"name": name},
+        "spec": {"vni": 7, "routeTargets": ["65535:4294967295", "4294967295:65535", "255.255.255.255:65535", "1:0"],
+                 "routeDistinguishers": ["192.0.2.1:0"], "allowedPrefixes": ["10.0.0.0/8", "2001:db8::/32"]}});
+    let obj: DynamicObject = serde_json::from_value(body).unwrap();
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("every number at its range's edge is valid");
+    let spec: BgpvpnSpec = serde_json::from_value(obj.data["spec"].clone()).unwrap();
+    bgpvpn_crds::validate::validate_bgpvpn(&spec).expect("and the code agrees");
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+/// Defense in depth: where a CRD without the CEL rules is installed, the code refuses the same.
+#[test]
+fn code_validation_refuses_what_the_cel_rules_refuse() {
     let spec: BgpvpnSpec = serde_json::from_value(
         json!({"vni": 7, "routeTargets": ["4200000000:65536"], "routeDistinguishers": ["300.1.1.1:5"]}),
     )
     .unwrap();
-    let stored = api
-        .create(&PostParams::default(), &Bgpvpn::new(&name, spec))
-        .await
-        .expect("the schema accepts the shape");
-    let err = bgpvpn_crds::validate::validate_bgpvpn(&stored.spec)
+    let err = bgpvpn_crds::validate::validate_bgpvpn(&spec)
         .unwrap_err()
         .to_string();
     assert!(
@@ -340,5 +401,47 @@ async fn code_validation_catches_what_the_server_lets_through() {
         err.contains("spec.routeDistinguishers[0]") && err.contains("not an IPv4 address"),
         "{err}"
     );
+}
+
+/// The VNI of a BGPVPN the operator has programmed cannot be edited; before that it can.
+#[tokio::test]
+async fn a_programmed_vni_cannot_change() {
+    let client = client_or_skip!();
+    let api: Api<Bgpvpn> = Api::all(client);
+    let name = unique_name("vni-edit");
+    let spec: BgpvpnSpec = serde_json::from_value(json!({"vni": 11, "routeTargets": ["65000:11"]})).unwrap();
+    api.create(&PostParams::default(), &Bgpvpn::new(&name, spec))
+        .await
+        .unwrap();
+    let edit = |vni: u32| Patch::Merge(json!({"spec": {"vni": vni}}));
+    api.patch(&name, &PatchParams::default(), &edit(12))
+        .await
+        .expect("not programmed yet: a correction");
+    // as the operator records it
+    let programmed =
+        json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "status": {"programmedVni": 12}});
+    api.patch_status(
+        &name,
+        &PatchParams::apply("bgpvpn-operator").force(),
+        &Patch::Apply(&programmed),
+    )
+    .await
+    .unwrap();
+    match api.patch(&name, &PatchParams::default(), &edit(13)).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422, "{e:?}");
+            assert!(
+                e.message.contains("cannot change once it is programmed"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("a programmed VNI was edited: {other:?}"),
+    }
+    let other = Patch::Merge(json!({"spec": {"localPref": 200}}));
+    api.patch(&name, &PatchParams::default(), &other)
+        .await
+        .expect("the rest of the spec stays editable");
+    assert_eq!(api.get(&name).await.unwrap().spec.vni, 12);
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }
