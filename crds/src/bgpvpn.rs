@@ -93,8 +93,8 @@ pub struct AllowedNamespaces {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
     /// Namespaces admitted by name. The OpenStack sync admits exactly the namespaces it binds
-    /// into this way: it may not label namespaces, and Kubernetes before 1.21 sets no
-    /// `kubernetes.io/metadata.name` label a selector could match.
+    /// into this way, as a list it owns beside the admin's selector. (A selector on the label
+    /// `kubernetes.io/metadata.name`, which every namespace carries, admits by name as well.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_NAMESPACE_NAMES), inner(regex(pattern = DNS_LABEL_PATTERN), length(max = DNS_LABEL_MAX_LEN)))]
     pub names: Vec<String>,

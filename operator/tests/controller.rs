@@ -714,3 +714,30 @@ async fn node_objects_follow_nodes() {
     })
     .await;
 }
+
+/// A BGPVPN admits namespaces by name with a selector on the label every namespace carries
+/// (`kubernetes.io/metadata.name`, set by the API server): no list of names needed.
+#[tokio::test]
+async fn a_selector_on_the_namespace_name_admits_exactly_that_namespace() {
+    let (client, _) = setup_or_skip!();
+    let (ns, other) = (
+        namespace(&client, json!({})).await,
+        namespace(&client, json!({})).await,
+    );
+    let n = node(&client, "172.31.8.1", json!({})).await;
+    running_pod(&client, &ns, "p", json!({"app": "web"}), &n, "10.8.0.1").await;
+    running_pod(&client, &other, "p", json!({"app": "web"}), &n, "10.8.0.2").await;
+    let vpn = bgpvpn_testkit::unique_name("by-name");
+    let vni = unique_vni();
+    bgpvpn(
+        &client,
+        &vpn,
+        vni,
+        json!({"allowedNamespaces": {"selector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}),
+    )
+    .await;
+    binding(&client, &ns, "web", &vpn, selector("web")).await;
+    binding(&client, &other, "web", &vpn, selector("web")).await;
+    wait_endpoints(&client, &n, &[vni], &[(vni, &["10.8.0.1"])]).await;
+    wait_binding_ready_reason(&client, &other, "web", "NotAllowed").await;
+}
