@@ -284,7 +284,7 @@ async fn agent_status_is_aggregated() {
     let bs = b.status.unwrap();
     assert_eq!((bs.endpoints, bs.ready_nodes, bs.nodes.len()), (2, 2, 2));
     wait_event(&client, &ns, "web", "Programmed").await;
-    wait_event(&client, "kube-system", &vpn, "Programmed").await;
+    wait_event(&client, "default", &vpn, "Programmed").await;
 
     // spec is never touched by the operator (GitOps-clean), and the agent's status survives
     // the operator's spec writes
@@ -351,7 +351,7 @@ async fn a_vni_belongs_to_the_older_bgpvpn() {
     wait_bgpvpn_condition(&client, &older, "Conflict", "False", "NoConflict").await;
     wait_binding_ready_reason(&client, &ns, "to-newer", "BGPVPNNotReady").await;
     wait_endpoints(&client, &n, &[vni], &[(vni, &["10.4.0.1"])]).await;
-    wait_event(&client, "kube-system", &newer, "VNIConflict").await;
+    wait_event(&client, "default", &newer, "VNIConflict").await;
 
     // the older one goes: the newer one gets the VNI
     let vpns: Api<Bgpvpn> = Api::all(client.clone());
@@ -700,7 +700,7 @@ async fn node_objects_follow_nodes() {
     assert_eq!(b.status.unwrap().nodes.len(), 2);
     let states: Api<EvpnNodeState> = Api::all(client.clone());
     assert!(states.get_opt(&bare).await.unwrap().is_none());
-    wait_event(&client, "kube-system", &bare, "EVPNNodeStateNotUpdated").await;
+    wait_event(&client, "default", &bare, "EVPNNodeStateNotUpdated").await;
 
     // the node goes: its object goes too (no garbage collector runs on this API server)
     let deletes = metrics.node_state_write_count("delete");

@@ -343,7 +343,7 @@ async fn a_project_reaches_only_its_namespaces_and_a_forged_label_gains_nothing(
     let e = poll("an Event about the namespace not mapped to P", TIMEOUT, || {
         let (c, n) = (client.clone(), vpn_name.clone());
         async move {
-            events(&c, "kube-system", &n, "NamespaceNotMapped")
+            events(&c, "default", &n, "NamespaceNotMapped")
                 .await
                 .into_iter()
                 .next()

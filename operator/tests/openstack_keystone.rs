@@ -499,7 +499,7 @@ async fn real_keystone_tokens_catalog_renewal_and_bad_credentials() {
     // Nothing secret in the logs, the Events or the conditions.
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(text.contains("issued a Keystone token"), "the capture works");
-    let events: Vec<Event> = Api::<Event>::namespaced(client.clone(), "kube-system")
+    let events: Vec<Event> = Api::<Event>::namespaced(client.clone(), "default")
         .list(&ListParams::default())
         .await
         .unwrap()

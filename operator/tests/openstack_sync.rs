@@ -299,7 +299,7 @@ async fn follows_neutron_through_its_api() {
     poll("NameClash event", TIMEOUT, || {
         let c = client.clone();
         let n = mapping::vpn_name(&vpn2);
-        async move { (!events(&c, "kube-system", &n, "NameClash").await.is_empty()).then_some(()) }
+        async move { (!events(&c, "default", &n, "NameClash").await.is_empty()).then_some(()) }
     })
     .await;
     assert_eq!(metrics.name_clashes.get(), 1);
@@ -342,7 +342,7 @@ async fn follows_neutron_through_its_api() {
         let c = client.clone();
         let n = mapping::vpn_name(&vpn4);
         async move {
-            events(&c, "kube-system", &n, "InvalidNeutronData")
+            events(&c, "default", &n, "InvalidNeutronData")
                 .await
                 .into_iter()
                 .next()
@@ -545,12 +545,7 @@ async fn neutron_down_deletes_nothing_and_is_reported() {
     assert_eq!(metrics.up.get(), 0);
     poll("SyncFailed event", TIMEOUT, || {
         let (c, n) = (client.clone(), name.clone());
-        async move {
-            events(&c, "kube-system", &n, "SyncFailed")
-                .await
-                .into_iter()
-                .next()
-        }
+        async move { events(&c, "default", &n, "SyncFailed").await.into_iter().next() }
     })
     .await;
 

@@ -935,7 +935,7 @@ impl Syncer {
         }
     }
 
-    /// Events about BGPVPNs (cluster-scoped) go to `kube-system` (see [`crate::events`]).
+    /// Events about BGPVPNs (cluster-scoped) go to `default` (see [`crate::events`]).
     async fn publish(&self, type_: EventType, reason: &str, note: &str, regarding: &ObjectReference) {
         let ev = Event {
             type_,
