@@ -1,4 +1,4 @@
-//! Kubernetes mode against a real kube-apiserver (v1.20, `hack/testbed/kube-apiserver.sh`):
+//! Kubernetes mode against a real kube-apiserver (`hack/testbed/kube-apiserver.sh`):
 //! runs `hack/dataplane/kube-mode.sh` with this crate's binary and FRR 10, inside the node
 //! guest's trixie root on the host kernel (`hack/testbed/guest.sh chroot`). Needs root, a prepared
 //! guest root and a built API server; otherwise prints `SKIPPED: ...` and passes, unless

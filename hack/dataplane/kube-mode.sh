@@ -92,8 +92,8 @@ sys.exit(0 if ok else 1)' "$1" "$2" "$3"
 }
 check "generation 1: status Ready=True written by the agent" wait_for 60 cond Ready True 1
 frr_result() { status | grep -Eq '"result": "(Applied|Unchanged)"'; }
-ssa_by_agent() {
-  status | python3 -c 'import json,sys; m=json.load(sys.stdin)["metadata"]["managedFields"]; sys.exit(0 if any(f["manager"]=="bgpvpn-agent" and f["operation"]=="Apply" for f in m) else 1)'
+ssa_by_agent() {  # kubectl 1.21+ leaves managedFields out unless asked
+  k get evpnnodestate "$NODE" -o json --show-managed-fields | python3 -c 'import json,sys; m=json.load(sys.stdin)["metadata"]["managedFields"]; sys.exit(0 if any(f["manager"]=="bgpvpn-agent" and f["operation"]=="Apply" for f in m) else 1)'
 }
 check "generation 1: FrrApplied=True, status.frr.result set" frr_result
 check "status written by server-side apply, field manager bgpvpn-agent" ssa_by_agent
