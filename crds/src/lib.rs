@@ -60,21 +60,25 @@ pub fn all_crds()
 }
 
 /// schemars writes `format: uint32` (and `uint8`, `uint16`, `uint64`) for unsigned Rust integers;
-/// Kubernetes knows only `int32` and `int64`, and 1.37 warns about the others on every apply
-/// ("unrecognized format"). Each becomes the signed format that holds it; the `minimum: 0`
-/// schemars writes beside it stays. No `maximum` is added: the server never checked the unsigned
-/// formats, and the operator's guard (`operator/src/guard.rs`) reports a number its types cannot
-/// hold (`operator/tests/isolation.rs` stores a `localPref` of 2^33 to show it).
+/// Kubernetes knows only `int32` and `int64` (1.36+ ignores the others, 1.37 warns on every
+/// apply). Each becomes the signed format that holds it, with the type's `maximum` where the
+/// schema has none (schemars writes the `minimum: 0`), so the server refuses a number the Rust
+/// type cannot hold.
 fn kubernetes_integer_formats(schema: &mut serde_json::Value) {
     match schema {
         serde_json::Value::Object(map) => {
             let signed = match map.get("format").and_then(|f| f.as_str()) {
-                Some("uint8" | "uint16") => Some("int32"),
-                Some("uint32" | "uint64") => Some("int64"),
+                Some("uint8") => Some(("int32", Some(u64::from(u8::MAX)))),
+                Some("uint16") => Some(("int32", Some(u64::from(u16::MAX)))),
+                Some("uint32") => Some(("int64", Some(u64::from(u32::MAX)))),
+                Some("uint64") => Some(("int64", None)),
                 _ => None,
             };
-            if let Some(format) = signed {
+            if let Some((format, max)) = signed {
                 map.insert("format".into(), format.into());
+                if let Some(max) = max {
+                    map.entry("maximum").or_insert(max.into());
+                }
             }
             map.values_mut().for_each(kubernetes_integer_formats);
         }

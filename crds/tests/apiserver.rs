@@ -200,6 +200,11 @@ async fn server_rejects_malformed_bgpvpns() {
             &["spec.routeTargets", "at most 32 items"],
         ),
         (
+            "localPref beyond 32 bits",
+            vpn(json!({"vni": 5, "routeTargets": ["65000:1"], "localPref": 4_294_967_296u64})),
+            &["spec.localPref", "less than or equal to 4294967295"],
+        ),
+        (
             "localPref negative",
             vpn(json!({"vni": 5, "routeTargets": ["65000:1"], "localPref": -1})),
             &["spec.localPref", "greater than or equal to 0"],

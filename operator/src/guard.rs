@@ -7,7 +7,7 @@
 //! dropped, so the store keeps an old version of the object, or never learns of it. Objects the
 //! API server accepts that our types do not are easy to come by: a field nested deeper than the
 //! 128 levels serde_json reads (under `x-kubernetes-preserve-unknown-fields`), a number beyond
-//! the range of its type (the API server does not check `format: uint32`), a foreign CRD that
+//! the range of its type stored under an older CRD without the `maximum`, a foreign CRD that
 //! changed its shape.
 //!
 //! [`Guarded<K>`] is watched (and listed) instead of `K`. Its `Deserialize` never fails on JSON:

@@ -542,16 +542,10 @@ async fn an_unreadable_object_blinds_no_watch() {
     put_kuryr(&client, "KuryrPort", &ns, "deep", json!({"spec": {"podUid": deep.uid().unwrap(), "podNodeName": n},
         "status": {"vifs": {"eth0": vif("8a0e1c2a-0b1d-4c6e-9a51-0d3c2b1a0fbb", "10.24.0.11"), "eth1": nested(140)}}}))
     .await;
-    // and a BGPVPN that is not a BGPVPN to the operator's types: the API server does not check
-    // `format: uint32`, so a localPref of 2^33 is stored
+    // and a BGPVPN that is not a BGPVPN to the operator's types: a localPref of 2^33, stored
+    // under an older CRD without the maximum
     let bad = bgpvpn_testkit::unique_name("bad-type");
-    let vpns =
-        Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<bgpvpn_crds::Bgpvpn>(&()));
-    let body = json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "metadata": {"name": bad},
-        "spec": {"vni": unique_vni(), "routeTargets": ["65000:1"], "localPref": 8_589_934_592u64, "allowedNamespaces": {"all": true}}});
-    vpns.create(&PostParams::default(), &serde_json::from_value(body).unwrap())
-        .await
-        .unwrap();
+    oversized_local_pref(&client, &bad).await;
 
     // the bad objects are named where a user looks; the good ones work on
     wait_binding(
@@ -700,48 +694,33 @@ async fn an_unreadable_bgpvpn_or_binding_says_why_in_its_status() {
     binding(&client, &ns, "good", &vpn, selector("web")).await;
     binding(&client, &ns, "broken", &vpn, selector("web-other")).await;
 
-    // a BGPVPN whose localPref is beyond u32 (the schema has no maximum there), and a binding
-    // whose status another writer filled with a count beyond i32
+    // a BGPVPN whose localPref is beyond u32, and a binding whose status another writer filled
+    // with a count beyond i32
     let bad = bgpvpn_testkit::unique_name("unreadable");
+    oversized_local_pref(&client, &bad).await;
     let vpns =
         Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<bgpvpn_crds::Bgpvpn>(&()));
-    let body = json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "metadata": {"name": bad},
-        "spec": {"vni": unique_vni(), "routeTargets": ["65000:1"], "localPref": 8_589_934_592u64, "allowedNamespaces": {"all": true}}});
-    vpns.create(&PostParams::default(), &serde_json::from_value(body).unwrap())
-        .await
-        .unwrap();
-    // Kubernetes 1.36+ checks `format: int32`, so the binding is written while an older CRD
-    // without that format is installed (objects outlive the CRD version they were stored under)
-    let crds = Api::<
-        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    >::all(client.clone());
-    let mut crd = serde_json::to_value(crds.get("vnibindings.bgpvpn.io").await.unwrap()).unwrap();
-    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["endpoints"]
-        .as_object_mut()
-        .unwrap()
-        .remove("format");
-    crds.replace(
-        "vnibindings.bgpvpn.io",
-        &PostParams::default(),
-        &serde_json::from_value(crd).unwrap(),
-    )
-    .await
-    .unwrap();
+    // Kubernetes 1.36+ checks `format: int32`: written under an older CRD without it
     let bindings =
         Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ApiResource::erase::<VniBinding>(&()));
     let oversized = json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "VNIBinding", "status": {"endpoints": 1_099_511_627_776u64}});
-    bgpvpn_testkit::wait_for("the relaxed CRD takes the oversized count", TIMEOUT, || async {
-        bindings
-            .patch_status(
-                "broken",
-                &PatchParams::apply("another-writer").force(),
-                &Patch::Apply(&oversized),
-            )
-            .await
-            .ok()
-    })
+    store_under_relaxed_crd(
+        &client,
+        "vnibindings.bgpvpn.io",
+        &["status", "endpoints"],
+        "format",
+        || async {
+            bindings
+                .patch_status(
+                    "broken",
+                    &PatchParams::apply("another-writer").force(),
+                    &Patch::Apply(&oversized),
+                )
+                .await
+                .ok()
+        },
+    )
     .await;
-    bgpvpn_testkit::apply_crds(&client).await;
 
     let says_why = |obj: &DynamicObject| {
         let conditions = obj.data["status"]["conditions"]
@@ -778,4 +757,23 @@ async fn an_unreadable_bgpvpn_or_binding_says_why_in_its_status() {
     .await;
     wait_event(&client, &ns, "broken", "MalformedObject").await;
     wait_endpoints(&client, &n, &[vni], &[(vni, &["10.25.0.10"])]).await;
+}
+
+/// A BGPVPN with a localPref of 2^33, as an older CRD without the maximum stored it.
+async fn oversized_local_pref(client: &Client, name: &str) {
+    use kube::api::DynamicObject;
+    use kube::core::ApiResource;
+    let vpns =
+        Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<bgpvpn_crds::Bgpvpn>(&()));
+    let body: DynamicObject = serde_json::from_value(json!({"apiVersion": "bgpvpn.io/v1alpha1", "kind": "BGPVPN", "metadata": {"name": name},
+        "spec": {"vni": unique_vni(), "routeTargets": ["65000:1"], "localPref": 8_589_934_592u64, "allowedNamespaces": {"all": true}}}))
+    .unwrap();
+    store_under_relaxed_crd(
+        client,
+        "bgpvpns.bgpvpn.io",
+        &["spec", "localPref"],
+        "maximum",
+        || async { vpns.create(&PostParams::default(), &body).await.ok() },
+    )
+    .await;
 }

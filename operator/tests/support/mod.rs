@@ -418,3 +418,49 @@ pub async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str) -> 
     })
     .await
 }
+
+/// One relaxed CRD at a time (the tests of a binary share the API server).
+static CRD_RELAXED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Stores an object the installed CRD refuses, as an older CRD without `key` at `path` (property
+/// names from the schema's root) would have stored it: objects outlive the CRD version they were
+/// written under. Relaxes the CRD, retries `write` until the server takes it, then re-applies
+/// the committed CRDs.
+pub async fn store_under_relaxed_crd<T, F, Fut>(
+    client: &Client,
+    crd: &str,
+    path: &[&str],
+    key: &str,
+    write: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let _one_at_a_time = CRD_RELAXED.lock().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut value = serde_json::to_value(crds.get(crd).await.unwrap()).unwrap();
+    let mut at = &mut value["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    for property in path {
+        at = &mut at["properties"][*property];
+    }
+    at.as_object_mut()
+        .unwrap_or_else(|| panic!("{crd}: no schema at {path:?}"))
+        .remove(key);
+    crds.replace(
+        crd,
+        &PostParams::default(),
+        &serde_json::from_value(value).unwrap(),
+    )
+    .await
+    .unwrap();
+    let stored = bgpvpn_testkit::wait_for(
+        &format!("{crd} without {key} at {path:?} takes the object"),
+        TIMEOUT,
+        write,
+    )
+    .await;
+    bgpvpn_testkit::apply_crds(client).await;
+    stored
+}
