@@ -504,8 +504,6 @@ fn nested(depth: usize) -> serde_json::Value {
 
 #[tokio::test]
 async fn an_unreadable_object_blinds_no_watch() {
-    use kube::api::DynamicObject;
-    use kube::core::ApiResource;
     let client = setup_or_skip!();
     install_kuryr_crds(&client).await;
     let ns = namespace(&client, json!({})).await;
