@@ -46,9 +46,7 @@ pub fn kube_source(client: Client, node: String) -> mpsc::Receiver<SourceEvent> 
                 continue;
             }
             last = Some(key);
-            let ev = SourceEvent::Desired(
-                NodeModel::from_spec(&obj.spec, obj.metadata.generation).map_err(|e| e.to_string()),
-            );
+            let ev = SourceEvent::Desired(NodeModel::try_from(&obj).map_err(|e| e.to_string()));
             if tx.send(ev).await.is_err() {
                 return;
             }

@@ -161,14 +161,14 @@ pub fn parse_state(text: &str) -> Result<NodeModel, StateFileError> {
             path: String::new(),
             message: e.to_string(),
         })?;
-        Ok(NodeModel::from_spec(&obj.spec, obj.metadata.generation)?)
+        Ok(NodeModel::try_from(&obj)?)
     } else {
         let spec: EvpnNodeStateSpec =
             serde_yaml::from_value(value).map_err(|e| StateFileError::ParseFile {
                 path: String::new(),
                 message: e.to_string(),
             })?;
-        Ok(NodeModel::from_spec(&spec, None)?)
+        Ok(NodeModel::try_from(&spec)?)
     }
 }
 

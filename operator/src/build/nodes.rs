@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use bgpvpn_crds::validate::{NodeStateFindings, RouteTargetOrDistinguisher, check_node_state, parse_rt_rd};
+use bgpvpn_crds::model::{NodeStateFindings, ParsedNodeState};
+use bgpvpn_crds::validate::{RouteTargetOrDistinguisher, parse_rt_rd};
 use bgpvpn_crds::{BgpvpnSpec, Endpoint, EvpnNodeState, EvpnNodeStateSpec, L3Vni, RoutedPrefix, Underlay};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
@@ -284,7 +285,7 @@ pub fn assemble(
             .unwrap_or_default();
         assign_route_distinguishers(router_id, &mut l3vnis, programmed);
         let mut spec = EvpnNodeStateSpec { underlay, l3vnis };
-        let findings = check_node_state(&spec);
+        let findings = ParsedNodeState::new(&spec).into_findings();
         if !findings.underlay.0.is_empty() {
             // never hand an agent a state it refuses; keep what it has and say why
             placement.kept.insert(
@@ -347,7 +348,7 @@ fn hold_back(
                 }
             }
         }
-        findings = check_node_state(spec);
+        findings = ParsedNodeState::new(spec).into_findings();
     }
     let mut index = 0;
     spec.l3vnis.retain(|_| {
