@@ -138,6 +138,16 @@ pub(crate) fn parse_rt_list(
 /// What [`validate_bgpvpn`] parsed, for the build to use without parsing again.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ValidBgpvpn {
+    /// `spec.vni`.
+    pub vni: u32,
+    /// `routeTargets` then `importTargets`, in order, without repeats.
+    pub import_targets: Vec<RtRd>,
+    /// `routeTargets` then `exportTargets`, in order, without repeats.
+    pub export_targets: Vec<RtRd>,
+    /// The first of `routeDistinguishers` (the one a VRF uses), if any.
+    pub rd: Option<RtRd>,
+    pub local_pref: Option<u32>,
+    /// `spec.allowedPrefixes`, in order, without repeats.
     pub allowed_prefixes: Vec<Cidr>,
 }
 
@@ -150,25 +160,25 @@ pub fn validate_bgpvpn(spec: &BgpvpnSpec) -> Result<ValidBgpvpn, ValidationError
             format!("{} is outside {VNI_MIN}..{VNI_MAX}", spec.vni),
         );
     }
-    parse_rt_list(
+    let route_targets = parse_rt_list(
         &mut errors,
         "spec.routeTargets",
         &spec.route_targets,
         MAX_ROUTE_TARGETS,
     );
-    parse_rt_list(
+    let import_targets = parse_rt_list(
         &mut errors,
         "spec.importTargets",
         &spec.import_targets,
         MAX_ROUTE_TARGETS,
     );
-    parse_rt_list(
+    let export_targets = parse_rt_list(
         &mut errors,
         "spec.exportTargets",
         &spec.export_targets,
         MAX_ROUTE_TARGETS,
     );
-    parse_rt_list(
+    let rds = parse_rt_list(
         &mut errors,
         "spec.routeDistinguishers",
         &spec.route_distinguishers,
@@ -204,7 +214,25 @@ pub fn validate_bgpvpn(spec: &BgpvpnSpec) -> Result<ValidBgpvpn, ValidationError
         &spec.allowed_prefixes,
         MAX_ALLOWED_PREFIXES,
     );
-    errors.into_result(ValidBgpvpn { allowed_prefixes })
+    errors.into_result(ValidBgpvpn {
+        vni: spec.vni,
+        import_targets: merge_unique(&route_targets, &import_targets),
+        export_targets: merge_unique(&route_targets, &export_targets),
+        rd: rds.first().copied(),
+        local_pref: spec.local_pref,
+        allowed_prefixes,
+    })
+}
+
+/// `first` then `second`, without repeats (as [`BgpvpnSpec::effective_import_targets`]).
+fn merge_unique(first: &[RtRd], second: &[RtRd]) -> Vec<RtRd> {
+    let mut out: Vec<RtRd> = Vec::with_capacity(first.len() + second.len());
+    for rt in first.iter().chain(second) {
+        if !out.contains(rt) {
+            out.push(*rt);
+        }
+    }
+    out
 }
 
 /// Parses a list of CIDRs, reporting each bad entry and a list that is too long.
@@ -506,6 +534,20 @@ mod tests {
         assert!(validate_bgpvpn(&split).is_err(), "export missing");
         split.export_targets = vec!["65000:6".into()];
         assert!(validate_bgpvpn(&split).is_ok());
+    }
+
+    #[test]
+    fn bgpvpn_parsed_once() {
+        let mut v = vpn(7, &["65000:7", "65000:8"]);
+        v.import_targets = vec!["65000:8".into(), "192.0.2.1:9".into()];
+        v.route_distinguishers = vec!["65000:70".into(), "65000:71".into()];
+        v.local_pref = Some(300);
+        let valid = validate_bgpvpn(&v).unwrap();
+        let strings = |l: &[RtRd]| l.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        assert_eq!(strings(&valid.import_targets), v.effective_import_targets());
+        assert_eq!(strings(&valid.export_targets), v.effective_export_targets());
+        assert_eq!(valid.rd.map(|r| r.to_string()).as_deref(), Some("65000:70"));
+        assert_eq!((valid.vni, valid.local_pref), (7, Some(300)));
     }
 
     #[test]
