@@ -717,6 +717,40 @@ fn parse_l3vni<'a>(
             None
         }
     };
+    let mut endpoints = parse_endpoints(errors, &f, v, own, peers, &mut seen.endpoint_ips);
+    let mut prefixes = parse_prefixes(errors, &f, v, own);
+    match (name, rd) {
+        (Some(name), Some(rd)) if errors.0.is_empty() => {
+            endpoints.sort();
+            endpoints.dedup_by(|a, b| a.ip == b.ip);
+            prefixes.sort();
+            prefixes.dedup_by(|a, b| a.prefix == b.prefix);
+            Ok(VrfModel {
+                name,
+                vni: v.vni,
+                bgpvpn: v.bgpvpn.clone(),
+                import_targets,
+                export_targets,
+                rd,
+                local_pref: v.local_pref,
+                endpoints,
+                prefixes,
+            })
+        }
+        _ => Err(std::mem::take(errors)),
+    }
+}
+
+/// The endpoints of L3 VNI `f` (its path); `own` and `peers` are the underlay's addresses,
+/// `taken` the endpoint addresses of the earlier VNIs.
+fn parse_endpoints(
+    errors: &mut ValidationErrors,
+    f: &str,
+    v: &L3Vni,
+    own: &BTreeSet<IpAddr>,
+    peers: &BTreeSet<IpAddr>,
+    taken: &mut BTreeSet<IpAddr>,
+) -> Vec<EndpointModel> {
     let mut endpoints = Vec::with_capacity(v.endpoints.len());
     for (j, ep) in v.endpoints.iter().enumerate() {
         let field = format!("{f}.endpoints[{j}].ip");
@@ -735,7 +769,7 @@ fn parse_l3vni<'a>(
                     );
                 }
                 // one pod IP in two VRFs would need two policy rules for the same source
-                if !seen.endpoint_ips.insert(ip) {
+                if !taken.insert(ip) {
                     errors.push(&field, format!("{ip} is an endpoint of two VNIs"));
                 }
                 Some(ip)
@@ -757,6 +791,16 @@ fn parse_l3vni<'a>(
             });
         }
     }
+    endpoints
+}
+
+/// The prefixes of L3 VNI `f` (its path); `own` are the node's own addresses.
+fn parse_prefixes(
+    errors: &mut ValidationErrors,
+    f: &str,
+    v: &L3Vni,
+    own: &BTreeSet<IpAddr>,
+) -> Vec<PrefixModel> {
     let mut prefixes = Vec::with_capacity(v.prefixes.len());
     for (j, p) in v.prefixes.iter().enumerate() {
         let prefix = match Cidr::parse(&p.prefix) {
@@ -808,26 +852,7 @@ fn parse_l3vni<'a>(
             });
         }
     }
-    match (name, rd) {
-        (Some(name), Some(rd)) if errors.0.is_empty() => {
-            endpoints.sort();
-            endpoints.dedup_by(|a, b| a.ip == b.ip);
-            prefixes.sort();
-            prefixes.dedup_by(|a, b| a.prefix == b.prefix);
-            Ok(VrfModel {
-                name,
-                vni: v.vni,
-                bgpvpn: v.bgpvpn.clone(),
-                import_targets,
-                export_targets,
-                rd,
-                local_pref: v.local_pref,
-                endpoints,
-                prefixes,
-            })
-        }
-        _ => Err(std::mem::take(errors)),
-    }
+    prefixes
 }
 
 #[cfg(test)]
