@@ -18,6 +18,7 @@
 pub mod bgpvpn;
 pub mod binding;
 pub mod conditions;
+pub mod model;
 pub mod node_state;
 pub mod schema;
 pub mod validate;

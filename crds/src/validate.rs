@@ -2,13 +2,13 @@
 //! come from Neutron rather than the API server) plus the cross-field rules the v1.20 API server
 //! cannot express. Nothing that fails here reaches netlink or frr.conf.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::binding::BindingTarget;
+use crate::model::RtRd;
 use crate::schema::*;
-use crate::{BgpvpnSpec, EvpnNodeStateSpec, VniBindingSpec, VpnType};
+use crate::{BgpvpnSpec, VniBindingSpec, VpnType};
 
 /// One problem with one field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,14 +34,14 @@ impl fmt::Display for ValidationErrors {
 }
 
 impl ValidationErrors {
-    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(FieldError {
             field: field.into(),
             message: message.into(),
         });
     }
 
-    fn into_result<T>(self, ok: T) -> Result<T, ValidationErrors> {
+    pub(crate) fn into_result<T>(self, ok: T) -> Result<T, ValidationErrors> {
         if self.0.is_empty() { Ok(ok) } else { Err(self) }
     }
 }
@@ -114,20 +114,40 @@ pub fn parse_rt_rd(s: &str) -> Result<RouteTargetOrDistinguisher, String> {
     }
 }
 
-fn check_rt_list(errors: &mut ValidationErrors, field: &str, list: &[String], max: u32) {
+/// Parses a list of route targets or distinguishers, reporting each bad entry and a list that is
+/// too long; returns the good ones, in order.
+pub(crate) fn parse_rt_list(
+    errors: &mut ValidationErrors,
+    field: &str,
+    list: &[String],
+    max: u32,
+) -> Vec<RtRd> {
     if list.len() > max as usize {
         errors.push(field, format!("at most {max} entries, got {}", list.len()));
     }
+    let mut out = Vec::with_capacity(list.len());
     for (i, rt) in list.iter().enumerate() {
-        if let Err(e) = parse_rt_rd(rt) {
-            errors.push(format!("{field}[{i}]"), e);
+        match RtRd::parse(rt) {
+            Ok(rt) => out.push(rt),
+            Err(e) => errors.push(format!("{field}[{i}]"), e),
         }
     }
+    out
 }
 
 /// What [`validate_bgpvpn`] parsed, for the build to use without parsing again.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ValidBgpvpn {
+    /// `spec.vni`.
+    pub vni: u32,
+    /// `routeTargets` then `importTargets`, in order, without repeats.
+    pub import_targets: Vec<RtRd>,
+    /// `routeTargets` then `exportTargets`, in order, without repeats.
+    pub export_targets: Vec<RtRd>,
+    /// The first of `routeDistinguishers` (the one a VRF uses), if any.
+    pub rd: Option<RtRd>,
+    pub local_pref: Option<u32>,
+    /// `spec.allowedPrefixes`, in order, without repeats.
     pub allowed_prefixes: Vec<Cidr>,
 }
 
@@ -140,25 +160,25 @@ pub fn validate_bgpvpn(spec: &BgpvpnSpec) -> Result<ValidBgpvpn, ValidationError
             format!("{} is outside {VNI_MIN}..{VNI_MAX}", spec.vni),
         );
     }
-    check_rt_list(
+    let route_targets = parse_rt_list(
         &mut errors,
         "spec.routeTargets",
         &spec.route_targets,
         MAX_ROUTE_TARGETS,
     );
-    check_rt_list(
+    let import_targets = parse_rt_list(
         &mut errors,
         "spec.importTargets",
         &spec.import_targets,
         MAX_ROUTE_TARGETS,
     );
-    check_rt_list(
+    let export_targets = parse_rt_list(
         &mut errors,
         "spec.exportTargets",
         &spec.export_targets,
         MAX_ROUTE_TARGETS,
     );
-    check_rt_list(
+    let rds = parse_rt_list(
         &mut errors,
         "spec.routeDistinguishers",
         &spec.route_distinguishers,
@@ -194,7 +214,25 @@ pub fn validate_bgpvpn(spec: &BgpvpnSpec) -> Result<ValidBgpvpn, ValidationError
         &spec.allowed_prefixes,
         MAX_ALLOWED_PREFIXES,
     );
-    errors.into_result(ValidBgpvpn { allowed_prefixes })
+    errors.into_result(ValidBgpvpn {
+        vni: spec.vni,
+        import_targets: merge_unique(&route_targets, &import_targets),
+        export_targets: merge_unique(&route_targets, &export_targets),
+        rd: rds.first().copied(),
+        local_pref: spec.local_pref,
+        allowed_prefixes,
+    })
+}
+
+/// `first` then `second`, without repeats (as [`BgpvpnSpec::effective_import_targets`]).
+fn merge_unique(first: &[RtRd], second: &[RtRd]) -> Vec<RtRd> {
+    let mut out: Vec<RtRd> = Vec::with_capacity(first.len() + second.len());
+    for rt in first.iter().chain(second) {
+        if !out.contains(rt) {
+            out.push(*rt);
+        }
+    }
+    out
 }
 
 /// Parses a list of CIDRs, reporting each bad entry and a list that is too long.
@@ -299,221 +337,6 @@ pub fn validate_binding<'a>(spec: &'a VniBindingSpec) -> Result<ValidBinding<'a>
         }),
         _ => Err(errors),
     }
-}
-
-/// What is wrong with one EVPNNodeState spec, split by what it stops: an underlay finding
-/// stops the whole object (there is no node without it), an L3 VNI finding only that VNI.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeStateFindings {
-    pub underlay: ValidationErrors,
-    /// By index into `spec.l3vnis`.
-    pub l3vnis: BTreeMap<usize, ValidationErrors>,
-}
-
-impl NodeStateFindings {
-    pub fn is_empty(&self) -> bool {
-        self.underlay.0.is_empty() && self.l3vnis.values().all(|e| e.0.is_empty())
-    }
-
-    /// Every finding in one list.
-    pub fn into_result(self) -> Result<(), ValidationErrors> {
-        let mut all = self.underlay;
-        for (_, e) in self.l3vnis {
-            all.0.extend(e.0);
-        }
-        all.into_result(())
-    }
-}
-
-/// Why an address can never be a pod, a next hop, a VTEP or a peer: unspecified, loopback,
-/// link-local, multicast or broadcast.
-pub fn unusable_address(ip: IpAddr) -> Option<String> {
-    Cidr::host(ip)
-        .never_advertised()
-        .map(|why| why.replace("overlaps the", "in the"))
-}
-
-/// Checks an EVPNNodeState spec (see [`NodeStateFindings`]). Besides syntax: nothing FRR or the
-/// kernel would refuse, and nothing that would route or announce what is not a tenant's (the
-/// node's own addresses, reserved ranges, a next hop of the other family). A value repeated
-/// across VNIs (VNI, VRF, RD, endpoint) is charged to the later VNI.
-pub fn check_node_state(spec: &EvpnNodeStateSpec) -> NodeStateFindings {
-    let mut findings = NodeStateFindings::default();
-    let errors = &mut findings.underlay;
-    let u = &spec.underlay;
-    if u.asn == 0 {
-        errors.push("spec.underlay.asn", "0 is not a valid AS number");
-    }
-    let router_id = u.router_id.parse::<Ipv4Addr>().ok();
-    match router_id {
-        None => errors.push(
-            "spec.underlay.routerId",
-            format!("{:?} is not an IPv4 address", u.router_id),
-        ),
-        Some(id) if id.is_unspecified() || id.is_multicast() || id.is_broadcast() => errors.push(
-            "spec.underlay.routerId",
-            format!("{id} cannot be a BGP router id"),
-        ),
-        Some(_) => {}
-    }
-    let vtep = u.vtep_ip.parse::<IpAddr>().ok();
-    match vtep {
-        None => errors.push(
-            "spec.underlay.vtepIp",
-            format!("{:?} is not an IP address", u.vtep_ip),
-        ),
-        Some(ip) => {
-            if let Some(why) = unusable_address(ip) {
-                errors.push(
-                    "spec.underlay.vtepIp",
-                    format!("{ip} cannot be a VXLAN source: {why}"),
-                );
-            }
-        }
-    }
-    let own: BTreeSet<IpAddr> = vtep.into_iter().chain(router_id.map(IpAddr::V4)).collect();
-    let mut peers = BTreeSet::new();
-    for (i, n) in u.neighbors.iter().enumerate() {
-        let f = format!("spec.underlay.neighbors[{i}]");
-        match (&n.address, &n.interface) {
-            (Some(a), None) => match a.parse::<IpAddr>() {
-                Err(_) => errors.push(format!("{f}.address"), format!("{a:?} is not an IP address")),
-                Ok(ip) if own.contains(&ip) => errors.push(
-                    format!("{f}.address"),
-                    format!("{ip} is this node itself (its VTEP or router id)"),
-                ),
-                Ok(ip) => {
-                    if let Some(why) = unusable_address(ip) {
-                        errors.push(
-                            format!("{f}.address"),
-                            format!("{ip} cannot be a BGP peer: {why}"),
-                        );
-                    }
-                    if !peers.insert(ip) {
-                        errors.push(format!("{f}.address"), format!("{ip} appears twice"));
-                    }
-                }
-            },
-            (None, Some(ifname)) => check_ifname(errors, &format!("{f}.interface"), ifname),
-            _ => errors.push(&f, "exactly one of address and interface is required"),
-        }
-        if n.remote_asn == 0 {
-            errors.push(format!("{f}.remoteAsn"), "0 is not a valid AS number");
-        }
-    }
-    // the schema's item limits: an object past them is refused whole by the API server
-    let too_many = |errors: &mut ValidationErrors, field: &str, n: usize| {
-        if n > MAX_STATUS_ITEMS as usize {
-            errors.push(field, format!("at most {MAX_STATUS_ITEMS} entries, got {n}"));
-        }
-    };
-    too_many(errors, "spec.l3vnis", spec.l3vnis.len());
-    let (mut vnis, mut vrfs, mut rds) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
-    let mut endpoint_ips = BTreeSet::new();
-    for (i, v) in spec.l3vnis.iter().enumerate() {
-        let errors = &mut ValidationErrors::default();
-        let f = format!("spec.l3vnis[{i}]");
-        too_many(errors, &format!("{f}.endpoints"), v.endpoints.len());
-        too_many(errors, &format!("{f}.prefixes"), v.prefixes.len());
-        if !(VNI_MIN..=VNI_MAX).contains(&v.vni) {
-            errors.push(
-                format!("{f}.vni"),
-                format!("{} is outside {VNI_MIN}..{VNI_MAX}", v.vni),
-            );
-        }
-        if !vnis.insert(v.vni) {
-            errors.push(format!("{f}.vni"), format!("VNI {} appears twice", v.vni));
-        }
-        check_ifname(errors, &format!("{f}.vrf"), &v.vrf);
-        if !vrfs.insert(v.vrf.as_str()) {
-            errors.push(format!("{f}.vrf"), format!("VRF {} appears twice", v.vrf));
-        }
-        for (field, list) in [
-            ("importTargets", &v.import_targets),
-            ("exportTargets", &v.export_targets),
-        ] {
-            if list.is_empty() {
-                errors.push(format!("{f}.{field}"), "at least one route target is needed");
-            }
-            check_rt_list(errors, &format!("{f}.{field}"), list, MAX_ROUTE_TARGETS);
-        }
-        match parse_rt_rd(&v.route_distinguisher) {
-            Ok(rd) if !rds.insert(rd) => errors.push(
-                format!("{f}.routeDistinguisher"),
-                format!("RD {rd} is used by two VRFs"),
-            ),
-            Ok(_) => {}
-            Err(e) => errors.push(format!("{f}.routeDistinguisher"), e),
-        }
-        for (j, ep) in v.endpoints.iter().enumerate() {
-            let field = format!("{f}.endpoints[{j}].ip");
-            match ep.ip.parse::<IpAddr>() {
-                Err(_) => errors.push(field, format!("{:?} is not an IP address", ep.ip)),
-                Ok(ip) => {
-                    if let Some(why) = unusable_address(ip) {
-                        errors.push(&field, format!("{ip} cannot be a pod address: {why}"));
-                    } else if own.contains(&ip) || peers.contains(&ip) {
-                        errors.push(
-                            &field,
-                            format!(
-                                "{ip} is an underlay address (this node's VTEP or router id, or a BGP peer)"
-                            ),
-                        );
-                    }
-                    // one pod IP in two VRFs would need two policy rules for the same source
-                    if !endpoint_ips.insert(ip) {
-                        errors.push(&field, format!("{ip} is an endpoint of two VNIs"));
-                    }
-                }
-            }
-            if let Some(ifname) = &ep.interface {
-                check_ifname(errors, &format!("{f}.endpoints[{j}].interface"), ifname);
-            }
-        }
-        for (j, p) in v.prefixes.iter().enumerate() {
-            let prefix = match Cidr::parse(&p.prefix) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    errors.push(format!("{f}.prefixes[{j}].prefix"), e);
-                    None
-                }
-            };
-            if let Some(why) = prefix.and_then(|c| c.never_advertised()) {
-                errors.push(
-                    format!("{f}.prefixes[{j}].prefix"),
-                    format!("{} is never routed or announced: {why}", p.prefix),
-                );
-            }
-            if let Some(nh) = &p.next_hop {
-                let field = format!("{f}.prefixes[{j}].nextHop");
-                match nh.parse::<IpAddr>() {
-                    Err(_) => errors.push(field, format!("{nh:?} is not an IP address")),
-                    Ok(ip) => {
-                        if prefix.is_some_and(|c| c.addr.is_ipv4() != ip.is_ipv4()) {
-                            errors.push(
-                                &field,
-                                format!("{ip} is not of the address family of {}", p.prefix),
-                            );
-                        }
-                        if let Some(why) = unusable_address(ip) {
-                            errors.push(&field, format!("{ip} cannot be a next hop: {why}"));
-                        } else if own.contains(&ip) {
-                            errors.push(&field, format!("{ip} is this node's own underlay address"));
-                        }
-                    }
-                }
-            }
-        }
-        if !errors.0.is_empty() {
-            findings.l3vnis.insert(i, std::mem::take(errors));
-        }
-    }
-    findings
-}
-
-/// Every finding of [`check_node_state`] as one result.
-pub fn validate_node_state(spec: &EvpnNodeStateSpec) -> Result<(), ValidationErrors> {
-    check_node_state(spec).into_result()
 }
 
 /// Parses `addr/len`, refusing host bits (a typo that would route or advertise the wrong prefix).
@@ -626,22 +449,6 @@ pub fn is_uuid(s: &str) -> bool {
         })
 }
 
-fn check_ifname(errors: &mut ValidationErrors, field: &str, name: &str) {
-    let ok = !name.is_empty()
-        && name.len() <= IFNAME_MAX_LEN as usize
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-    if !ok {
-        errors.push(
-            field,
-            format!("{name:?} is not a valid interface name (1..15 of [A-Za-z0-9_.-])"),
-        );
-    }
-}
-
 /// An RFC 1123 label (a namespace name).
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
@@ -671,7 +478,6 @@ fn check_dns_subdomain(errors: &mut ValidationErrors, field: &str, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Endpoint, L3Vni, Neighbor, Underlay};
 
     fn vpn(vni: u32, rts: &[&str]) -> BgpvpnSpec {
         BgpvpnSpec {
@@ -728,6 +534,20 @@ mod tests {
         assert!(validate_bgpvpn(&split).is_err(), "export missing");
         split.export_targets = vec!["65000:6".into()];
         assert!(validate_bgpvpn(&split).is_ok());
+    }
+
+    #[test]
+    fn bgpvpn_parsed_once() {
+        let mut v = vpn(7, &["65000:7", "65000:8"]);
+        v.import_targets = vec!["65000:8".into(), "192.0.2.1:9".into()];
+        v.route_distinguishers = vec!["65000:70".into(), "65000:71".into()];
+        v.local_pref = Some(300);
+        let valid = validate_bgpvpn(&v).unwrap();
+        let strings = |l: &[RtRd]| l.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        assert_eq!(strings(&valid.import_targets), v.effective_import_targets());
+        assert_eq!(strings(&valid.export_targets), v.effective_export_targets());
+        assert_eq!(valid.rd.map(|r| r.to_string()).as_deref(), Some("65000:70"));
+        assert_eq!((valid.vni, valid.local_pref), (7, Some(300)));
     }
 
     #[test]
@@ -882,160 +702,5 @@ mod tests {
         assert!(parse_cidr("10.0.0.1/24").unwrap_err().contains("host bits"));
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("10.0.0.0").is_err());
-    }
-
-    fn node() -> EvpnNodeStateSpec {
-        EvpnNodeStateSpec {
-            underlay: Underlay {
-                asn: 65001,
-                router_id: "172.30.0.1".into(),
-                vtep_ip: "172.30.0.1".into(),
-                neighbors: vec![Neighbor {
-                    address: Some("172.30.0.2".into()),
-                    interface: None,
-                    remote_asn: 64999,
-                    bfd: false,
-                }],
-            },
-            l3vnis: vec![L3Vni {
-                bgpvpn: "vpn-a".into(),
-                vni: 1001,
-                vrf: "vrf-1001".into(),
-                import_targets: vec!["65000:1001".into()],
-                export_targets: vec!["65000:1001".into()],
-                route_distinguisher: "172.30.0.1:1001".into(),
-                local_pref: None,
-                endpoints: vec![Endpoint {
-                    ip: "10.0.0.84".into(),
-                    interface: None,
-                    pod: Some("demo/web".into()),
-                    holder: None,
-                }],
-                prefixes: vec![],
-            }],
-        }
-    }
-
-    #[test]
-    fn node_state_rules() {
-        assert!(validate_node_state(&node()).is_ok());
-        let mut s = node();
-        s.l3vnis.push(s.l3vnis[0].clone());
-        let err = validate_node_state(&s).unwrap_err().to_string();
-        assert!(
-            err.contains("appears twice") && err.contains("used by two VRFs") && err.contains("two VNIs"),
-            "{err}"
-        );
-        let mut s = node();
-        s.l3vnis[0].vrf = "vrf-with-a-very-long-name".into();
-        s.l3vnis[0].import_targets.clear();
-        s.underlay.neighbors[0].interface = Some("eth0".into());
-        let err = validate_node_state(&s).unwrap_err().to_string();
-        assert!(
-            err.contains(".vrf") && err.contains("importTargets") && err.contains("exactly one of address"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn dangerous_values_are_findings_of_their_own_vni_or_of_the_underlay() {
-        let bad_vni = |edit: fn(&mut L3Vni)| {
-            let mut s = node();
-            let mut other = s.l3vnis[0].clone();
-            (other.vni, other.vrf, other.route_distinguisher) =
-                (1003, "vrf-1003".into(), "172.30.0.1:1003".into());
-            other.endpoints[0].ip = "10.0.0.85".into();
-            edit(&mut other);
-            s.l3vnis.push(other);
-            let f = check_node_state(&s);
-            assert!(f.underlay.0.is_empty() && !f.l3vnis.contains_key(&0), "{f:?}");
-            f.l3vnis.get(&1).map(|e| e.to_string()).unwrap_or_default()
-        };
-        for (edit, want) in [
-            (
-                (|v: &mut L3Vni| {
-                    v.prefixes = vec![crate::RoutedPrefix {
-                        prefix: "fe80::/64".into(),
-                        next_hop: None,
-                    }]
-                }) as fn(&mut L3Vni),
-                "link-local",
-            ),
-            (
-                |v| {
-                    v.prefixes = vec![crate::RoutedPrefix {
-                        prefix: "0.0.0.0/0".into(),
-                        next_hop: None,
-                    }]
-                },
-                "default route",
-            ),
-            (
-                |v| {
-                    v.prefixes = vec![crate::RoutedPrefix {
-                        prefix: "10.9.0.0/24".into(),
-                        next_hop: Some("fd00::1".into()),
-                    }]
-                },
-                "address family",
-            ),
-            (|v| v.endpoints[0].ip = "172.30.0.1".into(), "underlay address"),
-            (|v| v.endpoints[0].ip = "172.30.0.2".into(), "underlay address"),
-            (|v| v.endpoints[0].ip = "127.0.0.1".into(), "loopback"),
-            (|v| v.endpoints[0].ip = "224.0.0.5".into(), "multicast"),
-            (|v| v.endpoints[0].ip = "10.0.0.84".into(), "two VNIs"),
-            (|v| v.import_targets = vec!["0:0".into()], "reserved"),
-            (
-                |v| v.route_distinguisher = "0.0.0.0:7".into(),
-                "not an administrator",
-            ),
-            (
-                |v| v.route_distinguisher = "172.30.0.1:1001".into(),
-                "used by two VRFs",
-            ),
-        ] {
-            let found = bad_vni(edit);
-            assert!(found.contains(want), "want {want:?}: {found:?}");
-        }
-        for (edit, want) in [
-            (
-                (|s: &mut EvpnNodeStateSpec| s.underlay.vtep_ip = "239.1.1.1".into())
-                    as fn(&mut EvpnNodeStateSpec),
-                "multicast",
-            ),
-            (|s| s.underlay.vtep_ip = "0.0.0.0".into(), "unspecified"),
-            (
-                |s| s.underlay.neighbors[0].address = Some("172.30.0.1".into()),
-                "this node itself",
-            ),
-            (
-                |s| s.underlay.neighbors[0].address = Some("0.0.0.0".into()),
-                "unspecified",
-            ),
-            (|s| s.underlay.router_id = "0.0.0.0".into(), "router id"),
-        ] {
-            let mut s = node();
-            edit(&mut s);
-            let f = check_node_state(&s);
-            assert!(f.underlay.to_string().contains(want), "want {want:?}: {f:?}");
-        }
-    }
-
-    #[test]
-    fn node_state_item_limits_of_the_schema() {
-        let mut s = node();
-        s.l3vnis[0].prefixes = (0..=MAX_STATUS_ITEMS)
-            .map(|i| crate::RoutedPrefix {
-                prefix: format!("10.{}.{}.0/24", i / 256, i % 256),
-                next_hop: None,
-            })
-            .collect();
-        let err = validate_node_state(&s).unwrap_err().to_string();
-        assert!(
-            err.contains("spec.l3vnis[0].prefixes: at most 4096 entries, got 4097"),
-            "{err}"
-        );
-        s.l3vnis[0].prefixes.pop();
-        assert!(validate_node_state(&s).is_ok());
     }
 }

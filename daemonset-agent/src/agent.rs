@@ -18,7 +18,7 @@ use crate::frr::reload::FrrControl;
 use crate::kernel::Dataplane;
 use crate::liveness::Liveness;
 use crate::metrics::{Metrics, StateLabels};
-use crate::model::{DesiredState, load_state_file};
+use crate::model::{NodeModel, load_state_file};
 use crate::monitor;
 use crate::reconcile::{FrrResult, PassReport, Reconciler};
 use crate::status::build_status;
@@ -27,7 +27,7 @@ use crate::status::build_status;
 #[derive(Debug)]
 pub enum SourceEvent {
     /// A new desired state, or why the new input was refused (the dataplane is then kept).
-    Desired(Result<DesiredState, String>),
+    Desired(Result<NodeModel, String>),
     /// The source has nothing any more (file or object deleted): the dataplane is kept as is.
     Gone,
 }
@@ -162,7 +162,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    let mut desired: Option<DesiredState> = None;
+    let mut desired: Option<NodeModel> = None;
     let mut due: Option<Instant> = None;
     // what asked for the next pass (the latest cause), for the log
     let mut trigger: &'static str = "start";

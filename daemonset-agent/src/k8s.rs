@@ -11,7 +11,7 @@ use kube::{Client, Resource};
 use tokio::sync::mpsc;
 
 use crate::agent::{SourceEvent, StatusWriter};
-use crate::model::DesiredState;
+use crate::model::NodeModel;
 
 /// Field manager of the agent's status writes.
 pub const FIELD_MANAGER: &str = "bgpvpn-agent";
@@ -46,9 +46,7 @@ pub fn kube_source(client: Client, node: String) -> mpsc::Receiver<SourceEvent> 
                 continue;
             }
             last = Some(key);
-            let ev = SourceEvent::Desired(
-                DesiredState::from_spec(&obj.spec, obj.metadata.generation).map_err(|e| e.to_string()),
-            );
+            let ev = SourceEvent::Desired(NodeModel::try_from(&obj).map_err(|e| e.to_string()));
             if tx.send(ev).await.is_err() {
                 return;
             }

@@ -1,9 +1,7 @@
-//! The typed desired state of one node, built only from a validated [`EvpnNodeStateSpec`].
-//!
-//! Everything later stages render (kernel names, table ids, MACs, FRR lines) comes from the
-//! typed values here, never from raw spec strings: a VRF name is an [`IfName`] (15 bytes of
-//! `[A-Za-z0-9_.-]`), addresses are parsed [`IpAddr`]s, route targets/distinguishers are parsed
-//! [`RouteTargetOrDistinguisher`]s.
+//! The agent's side of the node model: the typed state itself ([`NodeModel`] and its parts) is
+//! defined in [`bgpvpn_crds::model`], shared with the operator, and re-exported here; what is
+//! the agent's own decision (kernel names, table ids, MACs, ownership markers, node settings,
+//! the state file) is defined here.
 //!
 //! ## Kernel names and ids (all derived, all deterministic)
 //! * VRF device: the spec's `vrf` name. It is kept when the VNI changes (the VRF is moved).
@@ -17,18 +15,17 @@
 //!   so it survives a VXLAN swap and differs between nodes.
 //!
 //! `bvbr-99999999` is the longest name the scheme can produce: 13 bytes, under the 15-byte limit
-//! for every VNI up to 16777215 and for every overflow slot.
+//! for every VNI up to 16777215 and for every overflow slot (and `bvbr-4294967295`, for any
+//! `u32`, is still 15).
 
-use std::collections::BTreeSet;
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::Path;
 
-use bgpvpn_crds::validate::{
-    RouteTargetOrDistinguisher, ValidationErrors, check_node_state, parse_cidr, parse_rt_rd,
+pub use bgpvpn_crds::model::{
+    BRIDGE_PREFIX, EndpointModel, HeldBack, IfName, ModelError, NeighborModel, NodeModel, Peer, Prefix,
+    PrefixModel, RtRd, UnderlayModel, VXLAN_PREFIX, VrfModel,
 };
 use bgpvpn_crds::{EvpnNodeState, EvpnNodeStateSpec};
-use serde::{Deserialize, Serialize};
 
 /// Routing table of slot `n` is `TABLE_BASE + n`.
 pub const TABLE_BASE: u32 = 1_000_000_000;
@@ -59,231 +56,6 @@ pub const RULE_PRIORITY: u32 = 2000;
 pub const VXLAN_PORT: u16 = 4789;
 /// Default MTU of the VXLAN device (1500-byte underlay minus 50 bytes of VXLAN/UDP/IP/Ethernet).
 pub const DEFAULT_VXLAN_MTU: u32 = 1450;
-/// Prefixes of the names the agent derives; refused as VRF names.
-pub const BRIDGE_PREFIX: &str = "bvbr-";
-pub const VXLAN_PREFIX: &str = "bvvx-";
-
-/// Why a spec cannot become a desired state.
-#[derive(Debug, thiserror::Error)]
-pub enum ModelError {
-    /// (The field errors are in the message, not repeated as a `source`.)
-    #[error("invalid EVPNNodeState spec: {0}")]
-    Invalid(ValidationErrors),
-    #[error("spec.l3vnis[{index}].vrf: {name:?} {reason}")]
-    ReservedVrfName {
-        index: usize,
-        name: String,
-        reason: &'static str,
-    },
-    #[error("reading state file {path}: {source}")]
-    ReadFile { path: String, source: std::io::Error },
-    #[error("parsing state file {path}: {message}")]
-    ParseFile { path: String, message: String },
-}
-
-impl From<ValidationErrors> for ModelError {
-    fn from(e: ValidationErrors) -> Self {
-        ModelError::Invalid(e)
-    }
-}
-
-/// A Linux interface name that is safe to use anywhere: 1..15 bytes of `[A-Za-z0-9_.-]`,
-/// not `.` or `..`. The only way to get one is [`IfName::new`].
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct IfName(String);
-
-impl IfName {
-    pub fn new(s: &str) -> Result<Self, String> {
-        let ok = !s.is_empty()
-            && s.len() <= 15
-            && s != "."
-            && s != ".."
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        if ok {
-            Ok(Self(s.to_string()))
-        } else {
-            Err(format!(
-                "{s:?} is not a valid interface name (1..15 of [A-Za-z0-9_.-])"
-            ))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for IfName {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        Self::new(&s)
-    }
-}
-
-impl From<IfName> for String {
-    fn from(n: IfName) -> String {
-        n.0
-    }
-}
-
-impl fmt::Display for IfName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// An IP prefix without host bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Prefix {
-    pub addr: IpAddr,
-    pub len: u8,
-}
-
-impl Prefix {
-    /// The host prefix of one address (/32 or /128).
-    pub fn host(addr: IpAddr) -> Self {
-        Self {
-            addr,
-            len: if addr.is_ipv4() { 32 } else { 128 },
-        }
-    }
-
-    pub fn is_ipv4(&self) -> bool {
-        self.addr.is_ipv4()
-    }
-
-    /// Whether `ip` lies inside this prefix.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.len == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(self.len))
-                };
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.len == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - u32::from(self.len))
-                };
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-/// A parsed route target or route distinguisher; (de)serialized as its canonical text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct RtRd(pub RouteTargetOrDistinguisher);
-
-impl TryFrom<String> for RtRd {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        parse_rt_rd(&s).map(Self)
-    }
-}
-
-impl From<RtRd> for String {
-    fn from(r: RtRd) -> String {
-        r.0.to_string()
-    }
-}
-
-impl fmt::Display for RtRd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A BGP peer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Peer {
-    Address(IpAddr),
-    /// BGP unnumbered over this interface.
-    Interface(IfName),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NeighborModel {
-    pub peer: Peer,
-    pub remote_asn: u32,
-    pub bfd: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnderlayModel {
-    pub asn: u32,
-    pub router_id: Ipv4Addr,
-    pub vtep_ip: IpAddr,
-    pub neighbors: Vec<NeighborModel>,
-}
-
-/// A local pod in a VRF.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct EndpointModel {
-    pub ip: IpAddr,
-    /// Host-side interface; `None`: the interface of the pod's main-table route.
-    pub interface: Option<IfName>,
-    /// `namespace/name`, for status and logs only (never rendered into FRR or netlink).
-    pub pod: Option<String>,
-    /// Who holds the address (see `Endpoint::holder`); never rendered.
-    #[serde(default)]
-    pub holder: Option<String>,
-}
-
-/// A prefix in a VRF, routed via `next_hop` when set, and advertised.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct PrefixModel {
-    pub prefix: Prefix,
-    pub next_hop: Option<IpAddr>,
-}
-
-/// One L3 VNI on this node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VrfModel {
-    pub name: IfName,
-    pub vni: u32,
-    /// The BGPVPN it comes from, for status only.
-    pub bgpvpn: String,
-    pub import_targets: Vec<RtRd>,
-    pub export_targets: Vec<RtRd>,
-    pub rd: RtRd,
-    pub local_pref: Option<u32>,
-    pub endpoints: Vec<EndpointModel>,
-    pub prefixes: Vec<PrefixModel>,
-}
-
-impl VrfModel {
-    pub fn vxlan_name(&self) -> IfName {
-        vxlan_name(self.vni)
-    }
-
-    pub fn has_ipv6(&self) -> bool {
-        self.endpoints.iter().any(|e| e.ip.is_ipv6()) || self.prefixes.iter().any(|p| !p.prefix.is_ipv4())
-    }
-
-    /// Prefixes announced with `network`: every endpoint's host prefix and every prefix.
-    pub fn announced(&self) -> BTreeSet<Prefix> {
-        self.endpoints
-            .iter()
-            .map(|e| Prefix::host(e.ip))
-            .chain(self.prefixes.iter().map(|p| p.prefix))
-            .collect()
-    }
-}
 
 /// Settings of the node that are not in the spec (agent flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -302,249 +74,14 @@ impl Default for NodeSettings {
     }
 }
 
-/// An L3 VNI of the spec that is not applied as written, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeldBack {
-    pub vni: u32,
-    pub vrf: String,
-    pub bgpvpn: String,
-    pub reason: String,
-    /// The node keeps running the last accepted version of this VNI.
-    #[serde(default)]
-    pub kept_running: bool,
-}
-
-/// The desired EVPN state of this node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DesiredState {
-    pub underlay: UnderlayModel,
-    /// Sorted by VRF name.
-    pub vrfs: Vec<VrfModel>,
-    /// `metadata.generation` of the object this came from, if any.
-    pub generation: Option<i64>,
-    /// VNIs of the spec refused on their own; every other VNI is applied.
-    #[serde(default)]
-    pub held_back: Vec<HeldBack>,
-}
-
-impl DesiredState {
-    /// Checks the spec with [`check_node_state`] and types it. Nothing that fails here reaches
-    /// netlink or frr.conf. An underlay finding refuses the whole spec; an L3 VNI with a
-    /// finding is left out and listed in `held_back`, the others are taken.
-    pub fn from_spec(spec: &EvpnNodeStateSpec, generation: Option<i64>) -> Result<Self, ModelError> {
-        let findings = check_node_state(spec);
-        if !findings.underlay.0.is_empty() {
-            return Err(ModelError::Invalid(findings.underlay));
-        }
-        let mut held_back: Vec<HeldBack> = findings
-            .l3vnis
-            .iter()
-            .map(|(i, why)| {
-                let v = &spec.l3vnis[*i];
-                HeldBack {
-                    vni: v.vni,
-                    vrf: v.vrf.clone(),
-                    bgpvpn: v.bgpvpn.clone(),
-                    reason: why.to_string(),
-                    kept_running: false,
-                }
-            })
-            .collect();
-        let u = &spec.underlay;
-        // After validation every parse below succeeds; the errors are mapped anyway so a future
-        // drift between validation and this code fails loudly instead of panicking.
-        let bad = |field: &str, message: String| {
-            ModelError::Invalid(ValidationErrors(vec![bgpvpn_crds::validate::FieldError {
-                field: field.to_string(),
-                message,
-            }]))
-        };
-        let router_id: Ipv4Addr = u
-            .router_id
-            .parse()
-            .map_err(|_| bad("spec.underlay.routerId", "not IPv4".into()))?;
-        let vtep_ip: IpAddr = u
-            .vtep_ip
-            .parse()
-            .map_err(|_| bad("spec.underlay.vtepIp", "not an IP".into()))?;
-        let mut neighbors = Vec::new();
-        for (i, n) in u.neighbors.iter().enumerate() {
-            let peer = match (&n.address, &n.interface) {
-                (Some(a), None) => Peer::Address(a.parse().map_err(|_| {
-                    bad(
-                        &format!("spec.underlay.neighbors[{i}].address"),
-                        "not an IP".into(),
-                    )
-                })?),
-                (None, Some(ifname)) => Peer::Interface(
-                    IfName::new(ifname)
-                        .map_err(|e| bad(&format!("spec.underlay.neighbors[{i}].interface"), e))?,
-                ),
-                _ => {
-                    return Err(bad(
-                        &format!("spec.underlay.neighbors[{i}]"),
-                        "exactly one of address and interface".into(),
-                    ));
-                }
-            };
-            neighbors.push(NeighborModel {
-                peer,
-                remote_asn: n.remote_asn,
-                bfd: n.bfd,
-            });
-        }
-        let mut vrfs = Vec::new();
-        for (i, v) in spec.l3vnis.iter().enumerate() {
-            if findings.l3vnis.contains_key(&i) {
-                continue;
-            }
-            let f = format!("spec.l3vnis[{i}]");
-            let name = IfName::new(&v.vrf).map_err(|e| bad(&format!("{f}.vrf"), e))?;
-            if let Err(e) = check_vrf_name(i, &name) {
-                held_back.push(HeldBack {
-                    vni: v.vni,
-                    vrf: v.vrf.clone(),
-                    bgpvpn: v.bgpvpn.clone(),
-                    reason: e.to_string(),
-                    kept_running: false,
-                });
-                continue;
-            }
-            let rts = |list: &[String], field: &str| -> Result<Vec<RtRd>, ModelError> {
-                let mut out: Vec<_> = list
-                    .iter()
-                    .map(|s| {
-                        parse_rt_rd(s)
-                            .map(RtRd)
-                            .map_err(|e| bad(&format!("{f}.{field}"), e))
-                    })
-                    .collect::<Result<_, _>>()?;
-                out.sort();
-                out.dedup();
-                Ok(out)
-            };
-            let mut endpoints = Vec::new();
-            for (j, ep) in v.endpoints.iter().enumerate() {
-                let ip = ep
-                    .ip
-                    .parse()
-                    .map_err(|_| bad(&format!("{f}.endpoints[{j}].ip"), "not an IP".into()))?;
-                let interface = ep
-                    .interface
-                    .as_deref()
-                    .map(IfName::new)
-                    .transpose()
-                    .map_err(|e| bad(&format!("{f}.endpoints[{j}].interface"), e))?;
-                endpoints.push(EndpointModel {
-                    ip,
-                    interface,
-                    pod: ep.pod.clone(),
-                    holder: ep.holder.clone(),
-                });
-            }
-            endpoints.sort();
-            endpoints.dedup_by(|a, b| a.ip == b.ip);
-            let mut prefixes = Vec::new();
-            for (j, p) in v.prefixes.iter().enumerate() {
-                let (addr, len) =
-                    parse_cidr(&p.prefix).map_err(|e| bad(&format!("{f}.prefixes[{j}].prefix"), e))?;
-                let next_hop = p
-                    .next_hop
-                    .as_deref()
-                    .map(str::parse::<IpAddr>)
-                    .transpose()
-                    .map_err(|_| bad(&format!("{f}.prefixes[{j}].nextHop"), "not an IP".into()))?;
-                prefixes.push(PrefixModel {
-                    prefix: Prefix { addr, len },
-                    next_hop,
-                });
-            }
-            prefixes.sort();
-            prefixes.dedup_by(|a, b| a.prefix == b.prefix);
-            vrfs.push(VrfModel {
-                name,
-                vni: v.vni,
-                bgpvpn: v.bgpvpn.clone(),
-                import_targets: rts(&v.import_targets, "importTargets")?,
-                export_targets: rts(&v.export_targets, "exportTargets")?,
-                rd: parse_rt_rd(&v.route_distinguisher)
-                    .map(RtRd)
-                    .map_err(|e| bad(&format!("{f}.routeDistinguisher"), e))?,
-                local_pref: v.local_pref,
-                endpoints,
-                prefixes,
-            });
-        }
-        vrfs.sort_by(|a, b| a.name.cmp(&b.name));
-        held_back.sort_by_key(|h| h.vni);
-        Ok(Self {
-            underlay: UnderlayModel {
-                asn: u.asn,
-                router_id,
-                vtep_ip,
-                neighbors,
-            },
-            vrfs,
-            generation,
-            held_back,
-        })
-    }
-
-    /// Keeps the last accepted version (from `last`) of every held-back VNI that is still
-    /// free beside this state's VNIs: a tenant's bad update never tears down what runs.
-    pub fn keep_held_back_from(&mut self, last: &DesiredState) {
-        for h in &mut self.held_back {
-            let Some(old) = last.vrfs.iter().find(|v| v.vni == h.vni) else {
-                continue;
-            };
-            let clash = self.vrfs.iter().any(|v| {
-                v.name == old.name
-                    || v.rd == old.rd
-                    || v.vni == old.vni
-                    || v.endpoints
-                        .iter()
-                        .any(|e| old.endpoints.iter().any(|o| o.ip == e.ip))
-            });
-            if !clash {
-                self.vrfs.push(old.clone());
-                h.kept_running = true;
-            }
-        }
-        self.vrfs.sort_by(|a, b| a.name.cmp(&b.name));
-    }
-
-    pub fn vrf(&self, name: &IfName) -> Option<&VrfModel> {
-        self.vrfs.iter().find(|v| &v.name == name)
-    }
-}
-
-fn check_vrf_name(index: usize, name: &IfName) -> Result<(), ModelError> {
-    let s = name.as_str();
-    let reason = if s.starts_with(BRIDGE_PREFIX) || s.starts_with(VXLAN_PREFIX) {
-        Some("starts with a prefix the agent uses for its own bridge/VXLAN devices")
-    } else if s == "default" || s == "lo" {
-        Some("is reserved (FRR's default VRF / the loopback device)")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(ModelError::ReservedVrfName {
-            index,
-            name: s.to_string(),
-            reason,
-        }),
-        None => Ok(()),
-    }
-}
-
 /// `bvvx-<vni>`.
 pub fn vxlan_name(vni: u32) -> IfName {
-    IfName(format!("{VXLAN_PREFIX}{vni}"))
+    IfName::new(&format!("{VXLAN_PREFIX}{vni}")).expect("bvvx-<u32> is at most 15 bytes")
 }
 
 /// `bvbr-<slot>`.
 pub fn bridge_name(slot: u32) -> IfName {
-    IfName(format!("{BRIDGE_PREFIX}{slot}"))
+    IfName::new(&format!("{BRIDGE_PREFIX}{slot}")).expect("bvbr-<u32> is at most 15 bytes")
 }
 
 /// Routing table of a VRF slot.
@@ -585,15 +122,26 @@ pub fn format_mac(mac: &[u8]) -> String {
         .join(":")
 }
 
+/// Why a state file gives no [`NodeModel`].
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("reading state file {path}: {source}")]
+    ReadFile { path: String, source: std::io::Error },
+    #[error("parsing state file {path}: {message}")]
+    ParseFile { path: String, message: String },
+}
+
 /// Reads a desired state from a YAML or JSON file holding either a whole `EVPNNodeState` object
 /// (its `spec` and `metadata.generation` are used) or just its spec.
-pub fn load_state_file(path: &Path) -> Result<DesiredState, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ModelError::ReadFile {
+pub fn load_state_file(path: &Path) -> Result<NodeModel, StateFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StateFileError::ReadFile {
         path: path.display().to_string(),
         source,
     })?;
     parse_state(&text).map_err(|e| match e {
-        ModelError::ParseFile { message, .. } => ModelError::ParseFile {
+        StateFileError::ParseFile { message, .. } => StateFileError::ParseFile {
             path: path.display().to_string(),
             message,
         },
@@ -602,24 +150,25 @@ pub fn load_state_file(path: &Path) -> Result<DesiredState, ModelError> {
 }
 
 /// See [`load_state_file`].
-pub fn parse_state(text: &str) -> Result<DesiredState, ModelError> {
-    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ModelError::ParseFile {
+pub fn parse_state(text: &str) -> Result<NodeModel, StateFileError> {
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| StateFileError::ParseFile {
         path: String::new(),
         message: e.to_string(),
     })?;
     let is_object = value.get("spec").is_some() && value.get("kind").is_some();
     if is_object {
-        let obj: EvpnNodeState = serde_yaml::from_value(value).map_err(|e| ModelError::ParseFile {
+        let obj: EvpnNodeState = serde_yaml::from_value(value).map_err(|e| StateFileError::ParseFile {
             path: String::new(),
             message: e.to_string(),
         })?;
-        DesiredState::from_spec(&obj.spec, obj.metadata.generation)
+        Ok(NodeModel::try_from(&obj)?)
     } else {
-        let spec: EvpnNodeStateSpec = serde_yaml::from_value(value).map_err(|e| ModelError::ParseFile {
-            path: String::new(),
-            message: e.to_string(),
-        })?;
-        DesiredState::from_spec(&spec, None)
+        let spec: EvpnNodeStateSpec =
+            serde_yaml::from_value(value).map_err(|e| StateFileError::ParseFile {
+                path: String::new(),
+                message: e.to_string(),
+            })?;
+        Ok(NodeModel::try_from(&spec)?)
     }
 }
 
@@ -694,7 +243,7 @@ l3vnis:
         assert_eq!(d.vrfs.len(), 1);
         let v = &d.vrfs[0];
         assert_eq!(v.name.as_str(), "vrf-blue");
-        assert_eq!(v.vxlan_name().as_str(), "bvvx-1001");
+        assert_eq!(vxlan_name(v.vni).as_str(), "bvvx-1001");
         assert_eq!(v.rd.to_string(), "172.30.0.1:1001");
         assert_eq!(v.endpoints[0].ip, "10.0.0.84".parse::<IpAddr>().unwrap());
         assert_eq!(
@@ -729,21 +278,5 @@ l3vnis:
                 d.held_back
             );
         }
-    }
-
-    #[test]
-    fn prefix_contains() {
-        let p = Prefix {
-            addr: "10.1.0.0".parse().unwrap(),
-            len: 16,
-        };
-        assert!(p.contains("10.1.2.3".parse().unwrap()));
-        assert!(!p.contains("10.2.0.1".parse().unwrap()));
-        let all = Prefix {
-            addr: "0.0.0.0".parse().unwrap(),
-            len: 0,
-        };
-        assert!(all.contains("192.0.2.1".parse().unwrap()));
-        assert!(!all.contains("::1".parse().unwrap()));
     }
 }

@@ -25,7 +25,7 @@ use crate::kernel::plan::{EndpointPins, Resolved, resolve};
 use crate::kernel::{Dataplane, KernelState};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
-use crate::model::{DesiredState, IfName, NodeSettings};
+use crate::model::{IfName, NodeModel, NodeSettings};
 
 /// rtnetlink protocol of routes zebra installs from BGP (EVPN type-5 routes among them).
 pub const RTPROT_BGP: u8 = 186;
@@ -97,7 +97,7 @@ pub struct Reconciler<D: Dataplane, F: FrrControl> {
     pub applied_path: Option<PathBuf>,
     /// The last desired state taken (persisted in `accepted_path`): a VNI whose new spec is
     /// refused keeps running as it was, across agent restarts too.
-    pub accepted: Option<DesiredState>,
+    pub accepted: Option<NodeModel>,
     pub accepted_path: Option<PathBuf>,
     /// Each endpoint's interface (persisted in `pins_path`).
     pub pins: EndpointPins,
@@ -153,7 +153,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
 
     /// Takes a new desired state: held-back VNIs keep their last accepted version; the result
     /// is remembered (and persisted) as the last accepted state.
-    pub fn accept(&mut self, mut desired: DesiredState) -> DesiredState {
+    pub fn accept(&mut self, mut desired: NodeModel) -> NodeModel {
         if let Some(last) = &self.accepted {
             desired.keep_held_back_from(last);
         }
@@ -377,7 +377,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
     }
 
     /// Brings kernel and FRR to `desired`.
-    pub async fn pass(&mut self, desired: &DesiredState) -> PassReport {
+    pub async fn pass(&mut self, desired: &NodeModel) -> PassReport {
         let started = Instant::now();
         let mut report = PassReport {
             generation: desired.generation,

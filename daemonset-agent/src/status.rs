@@ -4,14 +4,14 @@ use bgpvpn_crds::conditions::{self, types};
 use bgpvpn_crds::{EvpnNodeStateStatus, FrrApplyStatus, L3VniStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::model::DesiredState;
+use crate::model::NodeModel;
 use crate::reconcile::{FrrResult, PassReport};
 
 /// Builds the status of `desired` after `report`. `previous` keeps the conditions'
 /// `lastTransitionTime` while they do not flip; `last_frr` is the last FRR apply result seen
 /// (a pass that did not need FRR reports none).
 pub fn build_status(
-    desired: &DesiredState,
+    desired: &NodeModel,
     report: &PassReport,
     last_frr: Option<&FrrResult>,
     previous: Option<&EvpnNodeStateStatus>,

@@ -50,7 +50,7 @@ fn rendering_is_deterministic_and_order_independent() {
         v.endpoints.reverse();
         v.import_targets.reverse();
     }
-    let b = bgpvpn_agent::model::DesiredState::from_spec(&reordered, None).unwrap();
+    let b = bgpvpn_agent::model::NodeModel::try_from(&reordered).unwrap();
     assert_eq!(
         render(&FrrView::from_desired(&a, &[])),
         render(&FrrView::from_desired(&b, &[]))

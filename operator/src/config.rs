@@ -31,8 +31,8 @@
 
 use std::time::Duration;
 
-use bgpvpn_crds::validate::validate_node_state;
-use bgpvpn_crds::{EvpnNodeStateSpec, Neighbor, Underlay};
+use bgpvpn_crds::Neighbor;
+use bgpvpn_crds::model::UnderlayModel;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Deserialize;
 
@@ -134,18 +134,10 @@ impl Config {
     /// The underlay rules the agent applies, checked up front: a bad ASN or neighbor would
     /// otherwise make every node refuse its state.
     pub fn check(&self) -> Result<(), String> {
-        let probe = EvpnNodeStateSpec {
-            underlay: Underlay {
-                asn: self.underlay.asn,
-                // a node's own addresses come from its Node object: the probe's must not clash
-                // with any configured peer (TEST-NET-2, never used by a real one)
-                router_id: "198.51.100.254".into(),
-                vtep_ip: "198.51.100.254".into(),
-                neighbors: self.underlay.neighbors.clone(),
-            },
-            l3vnis: vec![],
-        };
-        validate_node_state(&probe).map_err(|e| e.to_string().replace("spec.underlay", "underlay"))?;
+        // a node's own addresses come from its Node object; a peer that is one of them is left
+        // out for that node (see `build::nodes::node_underlay`)
+        UnderlayModel::check_peering("underlay", self.underlay.asn, &self.underlay.neighbors)
+            .map_err(|e| e.to_string())?;
         if let Some(sel) = &self.node_selector {
             kube::core::Selector::try_from(sel.clone()).map_err(|e| format!("nodeSelector: {e}"))?;
         }

@@ -14,6 +14,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use bgpvpn_crds::model::IfName;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
@@ -37,8 +38,9 @@ pub struct ResolvedEndpoint {
     pub pod: String,
     pub node: String,
     pub ip: IpAddr,
-    /// Host-side interface, when known (Kuryr records it as the vif name).
-    pub interface: Option<String>,
+    /// Host-side interface, when known (Kuryr records it as the vif name; one that is not a
+    /// valid interface name is left out).
+    pub interface: Option<IfName>,
     /// See [`PodView::holder`].
     pub holder: Option<String>,
 }
@@ -261,7 +263,7 @@ fn vif_endpoints(pod: &PodView, node: &str, vif: &Vif, notes: &mut Vec<String>) 
             bad.join(", ")
         ));
     }
-    let interface = vif.vif_name.clone().filter(|n| valid_ifname(n));
+    let interface = vif.vif_name.as_deref().and_then(|n| IfName::new(n).ok());
     ips.into_iter()
         .map(|ip| ResolvedEndpoint {
             pod: pod_key(pod),
@@ -271,16 +273,6 @@ fn vif_endpoints(pod: &PodView, node: &str, vif: &Vif, notes: &mut Vec<String>) 
             holder: pod.holder(),
         })
         .collect()
-}
-
-fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 15
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        && name != "."
-        && name != ".."
 }
 
 /// The KuryrPort of a pod, unless it belongs to an earlier pod of the same name.

@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DesiredState, IfName, NeighborModel, Peer, Prefix, RtRd};
+use crate::model::{IfName, NeighborModel, NodeModel, Peer, Prefix, RtRd};
 
 /// One VRF as FRR sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +51,7 @@ pub struct FrrView {
 impl FrrView {
     /// The view of a desired state, leaving out the VRFs in `skip` (those the kernel side
     /// cannot program: rendering them would bind FRR to a foreign device).
-    pub fn from_desired(d: &DesiredState, skip: &[IfName]) -> Self {
+    pub fn from_desired(d: &NodeModel, skip: &[IfName]) -> Self {
         let vrfs = d
             .vrfs
             .iter()

@@ -19,8 +19,8 @@ use super::{
     KernelOp, KernelState, Link, LinkKind, Route, RouteKind, RouteSpec, RouteTarget, Rule, RuleSpec,
 };
 use crate::model::{
-    DesiredState, IfName, LINK_GROUP, MAX_SLOT, NodeSettings, OVERFLOW_SLOT_BASE, Prefix, VXLAN_PORT,
-    bridge_mac, bridge_name, slot_of_table, table_for_slot,
+    IfName, LINK_GROUP, MAX_SLOT, NodeModel, NodeSettings, OVERFLOW_SLOT_BASE, Prefix, VXLAN_PORT,
+    bridge_mac, bridge_name, slot_of_table, table_for_slot, vxlan_name,
 };
 
 /// Main routing table.
@@ -230,7 +230,7 @@ impl<'a> Observed<'a> {
 }
 
 pub fn resolve(
-    desired: &DesiredState,
+    desired: &NodeModel,
     observed: &KernelState,
     settings: &NodeSettings,
     pins: &EndpointPins,
@@ -276,7 +276,7 @@ pub fn resolve(
             }
         };
         let bridge = bridge_name(slot);
-        let vxlan = v.vxlan_name();
+        let vxlan = vxlan_name(v.vni);
         let foreign = |name: &str| observed.link(name).filter(|l| !l.owned());
         let conflict = [v.name.as_str(), bridge.as_str(), vxlan.as_str()]
             .into_iter()

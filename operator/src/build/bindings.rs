@@ -158,7 +158,7 @@ fn bind(
     namespace_allowed(&vpn.vpn.spec.allowed_namespaces, &spec.bgpvpn, &namespace, labels)
         .map_err(|m| rejected(reasons::NOT_ALLOWED, m))?;
     let vni = match &vpn.verdict {
-        VpnVerdict::Accepted { vni } => *vni,
+        VpnVerdict::Accepted { vni, .. } => *vni,
         VpnVerdict::Rejected { reason, message } => {
             return Err(rejected(
                 reasons::BGPVPN_NOT_READY,

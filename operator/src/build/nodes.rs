@@ -19,8 +19,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use bgpvpn_crds::validate::{NodeStateFindings, RouteTargetOrDistinguisher, check_node_state, parse_rt_rd};
-use bgpvpn_crds::{BgpvpnSpec, Endpoint, EvpnNodeState, EvpnNodeStateSpec, L3Vni, RoutedPrefix, Underlay};
+use bgpvpn_crds::model::{IfName, NodeStateFindings, ParsedNodeState, RtRd};
+use bgpvpn_crds::validate::{RouteTargetOrDistinguisher, ValidBgpvpn};
+use bgpvpn_crds::{Endpoint, EvpnNodeState, EvpnNodeStateSpec, L3Vni, RoutedPrefix, Underlay};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
@@ -182,7 +183,9 @@ pub fn assemble(
             continue;
         };
         let (bgpvpn, vni) = (bgpvpn.clone(), *vni);
-        let spec = &vpns[&bgpvpn].vpn.spec;
+        let (_, valid) = vpns[&bgpvpn]
+            .accepted()
+            .expect("a binding is bound to an accepted BGPVPN only");
         let mut placed_nodes = BTreeSet::new();
         let mut kept = Vec::with_capacity(b.endpoints.len());
         for ep in std::mem::take(&mut b.endpoints) {
@@ -223,12 +226,12 @@ pub fn assemble(
                 .entry(node_name.as_str())
                 .or_default()
                 .entry(vni)
-                .or_insert_with(|| l3vni_template(&bgpvpn, vni, spec));
+                .or_insert_with(|| l3vni_template(&bgpvpn, vni, valid));
             let ip = ep.ip.to_string();
             if !entry.endpoints.iter().any(|e| e.ip == ip) {
                 entry.endpoints.push(Endpoint {
                     ip,
-                    interface: ep.interface.clone(),
+                    interface: ep.interface.as_ref().map(IfName::to_string),
                     pod: Some(ep.pod.clone()),
                     holder: ep.holder.clone(),
                 });
@@ -282,9 +285,16 @@ pub fn assemble(
             .get(name.as_str())
             .map(|obj| obj.spec.l3vnis.as_slice())
             .unwrap_or_default();
-        assign_route_distinguishers(router_id, &mut l3vnis, programmed);
+        let explicit: BTreeMap<u32, Option<RtRd>> = l3vnis
+            .iter()
+            .map(|v| (v.vni, vpns[&v.bgpvpn].accepted().and_then(|(_, valid)| valid.rd)))
+            .collect();
+        let rds = assign_route_distinguishers(router_id, &explicit, programmed);
+        for v in &mut l3vnis {
+            v.route_distinguisher = rds[&v.vni].to_string();
+        }
         let mut spec = EvpnNodeStateSpec { underlay, l3vnis };
-        let findings = check_node_state(&spec);
+        let findings = ParsedNodeState::new(&spec).into_findings();
         if !findings.underlay.0.is_empty() {
             // never hand an agent a state it refuses; keep what it has and say why
             placement.kept.insert(
@@ -347,7 +357,7 @@ fn hold_back(
                 }
             }
         }
-        findings = check_node_state(spec);
+        findings = ParsedNodeState::new(spec).into_findings();
     }
     let mut index = 0;
     spec.l3vnis.retain(|_| {
@@ -359,16 +369,18 @@ fn hold_back(
     held
 }
 
-fn l3vni_template(bgpvpn: &str, vni: u32, spec: &BgpvpnSpec) -> L3Vni {
+/// An L3 VNI of `bgpvpn` without endpoints, prefixes, or its RD (which
+/// [`assign_route_distinguishers`] decides per node).
+fn l3vni_template(bgpvpn: &str, vni: u32, valid: &ValidBgpvpn) -> L3Vni {
+    let strings = |list: &[RtRd]| list.iter().map(RtRd::to_string).collect();
     L3Vni {
         bgpvpn: bgpvpn.to_string(),
         vni,
         vrf: vrf_name(vni),
-        import_targets: spec.effective_import_targets(),
-        export_targets: spec.effective_export_targets(),
-        // empty = derive one per node (assign_route_distinguishers)
-        route_distinguisher: spec.route_distinguishers.first().cloned().unwrap_or_default(),
-        local_pref: spec.local_pref,
+        import_targets: strings(&valid.import_targets),
+        export_targets: strings(&valid.export_targets),
+        route_distinguisher: String::new(),
+        local_pref: valid.local_pref,
         endpoints: vec![],
         prefixes: vec![],
     }
@@ -379,39 +391,52 @@ pub fn vrf_name(vni: u32) -> String {
     format!("vrf-{vni}")
 }
 
-/// Fills in the RD of every VNI that has no explicit one (see the module documentation).
-/// `programmed` is what the node's object carries now: a VNI found there keeps its type-1 RD
-/// of this router id unless an explicit RD has taken it. `l3vnis` must be sorted by VNI.
-pub fn assign_route_distinguishers(router_id: Ipv4Addr, l3vnis: &mut [L3Vni], programmed: &[L3Vni]) {
-    let mut taken: BTreeSet<RouteTargetOrDistinguisher> = l3vnis
+/// The RD of every VNI of a node: its explicit one (`explicit`, by VNI: the BGPVPN's), else
+/// one derived here (see the module documentation). `programmed` is what the node's object
+/// carries now (read from the stored object): a VNI found there keeps its type-1 RD of this
+/// router id unless an explicit RD has taken it.
+pub fn assign_route_distinguishers(
+    router_id: Ipv4Addr,
+    explicit: &BTreeMap<u32, Option<RtRd>>,
+    programmed: &[L3Vni],
+) -> BTreeMap<u32, RtRd> {
+    let mut rds: BTreeMap<u32, RtRd> = explicit
         .iter()
-        .filter_map(|v| parse_rt_rd(&v.route_distinguisher).ok())
+        .filter_map(|(vni, rd)| rd.map(|rd| (*vni, rd)))
         .collect();
-    let programmed_rd: BTreeMap<u32, RouteTargetOrDistinguisher> = programmed
+    let mut taken: BTreeSet<RtRd> = rds.values().copied().collect();
+    let programmed_rd: BTreeMap<u32, RtRd> = programmed
         .iter()
-        .filter_map(|v| match parse_rt_rd(&v.route_distinguisher) {
+        .filter_map(|v| match RtRd::parse(&v.route_distinguisher) {
             // an RD of an older router id is not this node's to keep
-            Ok(rd @ RouteTargetOrDistinguisher::Ipv4(ip, _)) if ip == router_id => Some((v.vni, rd)),
+            Ok(rd @ RtRd(RouteTargetOrDistinguisher::Ipv4(ip, _))) if ip == router_id => Some((v.vni, rd)),
             _ => None,
         })
         .collect();
+    let derived = || {
+        explicit
+            .iter()
+            .filter(|(_, rd)| rd.is_none())
+            .map(|(vni, _)| *vni)
+    };
     // kept RDs first, so a new VNI can never take the RD of one already programmed
-    for v in l3vnis.iter_mut().filter(|v| v.route_distinguisher.is_empty()) {
-        if let Some(rd) = programmed_rd.get(&v.vni).filter(|rd| taken.insert(**rd)) {
-            v.route_distinguisher = rd.to_string();
+    for vni in derived() {
+        if let Some(rd) = programmed_rd.get(&vni).filter(|rd| taken.insert(**rd)) {
+            rds.insert(vni, *rd);
         }
     }
-    for v in l3vnis.iter_mut().filter(|v| v.route_distinguisher.is_empty()) {
-        let mut n = fold_vni(v.vni);
+    for vni in derived().filter(|vni| !rds.contains_key(vni)).collect::<Vec<_>>() {
+        let mut n = fold_vni(vni);
         let rd = loop {
-            let rd = RouteTargetOrDistinguisher::Ipv4(router_id, n);
+            let rd = RtRd(RouteTargetOrDistinguisher::Ipv4(router_id, n));
             if taken.insert(rd) {
                 break rd;
             }
             n = if n == u16::MAX { 1 } else { n + 1 };
         };
-        v.route_distinguisher = rd.to_string();
+        rds.insert(vni, rd);
     }
+    rds
 }
 
 /// The VNI itself when it fits the 16-bit number of a type-1 RD, else folded into 1..65535.

@@ -118,11 +118,11 @@ fn policy(
             return Some(PrefixRefusal::OtherBindingsEndpoint { pod: pod.clone() });
         }
     }
-    if vpn
-        .allowed_prefixes
-        .iter()
-        .any(|allowed| allowed.contains(prefix))
-    {
+    let allowed = vpn
+        .accepted()
+        .map(|(_, valid)| valid.allowed_prefixes.as_slice())
+        .unwrap_or_default();
+    if allowed.iter().any(|allowed| allowed.contains(prefix)) {
         None
     } else {
         Some(PrefixRefusal::NotAllowed {

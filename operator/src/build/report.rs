@@ -160,7 +160,7 @@ pub fn bgpvpn_reports(
                         .conditions
                         .push(Cond::new(types::READY, false, reason, message.clone()));
                 }
-                VpnVerdict::Accepted { vni } => {
+                VpnVerdict::Accepted { vni, .. } => {
                     report.conditions.push(no_vpn_conflict());
                     let placed: BTreeSet<&String> = placement
                         .nodes

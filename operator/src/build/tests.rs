@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use bgpvpn_crds::model::RtRd;
 use bgpvpn_crds::{Bgpvpn, EvpnNodeState, VniBinding};
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use serde_json::{Value, json};
@@ -483,9 +484,20 @@ fn invalid_objects_are_reported_not_programmed() {
     );
 }
 
+/// The explicit RD of each VNI (`""`: none).
+fn explicit_rds(vnis: &[(u32, &str)]) -> BTreeMap<u32, Option<RtRd>> {
+    vnis.iter()
+        .map(|(vni, rd)| (*vni, (!rd.is_empty()).then(|| rd.parse().unwrap())))
+        .collect()
+}
+
+/// The RDs, in VNI order.
+fn rd_strings(rds: BTreeMap<u32, RtRd>) -> Vec<String> {
+    rds.values().map(RtRd::to_string).collect()
+}
+
 #[test]
 fn route_distinguishers_are_unique_per_node_and_valid_for_any_vni() {
-    use bgpvpn_crds::L3Vni;
     assert_eq!(nodes::fold_vni(1001), 1001);
     assert_eq!(nodes::fold_vni(65535), 65535);
     assert_eq!(nodes::fold_vni(65536), 1);
@@ -493,23 +505,19 @@ fn route_distinguishers_are_unique_per_node_and_valid_for_any_vni() {
         nodes::fold_vni(16_777_215),
         ((16_777_215u32 - 1) % 65535 + 1) as u16
     );
-    let l3 = |vni: u32, rd: &str| L3Vni {
-        vni,
-        route_distinguisher: rd.into(),
-        ..Default::default()
-    };
-    let mut vnis = vec![
-        l3(1, ""),
-        l3(2, "172.30.0.1:65537"),
-        l3(3, "172.30.0.1:4"),
-        l3(4, ""),
-        l3(65536, ""),
-        l3(65537, ""),
-    ];
-    // "172.30.0.1:65537" does not parse as a type-1 RD (16-bit number) and stays as given
-    vnis[1].route_distinguisher = "65000:7".into();
-    nodes::assign_route_distinguishers("172.30.0.1".parse().unwrap(), &mut vnis, &[]);
-    let rds: Vec<&str> = vnis.iter().map(|v| v.route_distinguisher.as_str()).collect();
+    let explicit = explicit_rds(&[
+        (1, ""),
+        (2, "65000:7"),
+        (3, "172.30.0.1:4"),
+        (4, ""),
+        (65536, ""),
+        (65537, ""),
+    ]);
+    let rds = rd_strings(nodes::assign_route_distinguishers(
+        "172.30.0.1".parse().unwrap(),
+        &explicit,
+        &[],
+    ));
     assert_eq!(
         rds,
         [
@@ -761,9 +769,8 @@ fn kept_route_distinguishers_yield_to_explicit_ones_and_new_router_ids() {
         l3(400, "192.0.2.1:400"),
     ];
 
-    let mut vnis = vec![l3(255, ""), l3(300, ""), l3(400, ""), l3(16_777_215, "")];
-    nodes::assign_route_distinguishers(router, &mut vnis, &programmed);
-    let rds: Vec<&str> = vnis.iter().map(|v| v.route_distinguisher.as_str()).collect();
+    let vnis = explicit_rds(&[(255, ""), (300, ""), (400, ""), (16_777_215, "")]);
+    let rds = rd_strings(nodes::assign_route_distinguishers(router, &vnis, &programmed));
     assert_eq!(
         rds,
         [
@@ -776,9 +783,8 @@ fn kept_route_distinguishers_yield_to_explicit_ones_and_new_router_ids() {
     );
 
     // an explicit RD that equals a kept one wins; the kept VNI takes a free number
-    let mut vnis = vec![l3(255, ""), l3(300, "172.30.0.1:256")];
-    nodes::assign_route_distinguishers(router, &mut vnis, &programmed);
-    let rds: Vec<&str> = vnis.iter().map(|v| v.route_distinguisher.as_str()).collect();
+    let vnis = explicit_rds(&[(255, ""), (300, "172.30.0.1:256")]);
+    let rds = rd_strings(nodes::assign_route_distinguishers(router, &vnis, &programmed));
     assert_eq!(rds, ["172.30.0.1:255", "172.30.0.1:256"]);
 }
 

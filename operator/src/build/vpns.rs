@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use bgpvpn_crds::Bgpvpn;
-use bgpvpn_crds::validate::{Cidr, check_supported, parse_rt_rd, validate_bgpvpn, validate_vni_unchanged};
+use bgpvpn_crds::validate::{ValidBgpvpn, check_supported, validate_bgpvpn, validate_vni_unchanged};
 use kube::ResourceExt;
 
 use super::creation_order;
@@ -23,8 +23,6 @@ use crate::reasons;
 #[derive(Clone, Debug)]
 pub struct VpnDecision<'a> {
     pub vpn: &'a Bgpvpn,
-    /// `spec.allowedPrefixes`, parsed (empty when the spec is invalid).
-    pub allowed_prefixes: Vec<Cidr>,
     /// Why the spec is not valid (the `Valid` condition), also when it is still programmed.
     pub spec_problem: Option<String>,
     pub verdict: VpnVerdict,
@@ -32,16 +30,22 @@ pub struct VpnDecision<'a> {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum VpnVerdict {
-    /// Programmed with this VNI.
-    Accepted { vni: u32 },
+    /// Programmed with this VNI, from what [`validate_bgpvpn`] parsed of the spec (the build
+    /// never reads its strings again).
+    Accepted { vni: u32, valid: ValidBgpvpn },
     /// Nothing is programmed for it.
     Rejected { reason: &'static str, message: String },
 }
 
 impl VpnDecision<'_> {
     pub fn accepted_vni(&self) -> Option<u32> {
-        match self.verdict {
-            VpnVerdict::Accepted { vni } => Some(vni),
+        self.accepted().map(|(vni, _)| vni)
+    }
+
+    /// The VNI and the parsed spec of an accepted BGPVPN.
+    pub fn accepted(&self) -> Option<(u32, &ValidBgpvpn)> {
+        match &self.verdict {
+            VpnVerdict::Accepted { vni, valid } => Some((*vni, valid)),
             VpnVerdict::Rejected { .. } => None,
         }
     }
@@ -66,37 +70,32 @@ pub fn decide(vpns: &[std::sync::Arc<Bgpvpn>]) -> BTreeMap<String, VpnDecision<'
 fn decide_alone(vpn: &Bgpvpn) -> VpnDecision<'_> {
     let spec = &vpn.spec;
     let mut problems: Vec<String> = Vec::new();
-    let allowed_prefixes = match validate_bgpvpn(spec) {
-        Ok(valid) => valid.allowed_prefixes,
-        Err(e) => {
-            problems.push(e.to_string());
-            vec![]
-        }
-    };
+    let valid = validate_bgpvpn(spec)
+        .map_err(|e| problems.push(e.to_string()))
+        .ok();
     if let Some(sel) = &spec.allowed_namespaces.selector
         && let Err(e) = kube::core::Selector::try_from(sel.clone())
     {
         problems.push(format!("spec.allowedNamespaces.selector: {e}"));
     }
     let programmed = vpn.status.as_ref().and_then(|s| s.programmed_vni);
-    if !problems.is_empty() {
+    let Some(valid) = valid.filter(|_| problems.is_empty()) else {
         let message = problems.join("; ");
         return VpnDecision {
             vpn,
-            allowed_prefixes,
             spec_problem: Some(message.clone()),
             verdict: VpnVerdict::Rejected {
                 reason: reasons::INVALID,
                 message,
             },
         };
-    }
+    };
     let vni_edit = validate_vni_unchanged(programmed, spec.vni)
         .err()
         .map(|e| e.to_string());
     let vni = programmed.unwrap_or(spec.vni);
     let verdict = match check_supported(spec) {
-        Ok(()) => VpnVerdict::Accepted { vni },
+        Ok(()) => VpnVerdict::Accepted { vni, valid },
         Err(message) => VpnVerdict::Rejected {
             reason: reasons::NOT_SUPPORTED,
             message,
@@ -104,7 +103,6 @@ fn decide_alone(vpn: &Bgpvpn) -> VpnDecision<'_> {
     };
     VpnDecision {
         vpn,
-        allowed_prefixes,
         spec_problem: vni_edit,
         verdict,
     }
@@ -144,13 +142,7 @@ fn settle_vni_conflicts(decisions: &mut BTreeMap<String, VpnDecision>) {
 fn settle_rd_conflicts(decisions: &mut BTreeMap<String, VpnDecision>) {
     let mut by_rd = BTreeMap::new();
     for (name, d) in decisions.iter() {
-        let rd = d
-            .vpn
-            .spec
-            .route_distinguishers
-            .first()
-            .and_then(|rd| parse_rt_rd(rd).ok());
-        if let (Some(_), Some(rd)) = (d.accepted_vni(), rd) {
+        if let Some(rd) = d.accepted().and_then(|(_, valid)| valid.rd) {
             by_rd.entry(rd).or_insert_with(Vec::new).push(name.clone());
         }
     }
