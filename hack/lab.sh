@@ -6,7 +6,7 @@
 #
 # It installs what it needs (hack/test.sh's installers), builds the operator and the agent, and
 # brings up:
-#   host netns bgpvpn-lab-<rand>: tap 10.99.0.1/24, etcd + kube-apiserver v1.20.2, the operator
+#   host netns bgpvpn-lab-<rand>: tap 10.99.0.1/24, etcd + kube-apiserver (v1.37.2), the operator
 #       (and, with --openstack, neutron-server + networking-bgpvpn)
 #   the node guest (hack/testbed/guest.sh: user-mode-linux 7.x or QEMU, a trixie root with
 #       FRR 10) on that tap, 10.99.0.2: the Kubernetes node

@@ -1,6 +1,7 @@
 //! Pure validation of the API objects: the schema rules again (objects may predate the CRD, or
-//! come from Neutron rather than the API server) plus the cross-field rules the v1.20 API server
-//! cannot express. Nothing that fails here reaches netlink or frr.conf.
+//! come from Neutron rather than the API server, or a CRD without the CEL rules is installed)
+//! plus the cross-object rules no schema can express. Nothing that fails here reaches netlink or
+//! frr.conf.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};

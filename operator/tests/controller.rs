@@ -1,4 +1,4 @@
-//! The controllers against a real kube-apiserver v1.20.2: one operator (in-process, leading
+//! The controllers against a real kube-apiserver: one operator (in-process, leading
 //! without election) serves every test of this binary, as one operator serves many tenants;
 //! each test uses its own namespaces, nodes, BGPVPN names and VNIs.
 //!

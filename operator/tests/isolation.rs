@@ -1,4 +1,4 @@
-//! Tenant and fault isolation (issue 12) against a real kube-apiserver v1.20.2: what one
+//! Tenant and fault isolation (issue 12) against a real kube-apiserver: what one
 //! tenant does never renumbers, widens or blocks what a node runs for the others. One operator
 //! (in-process, leading without election) serves every test of this binary.
 

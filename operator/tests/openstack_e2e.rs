@@ -5,7 +5,7 @@
 //! in the EVPNNodeState of its node. Dissociating the router in Neutron takes it out again.
 //! A project's associations reach only the namespaces the admin mapped to that project, and a
 //! tenant that puts the sync's label on a binding of its own gains nothing by it.
-//! Real neutron-server + networking-bgpvpn (noauth), real kube-apiserver v1.20.2.
+//! Real neutron-server + networking-bgpvpn (noauth), real kube-apiserver (v1.37.2).
 
 mod openstack_support;
 

@@ -1,4 +1,4 @@
-//! Operator figures (a benchmark command, not a test): against a real kube-apiserver v1.20.2
+//! Operator figures (a benchmark command, not a test): against a real kube-apiserver
 //! (started by the testkit) and the real operator binary, measures
 //!
 //! 1. the time from a VNIBinding create to its EVPNNodeState being written (median and p99 of

@@ -1,5 +1,5 @@
 //! API writes per pod change (a benchmark command, not a test). Against a real kube-apiserver
-//! v1.20.2 (started by the testkit) and the real operator binary: one BGPVPN and one VNIBinding
+//! (v1.37.2, started by the testkit) and the real operator binary: one BGPVPN and one VNIBinding
 //! select `--pods` Running pods spread over `--nodes` nodes; then, one change at a time and each
 //! after the operator went idle, a pod is added, deleted, relabelled out of / back into the
 //! binding, or touched in a way that does not matter (an annotation). For each change it counts

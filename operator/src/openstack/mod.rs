@@ -15,7 +15,7 @@
 //! | router association (`router_id`) | one `VNIBinding` `os-<association id>` with `spec.routerId` in every namespace whose `KuryrNetwork` has `status.routerId` = that router |
 //! | network association (`network_id`) | one `VNIBinding` `os-<association id>` with `spec.networkId` in every namespace whose `KuryrNetwork` has `status.netId` = that network |
 //! | port association (`port_id`, `routes`) | one `VNIBinding` `os-<association id>` with `spec.portId` in the namespace of the `KuryrPort` (the pod) that has a vif with that id; the `prefix` routes become `spec.advertisePrefixes`, advertised only within the mirrored BGPVPN's `spec.allowedPrefixes`: the sync neither sets nor owns that field, the cluster admin sets it (Neutron tenants choose port routes) |
-//! | the namespaces bound | `spec.allowedNamespaces.names` of the BGPVPN: exactly those namespaces (`all` is false, no selector). Namespaces are never labelled by the sync, and Kubernetes 1.20 has no `kubernetes.io/metadata.name` label to select on. |
+//! | the namespaces bound | `spec.allowedNamespaces.names` of the BGPVPN: exactly those namespaces (`all` is false, no selector). Namespaces are never labelled by the sync; the names are a list the sync owns beside the admin's selector. |
 //!
 //! # Which namespaces a project reaches
 //!
