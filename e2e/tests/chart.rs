@@ -456,6 +456,14 @@ async fn an_agent_writes_only_its_own_nodes_status() {
         )
         .await
     };
+    // the API server loads a new policy asynchronously: once it refuses a token bound to no
+    // node, the policy is in force (without the policy that write is accepted and this times out)
+    bgpvpn_testkit::wait_for(
+        "the admission policy in force",
+        std::time::Duration::from_secs(30),
+        || async { write_status(unbound.clone(), node_b.clone()).await.err() },
+    )
+    .await;
     write_status(agent_a.clone(), node_a.clone())
         .await
         .expect("the agent on node A writes node A's status");
