@@ -17,6 +17,7 @@ use crate::schema::*;
     shortname = "bvpn",
     category = "evpn",
     status = "BgpvpnStatus",
+    selectable = ".spec.vni",
     printcolumn = r#"{"name":"VNI","type":"integer","jsonPath":".spec.vni"}"#,
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
     printcolumn = r#"{"name":"RTs","type":"string","jsonPath":".spec.routeTargets"}"#,

@@ -20,6 +20,7 @@ use crate::schema::*;
     category = "evpn",
     namespaced,
     status = "VniBindingStatus",
+    selectable = ".spec.bgpvpn",
     printcolumn = r#"{"name":"BGPVPN","type":"string","jsonPath":".spec.bgpvpn"}"#,
     printcolumn = r#"{"name":"Endpoints","type":"integer","jsonPath":".status.endpoints"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,

@@ -20,6 +20,8 @@ use crate::schema::*;
     shortname = "ens",
     category = "evpn",
     status = "EvpnNodeStateStatus",
+    selectable = ".spec.underlay.vtepIp",
+    selectable = ".spec.underlay.routerId",
     printcolumn = r#"{"name":"ASN","type":"integer","jsonPath":".spec.underlay.asn"}"#,
     printcolumn = r#"{"name":"VTEP","type":"string","jsonPath":".spec.underlay.vtepIp"}"#,
     printcolumn = r#"{"name":"L3VNIs","type":"integer","jsonPath":".status.programmedVnis"}"#,

@@ -5,7 +5,7 @@
 use bgpvpn_crds::{Bgpvpn, BgpvpnSpec, EvpnNodeState, VniBinding};
 use bgpvpn_testkit::{client_or_skip, kubectl, repo_root, unique_name};
 use kube::Resource;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
@@ -449,4 +449,93 @@ async fn a_programmed_vni_cannot_change() {
         .expect("the rest of the spec stays editable");
     assert_eq!(api.get(&name).await.unwrap().spec.vni, 12);
     api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+/// The selectable fields select on the server (`kubectl get --field-selector`): BGPVPNs by VNI,
+/// VNIBindings by BGPVPN, EVPNNodeStates by VTEP and router id, and every kind by name (the
+/// agent's watch of its own node). A field that is not declared selectable is refused.
+#[tokio::test]
+async fn selectable_fields_select_on_the_server() {
+    let client = client_or_skip!();
+    async fn select<K>(api: &Api<K>, fields: &str) -> Vec<String>
+    where
+        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let list = api.list(&ListParams::default().fields(fields)).await;
+        let list = list.unwrap_or_else(|e| panic!("select {fields}: {e}"));
+        list.items
+            .iter()
+            .map(|o| o.meta().name.clone().unwrap())
+            .collect()
+    }
+
+    let (vpn_a, vpn_b) = (unique_name("sel-a"), unique_name("sel-b"));
+    // a VNI no other test of this binary uses
+    let vni = 9_000_000 + u32::from_str_radix(&vpn_a[vpn_a.len() - 5..], 16).unwrap() % 1_000_000;
+    let vpns: Api<Bgpvpn> = Api::all(client.clone());
+    for (name, vni) in [(&vpn_a, vni), (&vpn_b, vni + 1)] {
+        let spec: BgpvpnSpec =
+            serde_json::from_value(json!({"vni": vni, "routeTargets": ["65000:1"]})).unwrap();
+        vpns.create(&PostParams::default(), &Bgpvpn::new(name, spec))
+            .await
+            .unwrap();
+    }
+    assert_eq!(select(&vpns, &format!("spec.vni={vni}")).await, [vpn_a.as_str()]);
+
+    let bindings: Api<VniBinding> = Api::namespaced(client.clone(), "default");
+    let (bind_a, bind_b) = (unique_name("sel-a"), unique_name("sel-b"));
+    for (name, vpn) in [(&bind_a, &vpn_a), (&bind_b, &vpn_b)] {
+        let binding: VniBinding = serde_json::from_value(json!({
+            "apiVersion": "bgpvpn.io/v1alpha1", "kind": "VNIBinding", "metadata": {"name": name},
+            "spec": {"bgpvpn": vpn, "podSelector": {}}}))
+        .unwrap();
+        bindings.create(&PostParams::default(), &binding).await.unwrap();
+    }
+    assert_eq!(
+        select(&bindings, &format!("spec.bgpvpn={vpn_b}")).await,
+        [bind_b.as_str()]
+    );
+
+    let states: Api<EvpnNodeState> = Api::all(client.clone());
+    let (node_a, node_b) = (unique_name("sel-node-a"), unique_name("sel-node-b"));
+    // addresses no other test of this binary uses
+    let octet = vni % 250 + 1;
+    let (vtep_a, vtep_b) = (format!("198.51.100.{octet}"), format!("203.0.113.{octet}"));
+    for (name, vtep) in [(&node_a, &vtep_a), (&node_b, &vtep_b)] {
+        let state: EvpnNodeState = serde_json::from_value(json!({
+            "apiVersion": "bgpvpn.io/v1alpha1", "kind": "EVPNNodeState", "metadata": {"name": name},
+            "spec": {"underlay": {"asn": 65001, "routerId": vtep, "vtepIp": vtep}}}))
+        .unwrap();
+        states.create(&PostParams::default(), &state).await.unwrap();
+    }
+    assert_eq!(
+        select(&states, &format!("spec.underlay.vtepIp={vtep_b}")).await,
+        [node_b.as_str()]
+    );
+    assert_eq!(
+        select(&states, &format!("spec.underlay.routerId={vtep_a}")).await,
+        [node_a.as_str()]
+    );
+    assert_eq!(
+        select(&states, &format!("metadata.name={node_a}")).await,
+        [node_a.as_str()]
+    );
+
+    match states
+        .list(&ListParams::default().fields("spec.underlay.asn=65001"))
+        .await
+    {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 400, "{e:?}"),
+        other => panic!("a field that is not selectable was selected on: {other:?}"),
+    }
+
+    for name in [&vpn_a, &vpn_b] {
+        vpns.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for name in [&bind_a, &bind_b] {
+        bindings.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for name in [&node_a, &node_b] {
+        states.delete(name, &DeleteParams::default()).await.unwrap();
+    }
 }

@@ -1,7 +1,7 @@
 //! Writes the desired EVPNNodeStates: only those that differ from the stored object, by
-//! server-side apply with the operator's field manager; and deletes the objects of nodes that
-//! are gone (the owner reference to the Node does that on a full cluster, but not where no
-//! garbage collector runs, such as a bare API server).
+//! server-side apply with the operator's field manager; and deletes those the plan retires (a
+//! Node that left `nodeSelector`). The object of a deleted Node goes with it: the garbage
+//! collector follows its owner reference.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -184,29 +184,22 @@ impl NodeStateWriter {
             }
         }
 
-        let orphans: Vec<&EvpnNodeState> = stored
-            .values()
-            .copied()
-            .filter(|o| o.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY))
-            .filter(|o| {
-                !plan.nodes.contains_key(&o.name_any()) && !plan.kept_nodes.contains_key(&o.name_any())
-            })
-            .collect();
-        for obj in orphans {
-            let name = obj.name_any();
+        // what was written for a node that is no longer planned is no longer awaited
+        self.written.retain(|name, _| plan.nodes.contains_key(name));
+        for (name, uid) in &plan.retired_nodes {
             let params = DeleteParams {
                 preconditions: Some(Preconditions {
-                    uid: obj.uid(),
+                    uid: uid.clone(),
                     resource_version: None,
                 }),
                 ..Default::default()
             };
-            match self.api.delete(&name, &params).await {
+            match self.api.delete(name, &params).await {
                 Ok(_) => {
                     metrics.node_state_write("delete");
-                    tracing::info!(node = %name, "EVPNNodeState of a node that is gone deleted");
-                    self.written.remove(&name);
-                    applied.deleted.push(name);
+                    tracing::info!(node = %name, "EVPNNodeState of a node that no longer takes part in EVPN deleted");
+                    self.written.remove(name);
+                    applied.deleted.push(name.clone());
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                 Err(e) => applied.errors.push(format!("delete EVPNNodeState {name}: {e}")),

@@ -21,8 +21,10 @@ use support::*;
 static OPERATOR: OnceLock<Arc<Metrics>> = OnceLock::new();
 
 /// A client, with the shared operator running; `None` when the apiserver tier is skipped.
+/// kube-controller-manager runs beside the API server: the operator leaves the object of a
+/// deleted Node to its garbage collector.
 async fn setup() -> Option<(Client, Arc<Metrics>)> {
-    let client = bgpvpn_testkit::client().await?;
+    let client = bgpvpn_testkit::client_with_controller_manager().await?;
     install_kuryr_crds(&client).await;
     let metrics = OPERATOR
         .get_or_init(|| start_operator("controller-tests"))
@@ -702,14 +704,40 @@ async fn node_objects_follow_nodes() {
     assert!(states.get_opt(&bare).await.unwrap().is_none());
     wait_event(&client, "default", &bare, "EVPNNodeStateNotUpdated").await;
 
-    // the node goes: its object goes too (no garbage collector runs on this API server)
+    // the node goes: the garbage collector deletes its object through the owner reference,
+    // the operator does not
     let deletes = metrics.node_state_write_count("delete");
     nodes.delete(&n, &DeleteParams::default()).await.unwrap();
     bgpvpn_testkit::wait_for("EVPNNodeState deleted with its Node", TIMEOUT, || async {
         states.get_opt(&n).await.unwrap().is_none().then_some(())
     })
     .await;
-    bgpvpn_testkit::wait_for("the delete counted", TIMEOUT, || async {
+    assert_eq!(
+        metrics.node_state_write_count("delete"),
+        deletes,
+        "the operator deleted it, not the GC"
+    );
+}
+
+/// An object carrying the operator's label that no Node owns and no node wants is deleted by
+/// the operator: no garbage collector ever would.
+#[tokio::test]
+async fn an_ownerless_node_object_of_ours_is_deleted() {
+    let (client, metrics) = setup_or_skip!();
+    let name = bgpvpn_testkit::unique_name("ghost-node");
+    let states: Api<EvpnNodeState> = Api::all(client.clone());
+    let deletes = metrics.node_state_write_count("delete");
+    let ghost: EvpnNodeState = serde_json::from_value(json!({
+        "apiVersion": "bgpvpn.io/v1alpha1", "kind": "EVPNNodeState",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "bgpvpn-operator"}},
+        "spec": {"underlay": {"asn": 65001, "routerId": "192.0.2.77", "vtepIp": "192.0.2.77"}}}))
+    .unwrap();
+    states.create(&Default::default(), &ghost).await.unwrap();
+    bgpvpn_testkit::wait_for("the ownerless EVPNNodeState deleted", TIMEOUT, || async {
+        states.get_opt(&name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+    bgpvpn_testkit::wait_for("the operator's delete counted", TIMEOUT, || async {
         (metrics.node_state_write_count("delete") > deletes).then_some(())
     })
     .await;

@@ -2,8 +2,9 @@
 //!
 //! [`client`] starts one real kube-apiserver (v1.37.2, or `KUBE_VERSION`) + etcd per test binary (through
 //! `hack/testbed/kube-apiserver.sh`, on free loopback ports), applies the committed CRDs from
-//! `crds/`, and hands each test its own client. A watcher process stops both daemons and removes
-//! their state when the test binary exits.
+//! `crds/`, and hands each test its own client; [`client_with_controller_manager`] also runs
+//! kube-controller-manager (garbage collection and the other controllers a cluster has). A
+//! watcher process stops the daemons and removes their state when the test binary exits.
 //!
 //! Without a built apiserver the tests print `SKIPPED: …` and return, unless
 //! `BGPVPN_REQUIRE_APISERVER=1` (set by `hack/test.sh`, so CI never skips), which makes that a
@@ -29,7 +30,8 @@ pub struct ApiServer {
     pub kubectl: PathBuf,
 }
 
-static SERVER: OnceLock<Result<ApiServer, String>> = OnceLock::new();
+/// The binary's server, and whether it runs kube-controller-manager.
+static SERVER: OnceLock<(bool, Result<ApiServer, String>)> = OnceLock::new();
 
 /// The repository root (where `hack/`, `crds/` and `examples/` are).
 pub fn repo_root() -> PathBuf {
@@ -43,7 +45,7 @@ fn script() -> PathBuf {
     repo_root().join("hack/testbed/kube-apiserver.sh")
 }
 
-fn start() -> Result<ApiServer, String> {
+fn start(controller_manager: bool) -> Result<ApiServer, String> {
     let dir = tempfile::Builder::new()
         .prefix("bgpvpn-kube-")
         .tempdir()
@@ -53,6 +55,10 @@ fn start() -> Result<ApiServer, String> {
     let out = Command::new(script())
         .arg("start")
         .arg(&rundir)
+        .env(
+            "KUBE_CONTROLLER_MANAGER",
+            if controller_manager { "1" } else { "" },
+        )
         .stdin(Stdio::null())
         .output()
         .map_err(|e| e.to_string())?;
@@ -95,9 +101,28 @@ fn start() -> Result<ApiServer, String> {
     Ok(server)
 }
 
-/// The shared apiserver, or `None` (with a printed reason) when the tier is skipped.
+/// The shared apiserver (started without kube-controller-manager unless this binary asked for
+/// it first), or `None` (with a printed reason) when the tier is skipped.
 pub fn server() -> Option<&'static ApiServer> {
-    match SERVER.get_or_init(start) {
+    let (_, started) = SERVER.get_or_init(|| (false, start(false)));
+    ready_or_skip(started)
+}
+
+/// The shared apiserver with kube-controller-manager beside it. Every test of a binary that
+/// needs the controllers must ask through this (or [`client_with_controller_manager`]), or the
+/// first test to run decides.
+pub fn server_with_controller_manager() -> Option<&'static ApiServer> {
+    let (with_kcm, started) = SERVER.get_or_init(|| (true, start(true)));
+    assert!(
+        *with_kcm,
+        "this test binary's API server was started without kube-controller-manager: \
+         ask for it in every test (client_with_controller_manager)"
+    );
+    ready_or_skip(started)
+}
+
+fn ready_or_skip(started: &'static Result<ApiServer, String>) -> Option<&'static ApiServer> {
+    match started {
         Ok(s) => Some(s),
         Err(reason) if std::env::var("BGPVPN_REQUIRE_APISERVER").as_deref() == Ok("1") => {
             panic!("BGPVPN_REQUIRE_APISERVER=1 but the real apiserver did not start: {reason}")
@@ -115,7 +140,15 @@ pub fn server() -> Option<&'static ApiServer> {
 /// the tier is skipped. Each test gets its own client: a client is bound to the runtime that
 /// made it, and every `#[tokio::test]` has its own runtime.
 pub async fn client() -> Option<kube::Client> {
-    let server = server()?;
+    client_of(server()?).await
+}
+
+/// [`client`], of an API server with kube-controller-manager beside it.
+pub async fn client_with_controller_manager() -> Option<kube::Client> {
+    client_of(server_with_controller_manager()?).await
+}
+
+async fn client_of(server: &ApiServer) -> Option<kube::Client> {
     let kubeconfig =
         Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig written by kube-apiserver.sh");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())

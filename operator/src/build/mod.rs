@@ -119,6 +119,9 @@ pub struct Plan {
     pub nodes: BTreeMap<String, Arc<NodePlan>>,
     /// EVPN nodes whose object is left as it is, with why (e.g. no usable address).
     pub kept_nodes: BTreeMap<String, String>,
+    /// Our EVPNNodeStates to delete, with the uid each was read with (see
+    /// [`nodes::retired_node_states`]).
+    pub retired_nodes: BTreeMap<String, Option<String>>,
     pub bgpvpns: BTreeMap<String, BgpvpnReport>,
     pub bindings: BTreeMap<ObjectKey, BindingReport>,
     /// Objects that could not be read in full: Kuryr objects with malformed parts (tolerated),
@@ -154,6 +157,7 @@ pub fn plan(view: &ClusterView, config: &Config) -> Plan {
         bgpvpns: report::bgpvpn_reports(&vpns, &bindings, &placement, &index),
         bindings: report::binding_reports(&bindings, &placement, &index),
         malformed: report::malformed(&index),
+        retired_nodes: nodes::retired_node_states(&view.nodes, &placement, &index),
         nodes: placement.nodes,
         kept_nodes: placement.kept,
     }

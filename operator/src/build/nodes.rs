@@ -23,12 +23,13 @@ use bgpvpn_crds::model::{IfName, NodeStateFindings, ParsedNodeState, RtRd};
 use bgpvpn_crds::validate::{RouteTargetOrDistinguisher, ValidBgpvpn};
 use bgpvpn_crds::{Endpoint, EvpnNodeState, EvpnNodeStateSpec, L3Vni, RoutedPrefix, Underlay};
 use k8s_openapi::api::core::v1::Node;
-use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
+use kube::{Resource, ResourceExt};
 
 use super::NodePlan;
 use super::bindings::{BindVerdict, BindingDecision};
 use super::vpns::VpnDecision;
+use crate::apply::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::config::{Config, UnderlayConfig};
 use crate::view::Index;
 
@@ -95,6 +96,28 @@ pub fn keep_unreadable(nodes: &mut BTreeMap<String, NodeInfo>, index: &Index) {
             _ => why,
         });
     }
+}
+
+/// Our EVPNNodeStates that no EVPN node wants any more and that garbage collection will not
+/// remove, by name with their uid: their Node still exists (it left `nodeSelector`), or they
+/// name no Node as owner. The object of a deleted Node is left to the garbage collector, which
+/// deletes it through its owner reference.
+pub fn retired_node_states(
+    nodes: &[Arc<Node>],
+    placement: &Placement,
+    index: &Index,
+) -> BTreeMap<String, Option<String>> {
+    let existing: BTreeSet<&str> = nodes.iter().filter_map(|n| n.meta().name.as_deref()).collect();
+    index
+        .node_states
+        .iter()
+        .filter(|(_, obj)| obj.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY))
+        .filter(|(name, _)| !placement.nodes.contains_key(**name) && !placement.kept.contains_key(**name))
+        .filter(|(name, obj)| {
+            existing.contains(**name) || !obj.owner_references().iter().any(|o| o.kind == "Node")
+        })
+        .map(|(name, obj)| (name.to_string(), obj.uid()))
+        .collect()
 }
 
 /// The underlay of one node.

@@ -1022,3 +1022,40 @@ fn an_unreadable_kuryr_port_is_named_by_the_bindings_it_concerns() {
         plan.malformed
     );
 }
+
+/// Our object of a Node that left `nodeSelector` is deleted by the operator, and so is one that
+/// names no owner; the object of a deleted Node is left to the garbage collector, and an object
+/// someone else made is never touched.
+#[test]
+fn the_operator_retires_only_what_garbage_collection_will_not() {
+    let managed = json!({"app.kubernetes.io/managed-by": "bgpvpn-operator"});
+    let owned_by = |node: &str| json!([{"apiVersion": "v1", "kind": "Node", "name": node, "uid": format!("uid-{node}")}]);
+    let state = |name: &str, labels: &Value, owners: Value| {
+        json!({"metadata": {"name": name, "uid": format!("state-{name}"), "labels": labels, "ownerReferences": owners},
+            "spec": {"underlay": {"asn": 65001, "routerId": "192.0.2.1", "vtepIp": "192.0.2.1"}}})
+    };
+    let mut selected = node("in", "172.30.0.1");
+    selected["metadata"]["labels"] = json!({"evpn": "yes"});
+    let w = World {
+        nodes: vec![selected, node("left", "172.30.0.2")],
+        states: vec![
+            state("in", &managed, owned_by("in")),
+            state("left", &managed, owned_by("left")),
+            state("deleted", &managed, owned_by("deleted")),
+            state("ownerless", &managed, json!([])),
+            state("foreign", &json!({}), json!([])),
+        ],
+        ..Default::default()
+    };
+    let mut config = config();
+    config.node_selector = Some(serde_json::from_value(json!({"matchLabels": {"evpn": "yes"}})).unwrap());
+    let plan = plan(&w.view(), &config);
+    assert_eq!(plan.nodes.keys().collect::<Vec<_>>(), ["in"]);
+    assert_eq!(
+        plan.retired_nodes,
+        BTreeMap::from([
+            ("left".to_string(), Some("state-left".to_string())),
+            ("ownerless".to_string(), Some("state-ownerless".to_string())),
+        ])
+    );
+}
