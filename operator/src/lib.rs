@@ -4,8 +4,9 @@
 //!
 //! * [`cluster`]: reflectors over every input kind; any change (debounced) starts one pass:
 //!   snapshot ([`view`]) → [`build`] (pure: validate, resolve via [`resolve`], per-node state,
-//!   per-object status) → [`apply`] (EVPNNodeStates written only when changed, those no node wants and no garbage collector removes deleted)
-//!   → the plan is published to the status controllers.
+//!   per-object status) → [`apply`] (EVPNNodeStates written only when changed; those no node
+//!   wants and no garbage collector removes, deleted) → the plan is published to the status
+//!   controllers.
 //! * [`guard`]: every kind is watched through [`guard::Guarded`], so one object that does not
 //!   decode is reported by name instead of failing the list or the watch of its kind.
 //! * [`status`]: the `BGPVPN` and `VNIBinding` controllers (kube-runtime `Controller`s) write
