@@ -138,11 +138,184 @@ fn update_gauges(m: &Metrics, status: &EvpnNodeStateStatus, rep: &PassReport) {
 /// The most a status write may take (the Kubernetes client's own request deadline).
 const STATUS_WRITE_DEADLINE: Duration = Duration::from_secs(300);
 
+/// Restarts the netlink monitor whenever it fails, until the receiver is gone.
+fn spawn_monitor() -> (
+    tokio::task::JoinHandle<()>,
+    mpsc::UnboundedReceiver<monitor::Event>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            if let Err(e) = monitor::run(tx.clone()).await {
+                tracing::warn!(error = %e, "netlink monitor failed; restarting it");
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    (task, rx)
+}
+
+fn ticker(period: Duration, first_now: bool) -> tokio::time::Interval {
+    let mut tick = interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    if !first_now {
+        tick.reset();
+    }
+    tick
+}
+
+/// What the loop carries from one event to the next.
+struct AgentLoop<D: Dataplane, F: FrrControl> {
+    rec: Reconciler<D, F>,
+    write_status: StatusWriter,
+    timings: LoopTimings,
+    metrics: Metrics,
+    liveness: Liveness,
+    desired: Option<NodeModel>,
+    /// When the next pass starts (`None`: nothing asked for one).
+    due: Option<Instant>,
+    /// What asked for the next pass (the latest cause), for the log.
+    trigger: &'static str,
+    last_frr: Option<FrrResult>,
+    last_status: Option<EvpnNodeStateStatus>,
+    /// The running FRR daemons, as last seen.
+    fingerprint: Option<String>,
+    backoff: Duration,
+}
+
+impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
+    /// A pass at `at`, or earlier if one is due earlier.
+    fn pass_at(&mut self, at: Instant, trigger: &'static str) {
+        self.due = Some(self.due.map_or(at, |d| d.min(at)));
+        self.trigger = trigger;
+    }
+
+    /// Returns false when the source has ended.
+    async fn on_source(&mut self, event: Option<SourceEvent>) -> bool {
+        match event {
+            Some(SourceEvent::Desired(Ok(d))) => {
+                let d = self.rec.accept(d);
+                for h in &d.held_back {
+                    tracing::warn!(vni = h.vni, vrf = %h.vrf, reason = %h.reason, kept_running = h.kept_running, "L3 VNI held back");
+                }
+                tracing::info!(vnis = d.vrfs.len(), held_back = d.held_back.len(), generation = ?d.generation, "new desired state");
+                self.desired = Some(d);
+                self.due = Some(Instant::now());
+                self.trigger = "new desired state";
+                self.backoff = Duration::from_secs(1);
+            }
+            Some(SourceEvent::Desired(Err(e))) => {
+                tracing::error!(error = %e, "desired state refused; keeping the dataplane as it is");
+                let mut st = self.last_status.clone().unwrap_or_default();
+                let now = Time(k8s_openapi::jiff::Timestamp::now());
+                let c = conditions::condition(
+                    types::READY,
+                    false,
+                    "InvalidSpec",
+                    e,
+                    st.observed_generation,
+                    &now,
+                );
+                st.conditions = conditions::merged(&st.conditions, vec![c]);
+                self.write(st).await;
+            }
+            Some(SourceEvent::Gone) => {
+                tracing::warn!("the desired state is gone; keeping the dataplane as it is")
+            }
+            None => {
+                tracing::error!("the desired-state source ended");
+                return false;
+            }
+        }
+        true
+    }
+
+    fn on_kernel_event(&mut self, event: monitor::Event) {
+        if self.desired.is_none() {
+            return;
+        }
+        let trigger = match event {
+            monitor::Event::Owned(what) => {
+                tracing::debug!(what, "owned kernel object changed");
+                self.metrics.repairs.inc();
+                what
+            }
+            monitor::Event::HostRoute => "main-table host route",
+        };
+        self.pass_at(Instant::now() + self.timings.debounce, trigger);
+    }
+
+    fn on_frr_check(&mut self) {
+        let fp = self.rec.frr.fingerprint();
+        if fp == self.fingerprint {
+            return;
+        }
+        if fp.is_some() {
+            tracing::warn!(old = ?self.fingerprint, new = ?fp, "FRR (re)started: re-applying its configuration");
+            self.metrics.frr_restarts.inc();
+            self.rec.frr_restarted();
+            self.due = Some(Instant::now());
+            self.trigger = "FRR restart";
+        } else {
+            tracing::warn!("FRR daemons are not running");
+        }
+        self.fingerprint = fp;
+    }
+
+    fn on_frr_resync(&mut self) {
+        self.rec.frr_recheck_due();
+        self.pass_at(Instant::now(), "FRR resync");
+    }
+
+    /// Status, gauges and log of a pass; a failed pass is retried with backoff.
+    async fn on_pass_done(&mut self, rep: PassReport) {
+        let Some(d) = self.desired.as_ref() else { return };
+        if rep.frr.is_some() {
+            self.last_frr = rep.frr.clone();
+        }
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let st = build_status(d, &rep, self.last_frr.as_ref(), self.last_status.as_ref(), &now);
+        update_gauges(&self.metrics, &st, &rep);
+        tracing::info!(
+            trigger = self.trigger,
+            ok = rep.ok(),
+            kernel_writes = rep.kernel_writes,
+            frr = rep.frr.as_ref().map(|f| f.result.as_str()).unwrap_or("-"),
+            ready_vnis = st.programmed_vnis,
+            millis = rep.duration.as_millis() as u64,
+            errors = ?rep.kernel_errors,
+            warnings = ?rep.warnings,
+            "pass done"
+        );
+        if self.last_status.as_ref() != Some(&st) {
+            self.write(st).await;
+        }
+        if rep.ok() {
+            self.backoff = Duration::from_secs(1);
+        } else {
+            self.due = Some(Instant::now() + self.backoff);
+            self.trigger = "retry";
+            self.backoff = (self.backoff * 2).min(self.timings.max_backoff);
+        }
+    }
+
+    /// Writes `st`; remembered only once stored (a failed write is retried with the next pass).
+    async fn write(&mut self, st: EvpnNodeStateStatus) {
+        self.liveness.progress(STATUS_WRITE_DEADLINE);
+        if (self.write_status)(st.clone()).await {
+            self.last_status = Some(st);
+        }
+    }
+}
+
 /// Runs until `shutdown` resolves.
 pub async fn run<D: Dataplane, F: FrrControl>(
     mut rec: Reconciler<D, F>,
     mut source: mpsc::Receiver<SourceEvent>,
-    mut write_status: StatusWriter,
+    write_status: StatusWriter,
     timings: LoopTimings,
     metrics: Metrics,
     liveness: Liveness,
@@ -150,39 +323,30 @@ pub async fn run<D: Dataplane, F: FrrControl>(
 ) {
     rec.metrics = Some(metrics.clone());
     rec.liveness = Some(liveness.clone());
-    let (mon_tx, mut mon_rx) = mpsc::unbounded_channel();
-    let monitor_task = tokio::spawn(async move {
-        loop {
-            if let Err(e) = monitor::run(mon_tx.clone()).await {
-                tracing::warn!(error = %e, "netlink monitor failed; restarting it");
-            }
-            if mon_tx.is_closed() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
-    let mut desired: Option<NodeModel> = None;
-    let mut due: Option<Instant> = None;
-    // what asked for the next pass (the latest cause), for the log
-    let mut trigger: &'static str = "start";
-    let mut last_frr: Option<FrrResult> = None;
-    let mut last_status: Option<EvpnNodeStateStatus> = None;
-    let mut fingerprint = rec.frr.fingerprint();
-    let mut backoff = Duration::from_secs(1);
-    let mut frr_tick = interval(timings.frr_check);
-    frr_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut resync = interval(timings.resync);
-    resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    resync.reset();
-    let mut frr_resync = interval(timings.frr_resync);
-    frr_resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    frr_resync.reset();
-    tokio::pin!(shutdown);
+    let (monitor_task, mut kernel_events) = spawn_monitor();
+    let mut frr_check = ticker(timings.frr_check, true);
+    let mut resync = ticker(timings.resync, false);
+    let mut frr_resync = ticker(timings.frr_resync, false);
+    let fingerprint = rec.frr.fingerprint();
     tracing::info!(frr = ?fingerprint, "agent loop started");
+    let mut lp = AgentLoop {
+        rec,
+        write_status,
+        timings,
+        metrics,
+        liveness,
+        desired: None,
+        due: None,
+        trigger: "start",
+        last_frr: None,
+        last_status: None,
+        fingerprint,
+        backoff: Duration::from_secs(1),
+    };
+    tokio::pin!(shutdown);
     loop {
-        liveness.progress(Duration::ZERO);
-        let wake = due;
+        lp.liveness.progress(Duration::ZERO);
+        let wake = lp.due;
         let timer = async move {
             match wake {
                 Some(t) => sleep_until(t).await,
@@ -194,116 +358,24 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                 tracing::info!("shutting down; the dataplane and FRR stay as they are");
                 break;
             }
-            ev = source.recv() => match ev {
-                Some(SourceEvent::Desired(Ok(d))) => {
-                    let d = rec.accept(d);
-                    for h in &d.held_back {
-                        tracing::warn!(vni = h.vni, vrf = %h.vrf, reason = %h.reason, kept_running = h.kept_running, "L3 VNI held back");
-                    }
-                    tracing::info!(vnis = d.vrfs.len(), held_back = d.held_back.len(), generation = ?d.generation, "new desired state");
-                    desired = Some(d);
-                    due = Some(Instant::now());
-                    trigger = "new desired state";
-                    backoff = Duration::from_secs(1);
-                }
-                Some(SourceEvent::Desired(Err(e))) => {
-                    tracing::error!(error = %e, "desired state refused; keeping the dataplane as it is");
-                    let mut st = last_status.clone().unwrap_or_default();
-                    let now = Time(k8s_openapi::jiff::Timestamp::now());
-                    let c = conditions::condition(types::READY, false, "InvalidSpec", e, st.observed_generation, &now);
-                    st.conditions = conditions::merged(&st.conditions, vec![c]);
-                    liveness.progress(STATUS_WRITE_DEADLINE);
-                    if write_status(st.clone()).await {
-                        last_status = Some(st);
-                    }
-                }
-                Some(SourceEvent::Gone) => tracing::warn!("the desired state is gone; keeping the dataplane as it is"),
-                None => {
-                    tracing::error!("the desired-state source ended");
-                    break;
-                }
-            },
-            Some(ev) = mon_rx.recv() => {
-                if desired.is_some() {
-                    if let monitor::Event::Owned(what) = ev {
-                        tracing::debug!(what, "owned kernel object changed");
-                        metrics.repairs.inc();
-                    }
-                    trigger = match ev {
-                        monitor::Event::Owned(what) => what,
-                        monitor::Event::HostRoute => "main-table host route",
-                    };
-                    let at = Instant::now() + timings.debounce;
-                    due = Some(due.map_or(at, |d| d.min(at)));
-                }
-            }
-            _ = frr_tick.tick() => {
-                let fp = rec.frr.fingerprint();
-                if fp != fingerprint {
-                    if fp.is_some() {
-                        tracing::warn!(old = ?fingerprint, new = ?fp, "FRR (re)started: re-applying its configuration");
-                        metrics.frr_restarts.inc();
-                        rec.force_frr = true;
-                        rec.recheck_only = false;
-                        due = Some(Instant::now());
-                        trigger = "FRR restart";
-                    } else {
-                        tracing::warn!("FRR daemons are not running");
-                    }
-                    fingerprint = fp;
-                }
-            }
-            _ = resync.tick() => {
-                due = Some(due.map_or(Instant::now(), |d| d.min(Instant::now())));
-                trigger = "resync";
-            }
-            _ = frr_resync.tick() => {
-                // a re-check, unless something already made the running configuration unknown
-                rec.recheck_only = !rec.force_frr;
-                rec.force_frr = true;
-                due = Some(due.map_or(Instant::now(), |d| d.min(Instant::now())));
-                trigger = "FRR resync";
-            }
+            ev = source.recv() => if !lp.on_source(ev).await { break },
+            Some(ev) = kernel_events.recv() => lp.on_kernel_event(ev),
+            _ = frr_check.tick() => lp.on_frr_check(),
+            _ = resync.tick() => lp.pass_at(Instant::now(), "resync"),
+            _ = frr_resync.tick() => lp.on_frr_resync(),
             _ = timer => {
-                due = None;
-                let Some(d) = desired.as_ref() else { continue };
+                lp.due = None;
+                let Some(d) = lp.desired.as_ref() else { continue };
                 // a pass is cut short by shutdown: every step is idempotent and the next agent
                 // picks up from whatever state it left
                 let rep = tokio::select! {
-                    rep = rec.pass(d) => rep,
+                    rep = lp.rec.pass(d) => rep,
                     _ = &mut shutdown => {
                         tracing::info!("shutting down during a pass; the dataplane and FRR stay as they are");
                         break;
                     }
                 };
-                if rep.frr.is_some() {
-                    last_frr = rep.frr.clone();
-                }
-                let now = Time(k8s_openapi::jiff::Timestamp::now());
-                let st = build_status(d, &rep, last_frr.as_ref(), last_status.as_ref(), &now);
-                update_gauges(&metrics, &st, &rep);
-                tracing::info!(
-                    trigger,
-                    ok = rep.ok(),
-                    kernel_writes = rep.kernel_writes,
-                    frr = rep.frr.as_ref().map(|f| f.result).unwrap_or("-"),
-                    ready_vnis = st.programmed_vnis,
-                    millis = rep.duration.as_millis() as u64,
-                    errors = ?rep.kernel_errors,
-                    warnings = ?rep.warnings,
-                    "pass done"
-                );
-                liveness.progress(STATUS_WRITE_DEADLINE);
-                if last_status.as_ref() != Some(&st) && write_status(st.clone()).await {
-                    last_status = Some(st);
-                }
-                if rep.ok() {
-                    backoff = Duration::from_secs(1);
-                } else {
-                    due = Some(Instant::now() + backoff);
-                    trigger = "retry";
-                    backoff = (backoff * 2).min(timings.max_backoff);
-                }
+                lp.on_pass_done(rep).await;
             }
         }
     }

@@ -31,11 +31,29 @@ use crate::model::{IfName, NodeModel, NodeSettings};
 pub const RTPROT_BGP: u8 = 186;
 const MAX_KERNEL_ROUNDS: usize = 4;
 
+/// How an FRR apply ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrrApply {
+    Applied,
+    Unchanged,
+    Failed,
+}
+
+impl FrrApply {
+    /// As in the status (`status.frr.result`, the `FRRApplied` reason) and the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrrApply::Applied => "Applied",
+            FrrApply::Unchanged => "Unchanged",
+            FrrApply::Failed => "Failed",
+        }
+    }
+}
+
 /// Result of the last FRR apply of a pass.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FrrResult {
-    /// `Applied`, `Unchanged` or `Failed`.
-    pub result: &'static str,
+    pub result: FrrApply,
     pub message: Option<String>,
     pub time: Time,
 }
@@ -64,7 +82,7 @@ pub struct PassReport {
 impl PassReport {
     pub fn ok(&self) -> bool {
         self.kernel_errors.is_empty()
-            && self.frr.as_ref().is_none_or(|f| f.result != "Failed")
+            && self.frr.as_ref().is_none_or(|f| f.result != FrrApply::Failed)
             && self.unmapped.is_empty()
     }
 }
@@ -87,6 +105,22 @@ impl Default for Waits {
     }
 }
 
+/// What the agent knows of FRR's running configuration; it decides how the next pass applies
+/// FRR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrrKnowledge {
+    /// FRR runs the view last applied: a pass applies only what changed (or nothing).
+    Holds,
+    /// FRR should run the view last applied, and the periodic full comparison is due. If that
+    /// read-only comparison itself fails (a `--test` slower than its deadline at a thousand
+    /// VRFs), FRR was not touched: a warning, not a failed apply that would mark every VNI not
+    /// ready and force a full reload into every following pass.
+    RecheckDue,
+    /// Unknown (startup, FRR restart, a failed apply, a VNI zebra does not map): the next pass
+    /// applies the whole configuration, even if the view did not change.
+    Unknown,
+}
+
 /// Holds the dataplane, FRR and the memory of the last FRR apply.
 pub struct Reconciler<D: Dataplane, F: FrrControl> {
     pub dp: D,
@@ -102,13 +136,8 @@ pub struct Reconciler<D: Dataplane, F: FrrControl> {
     /// Each endpoint's interface (persisted in `pins_path`).
     pub pins: EndpointPins,
     pub pins_path: Option<PathBuf>,
-    /// Apply FRR even if the view did not change (startup, FRR restart, periodic resync).
-    pub force_frr: bool,
-    /// The forced apply is only the periodic re-check of a view FRR is known to hold: if the
-    /// read-only comparison itself fails (a `--test` slower than its deadline at a thousand
-    /// VRFs), FRR was not touched, so that is a warning, not a failed apply that would mark
-    /// every VNI not ready and force a full reload into every following pass.
-    pub recheck_only: bool,
+    /// What the agent knows of FRR's running configuration.
+    frr_knowledge: FrrKnowledge,
     pub waits: Waits,
     pub metrics: Option<Metrics>,
     /// Told before each step how long it may take (see [`Liveness`]).
@@ -129,8 +158,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             accepted_path: None,
             pins: EndpointPins::default(),
             pins_path: None,
-            force_frr: true,
-            recheck_only: false,
+            frr_knowledge: FrrKnowledge::Unknown,
             waits: Waits::default(),
             metrics: None,
             liveness: None,
@@ -166,6 +194,24 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         desired
     }
 
+    /// What the agent knows of FRR's running configuration.
+    pub fn frr_knowledge(&self) -> FrrKnowledge {
+        self.frr_knowledge
+    }
+
+    /// FRR (re)started: its running configuration is unknown.
+    pub fn frr_restarted(&mut self) {
+        self.frr_knowledge = FrrKnowledge::Unknown;
+    }
+
+    /// The periodic comparison with FRR's running configuration is due (a full apply already
+    /// due stays one).
+    pub fn frr_recheck_due(&mut self) {
+        if self.frr_knowledge == FrrKnowledge::Holds {
+            self.frr_knowledge = FrrKnowledge::RecheckDue;
+        }
+    }
+
     /// The next step takes at most `step`.
     fn progress(&self, step: Duration) {
         if let Some(l) = &self.liveness {
@@ -182,21 +228,22 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
     }
 
     async fn apply_frr(&mut self, view: &FrrView, what: &str, report: &mut PassReport) -> bool {
-        if !self.force_frr && self.applied.as_ref() == Some(view) {
+        let holds = self.frr_knowledge == FrrKnowledge::Holds;
+        if holds && self.applied.as_ref() == Some(view) {
             return true;
         }
         // incremental only from a configuration known to be running
-        let delta = if self.force_frr {
-            None
-        } else {
+        let delta = if holds {
             self.applied.as_ref().and_then(|a| delta(a, view))
+        } else {
+            None
         };
         let t0 = Instant::now();
         // a check and an apply, each within the FRR deadline
         self.progress(self.frr_deadline * 2);
         let res = self.frr.apply(&render(view), delta.as_deref()).await;
         if let Err(FrrError::Check(e)) = &res
-            && self.recheck_only
+            && self.frr_knowledge == FrrKnowledge::RecheckDue
             && self.applied.as_ref() == Some(view)
         {
             tracing::warn!(stage = what, error = %e, "periodic FRR check failed; FRR was not changed, keeping the applied view");
@@ -206,8 +253,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             report
                 .warnings
                 .push(format!("periodic FRR check failed (FRR not changed): {e}"));
-            self.force_frr = false;
-            self.recheck_only = false;
+            self.frr_knowledge = FrrKnowledge::Holds;
             return true;
         }
         let millis = t0.elapsed().as_millis() as u64;
@@ -226,7 +272,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             Ok(FrrOutcome::Unchanged) => {
                 report.trace.push(format!("frr: {what}: unchanged"));
                 FrrResult {
-                    result: "Unchanged",
+                    result: FrrApply::Unchanged,
                     message: None,
                     time: now,
                 }
@@ -237,7 +283,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                     .trace
                     .push(format!("frr: {what}: applied ({lines} lines, {how})"));
                 FrrResult {
-                    result: "Applied",
+                    result: FrrApply::Applied,
                     message: Some(format!("{what}: {lines} lines changed ({how})")),
                     time: now,
                 }
@@ -246,31 +292,30 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                 report.trace.push(format!("frr: {what}: FAILED"));
                 tracing::warn!(stage = what, error = %e, "FRR apply failed");
                 FrrResult {
-                    result: "Failed",
+                    result: FrrApply::Failed,
                     message: Some(format!("{what}: {e}")),
                     time: now,
                 }
             }
         };
         if let Some(m) = &self.metrics {
-            m.frr(result.result);
+            m.frr(result.result.as_str());
         }
         tracing::info!(
             stage = what,
-            result = result.result,
+            result = result.result.as_str(),
             millis,
             message = result.message.as_deref().unwrap_or(""),
             "FRR apply"
         );
         report.frr = Some(result);
-        self.recheck_only = false;
         if ok {
             self.applied = Some(view.clone());
-            self.force_frr = false;
+            self.frr_knowledge = FrrKnowledge::Holds;
             persist(self.applied_path.as_deref(), "the applied FRR view", view);
         } else {
-            // the running configuration is now unknown: re-apply next time even if unchanged
-            self.force_frr = true;
+            // re-apply next time even if unchanged
+            self.frr_knowledge = FrrKnowledge::Unknown;
         }
         ok
     }
@@ -371,7 +416,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             for why in wrong.values() {
                 tracing::warn!(%why, "L3 VNI not mapped in FRR");
             }
-            self.force_frr = true;
+            self.frr_knowledge = FrrKnowledge::Unknown;
             report.unmapped = wrong;
         }
     }
@@ -649,7 +694,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                     &mut report,
                 )
                 .await;
-            if ok && report.frr.as_ref().is_some_and(|f| f.result != "Failed") {
+            if ok && report.frr.as_ref().is_some_and(|f| f.result != FrrApply::Failed) {
                 self.check_vni_mappings(&final_view, &mut report).await;
             }
             // after an RD change: everything announced before is announced again, under the new RD

@@ -516,7 +516,7 @@ async fn frr_unreachable_postpones_new_devices() {
     let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
     let rep = r.pass(&d).await;
     assert!(!rep.ok());
-    assert_eq!(rep.frr.as_ref().unwrap().result, "Failed");
+    assert_eq!(rep.frr.as_ref().unwrap().result, FrrApply::Failed);
     assert!(
         r.dp.writes.is_empty(),
         "devices before their EVPN instance: {:?}",
@@ -627,7 +627,7 @@ async fn frr_changes_are_incremental_once_the_running_configuration_is_known() {
     );
 
     // a resync (or an FRR restart) does not trust the memory: full reload
-    r.force_frr = true;
+    r.frr_restarted();
     let n = r.frr.applied.len();
     assert!(
         r.pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap())
@@ -662,8 +662,8 @@ async fn a_failed_periodic_check_of_an_unchanged_view_is_a_warning_not_a_failure
     let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
     assert!(r.pass(&d).await.ok());
     // the periodic re-check times out: FRR was not touched, the VNI stays ready
-    r.force_frr = true;
-    r.recheck_only = true;
+    r.frr_recheck_due();
+    assert_eq!(r.frr_knowledge(), FrrKnowledge::RecheckDue);
     r.frr.fail_check = true;
     let rep = r.pass(&d).await;
     assert!(rep.ok(), "{:?}", rep.frr);
@@ -674,7 +674,11 @@ async fn a_failed_periodic_check_of_an_unchanged_view_is_a_warning_not_a_failure
         "{:?}",
         rep.warnings
     );
-    assert!(!r.force_frr, "the next pass must not be a full reload again");
+    assert_eq!(
+        r.frr_knowledge(),
+        FrrKnowledge::Holds,
+        "the next pass must not be a full reload again"
+    );
     // the next change still goes out as a delta
     r.frr.fail_check = false;
     r.dp.add_pod("cali5678", "10.0.0.85");
@@ -686,14 +690,19 @@ async fn a_failed_periodic_check_of_an_unchanged_view_is_a_warning_not_a_failure
     assert!(r.frr.deltas.last().unwrap().is_some());
 
     // the same failure when the running configuration is unknown (after an FRR restart) fails
-    r.force_frr = true;
-    r.recheck_only = false;
+    r.frr_restarted();
+    r.frr_recheck_due();
+    assert_eq!(
+        r.frr_knowledge(),
+        FrrKnowledge::Unknown,
+        "a full apply due stays one"
+    );
     r.frr.fail_check = true;
     let rep = r
         .pass(&parse_state(&spec("vrf-blue", 1001, &["10.0.0.84", "10.0.0.85"])).unwrap())
         .await;
     assert!(!rep.ok());
-    assert!(r.force_frr);
+    assert_eq!(r.frr_knowledge(), FrrKnowledge::Unknown);
 }
 
 #[tokio::test]
@@ -708,7 +717,11 @@ async fn a_vni_frr_does_not_map_is_reported_on_its_own_and_reapplied_in_full() {
         "{:?}",
         rep.unmapped
     );
-    assert!(r.force_frr, "the next pass re-applies FRR in full");
+    assert_eq!(
+        r.frr_knowledge(),
+        FrrKnowledge::Unknown,
+        "the next pass re-applies FRR in full"
+    );
 
     // a VNI another VRF holds is reported at once, naming it
     r.frr.mappings = Some([(1001, "adhoc".to_string())].into());
@@ -722,5 +735,5 @@ async fn a_vni_frr_does_not_map_is_reported_on_its_own_and_reapplied_in_full() {
     r.frr.mappings = Some([(1001, "vrf-blue".to_string())].into());
     let rep = r.pass(&d).await;
     assert!(rep.ok() && rep.unmapped.is_empty(), "{:?}", rep.unmapped);
-    assert!(!r.force_frr);
+    assert_eq!(r.frr_knowledge(), FrrKnowledge::Holds);
 }

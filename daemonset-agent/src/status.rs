@@ -5,7 +5,7 @@ use bgpvpn_crds::{EvpnNodeStateStatus, FrrApplyStatus, L3VniStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::model::NodeModel;
-use crate::reconcile::{FrrResult, PassReport};
+use crate::reconcile::{FrrApply, FrrResult, PassReport};
 
 /// Builds the status of `desired` after `report`. `previous` keeps the conditions'
 /// `lastTransitionTime` while they do not flip; `last_frr` is the last FRR apply result seen
@@ -18,7 +18,7 @@ pub fn build_status(
     now: &Time,
 ) -> EvpnNodeStateStatus {
     let generation = desired.generation;
-    let frr_ok = last_frr.is_some_and(|f| f.result != "Failed");
+    let frr_ok = last_frr.is_some_and(|f| f.result != FrrApply::Failed);
     let kernel_ok = report.kernel_errors.is_empty();
     let mut l3vnis = Vec::new();
     for v in &desired.vrfs {
@@ -95,7 +95,7 @@ pub fn build_status(
     let frr_msg = match last_frr {
         Some(f) => format!(
             "{}{}",
-            f.result,
+            f.result.as_str(),
             f.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
         ),
         None => "not applied yet".to_string(),
@@ -130,7 +130,7 @@ pub fn build_status(
         conditions::condition(
             types::FRR_APPLIED,
             frr_ok,
-            last_frr.map(|f| f.result).unwrap_or("Pending"),
+            last_frr.map(|f| f.result.as_str()).unwrap_or("Pending"),
             frr_msg,
             generation,
             now,
@@ -153,7 +153,7 @@ pub fn build_status(
         programmed_vnis: programmed,
         l3vnis,
         frr: last_frr.map(|f| FrrApplyStatus {
-            result: f.result.to_string(),
+            result: f.result.as_str().to_string(),
             time: Some(f.time.clone()),
             message: f.message.clone(),
         }),

@@ -49,6 +49,14 @@ pub struct Applied {
     pub errors: Vec<String>,
 }
 
+/// What one node's object needs.
+enum Need {
+    UpToDate,
+    Write,
+    /// Our write is not in the store yet: wait rather than write it again.
+    AwaitingStore,
+}
+
 /// Writes node objects; one per operator term.
 pub struct NodeStateWriter {
     api: Api<EvpnNodeState>,
@@ -116,23 +124,18 @@ impl NodeStateWriter {
     }
 
     /// Whether `name` needs a write, given the stored object.
-    fn needs_write(
-        &mut self,
-        name: &str,
-        desired: &NodePlan,
-        stored: Option<&EvpnNodeState>,
-    ) -> Result<bool, ()> {
+    fn need(&mut self, name: &str, desired: &NodePlan, stored: Option<&EvpnNodeState>) -> Need {
         if stored.is_some_and(|obj| up_to_date(obj, desired)) {
             self.written.remove(name);
-            return Ok(false);
+            return Need::UpToDate;
         }
         let stored_rv = stored.and_then(|o| o.resource_version());
         match self.written.get(name) {
             // the store still shows what we wrote over: our write is on its way
             Some(w) if *w.desired == *desired && w.over == stored_rv && w.at.elapsed() < STORE_LAG_GRACE => {
-                Err(())
+                Need::AwaitingStore
             }
-            _ => Ok(true),
+            _ => Need::Write,
         }
     }
 
@@ -142,14 +145,14 @@ impl NodeStateWriter {
         let mut applied = Applied::default();
         let mut to_write = Vec::new();
         for (name, desired) in &plan.nodes {
-            match self.needs_write(name, desired, stored.get(name).copied()) {
-                Ok(true) => to_write.push((
+            match self.need(name, desired, stored.get(name).copied()) {
+                Need::Write => to_write.push((
                     name.clone(),
                     desired.clone(),
                     stored.get(name).and_then(|o| o.resource_version()),
                 )),
-                Ok(false) => {}
-                Err(()) => applied.awaiting_store += 1,
+                Need::UpToDate => {}
+                Need::AwaitingStore => applied.awaiting_store += 1,
             }
         }
         let params = PatchParams::apply(FIELD_MANAGER).force();

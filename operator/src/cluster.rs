@@ -402,12 +402,7 @@ async fn pass(ctx: &PassContext, inputs: &Inputs, writer: &mut NodeStateWriter) 
     });
     ctx.metrics.passes.inc();
     let ok = applied.errors.is_empty() && applied.awaiting_store == 0;
-    let result: Result<(), ()> = if applied.errors.is_empty() {
-        Ok(())
-    } else {
-        Err(())
-    };
-    timer.done(&result);
+    timer.finished(!applied.errors.is_empty());
     ok
 }
 

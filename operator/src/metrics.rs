@@ -190,6 +190,11 @@ pub struct ReconcileTimer<'a> {
 
 impl ReconcileTimer<'_> {
     pub fn done<T, E>(self, result: &Result<T, E>) {
+        self.finished(result.is_err());
+    }
+
+    /// Records the duration, and an error when `failed`.
+    pub fn finished(self, failed: bool) {
         let label = ControllerLabel {
             controller: self.controller,
         };
@@ -197,7 +202,7 @@ impl ReconcileTimer<'_> {
             .reconcile_duration
             .get_or_create(&label)
             .observe(self.start.elapsed().as_secs_f64());
-        if result.is_err() {
+        if failed {
             self.metrics.reconcile_errors.get_or_create(&label).inc();
         }
     }
@@ -211,7 +216,7 @@ mod tests {
     fn exposition_names() {
         let m = Metrics::new();
         let t = m.reconcile("cluster");
-        t.done::<(), ()>(&Err(()));
+        t.finished(true);
         m.node_state_write("apply");
         let text = m.encode();
         for needle in [

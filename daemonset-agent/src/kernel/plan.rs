@@ -505,17 +505,34 @@ impl Resolved {
         out
     }
 
-    /// The ordered writes that bring `observed` to the desired state; empty when it is there.
+    /// The ordered writes that bring `observed` to the desired state; empty when it is there:
+    /// deletes first (rules, routes, then links: VXLAN, bridge, VRF), then per kind the links,
+    /// the sysctls, the routes and the rules.
     pub fn ops(&self, observed: &KernelState, sysctls: &BTreeMap<String, String>) -> Vec<KernelOp> {
         let observed = &Observed::new(observed);
-        let active: Vec<&VrfPlan> = self.vrfs.iter().filter(|v| v.conflict.is_none()).collect();
-        // A conflicted VRF keeps whatever the agent already has for it: no create, no delete.
-        let mut protected_links: BTreeSet<String> = BTreeSet::new();
-        let mut protected_tables: BTreeSet<u32> = BTreeSet::new();
+        let protected = self.protected(observed);
+        let links = self.link_ops(observed, &protected);
+        let (delete_routes, replace_routes) = self.route_ops(observed, &links.fresh, &protected);
+        let (delete_rules, add_rules) = self.rule_ops(observed, &protected);
+        let mut ops = delete_rules;
+        ops.extend(delete_routes);
+        ops.extend(links.deletes.into_iter().map(|(_, op)| op));
+        ops.extend(links.vrfs);
+        ops.extend(links.bridges);
+        ops.extend(links.vxlans);
+        ops.extend(self.sysctl_ops(sysctls));
+        ops.extend(replace_routes);
+        ops.extend(add_rules);
+        ops
+    }
+
+    /// What the agent has for a conflicted VRF: kept as it is, no create, no delete.
+    fn protected(&self, observed: &Observed) -> Protected {
+        let mut protected = Protected::default();
         for v in self.vrfs.iter().filter(|v| v.conflict.is_some()) {
             for n in [v.name.as_str(), v.bridge.as_str(), v.vxlan.as_str()] {
                 if observed.link(n).is_some_and(Link::owned) {
-                    protected_links.insert(n.to_string());
+                    protected.links.insert(n.to_string());
                 }
             }
             if let Some(Link {
@@ -523,156 +540,148 @@ impl Resolved {
                 ..
             }) = observed.link(v.name.as_str()).filter(|l| l.owned())
             {
-                protected_tables.insert(*table);
+                protected.tables.insert(*table);
             }
         }
-        let mut wanted_links: BTreeSet<String> = BTreeSet::new();
-        for v in &active {
-            wanted_links.extend([v.name.to_string(), v.bridge.to_string(), v.vxlan.to_string()]);
-        }
+        protected
+    }
 
-        let mut deletes_rules = Vec::new();
-        let mut deletes_routes = Vec::new();
-        let mut deletes_links: Vec<(u8, KernelOp)> = Vec::new();
-        let mut vrf_ops = Vec::new();
-        let mut bridge_ops = Vec::new();
-        let mut vxlan_ops = Vec::new();
-        let mut sysctl_ops = Vec::new();
-        let mut route_ops = Vec::new();
-        let mut rule_ops = Vec::new();
+    fn active(&self) -> impl Iterator<Item = &VrfPlan> {
+        self.vrfs.iter().filter(|v| v.conflict.is_none())
+    }
 
-        // Names that will be (re)created in this plan: their observed index is stale or absent.
-        let mut fresh: BTreeSet<String> = BTreeSet::new();
-        let delete_order = |kind: &LinkKind| match kind {
-            LinkKind::Vxlan(_) => 0,
-            LinkKind::Bridge { .. } => 1,
-            LinkKind::Vrf { .. } => 2,
-            LinkKind::Other(_) => 3,
-        };
-        let delete_link = |l: &Link, out: &mut Vec<(u8, KernelOp)>| {
-            out.push((
-                delete_order(&l.kind),
-                KernelOp::DeleteLink {
-                    name: l.name.clone(),
-                    index: l.index,
-                    kind: l.kind.label().to_string(),
-                },
-            ));
-        };
+    /// The VRF, bridge and VXLAN device of every active VRF; owned links no VRF wants go.
+    fn link_ops(&self, observed: &Observed, protected: &Protected) -> LinkOps {
+        let mut out = LinkOps::default();
+        let wanted: BTreeSet<String> = self
+            .active()
+            .flat_map(|v| [v.name.to_string(), v.bridge.to_string(), v.vxlan.to_string()])
+            .collect();
         for l in observed.state.links.iter().filter(|l| l.owned()) {
-            if !wanted_links.contains(&l.name) && !protected_links.contains(&l.name) {
-                delete_link(l, &mut deletes_links);
+            if !wanted.contains(&l.name) && !protected.links.contains(&l.name) {
+                out.delete(l);
             }
         }
-        let master_is = |l: &Link, master: &str, fresh: &BTreeSet<String>| {
-            !fresh.contains(master) && observed.link(master).is_some_and(|m| l.master == Some(m.index))
-        };
+        for v in self.active() {
+            self.vrf_link_ops(v, observed, &mut out);
+            self.bridge_link_ops(v, observed, &mut out);
+            self.vxlan_link_ops(v, observed, &mut out);
+        }
+        // stable: in observed order within one kind
+        out.deletes.sort_by_key(|(order, _)| *order);
+        out
+    }
 
-        for v in &active {
-            // VRF
-            match observed.link(v.name.as_str()) {
-                Some(l) if matches!(l.kind, LinkKind::Vrf { table } if table == v.table) => {
-                    if !l.up {
-                        vrf_ops.push(KernelOp::SetUp { name: l.name.clone() });
-                    }
-                }
-                existing => {
-                    if let Some(l) = existing {
-                        delete_link(l, &mut deletes_links);
-                    }
-                    fresh.insert(v.name.to_string());
-                    vrf_ops.push(KernelOp::CreateVrf {
-                        name: v.name.clone(),
-                        table: v.table,
-                    });
+    fn vrf_link_ops(&self, v: &VrfPlan, observed: &Observed, out: &mut LinkOps) {
+        match observed.link(v.name.as_str()) {
+            Some(l) if matches!(l.kind, LinkKind::Vrf { table } if table == v.table) => {
+                if !l.up {
+                    out.vrfs.push(KernelOp::SetUp { name: l.name.clone() });
                 }
             }
-            // bridge
-            match observed.link(v.bridge.as_str()) {
-                Some(l) if matches!(l.kind, LinkKind::Bridge { .. }) => {
-                    if l.mac != Some(v.bridge_mac) {
-                        bridge_ops.push(KernelOp::SetMac {
-                            name: l.name.clone(),
-                            mac: v.bridge_mac,
-                        });
-                    }
-                    if !master_is(l, v.name.as_str(), &fresh) {
-                        bridge_ops.push(KernelOp::SetMaster {
-                            name: l.name.clone(),
-                            master: v.name.to_string(),
-                        });
-                    }
-                    if l.kind == (LinkKind::Bridge { stp: Some(true) }) {
-                        bridge_ops.push(KernelOp::SetStpOff { name: l.name.clone() });
-                    }
-                    if !l.up {
-                        bridge_ops.push(KernelOp::SetUp { name: l.name.clone() });
-                    }
+            existing => {
+                if let Some(l) = existing {
+                    out.delete(l);
                 }
-                existing => {
-                    if let Some(l) = existing {
-                        delete_link(l, &mut deletes_links);
-                    }
-                    fresh.insert(v.bridge.to_string());
-                    bridge_ops.push(KernelOp::CreateBridge {
-                        name: v.bridge.clone(),
+                out.fresh.insert(v.name.to_string());
+                out.vrfs.push(KernelOp::CreateVrf {
+                    name: v.name.clone(),
+                    table: v.table,
+                });
+            }
+        }
+    }
+
+    fn bridge_link_ops(&self, v: &VrfPlan, observed: &Observed, out: &mut LinkOps) {
+        match observed.link(v.bridge.as_str()) {
+            Some(l) if matches!(l.kind, LinkKind::Bridge { .. }) => {
+                if l.mac != Some(v.bridge_mac) {
+                    out.bridges.push(KernelOp::SetMac {
+                        name: l.name.clone(),
                         mac: v.bridge_mac,
-                        vrf: v.name.clone(),
                     });
+                }
+                if !out.master_is(observed, l, v.name.as_str()) {
+                    out.bridges.push(KernelOp::SetMaster {
+                        name: l.name.clone(),
+                        master: v.name.to_string(),
+                    });
+                }
+                if l.kind == (LinkKind::Bridge { stp: Some(true) }) {
+                    out.bridges.push(KernelOp::SetStpOff { name: l.name.clone() });
+                }
+                if !l.up {
+                    out.bridges.push(KernelOp::SetUp { name: l.name.clone() });
                 }
             }
-            // VXLAN
-            let vxlan_ok = |l: &Link| {
-                matches!(&l.kind, LinkKind::Vxlan(x)
-                    if x.vni == v.vni && x.local == Some(self.vtep) && x.port == Some(VXLAN_PORT) && x.learning == Some(false))
-            };
-            match observed.link(v.vxlan.as_str()) {
-                Some(l) if vxlan_ok(l) => {
-                    let enslaved = master_is(l, v.bridge.as_str(), &fresh);
-                    if !enslaved {
-                        vxlan_ops.push(KernelOp::SetMaster {
-                            name: l.name.clone(),
-                            master: v.bridge.to_string(),
-                        });
-                    }
-                    if l.mtu != Some(self.vxlan_mtu) {
-                        vxlan_ops.push(KernelOp::SetMtu {
-                            name: l.name.clone(),
-                            mtu: self.vxlan_mtu,
-                        });
-                    }
-                    if !l.up {
-                        vxlan_ops.push(KernelOp::SetUp { name: l.name.clone() });
-                    }
-                    let port_ok = l
-                        .bridge_port
-                        .as_ref()
-                        .is_some_and(|p| p.learning == Some(false) && p.neigh_suppress == Some(true));
-                    if !enslaved || !port_ok {
-                        vxlan_ops.push(KernelOp::SetPortFlags { name: l.name.clone() });
-                    }
+            existing => {
+                if let Some(l) = existing {
+                    out.delete(l);
                 }
-                existing => {
-                    if let Some(l) = existing {
-                        delete_link(l, &mut deletes_links);
-                    }
-                    fresh.insert(v.vxlan.to_string());
-                    vxlan_ops.push(KernelOp::CreateVxlan {
-                        name: v.vxlan.clone(),
-                        vni: v.vni,
-                        local: self.vtep,
-                        mtu: self.vxlan_mtu,
-                        bridge: v.bridge.clone(),
-                    });
-                    vxlan_ops.push(KernelOp::SetPortFlags {
-                        name: v.vxlan.to_string(),
-                    });
-                }
+                out.fresh.insert(v.bridge.to_string());
+                out.bridges.push(KernelOp::CreateBridge {
+                    name: v.bridge.clone(),
+                    mac: v.bridge_mac,
+                    vrf: v.name.clone(),
+                });
             }
         }
+    }
 
-        // sysctls: only where the value is known and wrong (a device created in this pass is
-        // looked at in the next round of the same pass)
+    fn vxlan_link_ops(&self, v: &VrfPlan, observed: &Observed, out: &mut LinkOps) {
+        let vxlan_ok = |l: &Link| {
+            matches!(&l.kind, LinkKind::Vxlan(x)
+                if x.vni == v.vni && x.local == Some(self.vtep) && x.port == Some(VXLAN_PORT) && x.learning == Some(false))
+        };
+        match observed.link(v.vxlan.as_str()) {
+            Some(l) if vxlan_ok(l) => {
+                let enslaved = out.master_is(observed, l, v.bridge.as_str());
+                if !enslaved {
+                    out.vxlans.push(KernelOp::SetMaster {
+                        name: l.name.clone(),
+                        master: v.bridge.to_string(),
+                    });
+                }
+                if l.mtu != Some(self.vxlan_mtu) {
+                    out.vxlans.push(KernelOp::SetMtu {
+                        name: l.name.clone(),
+                        mtu: self.vxlan_mtu,
+                    });
+                }
+                if !l.up {
+                    out.vxlans.push(KernelOp::SetUp { name: l.name.clone() });
+                }
+                let port_ok = l
+                    .bridge_port
+                    .as_ref()
+                    .is_some_and(|p| p.learning == Some(false) && p.neigh_suppress == Some(true));
+                if !enslaved || !port_ok {
+                    out.vxlans.push(KernelOp::SetPortFlags { name: l.name.clone() });
+                }
+            }
+            existing => {
+                if let Some(l) = existing {
+                    out.delete(l);
+                }
+                out.fresh.insert(v.vxlan.to_string());
+                out.vxlans.push(KernelOp::CreateVxlan {
+                    name: v.vxlan.clone(),
+                    vni: v.vni,
+                    local: self.vtep,
+                    mtu: self.vxlan_mtu,
+                    bridge: v.bridge.clone(),
+                });
+                out.vxlans.push(KernelOp::SetPortFlags {
+                    name: v.vxlan.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Only where the value is known and wrong (a device created in this pass is looked at in
+    /// the next round of the same pass).
+    fn sysctl_ops(&self, sysctls: &BTreeMap<String, String>) -> Vec<KernelOp> {
+        let mut out = Vec::new();
         for key in self.sysctl_keys() {
             let want = if key.ends_with("/rp_filter") {
                 // 1 = strict; 0 (off) and 2 (loose) both let the VRF traffic through
@@ -687,14 +696,23 @@ impl Resolved {
                 }
             };
             if let Some(value) = want {
-                sysctl_ops.push(KernelOp::WriteSysctl {
+                out.push(KernelOp::WriteSysctl {
                     key,
                     value: value.to_string(),
                 });
             }
         }
+        out
+    }
 
-        // routes
+    /// (deletes, replaces): owned routes nobody wants go (not in a protected table, nor in a
+    /// table a foreign VRF uses); a desired route missing or pointing elsewhere is replaced.
+    fn route_ops(
+        &self,
+        observed: &Observed,
+        fresh: &BTreeSet<String>,
+        protected: &Protected,
+    ) -> (Vec<KernelOp>, Vec<KernelOp>) {
         let desired_routes = self.desired_routes();
         let index_of = |name: &str| {
             if fresh.contains(name) {
@@ -737,6 +755,7 @@ impl Resolved {
                 _ => None,
             })
             .collect();
+        let mut deletes = Vec::new();
         let mut owned_routes: HashMap<(u32, Prefix, u32), Vec<&Route>> = HashMap::new();
         for r in observed
             .state
@@ -744,61 +763,99 @@ impl Resolved {
             .iter()
             .filter(|r| r.owned() && !foreign_tables.contains(&r.table))
         {
-            if !desired_keys.contains(&(r.table, r.dst, r.metric)) && !protected_tables.contains(&r.table) {
-                deletes_routes.push(KernelOp::DeleteRoute(r.clone()));
+            if !desired_keys.contains(&(r.table, r.dst, r.metric)) && !protected.tables.contains(&r.table) {
+                deletes.push(KernelOp::DeleteRoute(r.clone()));
             }
             owned_routes
                 .entry((r.table, r.dst, r.metric))
                 .or_default()
                 .push(r);
         }
-        for spec in &desired_routes {
-            let present = owned_routes
-                .get(&(spec.table, spec.dst, spec.metric))
-                .is_some_and(|rs| rs.iter().any(|r| satisfied(spec, r)));
-            if !present {
-                route_ops.push(KernelOp::ReplaceRoute(spec.clone()));
-            }
-        }
+        let replaces = desired_routes
+            .into_iter()
+            .filter(|spec| {
+                !owned_routes
+                    .get(&(spec.table, spec.dst, spec.metric))
+                    .is_some_and(|rs| rs.iter().any(|r| satisfied(spec, r)))
+            })
+            .map(KernelOp::ReplaceRoute)
+            .collect();
+        (deletes, replaces)
+    }
 
-        // rules: each observed owned rule takes one equal desired rule; the rest are deleted
+    /// (deletes, adds): each observed owned rule takes one equal desired rule; the rest are
+    /// deleted unless they belong to a protected VRF.
+    fn rule_ops(&self, observed: &Observed, protected: &Protected) -> (Vec<KernelOp>, Vec<KernelOp>) {
         let desired_rules = self.desired_rules();
         let mut unmatched: HashMap<Rule, Vec<usize>> = HashMap::new();
         for (i, spec) in desired_rules.iter().enumerate().rev() {
             unmatched.entry(spec.to_rule()).or_default().push(i);
         }
         let mut seen: BTreeSet<usize> = BTreeSet::new();
+        let mut deletes = Vec::new();
         for r in observed.state.rules.iter().filter(|r| r.owned()) {
             match unmatched.get_mut(r).and_then(Vec::pop) {
                 Some(i) => {
                     seen.insert(i);
                 }
-                _ if protected_tables.contains(&r.table) => {}
+                _ if protected.tables.contains(&r.table) => {}
                 _ if r
                     .iif
                     .as_ref()
                     .or(r.oif.as_ref())
-                    .is_some_and(|n| protected_links.contains(n)) => {}
-                _ => deletes_rules.push(KernelOp::DeleteRule(r.clone())),
+                    .is_some_and(|n| protected.links.contains(n)) => {}
+                _ => deletes.push(KernelOp::DeleteRule(r.clone())),
             }
         }
-        for (i, spec) in desired_rules.iter().enumerate() {
-            if !seen.contains(&i) {
-                rule_ops.push(KernelOp::AddRule(spec.clone()));
-            }
-        }
+        let adds = desired_rules
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !seen.contains(i))
+            .map(|(_, spec)| KernelOp::AddRule(spec))
+            .collect();
+        (deletes, adds)
+    }
+}
 
-        deletes_links.sort_by_key(|(order, _)| *order);
-        let mut ops = Vec::new();
-        ops.extend(deletes_rules);
-        ops.extend(deletes_routes);
-        ops.extend(deletes_links.into_iter().map(|(_, op)| op));
-        ops.extend(vrf_ops);
-        ops.extend(bridge_ops);
-        ops.extend(vxlan_ops);
-        ops.extend(sysctl_ops);
-        ops.extend(route_ops);
-        ops.extend(rule_ops);
-        ops
+/// Links, routes and rules of conflicted VRFs: left as they are.
+#[derive(Default)]
+struct Protected {
+    links: BTreeSet<String>,
+    tables: BTreeSet<u32>,
+}
+
+/// The link writes of a plan, by kind.
+#[derive(Default)]
+struct LinkOps {
+    /// Deletes, with their order: devices stacked on others go first.
+    deletes: Vec<(u8, KernelOp)>,
+    vrfs: Vec<KernelOp>,
+    bridges: Vec<KernelOp>,
+    vxlans: Vec<KernelOp>,
+    /// Names (re)created by this plan: their observed index is stale or absent.
+    fresh: BTreeSet<String>,
+}
+
+impl LinkOps {
+    fn delete(&mut self, l: &Link) {
+        let order = match l.kind {
+            LinkKind::Vxlan(_) => 0,
+            LinkKind::Bridge { .. } => 1,
+            LinkKind::Vrf { .. } => 2,
+            LinkKind::Other(_) => 3,
+        };
+        self.deletes.push((
+            order,
+            KernelOp::DeleteLink {
+                name: l.name.clone(),
+                index: l.index,
+                kind: l.kind.label().to_string(),
+            },
+        ));
+    }
+
+    /// Whether `l`'s master is `master` as observed (never for a master made in this plan).
+    fn master_is(&self, observed: &Observed, l: &Link, master: &str) -> bool {
+        !self.fresh.contains(master) && observed.link(master).is_some_and(|m| l.master == Some(m.index))
     }
 }
