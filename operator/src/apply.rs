@@ -10,13 +10,12 @@ use std::time::{Duration, Instant};
 use bgpvpn_crds::EvpnNodeState;
 use futures::{StreamExt, stream};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::core::Request;
-use kube::{Client, Resource, ResourceExt};
-use serde::de::IgnoredAny;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
 
 use crate::build::{NodePlan, Plan};
 use crate::metrics::Metrics;
+use crate::owned::{Deleted, OwnedWriter};
 
 /// Field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "bgpvpn-operator";
@@ -60,7 +59,7 @@ enum Need {
 /// Writes node objects; one per operator term.
 pub struct NodeStateWriter {
     api: Api<EvpnNodeState>,
-    client: Client,
+    writer: OwnedWriter,
     written: HashMap<String, Written>,
 }
 
@@ -98,27 +97,11 @@ pub fn desired_object(name: &str, desired: &NodePlan) -> EvpnNodeState {
     }
 }
 
-/// Server-side applies `obj` without reading back the object the API server answers with: that
-/// is the whole object again, managed fields included (for a node with a thousand VNIs, megabytes
-/// of parsing only to drop it). Errors are read as usual.
-async fn apply_unread(
-    client: &Client,
-    name: &str,
-    params: &PatchParams,
-    obj: &EvpnNodeState,
-) -> kube::Result<()> {
-    let request = Request::new(EvpnNodeState::url_path(&(), None))
-        .patch(name, params, &Patch::Apply(obj))
-        .map_err(kube::Error::BuildRequest)?;
-    client.request::<IgnoredAny>(request).await.map(|_| ())
-}
-
 impl NodeStateWriter {
-    pub fn new(api: Api<EvpnNodeState>) -> Self {
-        let client = api.clone().into_client();
+    pub fn new(client: Client) -> Self {
         NodeStateWriter {
-            api,
-            client,
+            api: Api::all(client.clone()),
+            writer: OwnedWriter::new(client, FIELD_MANAGER),
             written: HashMap::new(),
         }
     }
@@ -155,13 +138,12 @@ impl NodeStateWriter {
                 Need::AwaitingStore => applied.awaiting_store += 1,
             }
         }
-        let params = PatchParams::apply(FIELD_MANAGER).force();
         let results: Vec<_> = stream::iter(to_write)
             .map(|(name, desired, over)| {
-                let (client, params) = (self.client.clone(), params.clone());
+                let writer = self.writer.clone();
                 async move {
                     let obj = desired_object(&name, &desired);
-                    let res = apply_unread(&client, &name, &params, &obj).await;
+                    let res = writer.apply::<EvpnNodeState>(None, &name, &obj).await;
                     (name, desired, over, res)
                 }
             })
@@ -190,21 +172,13 @@ impl NodeStateWriter {
         // what was written for a node that is no longer planned is no longer awaited
         self.written.retain(|name, _| plan.nodes.contains_key(name));
         for (name, uid) in &plan.retired_nodes {
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: uid.clone(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match self.api.delete(name, &params).await {
-                Ok(_) => {
+            match self.writer.delete(&self.api, name, uid.clone()).await {
+                Ok(Deleted::Deleted) => {
                     metrics.node_state_write("delete");
                     tracing::info!(node = %name, "EVPNNodeState of a node that no longer takes part in EVPN deleted");
-                    self.written.remove(name);
                     applied.deleted.push(name.clone());
                 }
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Ok(Deleted::AlreadyGone | Deleted::Replaced) => {}
                 Err(e) => applied.errors.push(format!("delete EVPNNodeState {name}: {e}")),
             }
         }

@@ -353,7 +353,7 @@ pub async fn run(ctx: PassContext, shared: SharedInputs, stop: Shutdown) {
     ctx.synced.store(true, Ordering::Relaxed);
     tracing::info!("caches filled; reconciling");
 
-    let mut writer = NodeStateWriter::new(Api::all(client.clone()));
+    let mut writer = NodeStateWriter::new(client.clone());
     let mut retry = Retry::default();
     let mut pace = Pace::default();
     trigger.notify_one();

@@ -28,6 +28,7 @@ pub mod kuryr;
 pub mod leader;
 pub mod metrics;
 pub mod openstack;
+pub mod owned;
 pub mod reasons;
 pub mod resolve;
 pub mod run;

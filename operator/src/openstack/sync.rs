@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret as KubeSecre
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Reporter};
 use serde_json::{Value, json};
 
@@ -22,6 +22,7 @@ use super::*;
 use crate::events::Events;
 use crate::guard::Guarded;
 use crate::kuryr::{KuryrNetwork, KuryrPort};
+use crate::owned::{Created, Deleted, OwnedWriter};
 use crate::reasons;
 use crate::view::UnreadableObject;
 
@@ -91,9 +92,80 @@ fn sort_out_bindings(labelled: Vec<VniBinding>, owned_vpns: &[Bgpvpn]) -> (Vec<V
     })
 }
 
+/// An Event to publish (unless `key` is set and the same message went out already).
+struct PendingEvent {
+    /// Empty: always published; else the problem it reports, published once per change.
+    key: String,
+    message: String,
+    type_: EventType,
+    reason: &'static str,
+    regarding: ObjectReference,
+}
+
+/// What the writing half of a pass collects.
+#[derive(Default)]
+struct Outcome {
+    report: CycleReport,
+    events: Vec<PendingEvent>,
+}
+
+impl Outcome {
+    fn event(
+        &mut self,
+        key: String,
+        message: String,
+        type_: EventType,
+        reason: &'static str,
+        regarding: ObjectReference,
+    ) {
+        self.events.push(PendingEvent {
+            key,
+            message,
+            type_,
+            reason,
+            regarding,
+        });
+    }
+}
+
+/// One object the sync mirrors: as read (if it exists) and as Neutron wants it.
+struct Mirror<'a, K> {
+    kind: &'static str,
+    namespace: Option<&'a str>,
+    name: &'a str,
+    neutron_id: &'a str,
+    /// The owned object as read, and whether it differs from what is wanted.
+    have: Option<(&'a K, bool)>,
+    /// The server-side apply body of an update (every owned field present).
+    apply_body: Value,
+    /// The object to create when there is none.
+    new_object: K,
+    /// What to say when the name is taken by an object the sync does not own.
+    clash_message: String,
+}
+
+/// How one mirrored object was written.
+#[derive(PartialEq)]
+enum Mirrored {
+    Unchanged,
+    Updated,
+    Created,
+    /// Refused, or its name taken: what depends on it waits.
+    NotWritten,
+}
+
+fn path(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
+}
+
 /// The sync: holds the clients, the Keystone session and what was reported already.
 pub struct Syncer {
     client: kube::Client,
+    /// Every write of a BGPVPN or VNIBinding the sync owns.
+    writer: OwnedWriter,
     config: SyncConfig,
     metrics: Arc<SyncMetrics>,
     events: Events,
@@ -195,6 +267,7 @@ impl Syncer {
             },
         );
         Ok(Syncer {
+            writer: OwnedWriter::new(client.clone(), FIELD_MANAGER),
             client,
             config,
             metrics,
@@ -411,7 +484,6 @@ impl Syncer {
         let neutron = self.neutron().await?;
         let snapshot = neutron.snapshot().await?;
         let (kuryr, mut unreadable) = self.kuryr().await?;
-        let vpns_api: Api<Bgpvpn> = Api::all(self.client.clone());
         let (owned_vpns, bad_vpns) = list_guarded::<Bgpvpn>(&self.client, &owned_selector())
             .await
             .map_err(kube_err("list owned BGPVPNs"))?;
@@ -454,107 +526,64 @@ impl Syncer {
                 desired.admit(&b.spec.bgpvpn, &ns);
             }
         }
-        let mut report = CycleReport {
+        let report = CycleReport {
             bgpvpns: snapshot.bgpvpns.len(),
             invalid: desired.invalid.iter().map(|p| p.neutron_id.clone()).collect(),
             unsupported: desired.unsupported.iter().map(|p| p.message.clone()).collect(),
             ..Default::default()
         };
-        let mut events: Vec<(String, String, EventType, &'static str, ObjectReference)> = Vec::new();
+        let mut out = Outcome {
+            report,
+            events: Vec::new(),
+        };
 
         // BGPVPNs: create or update.
         let owned_vpn: BTreeMap<String, &Bgpvpn> = owned_vpns.iter().map(|v| (v.name_any(), v)).collect();
+        let vpns_api: Api<Bgpvpn> = Api::all(self.client.clone());
         let mut not_written: BTreeSet<String> = BTreeSet::new();
         let mut created_vpns: BTreeSet<String> = BTreeSet::new();
         for (name, want) in &desired.vpns {
             if unreadable_vpns.contains(name) {
                 not_written.insert(name.clone());
-                report.kept += 1;
+                out.report.kept += 1;
                 continue;
             }
-            match owned_vpn.get(name) {
-                Some(have) => {
-                    // allowedPrefixes is the admin's to set on a mirrored BGPVPN: not the sync's
-                    let have_spec = BgpvpnSpec {
-                        allowed_prefixes: want.spec.allowed_prefixes.clone(),
-                        ..have.spec.clone()
-                    };
-                    let differs = have_spec != want.spec
-                        || subset_differs(have.labels(), &want.labels)
-                        || subset_differs(have.annotations(), &want.annotations);
-                    if !differs {
-                        report.unchanged += 1;
-                        continue;
-                    }
-                    let body = vpn_apply_body(name, want, have.uid());
-                    match vpns_api
-                        .patch(
-                            name,
-                            &PatchParams::apply(FIELD_MANAGER).force(),
-                            &Patch::Apply(&body),
-                        )
-                        .await
-                    {
-                        Ok(_) => {
-                            report.updated += 1;
-                            self.metrics.wrote("BGPVPN", "update");
-                            events.push((
-                                String::new(),
-                                format!("updated from Neutron bgpvpn {}", want.neutron_id),
-                                EventType::Normal,
-                                "Updated",
-                                reference("BGPVPN", None, name, have.uid()),
-                            ));
-                        }
-                        Err(e) => {
-                            not_written.insert(name.clone());
-                            report.write_errors.push(format!("update BGPVPN {name}: {e}"));
-                        }
-                    }
+            let have = owned_vpn.get(name).map(|have| {
+                // allowedPrefixes is the admin's to set on a mirrored BGPVPN: not the sync's
+                let have_spec = BgpvpnSpec {
+                    allowed_prefixes: want.spec.allowed_prefixes.clone(),
+                    ..have.spec.clone()
+                };
+                let differs = have_spec != want.spec
+                    || subset_differs(have.labels(), &want.labels)
+                    || subset_differs(have.annotations(), &want.annotations);
+                (*have, differs)
+            });
+            let mut new_object = Bgpvpn::new(name, want.spec.clone());
+            new_object.metadata.labels = Some(want.labels.clone());
+            new_object.metadata.annotations = Some(want.annotations.clone());
+            let mirror = Mirror {
+                kind: "BGPVPN",
+                namespace: None,
+                name,
+                neutron_id: &want.neutron_id,
+                apply_body: vpn_apply_body(name, want, have.and_then(|(h, _)| h.uid())),
+                have,
+                new_object,
+                clash_message: format!(
+                    "Neutron bgpvpn {} maps to BGPVPN {name}, which exists and is not managed by the OpenStack sync \
+                     (no label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}); it is left alone and the bgpvpn is not mirrored",
+                    want.neutron_id
+                ),
+            };
+            match self.mirror(&vpns_api, mirror, &mut out).await {
+                Mirrored::NotWritten => {
+                    not_written.insert(name.clone());
                 }
-                None => {
-                    let mut obj = Bgpvpn::new(name, want.spec.clone());
-                    obj.metadata.labels = Some(want.labels.clone());
-                    obj.metadata.annotations = Some(want.annotations.clone());
-                    let pp = PostParams {
-                        field_manager: Some(FIELD_MANAGER.into()),
-                        ..Default::default()
-                    };
-                    match vpns_api.create(&pp, &obj).await {
-                        Ok(made) => {
-                            report.created += 1;
-                            created_vpns.insert(name.clone());
-                            self.metrics.wrote("BGPVPN", "create");
-                            events.push((
-                                String::new(),
-                                format!("created from Neutron bgpvpn {}", want.neutron_id),
-                                EventType::Normal,
-                                "Created",
-                                reference("BGPVPN", None, name, made.uid()),
-                            ));
-                        }
-                        Err(e) if is_status(&e, 409) => {
-                            not_written.insert(name.clone());
-                            report.clashes.push(format!("BGPVPN {name}"));
-                            let other = vpns_api.get_opt(name).await.ok().flatten().and_then(|o| o.uid());
-                            events.push((
-                                format!("clash/BGPVPN/{name}"),
-                                format!(
-                                    "Neutron bgpvpn {} maps to BGPVPN {name}, which exists and is not managed by the OpenStack sync \
-                                     (no label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}); it is left alone and the bgpvpn is not mirrored",
-                                    want.neutron_id
-                                ),
-                                EventType::Warning,
-                                "NameClash",
-                                reference("BGPVPN", None, name, other),
-                            ));
-                        }
-                        Err(e) => {
-                            not_written.insert(name.clone());
-                            report.write_errors.push(format!("create BGPVPN {name}: {e}"));
-                        }
-                    }
+                Mirrored::Created => {
+                    created_vpns.insert(name.clone());
                 }
+                Mirrored::Unchanged | Mirrored::Updated => {}
             }
         }
 
@@ -566,87 +595,36 @@ impl Syncer {
         for (key, want) in &desired.bindings {
             if not_written.contains(&want.spec.bgpvpn) || unreadable_bindings.contains(key) {
                 if owned_binding.contains_key(key) || unreadable_bindings.contains(key) {
-                    report.kept += 1;
+                    out.report.kept += 1;
                 }
                 continue;
             }
             let (ns, name) = key;
-            let api: Api<VniBinding> = Api::namespaced(self.client.clone(), ns);
-            match owned_binding.get(key) {
-                Some(have) => {
-                    let differs = have.spec != want.spec
-                        || subset_differs(have.labels(), &want.labels)
-                        || subset_differs(have.annotations(), &want.annotations);
-                    if !differs {
-                        report.unchanged += 1;
-                        continue;
-                    }
-                    let body = binding_apply_body(want, have.uid());
-                    match api
-                        .patch(
-                            name,
-                            &PatchParams::apply(FIELD_MANAGER).force(),
-                            &Patch::Apply(&body),
-                        )
-                        .await
-                    {
-                        Ok(_) => {
-                            report.updated += 1;
-                            self.metrics.wrote("VNIBinding", "update");
-                            events.push((
-                                String::new(),
-                                format!("updated from Neutron bgpvpn {}", want.neutron_id),
-                                EventType::Normal,
-                                "Updated",
-                                reference("VNIBinding", Some(ns), name, have.uid()),
-                            ));
-                        }
-                        Err(e) => report
-                            .write_errors
-                            .push(format!("update VNIBinding {ns}/{name}: {e}")),
-                    }
-                }
-                None => {
-                    let mut obj = VniBinding::new(name, want.spec.clone());
-                    obj.metadata.namespace = Some(ns.clone());
-                    obj.metadata.labels = Some(want.labels.clone());
-                    obj.metadata.annotations = Some(want.annotations.clone());
-                    let pp = PostParams {
-                        field_manager: Some(FIELD_MANAGER.into()),
-                        ..Default::default()
-                    };
-                    match api.create(&pp, &obj).await {
-                        Ok(made) => {
-                            report.created += 1;
-                            self.metrics.wrote("VNIBinding", "create");
-                            events.push((
-                                String::new(),
-                                format!("created from Neutron bgpvpn {}", want.neutron_id),
-                                EventType::Normal,
-                                "Created",
-                                reference("VNIBinding", Some(ns), name, made.uid()),
-                            ));
-                        }
-                        Err(e) if is_status(&e, 409) => {
-                            report.clashes.push(format!("VNIBinding {ns}/{name}"));
-                            let other = api.get_opt(name).await.ok().flatten().and_then(|o| o.uid());
-                            events.push((
-                                format!("clash/VNIBinding/{ns}/{name}"),
-                                format!(
-                                    "a Neutron association of bgpvpn {} maps to VNIBinding {ns}/{name}, which exists and is not managed by the OpenStack sync; it is left alone",
-                                    want.neutron_id
-                                ),
-                                EventType::Warning,
-                                "NameClash",
-                                reference("VNIBinding", Some(ns), name, other),
-                            ));
-                        }
-                        Err(e) => report
-                            .write_errors
-                            .push(format!("create VNIBinding {ns}/{name}: {e}")),
-                    }
-                }
-            }
+            let have = owned_binding.get(key).map(|have| {
+                let differs = have.spec != want.spec
+                    || subset_differs(have.labels(), &want.labels)
+                    || subset_differs(have.annotations(), &want.annotations);
+                (*have, differs)
+            });
+            let mut new_object = VniBinding::new(name, want.spec.clone());
+            new_object.metadata.namespace = Some(ns.clone());
+            new_object.metadata.labels = Some(want.labels.clone());
+            new_object.metadata.annotations = Some(want.annotations.clone());
+            let mirror = Mirror {
+                kind: "VNIBinding",
+                namespace: Some(ns),
+                name,
+                neutron_id: &want.neutron_id,
+                apply_body: binding_apply_body(want, have.and_then(|(h, _)| h.uid())),
+                have,
+                new_object,
+                clash_message: format!(
+                    "a Neutron association of bgpvpn {} maps to VNIBinding {ns}/{name}, which exists and is not managed by the OpenStack sync; it is left alone",
+                    want.neutron_id
+                ),
+            };
+            self.mirror(&Api::namespaced(self.client.clone(), ns), mirror, &mut out)
+                .await;
         }
 
         // Deletions: only owned objects, only when Neutron no longer has them, never for kept ones.
@@ -660,34 +638,12 @@ impl Syncer {
                 || desired.uncertain_namespaces.contains(&key.0)
                 || not_written.contains(&b.spec.bgpvpn)
             {
-                report.kept += 1;
+                out.report.kept += 1;
                 continue;
             }
             let api: Api<VniBinding> = Api::namespaced(self.client.clone(), &key.0);
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: b.uid(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match api.delete(&key.1, &dp).await {
-                Ok(_) => {
-                    report.deleted += 1;
-                    self.metrics.wrote("VNIBinding", "delete");
-                    events.push((
-                        String::new(),
-                        format!("deleted: the Neutron association of bgpvpn {id} is gone"),
-                        EventType::Normal,
-                        "Deleted",
-                        reference("VNIBinding", Some(&key.0), &key.1, b.uid()),
-                    ));
-                }
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => report
-                    .write_errors
-                    .push(format!("delete VNIBinding {}/{}: {e}", key.0, key.1)),
-            }
+            let why = format!("deleted: the Neutron association of bgpvpn {id} is gone");
+            self.delete_owned("VNIBinding", &api, b, why, &mut out).await;
         }
         for v in &owned_vpns {
             let name = v.name_any();
@@ -696,34 +652,32 @@ impl Syncer {
             }
             let id = v.labels().get(BGPVPN_ID_KEY).cloned().unwrap_or_default();
             if desired.keep.contains(&id) {
-                report.kept += 1;
+                out.report.kept += 1;
                 continue;
             }
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: v.uid(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match vpns_api.delete(&name, &dp).await {
-                Ok(_) => {
-                    report.deleted += 1;
-                    self.metrics.wrote("BGPVPN", "delete");
-                    events.push((
-                        String::new(),
-                        format!("deleted: Neutron bgpvpn {id} is gone"),
-                        EventType::Normal,
-                        "Deleted",
-                        reference("BGPVPN", None, &name, v.uid()),
-                    ));
-                }
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => report.write_errors.push(format!("delete BGPVPN {name}: {e}")),
-            }
+            let why = format!("deleted: Neutron bgpvpn {id} is gone");
+            self.delete_owned("BGPVPN", &vpns_api, v, why, &mut out).await;
         }
+        let Outcome { mut report, events } = out;
 
-        // Synced conditions on every owned BGPVPN that still exists.
+        self.write_synced_conditions(&owned_vpns, &created_vpns, &desired, &mut report)
+            .await;
+        self.report_problems(&forged, &desired, &unreadable, &owned_vpn, events, &report)
+            .await;
+        self.metrics.neutron_bgpvpns.set(report.bgpvpns as i64);
+        self.metrics.invalid_bgpvpns.set(report.invalid.len() as i64);
+        self.metrics.name_clashes.set(report.clashes.len() as i64);
+        Ok(report)
+    }
+
+    /// The `Synced` condition of every owned BGPVPN that still exists, and of those just made.
+    async fn write_synced_conditions(
+        &self,
+        owned_vpns: &[Bgpvpn],
+        created_vpns: &BTreeSet<String>,
+        desired: &Desired,
+        report: &mut CycleReport,
+    ) {
         let now = Time(Timestamp::now());
         let invalid: BTreeMap<&str, &str> = desired
             .invalid
@@ -731,7 +685,7 @@ impl Syncer {
             .map(|p| (p.vpn.as_str(), p.message.as_str()))
             .collect();
         let mut statuses: Vec<(String, Vec<Condition>, Condition)> = Vec::new();
-        for v in &owned_vpns {
+        for v in owned_vpns {
             let name = v.name_any();
             let previous = v
                 .status
@@ -750,17 +704,17 @@ impl Syncer {
                     v.metadata.generation,
                     &now,
                 ),
-                (None, Some(want)) => self.synced_condition(&name, want, &desired, &report, &now),
+                (None, Some(want)) => self.synced_condition(&name, want, desired, report, &now),
                 (None, None) => continue, // deleted above
             };
             statuses.push((name, previous, cond));
         }
-        for name in &created_vpns {
+        for name in created_vpns {
             let want = &desired.vpns[name];
             statuses.push((
                 name.clone(),
                 Vec::new(),
-                self.synced_condition(name, want, &desired, &report, &now),
+                self.synced_condition(name, want, desired, report, &now),
             ));
         }
         for (name, previous, cond) in statuses {
@@ -768,10 +722,20 @@ impl Syncer {
                 report.status_writes += 1;
             }
         }
+    }
 
-        // Report what is wrong, once per change.
+    /// Reports what is wrong (Events and log), once per change; counts it.
+    async fn report_problems(
+        &mut self,
+        forged: &[VniBinding],
+        desired: &Desired,
+        unreadable: &[UnreadableObject],
+        owned_vpn: &BTreeMap<String, &Bgpvpn>,
+        mut events: Vec<PendingEvent>,
+        report: &CycleReport,
+    ) {
         let mut current: BTreeSet<String> = BTreeSet::new();
-        for b in &forged {
+        for b in forged {
             let (ns, name) = (b.namespace().unwrap_or_default(), b.name_any());
             let key = format!("forged/{ns}/{name}");
             current.insert(key.clone());
@@ -780,27 +744,27 @@ impl Syncer {
                  BGPVPN {} does not admit namespace {ns} for the sync; the sync leaves it alone, and the label gives it nothing",
                 b.spec.bgpvpn
             );
-            events.push((
+            events.push(PendingEvent {
                 key,
                 message,
-                EventType::Warning,
-                "NotMadeBySync",
-                reference("VNIBinding", Some(&ns), &name, b.uid()),
-            ));
+                type_: EventType::Warning,
+                reason: "NotMadeBySync",
+                regarding: reference("VNIBinding", Some(&ns), &name, b.uid()),
+            });
         }
         for p in &desired.unmapped {
             let key = format!("unmapped/{}/{}", p.neutron_id, p.message);
             current.insert(key.clone());
             let uid = owned_vpn.get(&p.vpn).and_then(|v| v.uid());
-            events.push((
+            events.push(PendingEvent {
                 key,
-                p.message.clone(),
-                EventType::Warning,
-                "NamespaceNotMapped",
-                reference("BGPVPN", None, &p.vpn, uid),
-            ));
+                message: p.message.clone(),
+                type_: EventType::Warning,
+                reason: "NamespaceNotMapped",
+                regarding: reference("BGPVPN", None, &p.vpn, uid),
+            });
         }
-        for u in &unreadable {
+        for u in unreadable {
             let key = format!("unreadable/{}", u.describe());
             current.insert(key.clone());
             let message = format!(
@@ -808,40 +772,40 @@ impl Syncer {
                 u.describe(),
                 u.error
             );
-            events.push((
+            events.push(PendingEvent {
                 key,
                 message,
-                EventType::Warning,
-                reasons::MALFORMED_OBJECT,
-                u.reference(),
-            ));
+                type_: EventType::Warning,
+                reason: reasons::MALFORMED_OBJECT,
+                regarding: u.reference(),
+            });
         }
         for p in &desired.invalid {
             let key = format!("invalid/{}", p.neutron_id);
             current.insert(key.clone());
             let uid = owned_vpn.get(&p.vpn).and_then(|v| v.uid());
-            events.push((
+            events.push(PendingEvent {
                 key,
-                format!("Neutron bgpvpn {} is not mirrored: {}", p.neutron_id, p.message),
-                EventType::Warning,
-                "InvalidNeutronData",
-                reference("BGPVPN", None, &p.vpn, uid),
-            ));
+                message: format!("Neutron bgpvpn {} is not mirrored: {}", p.neutron_id, p.message),
+                type_: EventType::Warning,
+                reason: "InvalidNeutronData",
+                regarding: reference("BGPVPN", None, &p.vpn, uid),
+            });
         }
         for p in &desired.unsupported {
             let key = format!("unsupported/{}/{}", p.neutron_id, p.message);
             current.insert(key.clone());
-            events.push((
+            events.push(PendingEvent {
                 key,
-                p.message.clone(),
-                EventType::Warning,
-                "Unsupported",
-                reference("BGPVPN", None, &p.vpn, None),
-            ));
+                message: p.message.clone(),
+                type_: EventType::Warning,
+                reason: "Unsupported",
+                regarding: reference("BGPVPN", None, &p.vpn, None),
+            });
         }
-        for (key, _, _, _, _) in &events {
-            if key.starts_with("clash/") || key.starts_with("unreadable/") {
-                current.insert(key.clone());
+        for e in &events {
+            if e.key.starts_with("clash/") || e.key.starts_with("unreadable/") {
+                current.insert(e.key.clone());
             }
         }
         for e in &report.write_errors {
@@ -852,15 +816,15 @@ impl Syncer {
             }
             self.reported.insert(key, e.clone());
         }
-        for (key, message, type_, reason, regarding) in events {
-            if !key.is_empty() {
-                if self.reported.get(&key) == Some(&message) {
+        for e in events {
+            if !e.key.is_empty() {
+                if self.reported.get(&e.key) == Some(&e.message) {
                     continue;
                 }
-                tracing::warn!(%reason, %message, "OpenStack sync");
-                self.reported.insert(key, message.clone());
+                tracing::warn!(reason = %e.reason, message = %e.message, "OpenStack sync");
+                self.reported.insert(e.key, e.message.clone());
             }
-            self.publish(type_, reason, &message, &regarding).await;
+            self.publish(e.type_, e.reason, &e.message, &e.regarding).await;
         }
         self.reported.retain(|k, _| current.contains(k));
         if !report.write_errors.is_empty() {
@@ -871,10 +835,95 @@ impl Syncer {
                 })
                 .inc_by(report.write_errors.len() as u64);
         }
-        self.metrics.neutron_bgpvpns.set(report.bgpvpns as i64);
-        self.metrics.invalid_bgpvpns.set(report.invalid.len() as i64);
-        self.metrics.name_clashes.set(report.clashes.len() as i64);
-        Ok(report)
+    }
+
+    /// Brings one mirrored object to what Neutron wants: nothing when it is there, an apply of
+    /// the owned fields when it differs, a create when there is none.
+    async fn mirror<K>(&self, api: &Api<K>, m: Mirror<'_, K>, out: &mut Outcome) -> Mirrored
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let at = path(m.namespace, m.name);
+        let regarding = |uid| reference(m.kind, m.namespace, m.name, uid);
+        match m.have {
+            Some(_) if !m.have.is_some_and(|(_, differs)| differs) => {
+                out.report.unchanged += 1;
+                Mirrored::Unchanged
+            }
+            Some((have, _)) => match self.writer.apply::<K>(m.namespace, m.name, &m.apply_body).await {
+                Ok(()) => {
+                    out.report.updated += 1;
+                    self.metrics.wrote(m.kind, "update");
+                    let note = format!("updated from Neutron bgpvpn {}", m.neutron_id);
+                    out.event(
+                        String::new(),
+                        note,
+                        EventType::Normal,
+                        "Updated",
+                        regarding(have.uid()),
+                    );
+                    Mirrored::Updated
+                }
+                Err(e) => {
+                    out.report
+                        .write_errors
+                        .push(format!("update {} {at}: {e}", m.kind));
+                    Mirrored::NotWritten
+                }
+            },
+            None => match self.writer.create(api, &m.new_object).await {
+                Ok(Created::Made { uid }) => {
+                    out.report.created += 1;
+                    self.metrics.wrote(m.kind, "create");
+                    let note = format!("created from Neutron bgpvpn {}", m.neutron_id);
+                    out.event(String::new(), note, EventType::Normal, "Created", regarding(uid));
+                    Mirrored::Created
+                }
+                Ok(Created::NameTaken { by_uid }) => {
+                    out.report.clashes.push(format!("{} {at}", m.kind));
+                    let key = format!("clash/{}/{at}", m.kind);
+                    out.event(
+                        key,
+                        m.clash_message,
+                        EventType::Warning,
+                        "NameClash",
+                        regarding(by_uid),
+                    );
+                    Mirrored::NotWritten
+                }
+                Err(e) => {
+                    out.report
+                        .write_errors
+                        .push(format!("create {} {at}: {e}", m.kind));
+                    Mirrored::NotWritten
+                }
+            },
+        }
+    }
+
+    /// Deletes one owned object Neutron no longer has (only the one read: uid precondition).
+    async fn delete_owned<K>(&self, kind: &'static str, api: &Api<K>, obj: &K, why: String, out: &mut Outcome)
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let (namespace, name) = (obj.namespace(), obj.name_any());
+        match self.writer.delete(api, &name, obj.uid()).await {
+            Ok(Deleted::Deleted) => {
+                out.report.deleted += 1;
+                self.metrics.wrote(kind, "delete");
+                let regarding = reference(kind, namespace.as_deref(), &name, obj.uid());
+                out.event(String::new(), why, EventType::Normal, "Deleted", regarding);
+            }
+            Ok(Deleted::AlreadyGone | Deleted::Replaced) => {}
+            Err(e) => {
+                let at = path(namespace.as_deref(), &name);
+                out.report.write_errors.push(format!("delete {kind} {at}: {e}"));
+            }
+        }
     }
 
     fn synced_condition(
