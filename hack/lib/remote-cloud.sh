@@ -1,5 +1,5 @@
 # hack/lib/remote-cloud.sh -- the "remote cloud" topology, sourced by the UML guest payloads
-# hack/lab/guest.sh, hack/dataplane/evpn-agent-e2e.sh and bench/uml/convergence.sh (via lib.sh):
+# hack/lab/guest.sh, hack/dataplane/bed.sh, hack/dataplane/kube-bed.sh and bench/uml/convergence.sh (via lib.sh):
 #
 #   node A (AS 65001, 172.30.0.1) ==veth eth-u== node B (AS 64999, 172.30.0.2), eBGP l2vpn evpn
 #   node A: a Kubernetes node; pod netns at 10.0.0.84 behind a veth, /32 in MAIN (CNI style)

@@ -432,6 +432,11 @@ impl Bed {
         }
     }
 
+    /// The agent binary the bed runs.
+    pub fn agent_bin(&self) -> &Path {
+        &self.agent_bin
+    }
+
     pub fn agent_pid(&self) -> u32 {
         self.agent.as_ref().expect("the agent runs").id()
     }
