@@ -22,7 +22,7 @@ use crate::frr::delta::delta;
 use crate::frr::reload::{FrrControl, FrrError, FrrOutcome};
 use crate::frr::{FrrView, render};
 use crate::kernel::plan::{EndpointPins, Resolved, resolve};
-use crate::kernel::{Dataplane, KernelState};
+use crate::kernel::{Dataplane, KernelOp, KernelState};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::model::{IfName, NodeModel, NodeSettings};
@@ -421,7 +421,8 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         }
     }
 
-    /// Brings kernel and FRR to `desired`.
+    /// Brings kernel and FRR to `desired`: FRR before the kernel (a VNI move and an RD change
+    /// each in their safe order), the kernel in rounds, then FRR's final view and its checks.
     pub async fn pass(&mut self, desired: &NodeModel) -> PassReport {
         let started = Instant::now();
         let mut report = PassReport {
@@ -453,106 +454,20 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             .collect();
         let final_view = FrrView::from_desired(desired, &conflicted);
         let previous = self.applied.clone();
-        let moving: Vec<IfName> = final_view
-            .vrfs
-            .iter()
-            .filter(|v| {
-                let kernel = resolved
-                    .vrfs
-                    .iter()
-                    .any(|r| r.name == v.name && !r.remap_from.is_empty());
-                let frr = previous
-                    .as_ref()
-                    .and_then(|p| p.vrf(&v.name))
-                    .and_then(|p| p.vni)
-                    .is_some_and(|old| Some(old) != v.vni);
-                kernel || frr
-            })
-            .map(|v| v.name.clone())
-            .collect();
+        let moving = moving_vrfs(&resolved, &final_view, previous.as_ref());
 
-        // FRR before the kernel
         let mut frr_ok = true;
         if !moving.is_empty() {
-            report.moved = moving.clone();
-            let names: Vec<String> = moving.iter().map(|n| n.to_string()).collect();
-            if let Some(prev) = previous
-                .as_ref()
-                .filter(|p| moving.iter().any(|n| p.vrf(n).is_some_and(|v| v.vni.is_some())))
-            {
-                let unmap = prev.unmapped(&moving);
-                frr_ok = self
-                    .apply_frr(
-                        &unmap,
-                        &format!("unmap VNI of {} (old route targets)", names.join(",")),
-                        &mut report,
-                    )
-                    .await;
-            }
-            // the VRF's EVPN routes must be gone before its route targets change
-            let tables: Vec<u32> = resolved
-                .vrfs
-                .iter()
-                .filter(|v| moving.contains(&v.name))
-                .map(|v| v.table)
-                .collect();
-            let gone = self.wait_evpn_routes_gone(&tables).await;
-            report
-                .trace
-                .push(format!("wait: EVPN routes gone from {}: {gone}", names.join(",")));
-            tracing::info!(vrfs = %names.join(","), gone, "wait: EVPN routes of the moving VRFs withdrawn");
-            if !gone {
-                report.warnings.push(format!(
-                    "EVPN routes of {} still installed after {:?}; moving on",
-                    names.join(","),
-                    self.waits.route_gone
-                ));
-            }
+            frr_ok = self
+                .unmap_moving(&moving, previous.as_ref(), &resolved, &mut report)
+                .await;
         }
-        // An RD changes in two steps: the VRF's routes are withdrawn under the old RD before any
-        // is announced under the new one. In one step, two VRFs that swap RDs (and announce the
-        // same prefix) replace each other's routes at the peer, which kept a stale route of the
-        // wrong VNI in one VRF and lost the other's (FRR 10.3, in the node guest).
-        // (VRF, old RD, new RD, routes under the old RD before)
-        let mut rd_changes: Vec<(IfName, String, String, usize)> = match previous.as_ref() {
-            Some(prev) if frr_ok => final_view
-                .vrfs
-                .iter()
-                .filter(|v| !moving.contains(&v.name))
-                .filter_map(|v| {
-                    prev.vrf(&v.name)
-                        .filter(|p| p.rd != v.rd)
-                        .map(|p| (v.name.clone(), p.rd.to_string(), v.rd.to_string(), 0))
-                })
-                .collect(),
+        let mut rd_changes = match previous.as_ref() {
+            Some(prev) if frr_ok => rd_changes(prev, &final_view, &moving),
             _ => Vec::new(),
         };
         if let Some(prev) = previous.as_ref().filter(|_| !rd_changes.is_empty()) {
-            let names: Vec<IfName> = rd_changes.iter().map(|c| c.0.clone()).collect();
-            let list = names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
-            for c in &mut rd_changes {
-                c.3 = self.frr.evpn_prefixes_under(&c.1).await.unwrap_or(0);
-            }
-            frr_ok = self
-                .apply_frr(
-                    &prev.silenced(&names),
-                    &format!("withdraw {list} under the old RDs"),
-                    &mut report,
-                )
-                .await;
-            if frr_ok {
-                let olds: Vec<String> = rd_changes.iter().map(|c| c.1.clone()).collect();
-                let gone = self.wait_prefixes(&olds, |n| n == 0).await;
-                report.trace.push(format!(
-                    "wait: routes under the old RDs of {list} withdrawn: {gone}"
-                ));
-                if !gone {
-                    report.warnings.push(format!(
-                        "routes under the old RDs of {list} still held after {:?}; moving on",
-                        self.waits.route_gone
-                    ));
-                }
-            }
+            frr_ok = self.withdraw_old_rds(prev, &mut rd_changes, &mut report).await;
         }
         let empty = FrrView {
             vrfs: Vec::new(),
@@ -564,17 +479,12 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         // Only a changed view needs FRR before the kernel; a forced re-check of an unchanged
         // view (resync, FRR restart) runs after the kernel step so it never delays a repair.
         if frr_ok && self.applied.as_ref() != Some(&pre) {
-            frr_ok = self
-                .apply_frr(
-                    &pre,
-                    if moving.is_empty() {
-                        "pre-kernel"
-                    } else {
-                        "new route targets, VNI unmapped"
-                    },
-                    &mut report,
-                )
-                .await;
+            let what = if moving.is_empty() {
+                "pre-kernel"
+            } else {
+                "new route targets, VNI unmapped"
+            };
+            frr_ok = self.apply_frr(&pre, what, &mut report).await;
         }
         // With FRR not (yet) holding the new VRFs, new devices would come before their EVPN
         // instance; repairs of what FRR already has are still made.
@@ -591,7 +501,106 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             return report;
         }
 
-        // kernel, in rounds
+        let resolved = self.kernel_rounds(desired, observed, resolved, &mut report).await;
+        self.record_pins(&resolved, desired.generation);
+        report.resolved = Some(resolved);
+        if !report.kernel_errors.is_empty() {
+            // keep FRR at the pre-kernel view: removing a VRF's stanzas while its devices may
+            // still exist is the order FRR cannot take
+            report.duration = started.elapsed();
+            return report;
+        }
+
+        self.wait_moved_vxlans_known(&moving, &final_view, &mut report)
+            .await;
+        if frr_ok {
+            self.apply_final_frr(&final_view, &moving, &rd_changes, &mut report)
+                .await;
+        }
+        report.duration = started.elapsed();
+        report
+    }
+
+    /// A VNI move, first half: the moving VRFs' VNIs unmapped in FRR (with their old route
+    /// targets), then their EVPN routes gone from the kernel before the route targets change.
+    /// Returns whether FRR took the unmapping.
+    async fn unmap_moving(
+        &mut self,
+        moving: &[IfName],
+        previous: Option<&FrrView>,
+        resolved: &Resolved,
+        report: &mut PassReport,
+    ) -> bool {
+        report.moved = moving.to_vec();
+        let names = moving.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+        let mut frr_ok = true;
+        if let Some(prev) =
+            previous.filter(|p| moving.iter().any(|n| p.vrf(n).is_some_and(|v| v.vni.is_some())))
+        {
+            let what = format!("unmap VNI of {names} (old route targets)");
+            frr_ok = self.apply_frr(&prev.unmapped(moving), &what, report).await;
+        }
+        let tables: Vec<u32> = resolved
+            .vrfs
+            .iter()
+            .filter(|v| moving.contains(&v.name))
+            .map(|v| v.table)
+            .collect();
+        let gone = self.wait_evpn_routes_gone(&tables).await;
+        report
+            .trace
+            .push(format!("wait: EVPN routes gone from {names}: {gone}"));
+        tracing::info!(vrfs = %names, gone, "wait: EVPN routes of the moving VRFs withdrawn");
+        if !gone {
+            report.warnings.push(format!(
+                "EVPN routes of {names} still installed after {:?}; moving on",
+                self.waits.route_gone
+            ));
+        }
+        frr_ok
+    }
+
+    /// An RD change, first half: the VRFs' routes withdrawn under their old RDs (counted first,
+    /// to know when all are back under the new ones). Returns whether FRR took it.
+    async fn withdraw_old_rds(
+        &mut self,
+        previous: &FrrView,
+        changes: &mut [RdChange],
+        report: &mut PassReport,
+    ) -> bool {
+        let names: Vec<IfName> = changes.iter().map(|c| c.vrf.clone()).collect();
+        let list = names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+        for c in changes.iter_mut() {
+            c.routes_before = self.frr.evpn_prefixes_under(&c.old).await.unwrap_or(0);
+        }
+        let what = format!("withdraw {list} under the old RDs");
+        let frr_ok = self.apply_frr(&previous.silenced(&names), &what, report).await;
+        if frr_ok {
+            let olds: Vec<String> = changes.iter().map(|c| c.old.clone()).collect();
+            let gone = self.wait_prefixes(&olds, |n| n == 0).await;
+            report.trace.push(format!(
+                "wait: routes under the old RDs of {list} withdrawn: {gone}"
+            ));
+            if !gone {
+                report.warnings.push(format!(
+                    "routes under the old RDs of {list} still held after {:?}; moving on",
+                    self.waits.route_gone
+                ));
+            }
+        }
+        frr_ok
+    }
+
+    /// The kernel brought to `desired`, in rounds (each a fresh dump, resolve and diff) until
+    /// nothing is left to write, a write fails, or [`MAX_KERNEL_ROUNDS`]. Returns the last
+    /// resolution.
+    async fn kernel_rounds(
+        &mut self,
+        desired: &NodeModel,
+        observed: KernelState,
+        resolved: Resolved,
+        report: &mut PassReport,
+    ) -> Resolved {
         let mut last_resolved = resolved;
         // the first round works on the pass's dump (tens of thousands of objects at scale: not copied)
         let mut first_dump = Some(observed);
@@ -611,45 +620,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             let sysctls = self.dp.read_sysctls(&r.sysctl_keys());
             let ops = r.ops(&observed, &sysctls);
             last_resolved = r;
-            if ops.is_empty() {
-                break;
-            }
-            let mut failed = false;
-            let mut start = 0;
-            while start < ops.len() {
-                // a run of independent writes goes out together, anything else one by one
-                let len = if ops[start].is_independent() {
-                    ops[start..].iter().take_while(|o| o.is_independent()).count()
-                } else {
-                    1
-                };
-                let run = &ops[start..start + len];
-                start += len;
-                let results = if len == 1 {
-                    vec![self.dp.apply(&run[0]).await]
-                } else {
-                    self.dp.apply_independent(run).await
-                };
-                for (op, res) in run.iter().zip(results) {
-                    if let Some(m) = &self.metrics {
-                        m.op(op.label(), res.is_ok());
-                    }
-                    match res {
-                        Ok(()) => {
-                            report.kernel_writes += 1;
-                            report.trace.push(format!("kernel: {op}"));
-                            tracing::info!(op = %op, "kernel write");
-                        }
-                        Err(e) => {
-                            tracing::warn!(op = %op, error = %e, "kernel write failed");
-                            report.trace.push(format!("kernel: FAILED {op}"));
-                            report.kernel_errors.push(e.to_string());
-                            failed = true;
-                        }
-                    }
-                }
-            }
-            if failed {
+            if ops.is_empty() || !self.write_ops(&ops, report).await {
                 break;
             }
             if round + 1 == MAX_KERNEL_ROUNDS {
@@ -658,17 +629,57 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                 ));
             }
         }
-        self.record_pins(&last_resolved, desired.generation);
-        report.resolved = Some(last_resolved);
-        if !report.kernel_errors.is_empty() {
-            // keep FRR at the pre-kernel view: removing a VRF's stanzas while its devices may
-            // still exist is the order FRR cannot take
-            report.duration = started.elapsed();
-            return report;
-        }
+        last_resolved
+    }
 
-        // a moved VRF is mapped only once zebra knows its new VXLAN device
-        for name in &moving {
+    /// One round's kernel writes: a run of independent writes goes out together, anything else
+    /// one by one. Returns whether every write succeeded.
+    async fn write_ops(&mut self, ops: &[KernelOp], report: &mut PassReport) -> bool {
+        let mut all_ok = true;
+        let mut start = 0;
+        while start < ops.len() {
+            let len = if ops[start].is_independent() {
+                ops[start..].iter().take_while(|o| o.is_independent()).count()
+            } else {
+                1
+            };
+            let run = &ops[start..start + len];
+            start += len;
+            let results = if len == 1 {
+                vec![self.dp.apply(&run[0]).await]
+            } else {
+                self.dp.apply_independent(run).await
+            };
+            for (op, res) in run.iter().zip(results) {
+                if let Some(m) = &self.metrics {
+                    m.op(op.label(), res.is_ok());
+                }
+                match res {
+                    Ok(()) => {
+                        report.kernel_writes += 1;
+                        report.trace.push(format!("kernel: {op}"));
+                        tracing::info!(op = %op, "kernel write");
+                    }
+                    Err(e) => {
+                        tracing::warn!(op = %op, error = %e, "kernel write failed");
+                        report.trace.push(format!("kernel: FAILED {op}"));
+                        report.kernel_errors.push(e.to_string());
+                        all_ok = false;
+                    }
+                }
+            }
+        }
+        all_ok
+    }
+
+    /// A moved VRF is mapped only once zebra knows its new VXLAN device.
+    async fn wait_moved_vxlans_known(
+        &mut self,
+        moving: &[IfName],
+        final_view: &FrrView,
+        report: &mut PassReport,
+    ) {
+        for name in moving {
             if let Some(v) = final_view.vrf(name)
                 && let Some(vni) = v.vni
             {
@@ -686,36 +697,92 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                 }
             }
         }
-        if frr_ok {
-            let ok = self
-                .apply_frr(
-                    &final_view,
-                    if moving.is_empty() { "final" } else { "map new VNI" },
-                    &mut report,
-                )
+    }
+
+    /// FRR's final view, then its checks: every VNI mapped in zebra, and after an RD change
+    /// every route announced again under the new RD.
+    async fn apply_final_frr(
+        &mut self,
+        final_view: &FrrView,
+        moving: &[IfName],
+        rd_changes: &[RdChange],
+        report: &mut PassReport,
+    ) {
+        let what = if moving.is_empty() { "final" } else { "map new VNI" };
+        let ok = self.apply_frr(final_view, what, report).await;
+        if !ok {
+            return;
+        }
+        if report.frr.as_ref().is_some_and(|f| f.result != FrrApply::Failed) {
+            self.check_vni_mappings(final_view, report).await;
+        }
+        for c in rd_changes.iter().filter(|c| c.routes_before > 0) {
+            let before = c.routes_before;
+            let back = self
+                .wait_prefixes(std::slice::from_ref(&c.new), |n| n >= before)
                 .await;
-            if ok && report.frr.as_ref().is_some_and(|f| f.result != FrrApply::Failed) {
-                self.check_vni_mappings(&final_view, &mut report).await;
-            }
-            // after an RD change: everything announced before is announced again, under the new RD
-            for (name, _, new, before) in rd_changes.iter().filter(|c| c.3 > 0 && ok) {
-                let back = self
-                    .wait_prefixes(std::slice::from_ref(new), |n| n >= *before)
-                    .await;
-                report.trace.push(format!(
-                    "wait: {name} announces its {before} routes under RD {new}: {back}"
+            report.trace.push(format!(
+                "wait: {} announces its {before} routes under RD {}: {back}",
+                c.vrf, c.new
+            ));
+            if !back {
+                report.warnings.push(format!(
+                    "{}: fewer than {before} routes under the new RD {} after {:?}",
+                    c.vrf, c.new, self.waits.route_gone
                 ));
-                if !back {
-                    report.warnings.push(format!(
-                        "{name}: fewer than {before} routes under the new RD {new} after {:?}",
-                        self.waits.route_gone
-                    ));
-                }
             }
         }
-        report.duration = started.elapsed();
-        report
     }
+}
+
+/// The VRFs whose VNI changes in this pass: in the kernel (a VXLAN device to swap) or in FRR.
+fn moving_vrfs(resolved: &Resolved, final_view: &FrrView, previous: Option<&FrrView>) -> Vec<IfName> {
+    final_view
+        .vrfs
+        .iter()
+        .filter(|v| {
+            let kernel = resolved
+                .vrfs
+                .iter()
+                .any(|r| r.name == v.name && !r.remap_from.is_empty());
+            let frr = previous
+                .and_then(|p| p.vrf(&v.name))
+                .and_then(|p| p.vni)
+                .is_some_and(|old| Some(old) != v.vni);
+            kernel || frr
+        })
+        .map(|v| v.name.clone())
+        .collect()
+}
+
+/// A VRF whose route distinguisher changes in this pass.
+struct RdChange {
+    vrf: IfName,
+    old: String,
+    new: String,
+    /// Routes announced under the old RD before the change.
+    routes_before: usize,
+}
+
+/// An RD changes in two steps: the VRF's routes are withdrawn under the old RD before any is
+/// announced under the new one. In one step, two VRFs that swap RDs (and announce the same
+/// prefix) replace each other's routes at the peer, which kept a stale route of the wrong VNI in
+/// one VRF and lost the other's (FRR 10.3, in the node guest). A moving VRF changes in its own
+/// order.
+fn rd_changes(previous: &FrrView, final_view: &FrrView, moving: &[IfName]) -> Vec<RdChange> {
+    final_view
+        .vrfs
+        .iter()
+        .filter(|v| !moving.contains(&v.name))
+        .filter_map(|v| {
+            previous.vrf(&v.name).filter(|p| p.rd != v.rd).map(|p| RdChange {
+                vrf: v.name.clone(),
+                old: p.rd.to_string(),
+                new: v.rd.to_string(),
+                routes_before: 0,
+            })
+        })
+        .collect()
 }
 
 /// Whether any of `tables` holds a route zebra installed from BGP.
