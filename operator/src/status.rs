@@ -53,9 +53,8 @@ fn now() -> Time {
 
 fn conditions_of(fresh: &[Cond], generation: Option<i64>, previous: &[Condition]) -> Vec<Condition> {
     let now = now();
-    // never an empty message: a condition's message is required, and some API servers (1.20)
-    // turn "" into null in a server-side apply
-    // and then refuses it as not a string
+    // never an empty message: a condition's message is required, and an API server that turns
+    // "" into null in a server-side apply then refuses it as not a string
     let message = |c: &Cond| {
         if c.message.is_empty() {
             c.reason.to_string()
