@@ -80,6 +80,14 @@ pub struct PassReport {
 }
 
 impl PassReport {
+    /// Records a wait in the trace (`<what>: <done>`), and as a warning when it ran out.
+    fn waited(&mut self, what: String, done: bool, ran_out: impl FnOnce() -> String) {
+        self.trace.push(format!("{what}: {done}"));
+        if !done {
+            self.warnings.push(ran_out());
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.kernel_errors.is_empty()
             && self.frr.as_ref().is_none_or(|f| f.result != FrrApply::Failed)
@@ -547,16 +555,13 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             .map(|v| v.table)
             .collect();
         let gone = self.wait_evpn_routes_gone(&tables).await;
-        report
-            .trace
-            .push(format!("wait: EVPN routes gone from {names}: {gone}"));
         tracing::info!(vrfs = %names, gone, "wait: EVPN routes of the moving VRFs withdrawn");
-        if !gone {
-            report.warnings.push(format!(
+        report.waited(format!("wait: EVPN routes gone from {names}"), gone, || {
+            format!(
                 "EVPN routes of {names} still installed after {:?}; moving on",
                 self.waits.route_gone
-            ));
-        }
+            )
+        });
         frr_ok
     }
 
@@ -578,15 +583,16 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         if frr_ok {
             let olds: Vec<String> = changes.iter().map(|c| c.old.clone()).collect();
             let gone = self.wait_prefixes(&olds, |n| n == 0).await;
-            report.trace.push(format!(
-                "wait: routes under the old RDs of {list} withdrawn: {gone}"
-            ));
-            if !gone {
-                report.warnings.push(format!(
-                    "routes under the old RDs of {list} still held after {:?}; moving on",
-                    self.waits.route_gone
-                ));
-            }
+            report.waited(
+                format!("wait: routes under the old RDs of {list} withdrawn"),
+                gone,
+                || {
+                    format!(
+                        "routes under the old RDs of {list} still held after {:?}; moving on",
+                        self.waits.route_gone
+                    )
+                },
+            );
         }
         frr_ok
     }
@@ -685,16 +691,13 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             {
                 let ifname = crate::model::vxlan_name(vni);
                 let known = self.wait_zebra_knows(ifname.as_str(), vni).await;
-                report
-                    .trace
-                    .push(format!("wait: zebra knows {ifname} (VNI {vni}): {known}"));
                 tracing::info!(%ifname, vni, known, "wait: zebra knows the new VXLAN device");
-                if !known {
-                    report.warnings.push(format!(
+                report.waited(format!("wait: zebra knows {ifname} (VNI {vni})"), known, || {
+                    format!(
                         "zebra did not report {ifname} within {:?}; mapping VNI {vni} anyway",
                         self.waits.zebra
-                    ));
-                }
+                    )
+                });
             }
         }
     }
@@ -721,16 +724,13 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             let back = self
                 .wait_prefixes(std::slice::from_ref(&c.new), |n| n >= before)
                 .await;
-            report.trace.push(format!(
-                "wait: {} announces its {before} routes under RD {}: {back}",
-                c.vrf, c.new
-            ));
-            if !back {
-                report.warnings.push(format!(
+            let what = format!("wait: {} announces its {before} routes under RD {}", c.vrf, c.new);
+            report.waited(what, back, || {
+                format!(
                     "{}: fewer than {before} routes under the new RD {} after {:?}",
                     c.vrf, c.new, self.waits.route_gone
-                ));
-            }
+                )
+            });
         }
     }
 }

@@ -12,6 +12,8 @@
 //! unless `BGPVPN_REQUIRE_APISERVER=1` or `BGPVPN_REQUIRE_DATAPLANE=1` (hack/test.sh as root), in
 //! which case a missing API server is built first and any other gap fails.
 
+mod guest;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use bgpvpn_crds::EvpnNodeState;
 use bgpvpn_crds::conditions::types;
 use bgpvpn_testkit::wait_for;
+use guest::is_root;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -47,17 +50,6 @@ fn skip(why: &str) {
         "BGPVPN_REQUIRE_DATAPLANE=1 but the Kubernetes-mode test cannot run: {why}"
     );
     println!("SKIPPED: needs root / kube-apiserver: {why}");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// On the host: starts the bed with this binary inside and asserts that the test passed there.

@@ -37,7 +37,8 @@ fn skip(reason: &str) {
     println!("SKIPPED: needs root and the node guest: {reason}");
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (the effective uid, read from /proc without libc).
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
