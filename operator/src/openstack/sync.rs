@@ -145,7 +145,6 @@ struct Mirror<'a, K> {
 }
 
 /// How one mirrored object was written.
-#[derive(PartialEq)]
 enum Mirrored {
     Unchanged,
     Updated,
@@ -850,11 +849,11 @@ impl Syncer {
         let at = path(m.namespace, m.name);
         let regarding = |uid| reference(m.kind, m.namespace, m.name, uid);
         match m.have {
-            Some(_) if !m.have.is_some_and(|(_, differs)| differs) => {
+            Some((_, false)) => {
                 out.report.unchanged += 1;
                 Mirrored::Unchanged
             }
-            Some((have, _)) => match self.writer.apply::<K>(m.namespace, m.name, &m.apply_body).await {
+            Some((have, true)) => match self.writer.apply::<K>(m.namespace, m.name, &m.apply_body).await {
                 Ok(()) => {
                     out.report.updated += 1;
                     self.metrics.wrote(m.kind, "update");
