@@ -80,10 +80,11 @@ def image(name, cmd, extra_dirs, port=None):
             t.addfile(i, io.BytesIO(data))
     print(f"{ref} {os.path.getsize(os.path.join(out, name + '.tar'))}")
 
-# the sandbox only holds the pod's namespaces; it must stop on SIGTERM (PID 1 ignores signals it
-# does not handle)
+# PID 1 of a container ignores the signals it does not handle: both stop on SIGTERM, so deleting a
+# pod does not wait out its grace period. The sandbox only holds the pod's namespaces.
 image("pause", ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"], [])
-image("web", ["/bin/sh", "-c", "hostname >/www/index.html && exec httpd -f -p 8080 -h /www"], ["www"], 8080)
+image("web", ["/bin/sh", "-c", "trap 'exit 0' TERM INT; hostname >/www/index.html && httpd -f -p 8080 -h /www & wait $!"],
+      ["www"], 8080)
 PY
   python3 -c "print(f'built in {$(date +%s.%N) - $t0:.2f}s')" >>"$tmp/build-info"
   rm -rf "$OUT"; mv "$tmp" "$OUT"
