@@ -6,6 +6,7 @@
 //!
 //! Root only (network namespace, tap, the node guest); without root, a built kubelet or a
 //! prepared guest it prints `SKIPPED: ...`, unless `BGPVPN_REQUIRE_DATAPLANE=1`.
+//! `NODE_TEST_KEEP=1` keeps the run directory (logs of the guest, containerd and the kubelet).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -98,6 +99,41 @@ impl Bed {
             self.fail(&format!("kubectl {} failed: {}", args.join(" "), text(&o)));
         }
         String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// `kubectl wait <args>` (a watch); fails as soon as the guest is gone instead of waiting
+    /// out the timeout.
+    fn wait(&mut self, args: &[&str]) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(self.kube().join("kubeconfig"))
+            .arg("wait")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl wait");
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let o = child.wait_with_output().expect("kubectl wait output");
+                if !status.success() {
+                    self.fail(&format!("kubectl wait {} failed: {}", args.join(" "), text(&o)));
+                }
+                return;
+            }
+            if let Some(status) = self.guest_exited() {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.fail(&format!(
+                    "the node guest exited ({status}) during kubectl wait {}",
+                    args.join(" ")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn guest_exited(&mut self) -> Option<std::process::ExitStatus> {
@@ -222,23 +258,26 @@ fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
     let watcher = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
          g=$(cat {dir}/guest.pid 2>/dev/null) && grep -q guest.sh /proc/$g/cmdline && kill $g; \
-         {api} stop {dir}/kube >/dev/null 2>&1; ip netns del {ns} 2>/dev/null; rm -rf {dir}",
+         {api} stop {dir}/kube >/dev/null 2>&1; ip netns del {ns} 2>/dev/null; {rm}",
         pid = std::process::id(),
         dir = bed.dir.display(),
         api = repo.join("hack/testbed/kube-apiserver.sh").display(),
         ns = bed.ns,
+        rm = if std::env::var_os("NODE_TEST_KEEP").is_none() {
+            format!("rm -rf {}", bed.dir.display())
+        } else {
+            String::new()
+        },
     );
-    if std::env::var_os("NODE_TEST_KEEP").is_none() {
-        // it outlives this process by design: never waited for
-        #[allow(clippy::zombie_processes)]
-        let _watcher = Command::new("bash")
-            .args(["-c", &watcher])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cleanup watcher");
-    }
+    // it outlives this process by design: never waited for
+    #[allow(clippy::zombie_processes)]
+    let _watcher = Command::new("bash")
+        .args(["-c", &watcher])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cleanup watcher");
 
     let tap = format!("ntap{sfx}");
     for args in [
@@ -323,9 +362,9 @@ fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
 
     // kubectl wait watches: first for the Node to exist, then for its Ready condition
     let node = format!("node/{}", bed.node);
-    bed.kubectl_ok(&["wait", "--for=create", &node, "--timeout=600s"]);
+    bed.wait(&["--for=create", &node, "--timeout=600s"]);
     let registered = Instant::now();
-    bed.kubectl_ok(&["wait", "--for=condition=Ready", &node, "--timeout=600s"]);
+    bed.wait(&["--for=condition=Ready", &node, "--timeout=600s"]);
     let ready = Instant::now();
     println!(
         "kubelet start to Node registered: {:.1} s, to Node Ready: {:.1} s",
@@ -355,14 +394,13 @@ fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
     std::fs::write(&manifest, pod).unwrap();
     let created = Instant::now();
     bed.kubectl_ok(&["apply", "-f", &manifest.display().to_string()]);
-    bed.kubectl_ok(&[
-        "wait",
+    bed.wait(&[
         "--for=jsonpath={.status.phase}=Running",
         "pod/web",
         "--timeout=600s",
     ]);
     let running = Instant::now();
-    bed.kubectl_ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=600s"]);
+    bed.wait(&["--for=condition=Ready", "pod/web", "--timeout=600s"]);
     let pod_ready = Instant::now();
     println!(
         "pod create to Running: {:.1} s, to Ready (readiness probe): {:.1} s",

@@ -7,8 +7,8 @@
 # KEY=VALs: NODE_NAME, NODE_IP (on $GUEST_NIC, /24), KUBELET (the binary), KUBELET_KUBECONFIG
 # (token of system:node:<NODE_NAME>), IMAGES (hack/testbed/node/images.sh's directory),
 # POD_CIDR (this node's pod range, e.g. 10.244.0.0/24).
-# Writes to $OUT: containerd.log, kubelet.log, kubelet.started (once the kubelet is started),
-# node.log (this script's steps).
+# Writes to $OUT: containerd.log, kubelet.log and kubelet.started (the guest's uptime when the
+# kubelet was started); its own steps go to stdout (guest.sh keeps them in $OUT/.guest.log).
 set -euo pipefail
 : "${NODE_NAME:?}" "${NODE_IP:?}" "${KUBELET:?}" "${KUBELET_KUBECONFIG:?}" "${IMAGES:?}" "${POD_CIDR:?}" "${GUEST_NIC:?TAP=}"
 up() { cut -d' ' -f1 /proc/uptime; }
