@@ -18,16 +18,21 @@ SUITE=${GUEST_SUITE:-trixie}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # what the payloads run inside the guest: FRR 10 and frr-reload.py, iproute2, ping/curl, python3
 # (check server, HTTP servers, frr-reload.py), kmod (modprobe), procps; etcd + openssl for an
-# apiserver started inside the root (hack/testbed/kube-apiserver.sh start)
-PKGS=(frr frr-pythontools iproute2 iputils-ping curl python3 kmod procps psmisc ca-certificates etcd-server openssl)
+# apiserver started inside the root (hack/testbed/kube-apiserver.sh start); containerd, runc and
+# the CNI plugins for the kubelet of the node payload (hack/testbed/node/), busybox-static for the
+# images it builds without a registry
+PKGS=(frr frr-pythontools iproute2 iputils-ping curl python3 kmod procps psmisc ca-certificates etcd-server openssl
+  containerd runc containernetworking-plugins busybox-static)
 log() { printf '[guest-root %4ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-KEY=$(printf '%s\n' "$SUITE" "${PKGS[@]}" 2 | cksum | cut -d' ' -f1)
+# the last item: the layout version, raised when the tree's layout changes (3: node mount points)
+KEY=$(printf '%s\n' "$SUITE" "${PKGS[@]}" 3 | cksum | cut -d' ' -f1)
 ROOT=$CACHE/guest-root/$SUITE-$KEY
 
 versions() {
-  chroot "$ROOT" dpkg-query -W -f='${Package} ${Version}\n' frr iproute2 python3 etcd-server 2>/dev/null \
+  chroot "$ROOT" dpkg-query -W -f='${Package} ${Version}\n' frr iproute2 python3 etcd-server containerd runc \
+    containernetworking-plugins 2>/dev/null \
     | awk '{printf "%s%s=%s", sep, $1, $2; sep=" "} END {print ""}'
 }
 
@@ -59,6 +64,9 @@ build() {
   umount "$tmp/proc"
   # the guest mounts its own /run, /tmp, /var/log...: these are mount points, nothing else
   mkdir -p "$tmp/mnt/out" "$tmp/srv"
+  # and where the node payload mounts the state of containerd, the kubelet and CNI (libcni's cache
+  # is always /var/lib/cni)
+  mkdir -p "$tmp/var/lib/containerd" "$tmp/var/lib/kubelet" "$tmp/var/lib/cni"
   : >"$tmp/etc/resolv.conf"
   echo "$SUITE" >"$tmp/etc/hostname"
   mv "$tmp" "$ROOT"

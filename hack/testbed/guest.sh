@@ -299,7 +299,7 @@ boot() {
     # gro=1: the host tap hands over GSO frames; without it UML logs a warning per frame
     [ -n "${TAP:-}" ] && nic=("vec0:transport=tap,ifname=$TAP,gro=1")
     # UML re-executes itself through /proc/self/exe and keeps its memory file in $TMPDIR
-    timeout -k 10 "${GUEST_TIMEOUT:-900}" unshare --mount --propagation private bash -c "$NS_SETUP"'
+    timeout --foreground -k 10 "${GUEST_TIMEOUT:-900}" unshare --mount --propagation private bash -c "$NS_SETUP"'
       mount -t proc proc "$R/proc"; mount --rbind /dev "$R/dev"
       exec env TMPDIR=/dev/shm chroot "$R" "$@"' guest-ns "$ROOT" "${binds[@]}" -- \
       "$u/root/usr/bin/linux.uml" mem="${GUEST_MEM:-1G}" umid="guest-$$" uml_dir="/tmp" \
@@ -318,7 +318,7 @@ boot() {
       *) die "VM_ACCEL=$a: want auto, kvm or tcg" ;;
     esac
     [ -n "${TAP:-}" ] && nic=(-netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,romfile=")
-    timeout -k 10 "${GUEST_TIMEOUT:-900}" unshare --mount --propagation private bash -c "$NS_SETUP"'
+    timeout --foreground -k 10 "${GUEST_TIMEOUT:-900}" unshare --mount --propagation private bash -c "$NS_SETUP"'
       exec "$@"' guest-ns "$ROOT" "${binds[@]}" -- \
       qemu-system-x86_64 -nodefaults -no-user-config -no-reboot -machine q35 "${acc[@]}" \
       -smp "${VM_SMP:-2}" -m "${GUEST_MEM:-2G}" -display none -serial stdio -monitor none \
@@ -397,6 +397,8 @@ case $cmd in
     log "booting $(versions | cut -d' ' -f1-4) (payload $(basename "$PAYLOAD"))"
     t0=$SECONDS rc=0
     # the guest in a process group of its own: a killed run takes the kernel and all it forked along
+    # (boot's `timeout --foreground` stays in it: without --foreground timeout makes a group of
+    # its own, and a killed run left the kernel running until GUEST_TIMEOUT)
     setsid "$SELF" __boot "$KIND" "$PAYLOAD" "$OUTDIR" "$@" &
     BOOT=$!
     trap 'kill -TERM -- -$BOOT 2>/dev/null && sleep 1 && kill -KILL -- -$BOOT 2>/dev/null; rm -rf "$RUN"' EXIT

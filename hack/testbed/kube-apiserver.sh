@@ -2,14 +2,16 @@
 # kube-apiserver.sh -- a real kube-apiserver (+ etcd, optionally kube-controller-manager) for
 # controller/operator tests, of the Kubernetes version in KUBE_VERSION (default v1.37.2).
 #
-#   kube-apiserver.sh build          build kube-apiserver, kube-controller-manager and kubectl from the
-#                                    k8s.io/kubernetes Go module at $KUBE_VERSION (Go module proxy;
-#                                    cached by version; a second run is a no-op)
+#   kube-apiserver.sh build [name..] build kube-apiserver, kube-controller-manager, kubectl and kubelet
+#                                    (or only the named ones) from the k8s.io/kubernetes Go module at
+#                                    $KUBE_VERSION (Go module proxy; cached by version and binary: only
+#                                    the missing ones are built, a second run is a no-op)
 #   kube-apiserver.sh start <rundir> start etcd + kube-apiserver on free ports, write
 #                                    <rundir>/kubeconfig and <rundir>/env, wait for /readyz;
 #                                    with KUBE_CONTROLLER_MANAGER=1 also kube-controller-manager
 #   kube-apiserver.sh stop  <rundir> stop the processes recorded in <rundir>/env
 #   kube-apiserver.sh kubectl        print the path of the kubectl of the same version (built by `build`)
+#   kube-apiserver.sh kubelet        print the path of the kubelet of the same version (built by `build`)
 #
 # Env: KUBE_VERSION (a k8s.io/kubernetes tag, e.g. v1.35.4), TESTBED_CACHE (artifact cache),
 #      KUBE_BIND_ADDRESS (default 127.0.0.1; set it to an address inside a network namespace you
@@ -18,7 +20,10 @@
 #      older than the tag's go.mod asks; default go1.27.3, fetched from the module proxy), PYTHON,
 #      EXTRA_APISERVER_FLAGS (appended to the apiserver command line),
 #      KUBE_CONTROLLER_MANAGER=1 and KUBE_CONTROLLERS (its --controllers, default below),
-#      EXTRA_CONTROLLER_MANAGER_FLAGS.
+#      EXTRA_CONTROLLER_MANAGER_FLAGS,
+#      KUBE_NODES="name ..." (kubelets that will register: for each a token of system:node:<name> in
+#      group system:nodes and <rundir>/kubelet-<name>.kubeconfig; the apiserver then authorizes
+#      with Node,RBAC and admits with NodeRestriction, as a cluster with real kubelets does).
 # Needs Go >= 1.21 on PATH for `build`, and root only when etcd-server/openssl/curl are missing.
 set -euo pipefail
 
@@ -30,7 +35,7 @@ KUBE_MINOR=${BASH_REMATCH[1]}
 # the staging modules (k8s.io/api, client-go, ...) are tagged v0.MINOR.PATCH for kubernetes v1.MINOR.PATCH
 STAGING_VERSION=v0.${BASH_REMATCH[1]}.${BASH_REMATCH[2]}
 KDIR=$CACHE/kube-$KUBE_VERSION
-BIN=$KDIR/kube-apiserver KCM_BIN=$KDIR/kube-controller-manager KUBECTL_BIN=$KDIR/kubectl
+BIN=$KDIR/kube-apiserver KCM_BIN=$KDIR/kube-controller-manager KUBECTL_BIN=$KDIR/kubectl KUBELET_BIN=$KDIR/kubelet
 GOMODCACHE_DIR=$CACHE/go-mod   # module downloads (and a fetched Go toolchain) are kept: ~0.8 GB a release
 PY=${PYTHON:-python3}
 
@@ -66,13 +71,20 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", b - a }'; }
 
 cmd_build() {
   apt_install etcd-server openssl curl   # runtime deps of `start`; a no-op when present
-  local names=(kube-apiserver kube-controller-manager kubectl) n
-  have_all() { for n in "${names[@]}"; do [ -x "$KDIR/$n" ] || return 1; done; }
-  if have_all; then log "cached: $KDIR ($("$BIN" --version))"; return 0; fi
+  local all=(kube-apiserver kube-controller-manager kubectl kubelet) names=() n
+  [ $# = 0 ] || all=("$@")
+  for n in "${all[@]}"; do
+    case $n in kube-apiserver|kube-controller-manager|kubectl|kubelet) ;; *) die "build: unknown binary $n" ;; esac
+  done
+  # only what is missing: a cache from before kubelet was added gains kubelet alone (the
+  # apiserver alone takes ~13 min cold)
+  missing() { names=(); for n in "${all[@]}"; do [ -x "$KDIR/$n" ] || names+=("$n"); done; [ ${#names[@]} -gt 0 ]; }
+  if ! missing; then log "cached: $KDIR ($("$BIN" --version 2>/dev/null || echo "$KUBE_VERSION"))"; return 0; fi
   command -v go >/dev/null || die "go not found: building Kubernetes $KUBE_VERSION needs Go >= 1.21 on PATH"
   mkdir -p "$KDIR"
   exec 9>"$KDIR/.lock"; flock 9          # two parallel builds into one cache would clobber each other
-  if have_all; then log "cached (built by a parallel run): $KDIR"; return 0; fi
+  if ! missing; then log "cached (built by a parallel run): $KDIR"; return 0; fi
+  log "to build: ${names[*]}"
 
   local B=$KDIR/build; chmod -R u+w "$B" 2>/dev/null || true; rm -rf "$B"; mkdir -p "$B/mod" "$B/tmp" "$B/out"
   # Everything Go writes goes to the cache dir: the module cache (kept, shared between versions) and
@@ -153,12 +165,14 @@ cmd_build() {
   done
   for n in "${names[@]}"; do install -m 755 "$B/out/$n" "$KDIR/$n.tmp"; done
   for n in "${names[@]}"; do mv "$KDIR/$n.tmp" "$KDIR/$n"; done
+  # appended: a later build of a missing binary keeps the record of the earlier ones
   { echo "go: $(go env GOVERSION)"; echo "download: ${tdl}s"; printf 'build: %s\n' "${times[@]}"
-    cat "$B/mod/go.mod"; } >"$KDIR/build-info"
-  cp "$B/build.log" "$KDIR/build.log"
+    for n in "${names[@]}"; do echo "size: $n $(stat -c %s "$KDIR/$n")"; done
+    cat "$B/mod/go.mod"; } >>"$KDIR/build-info"
+  cat "$B/build.log" >>"$KDIR/build.log"
   # the build cache alone is several GB and only the binaries are needed afterwards
   [ -n "${KEEP_BUILD_TREE:-}" ] || { chmod -R u+w "$B"; rm -rf "$B"; }
-  log "built $KDIR: $("$BIN" --version)"
+  log "built ${names[*]} in $KDIR: $("$KDIR/${names[0]}" --version 2>/dev/null || true)"
 }
 
 free_ports() {  # addr count -> ports the kernel hands out for bind(port 0) right now
@@ -217,6 +231,14 @@ cmd_start() {
   TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
   mkdir -p "$RUN/pki"
   echo "$TOKEN,admin,admin,system:masters" >"$RUN/pki/tokens.csv"
+  local node node_tokens=() AUTHZ=RBAC ADMIT=''
+  for node in ${KUBE_NODES:-}; do
+    [[ $node =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || die "KUBE_NODES: '$node' is not a node name"
+    node_tokens+=("$node=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')")
+    echo "${node_tokens[-1]#*=},system:node:$node,system:node:$node,system:nodes" >>"$RUN/pki/tokens.csv"
+  done
+  # the Node authorizer limits a kubelet to its own Node and the objects of its pods
+  [ ${#node_tokens[@]} = 0 ] || { AUTHZ=Node,RBAC; ADMIT=--enable-admission-plugins=NodeRestriction; }
   openssl genrsa -out "$RUN/pki/sa.key" 2048 2>/dev/null
   # Own CA + serving cert (SAN = bind address) so clients can verify TLS (kube-rs/rustls included)
   # instead of relying on insecure-skip-tls-verify.
@@ -246,7 +268,7 @@ cmd_start() {
   "$BIN" --etcd-servers="http://127.0.0.1:$EP" --bind-address="$BIND" --advertise-address="$BIND" \
     --secure-port="$AP" --cert-dir="$RUN/pki" \
     --tls-cert-file="$RUN/pki/apiserver.crt" --tls-private-key-file="$RUN/pki/apiserver.key" \
-    --token-auth-file="$RUN/pki/tokens.csv" --authorization-mode=RBAC \
+    --token-auth-file="$RUN/pki/tokens.csv" --authorization-mode="$AUTHZ" $ADMIT \
     --service-account-key-file="$RUN/pki/sa.key" --service-account-signing-key-file="$RUN/pki/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --api-audiences=https://kubernetes.default.svc.cluster.local \
@@ -265,6 +287,17 @@ users: [{name: admin, user: {token: "$TOKEN"}}]
 contexts: [{name: testbed, context: {cluster: testbed, user: admin, namespace: default}}]
 current-context: testbed
 EOF
+  local nt
+  for nt in "${node_tokens[@]}"; do
+    cat >"$RUN/kubelet-${nt%%=*}.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: testbed, cluster: {server: "$URL", certificate-authority-data: "$CA"}}]
+users: [{name: "system:node:${nt%%=*}", user: {token: "${nt#*=}"}}]
+contexts: [{name: testbed, context: {cluster: testbed, user: "system:node:${nt%%=*}"}}]
+current-context: testbed
+EOF
+  done
   local t0=$SECONDS deadline=$((SECONDS + ${READY_TIMEOUT:-120}))
   until [ "$(curl -s --cacert "$RUN/pki/ca.crt" -H "Authorization: Bearer $TOKEN" "$URL/readyz" 2>/dev/null)" = ok ]; do
     kill -0 "$ETCD_PID" 2>/dev/null || { tail -20 "$RUN/etcd.log" >&2; die "etcd exited"; }
@@ -320,10 +353,15 @@ cmd_kubectl() {
   [ -x "$KUBECTL_BIN" ] || die "no kubectl for $KUBE_VERSION: run '$0 build' first"
   echo "$KUBECTL_BIN"
 }
+cmd_kubelet() {
+  [ -x "$KUBELET_BIN" ] || die "no kubelet for $KUBE_VERSION: run '$0 build' first"
+  echo "$KUBELET_BIN"
+}
 
 case ${1:-} in
-  build) cmd_build ;;
+  build) shift; cmd_build "$@" ;;
   kubectl) cmd_kubectl ;;
+  kubelet) cmd_kubelet ;;
   start) cmd_start "${2:-}" ;;
   stop)  cmd_stop "${2:-}" ;;
   *) sed -n '2,/^set -euo/p' "$HERE/$(basename "$0")" | grep '^#' >&2; exit 64 ;;

@@ -10,6 +10,10 @@ api=$(ls -d "$CACHE/kube-${KUBE_VERSION:-v1.37.2}/kube-apiserver" 2>/dev/null)
 say kube-apiserver "$([ -n "$api" ] && "$api" --version 2>/dev/null || echo 'not built')"
 kubectl=$("$HERE/kube-apiserver.sh" kubectl 2>/dev/null)
 say kubectl "$([ -n "$kubectl" ] && "$kubectl" version --client 2>/dev/null | sed -n 1p || echo 'not installed')"
+kubelet=$("$HERE/kube-apiserver.sh" kubelet 2>/dev/null)
+say kubelet "$([ -n "$kubelet" ] && "$kubelet" --version 2>/dev/null || echo 'not built')"
+img=$(ls -td "$CACHE"/node-images/*/ 2>/dev/null | head -1)   # the newest build (hack/testbed/node/images.sh)
+say "node images" "$([ -f "$img/build-info" ] && awk '/^localhost/ {printf "%s (%d bytes)  ", $1, $2}' "$img/build-info" || echo 'not built')"
 say "etcd (host)" "$(etcd --version 2>/dev/null | head -1 || echo 'not installed')"
 for v in "$CACHE"/neutron-*/bin/python "$CACHE"/keystone-*/bin/python; do
   [ -x "$v" ] || continue

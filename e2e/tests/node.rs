@@ -1,0 +1,435 @@
+//! A real Kubernetes node: the node guest runs containerd and the kubelet
+//! (`hack/testbed/node/node.sh`), and the kubelet registers the Node itself with a real
+//! kube-apiserver reached over a tap, authenticated as `system:node:<name>` and authorized by the
+//! Node authorizer. A pod pinned to that node gets its IP from CNI and serves HTTP, fetched from
+//! the apiserver's network namespace through the node.
+//!
+//! Root only (network namespace, tap, the node guest); without root, a built kubelet or a
+//! prepared guest it prints `SKIPPED: ...`, unless `BGPVPN_REQUIRE_DATAPLANE=1`.
+//! `NODE_TEST_KEEP=1` keeps the run directory (logs of the guest, containerd and the kubelet).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const HOST_IP: &str = "10.98.0.1";
+const NODE_IP: &str = "10.98.0.2";
+const POD_CIDR: &str = "10.244.0.0/24";
+const POD_PREFIX: &str = "10.244.0.";
+
+fn required() -> bool {
+    std::env::var("BGPVPN_REQUIRE_DATAPLANE").is_ok_and(|v| v == "1")
+}
+
+fn skip(reason: &str) {
+    assert!(
+        !required(),
+        "BGPVPN_REQUIRE_DATAPLANE=1 but the node test cannot run: {reason}"
+    );
+    println!("SKIPPED: needs root, the node guest and a kubelet: {reason}");
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+    .trim()
+    .to_string()
+}
+
+/// stdout of a testbed script (a path or a line of versions), or why it could not run.
+fn script_out(repo: &Path, script: &str, args: &[&str]) -> Result<String, String> {
+    let o = Command::new(repo.join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    } else {
+        Err(format!("{script} {}: {}", args.join(" "), text(&o)))
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let o = cmd.stdin(Stdio::null()).output().expect("spawn");
+    assert!(o.status.success(), "{cmd:?} failed: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Everything one run started; dropped (also on a failed assertion) it stops the guest, the
+/// apiserver and removes the namespace. A watcher process does the same if the test binary is
+/// killed.
+struct Bed {
+    repo: PathBuf,
+    ns: String,
+    node: String,
+    dir: PathBuf,
+    kubectl: PathBuf,
+    guest: Option<Child>,
+}
+
+impl Bed {
+    fn out(&self) -> PathBuf {
+        self.dir.join("guest-out")
+    }
+
+    fn kube(&self) -> PathBuf {
+        self.dir.join("kube")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(self.kube().join("kubeconfig"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("kubectl")
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        if !o.status.success() {
+            self.fail(&format!("kubectl {} failed: {}", args.join(" "), text(&o)));
+        }
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// `kubectl wait <args>` (a watch); fails as soon as the guest is gone instead of waiting
+    /// out the timeout.
+    fn wait(&mut self, args: &[&str]) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(self.kube().join("kubeconfig"))
+            .arg("wait")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl wait");
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let o = child.wait_with_output().expect("kubectl wait output");
+                if !status.success() {
+                    self.fail(&format!("kubectl wait {} failed: {}", args.join(" "), text(&o)));
+                }
+                return;
+            }
+            if let Some(status) = self.guest_exited() {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.fail(&format!(
+                    "the node guest exited ({status}) during kubectl wait {}",
+                    args.join(" ")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn guest_exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.guest.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Prints what the node and the apiserver say, then fails the test.
+    fn fail(&self, what: &str) -> ! {
+        for f in ["guest.log", "guest-out/containerd.log", "guest-out/kubelet.log"] {
+            let s = std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
+            println!("---- {f} (tail)");
+            for l in s.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev() {
+                println!("{l}");
+            }
+        }
+        println!("---- kubectl describe nodes,pods");
+        println!("{}", text(&self.kubectl(&["describe", "nodes,pods"])));
+        panic!("{what} (logs in {})", self.dir.display());
+    }
+
+    fn stop_guest(&mut self) {
+        let Some(mut child) = self.guest.take() else {
+            return;
+        };
+        // the payload stops the kubelet and containerd and the guest powers off
+        let _ = std::fs::write(self.out().join("stop"), "");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // guest.sh kills the guest's process group on TERM
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        self.stop_guest();
+        let _ = Command::new(self.repo.join("hack/testbed/kube-apiserver.sh"))
+            .arg("stop")
+            .arg(self.kube())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        if std::env::var_os("NODE_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn suffix() -> String {
+    let mut b = [0u8; 3];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("/dev/urandom");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+}
+
+/// Polls `cond` every 50 ms until it holds or `secs` pass.
+fn poll(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
+    if !is_root() {
+        return skip("not running as root");
+    }
+    let repo = bgpvpn_testkit::repo_root();
+    let found = (|| {
+        let kubelet = script_out(&repo, "hack/testbed/kube-apiserver.sh", &["kubelet"])?;
+        let kubectl = script_out(&repo, "hack/testbed/kube-apiserver.sh", &["kubectl"])?;
+        let versions = script_out(&repo, "hack/testbed/guest.sh", &["versions"])?;
+        // built here if missing: local files only, no download
+        let images = script_out(&repo, "hack/testbed/node/images.sh", &[])?;
+        Ok::<_, String>((kubelet, PathBuf::from(kubectl), versions, images))
+    })();
+    let (kubelet, kubectl, versions, images) = match found {
+        Ok(f) => f,
+        Err(e) => return skip(&e),
+    };
+    println!("node guest: {versions}");
+
+    let sfx = suffix();
+    let dir = tempfile::Builder::new()
+        .prefix("bgpvpn-node-")
+        .tempdir_in("/tmp") // not /run or /var/tmp: the guest mounts its own there
+        .expect("tempdir")
+        .keep();
+    std::fs::create_dir_all(dir.join("guest-out")).unwrap();
+    let mut bed = Bed {
+        repo: repo.clone(),
+        ns: format!("bgpvpn-node-{sfx}"),
+        node: format!("node-{sfx}"),
+        dir,
+        kubectl,
+        guest: None,
+    };
+    // the backstop if this binary is killed: the same cleanup once its PID is gone
+    let watcher = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+         g=$(cat {dir}/guest.pid 2>/dev/null) && grep -q guest.sh /proc/$g/cmdline && kill $g; \
+         {api} stop {dir}/kube >/dev/null 2>&1; ip netns del {ns} 2>/dev/null; {rm}",
+        pid = std::process::id(),
+        dir = bed.dir.display(),
+        api = repo.join("hack/testbed/kube-apiserver.sh").display(),
+        ns = bed.ns,
+        rm = if std::env::var_os("NODE_TEST_KEEP").is_none() {
+            format!("rm -rf {}", bed.dir.display())
+        } else {
+            String::new()
+        },
+    );
+    // it outlives this process by design: never waited for
+    #[allow(clippy::zombie_processes)]
+    let _watcher = Command::new("bash")
+        .args(["-c", &watcher])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cleanup watcher");
+
+    let tap = format!("ntap{sfx}");
+    for args in [
+        vec!["netns", "add", &bed.ns],
+        vec!["-n", &bed.ns, "link", "set", "lo", "up"],
+        vec!["-n", &bed.ns, "tuntap", "add", "dev", &tap, "mode", "tap"],
+        vec!["-n", &bed.ns, "addr", "add", "10.98.0.1/24", "dev", &tap],
+        vec!["-n", &bed.ns, "link", "set", &tap, "up"],
+        // the pods are reached through the node
+        vec!["-n", &bed.ns, "route", "add", POD_CIDR, "via", NODE_IP],
+    ] {
+        run_ok(Command::new("ip").args(&args));
+    }
+    let o = Command::new("ip")
+        .args(["netns", "exec", &bed.ns])
+        .arg(repo.join("hack/testbed/kube-apiserver.sh"))
+        .arg("start")
+        .arg(bed.kube())
+        .env("KUBE_BIND_ADDRESS", HOST_IP)
+        .env("KUBE_NODES", &bed.node)
+        .stdin(Stdio::null())
+        .output()
+        .expect("kube-apiserver.sh start");
+    assert!(o.status.success(), "kube-apiserver.sh start: {}", text(&o));
+    println!("{}", String::from_utf8_lossy(&o.stderr).trim());
+    let kubelet_kubeconfig = bed.kube().join(format!("kubelet-{}.kubeconfig", bed.node));
+
+    // the kubelet's credentials are a node's, and nothing more
+    let whoami = Command::new("ip")
+        .args(["netns", "exec", &bed.ns])
+        .arg(&bed.kubectl)
+        .arg("--kubeconfig")
+        .arg(&kubelet_kubeconfig)
+        .args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+        ])
+        .output()
+        .expect("kubectl auth whoami");
+    let whoami = text(&whoami);
+    assert!(
+        whoami.starts_with(&format!("system:node:{} ", bed.node)) && whoami.contains("system:nodes"),
+        "the kubelet's identity: {whoami}"
+    );
+
+    let log = std::fs::File::create(bed.dir.join("guest.log")).unwrap();
+    let booted = Instant::now();
+    let guest = Command::new("ip")
+        .args(["netns", "exec", &bed.ns])
+        .arg(repo.join("hack/testbed/guest.sh"))
+        .arg("run")
+        .arg(repo.join("hack/testbed/node/node.sh"))
+        .arg(format!("NODE_NAME={}", bed.node))
+        .arg(format!("NODE_IP={NODE_IP}"))
+        .arg(format!("POD_CIDR={POD_CIDR}"))
+        .arg(format!("KUBELET={kubelet}"))
+        .arg(format!("KUBELET_KUBECONFIG={}", kubelet_kubeconfig.display()))
+        .arg(format!("IMAGES={images}"))
+        .env("TAP", &tap)
+        .env("GUEST_OUT", bed.out())
+        .env("GUEST_TIMEOUT", "1800")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("guest.sh run");
+    std::fs::write(bed.dir.join("guest.pid"), guest.id().to_string()).unwrap();
+    bed.guest = Some(guest);
+
+    let started = bed.out().join("kubelet.started");
+    let ok = poll(600, || started.exists() || bed.guest_exited().is_some());
+    if !ok || !started.exists() {
+        bed.fail("the node payload did not start the kubelet");
+    }
+    let kubelet_started = Instant::now();
+    println!(
+        "boot to kubelet started: {:.1} s",
+        (kubelet_started - booted).as_secs_f64()
+    );
+
+    // kubectl wait watches: first for the Node to exist, then for its Ready condition
+    let node = format!("node/{}", bed.node);
+    bed.wait(&["--for=create", &node, "--timeout=600s"]);
+    let registered = Instant::now();
+    bed.wait(&["--for=condition=Ready", &node, "--timeout=600s"]);
+    let ready = Instant::now();
+    println!(
+        "kubelet start to Node registered: {:.1} s, to Node Ready: {:.1} s",
+        (registered - kubelet_started).as_secs_f64(),
+        (ready - kubelet_started).as_secs_f64()
+    );
+    println!("{}", bed.kubectl_ok(&["get", "nodes", "-o", "wide"]));
+    // the kubelet registered it: the Node carries what only the kubelet reports
+    let info = bed.kubectl_ok(&[
+        "get",
+        &node,
+        "-o",
+        "jsonpath={.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion}",
+    ]);
+    assert!(info.contains("containerd://"), "node info: {info}");
+
+    let pod = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod",
+  "metadata": {{"name": "web", "namespace": "default", "labels": {{"app": "web"}}}},
+  "spec": {{"nodeName": "{node}", "automountServiceAccountToken": false,
+    "containers": [{{"name": "web", "image": "localhost/testbed-web:1", "imagePullPolicy": "Never",
+      "ports": [{{"containerPort": 8080}}],
+      "readinessProbe": {{"httpGet": {{"path": "/", "port": 8080}}, "periodSeconds": 1}}}}]}}}}"#,
+        node = bed.node
+    );
+    let manifest = bed.dir.join("pod.json");
+    std::fs::write(&manifest, pod).unwrap();
+    let created = Instant::now();
+    bed.kubectl_ok(&["apply", "-f", &manifest.display().to_string()]);
+    bed.wait(&[
+        "--for=jsonpath={.status.phase}=Running",
+        "pod/web",
+        "--timeout=600s",
+    ]);
+    let running = Instant::now();
+    bed.wait(&["--for=condition=Ready", "pod/web", "--timeout=600s"]);
+    let pod_ready = Instant::now();
+    println!(
+        "pod create to Running: {:.1} s, to Ready (readiness probe): {:.1} s",
+        (running - created).as_secs_f64(),
+        (pod_ready - created).as_secs_f64()
+    );
+    println!("{}", bed.kubectl_ok(&["get", "pods", "-o", "wide"]));
+    let ip = bed.kubectl_ok(&["get", "pod/web", "-o", "jsonpath={.status.podIP}"]);
+    assert!(
+        ip.starts_with(POD_PREFIX),
+        "pod IP {ip} is not from the CNI range {POD_CIDR}"
+    );
+
+    // from the apiserver's namespace, routed through the node onto the CNI bridge
+    let url = format!("http://{ip}:8080/");
+    let o = Command::new("ip")
+        .args(["netns", "exec", &bed.ns, "curl", "-s", "--max-time", "10", &url])
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    if !o.status.success() || body != "web" {
+        bed.fail(&format!("GET {url}: {:?} {body:?}", o.status));
+    }
+    println!("GET {url} from {} -> {body:?} (the pod's hostname)", bed.ns);
+
+    let t = Instant::now();
+    bed.kubectl_ok(&["delete", "pod/web", "--wait=true", "--timeout=120s"]);
+    println!("pod deleted in {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    bed.stop_guest();
+    println!("node stopped in {:.1} s", t.elapsed().as_secs_f64());
+}
