@@ -538,6 +538,11 @@ fn liveness_holds_through_a_long_frr_apply() {
             // a grace far below the FRR deadline: a stale heartbeat shows within seconds
             bed.start_agent(&["--liveness-grace-secs", "3", "--frr-timeout-secs", "25"]);
             bed.wait("pod -> VM of VNI 1001", 60, || pod_reaches_vm(bed, &pod1, 1001));
+            // the pod may answer before the pass ends; a pass still talking to bgpd when it
+            // stops would hold the next state back for the whole FRR deadline
+            bed.wait("the first pass is done", 60, || {
+                bed.agent_log_since(0).contains("pass done")
+            });
             bed.wait("/healthz 200 while idle", 10, || bed.healthz() == 200);
 
             let bgpd = std::fs::read_to_string(format!("/run/frr/{}/bgpd.pid", bed.a))

@@ -234,10 +234,11 @@ impl Bed {
             .success()
     }
 
-    /// Node A's `vtysh -c ...` output.
+    /// Node A's `vtysh -c ...` output (empty after 20 s: a stopped daemon never answers, and a
+    /// failing scenario's debug dump must not hang the guest).
     pub fn vty(&self, node: &str, cmds: &[&str]) -> String {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", node, "vtysh", "--config_dir"])
+        c.args(["netns", "exec", node, "timeout", "20", "vtysh", "--config_dir"])
             .arg(&self.work)
             .args(["-N", node]);
         for cmd in cmds {
