@@ -206,9 +206,12 @@ pub fn assemble(
             continue;
         };
         let (bgpvpn, vni) = (bgpvpn.clone(), *vni);
-        let (_, valid) = vpns[&bgpvpn]
-            .accepted()
-            .expect("a binding is bound to an accepted BGPVPN only");
+        // bound only to an accepted BGPVPN (bindings::decide); should that ever break, this
+        // binding is left out rather than the pass of every VPN panicking
+        let Some((_, valid)) = vpns.get(&bgpvpn).and_then(VpnDecision::accepted) else {
+            debug_assert!(false, "binding bound to BGPVPN {bgpvpn}, which is not accepted");
+            continue;
+        };
         let mut placed_nodes = BTreeSet::new();
         let mut kept = Vec::with_capacity(b.endpoints.len());
         for ep in std::mem::take(&mut b.endpoints) {
