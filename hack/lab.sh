@@ -91,7 +91,7 @@ diagnose() {
 step "install the real parts and build (every download happens here, from the host's network)"
 hack/dataplane/install-deps.sh >/dev/null
 hack/testbed/guest.sh prepare >/dev/null
-hack/testbed/kube-apiserver.sh build >/dev/null
+hack/testbed/kube-apiserver.sh build kube-apiserver kubectl >/dev/null   # what the lab starts (no kubelet)
 KUBECTL=$(hack/testbed/kube-apiserver.sh kubectl)
 [ "$MODE" = kubernetes ] || hack/neutron/install.sh >/dev/null
 hack/testbed/versions.sh

@@ -71,10 +71,10 @@ fn boot() {
         return skip("the guest root is not prepared (hack/testbed/guest.sh prepare)");
     }
     if required() {
-        // built on the host (Go toolchain, downloads); the chroot only starts it
+        // built on the host (Go toolchain, downloads); the chroot only starts it (no kubelet)
         let built = Command::new("bash")
             .arg(repo.join("hack/testbed/kube-apiserver.sh"))
-            .arg("build")
+            .args(["build", "kube-apiserver", "kubectl"])
             .status()
             .expect("running kube-apiserver.sh build");
         assert!(built.success(), "kube-apiserver.sh build failed");
