@@ -8,11 +8,14 @@
 //!   the VNI with the old route targets still in place → wait until the VRF table holds no EVPN
 //!   route → apply the new route targets (still unmapped) → swap the VXLAN device → wait until
 //!   zebra knows the new one → map the new VNI.
+//! * **Hand over an RD** (one VRF's RD changes, or goes to another VRF): the releasing VRFs
+//!   withdraw under their old RDs → wait until those RDs are empty → set the new RDs, still
+//!   silent → announce → check every route is announced under its new RD (see [`RdHandover`]).
 //!
 //! The kernel step runs in rounds (dump, diff, write) until a round has nothing to write, so a
 //! second pass with the same state performs zero writes. Every FRR apply result is reported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -20,12 +23,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::frr::delta::delta;
 use crate::frr::reload::{FrrControl, FrrError, FrrOutcome};
-use crate::frr::{FrrView, render};
+use crate::frr::{FrrView, FrrVrf, render};
 use crate::kernel::plan::{EndpointPins, Resolved, resolve};
 use crate::kernel::{Dataplane, KernelOp, KernelState};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
-use crate::model::{IfName, NodeModel, NodeSettings};
+use crate::model::{IfName, NodeModel, NodeSettings, Prefix, RtRd};
 
 /// rtnetlink protocol of routes zebra installs from BGP (EVPN type-5 routes among them).
 pub const RTPROT_BGP: u8 = 186;
@@ -73,9 +76,10 @@ pub struct PassReport {
     /// Steps in order (`frr: ...`, `kernel: ...`, `wait: ...`), for logs and tests.
     pub trace: Vec<String>,
     pub warnings: Vec<String>,
-    /// VNIs FRR took in its configuration but zebra does not map to their VRF, with why (FRR
-    /// 10 refuses some commits only in its log while frr-reload.py exits 0).
-    pub unmapped: BTreeMap<u32, String>,
+    /// VNIs FRR took in its configuration but does not serve, with why: zebra does not map the
+    /// VNI to its VRF (FRR 10 refuses some commits only in its log while frr-reload.py exits 0),
+    /// or bgpd does not announce the VRF's routes after an RD handover.
+    pub not_served: BTreeMap<u32, String>,
     pub duration: Duration,
 }
 
@@ -91,7 +95,7 @@ impl PassReport {
     pub fn ok(&self) -> bool {
         self.kernel_errors.is_empty()
             && self.frr.as_ref().is_none_or(|f| f.result != FrrApply::Failed)
-            && self.unmapped.is_empty()
+            && self.not_served.is_empty()
     }
 }
 
@@ -152,6 +156,9 @@ pub struct Reconciler<D: Dataplane, F: FrrControl> {
     pub liveness: Option<Liveness>,
     /// The most one FRR apply may take (the deadline of one vtysh / frr-reload.py run).
     pub frr_deadline: Duration,
+    /// VRFs whose routes FRR did not announce after the last RD handover: the next pass
+    /// announces them again.
+    unannounced: Vec<IfName>,
 }
 
 impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
@@ -171,6 +178,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             metrics: None,
             liveness: None,
             frr_deadline: Duration::from_secs(300),
+            unannounced: Vec::new(),
         }
     }
 
@@ -343,21 +351,29 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         }
     }
 
-    /// Polls bgpd until every RD in `rds` holds a number of type-5 routes that `ok` takes, or
-    /// the deadline passes.
-    async fn wait_prefixes(&mut self, rds: &[String], ok: impl Fn(usize) -> bool) -> bool {
+    /// Polls bgpd until the type-5 prefixes under each RD of `rds` satisfy `settled`, or the
+    /// deadline passes. Returns the RDs that did not settle.
+    async fn wait_type5(
+        &mut self,
+        rds: &[RtRd],
+        settled: impl Fn(&RtRd, &BTreeSet<Prefix>) -> bool,
+    ) -> Vec<RtRd> {
         let start = Instant::now();
         self.progress(self.waits.route_gone + self.frr_deadline);
         loop {
-            let mut all = true;
+            let mut open = Vec::new();
             for rd in rds {
-                all &= self.frr.evpn_prefixes_under(rd).await.is_some_and(&ok);
+                let done = self
+                    .frr
+                    .evpn_prefixes_under(rd)
+                    .await
+                    .is_some_and(|held| settled(rd, &held));
+                if !done {
+                    open.push(*rd);
+                }
             }
-            if all {
-                return true;
-            }
-            if start.elapsed() >= self.waits.route_gone {
-                return false;
+            if open.is_empty() || start.elapsed() >= self.waits.route_gone {
+                return open;
             }
             tokio::time::sleep(self.waits.poll).await;
         }
@@ -425,7 +441,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                 tracing::warn!(%why, "L3 VNI not mapped in FRR");
             }
             self.frr_knowledge = FrrKnowledge::Unknown;
-            report.unmapped = wrong;
+            report.not_served = wrong;
         }
     }
 
@@ -442,7 +458,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             moved: Vec::new(),
             trace: Vec::new(),
             warnings: Vec::new(),
-            unmapped: BTreeMap::new(),
+            not_served: BTreeMap::new(),
             duration: Duration::ZERO,
         };
         let observed = match self.dp.dump().await {
@@ -470,20 +486,23 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                 .unmap_moving(&moving, previous.as_ref(), &resolved, &mut report)
                 .await;
         }
-        let mut rd_changes = match previous.as_ref() {
-            Some(prev) if frr_ok => rd_changes(prev, &final_view, &moving),
-            _ => Vec::new(),
+        let handover = match previous.as_ref() {
+            Some(prev) if frr_ok => rd_handover(prev, &final_view, &moving, &self.unannounced),
+            _ => RdHandover::default(),
         };
-        if let Some(prev) = previous.as_ref().filter(|_| !rd_changes.is_empty()) {
-            frr_ok = self.withdraw_old_rds(prev, &mut rd_changes, &mut report).await;
+        if !handover.released_rds.is_empty() {
+            frr_ok = self.release_rds(&handover, &mut report).await;
         }
         let empty = FrrView {
             vrfs: Vec::new(),
             ..final_view.clone()
         };
+        let held = self.applied.clone().unwrap_or(empty);
+        // a VRF takes its RD while silent, and announces in a step of its own
         let pre = final_view
             .unmapped(&moving)
-            .with_retained(previous.as_ref().unwrap_or(&empty));
+            .silenced(&handover.quiet)
+            .with_retained(&held);
         // Only a changed view needs FRR before the kernel; a forced re-check of an unchanged
         // view (resync, FRR restart) runs after the kernel step so it never delays a repair.
         if frr_ok && self.applied.as_ref() != Some(&pre) {
@@ -493,6 +512,12 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                 "new route targets, VNI unmapped"
             };
             frr_ok = self.apply_frr(&pre, what, &mut report).await;
+        }
+        if frr_ok && !handover.quiet.is_empty() {
+            let announcing = final_view.unmapped(&moving).with_retained(&pre);
+            frr_ok = self
+                .apply_frr(&announcing, "announce under the new RDs", &mut report)
+                .await;
         }
         // With FRR not (yet) holding the new VRFs, new devices would come before their EVPN
         // instance; repairs of what FRR already has are still made.
@@ -522,7 +547,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         self.wait_moved_vxlans_known(&moving, &final_view, &mut report)
             .await;
         if frr_ok {
-            self.apply_final_frr(&final_view, &moving, &rd_changes, &mut report)
+            self.apply_final_frr(&final_view, &moving, &handover, &mut report)
                 .await;
         }
         report.duration = started.elapsed();
@@ -565,30 +590,33 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         frr_ok
     }
 
-    /// An RD change, first half: the VRFs' routes withdrawn under their old RDs (counted first,
-    /// to know when all are back under the new ones). Returns whether FRR took it.
-    async fn withdraw_old_rds(
-        &mut self,
-        previous: &FrrView,
-        changes: &mut [RdChange],
-        report: &mut PassReport,
-    ) -> bool {
-        let names: Vec<IfName> = changes.iter().map(|c| c.vrf.clone()).collect();
-        let list = names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
-        for c in changes.iter_mut() {
-            c.routes_before = self.frr.evpn_prefixes_under(&c.old).await.unwrap_or(0);
+    /// An RD handover, first half: the releasing VRFs silenced under their old RDs, and those
+    /// RDs empty, before any VRF takes one. Returns whether FRR took it.
+    async fn release_rds(&mut self, handover: &RdHandover, report: &mut PassReport) -> bool {
+        let list = names(&handover.releasing);
+        let mut frr_ok = true;
+        if let Some(from) = self.applied.clone().filter(|_| !handover.releasing.is_empty()) {
+            let what = format!("withdraw {list} under the old RDs");
+            frr_ok = self
+                .apply_frr(&from.silenced(&handover.releasing), &what, report)
+                .await;
         }
-        let what = format!("withdraw {list} under the old RDs");
-        let frr_ok = self.apply_frr(&previous.silenced(&names), &what, report).await;
         if frr_ok {
-            let olds: Vec<String> = changes.iter().map(|c| c.old.clone()).collect();
-            let gone = self.wait_prefixes(&olds, |n| n == 0).await;
+            let held = self
+                .wait_type5(&handover.released_rds, |_, prefixes| prefixes.is_empty())
+                .await;
+            let rds = handover
+                .released_rds
+                .iter()
+                .map(|rd| rd.to_string())
+                .collect::<Vec<_>>();
             report.waited(
-                format!("wait: routes under the old RDs of {list} withdrawn"),
-                gone,
+                format!("wait: routes under the old RDs {} withdrawn", rds.join(",")),
+                held.is_empty(),
                 || {
                     format!(
-                        "routes under the old RDs of {list} still held after {:?}; moving on",
+                        "routes under the old RDs {} still held after {:?}; moving on",
+                        held.iter().map(|rd| rd.to_string()).collect::<Vec<_>>().join(","),
                         self.waits.route_gone
                     )
                 },
@@ -702,13 +730,13 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         }
     }
 
-    /// FRR's final view, then its checks: every VNI mapped in zebra, and after an RD change
-    /// every route announced again under the new RD.
+    /// FRR's final view, then its checks: every VNI mapped in zebra, and after an RD handover
+    /// every route of the VRFs that took an RD announced under it.
     async fn apply_final_frr(
         &mut self,
         final_view: &FrrView,
         moving: &[IfName],
-        rd_changes: &[RdChange],
+        handover: &RdHandover,
         report: &mut PassReport,
     ) {
         let what = if moving.is_empty() { "final" } else { "map new VNI" };
@@ -719,19 +747,76 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         if report.frr.as_ref().is_some_and(|f| f.result != FrrApply::Failed) {
             self.check_vni_mappings(final_view, report).await;
         }
-        for c in rd_changes.iter().filter(|c| c.routes_before > 0) {
-            let before = c.routes_before;
-            let back = self
-                .wait_prefixes(std::slice::from_ref(&c.new), |n| n >= before)
-                .await;
-            let what = format!("wait: {} announces its {before} routes under RD {}", c.vrf, c.new);
-            report.waited(what, back, || {
-                format!(
-                    "{}: fewer than {before} routes under the new RD {} after {:?}",
-                    c.vrf, c.new, self.waits.route_gone
-                )
-            });
+        self.check_announced(final_view, &handover.taking, report).await;
+    }
+
+    /// Waits until FRR announces every route of `taking` under its RD. A VRF still short gets
+    /// one re-announcement (withdrawn, then announced again); one still short after that is
+    /// not served (not ready), and the next pass announces it again.
+    async fn check_announced(&mut self, final_view: &FrrView, taking: &[IfName], report: &mut PassReport) {
+        let mut short: Vec<&FrrVrf> = taking
+            .iter()
+            .filter_map(|n| final_view.vrf(n))
+            .filter(|v| v.vni.is_some() && !v.networks.is_empty())
+            .collect();
+        for attempt in ["", " again"] {
+            if short.is_empty() {
+                break;
+            }
+            if !attempt.is_empty() {
+                let vrfs: Vec<IfName> = short.iter().map(|v| v.name.clone()).collect();
+                let list = names(&vrfs);
+                let silent = final_view.silenced(&vrfs);
+                if !self
+                    .apply_frr(&silent, &format!("withdraw {list} to announce again"), report)
+                    .await
+                {
+                    break;
+                }
+                let rds: Vec<RtRd> = short.iter().map(|v| v.rd).collect();
+                self.wait_type5(&rds, |_, prefixes| prefixes.is_empty()).await;
+                if !self
+                    .apply_frr(final_view, &format!("announce {list} again"), report)
+                    .await
+                {
+                    break;
+                }
+            }
+            let rds: Vec<RtRd> = short.iter().map(|v| v.rd).collect();
+            let expected = |rd: &RtRd, held: &BTreeSet<Prefix>| {
+                final_view
+                    .vrfs
+                    .iter()
+                    .find(|v| v.rd == *rd)
+                    .is_none_or(|v| v.networks.iter().all(|n| held.contains(n)))
+            };
+            let open = self.wait_type5(&rds, expected).await;
+            short.retain(|v| open.contains(&v.rd));
+            let list = names(&short.iter().map(|v| v.name.clone()).collect::<Vec<_>>());
+            report.trace.push(format!(
+                "wait: every route announced{attempt} under the new RDs: {}",
+                if short.is_empty() {
+                    "true".to_string()
+                } else {
+                    format!("not {list}")
+                }
+            ));
         }
+        for v in &short {
+            let why = format!(
+                "FRR does not announce all {} routes of {} under RD {} (waited {:?}, announced once \
+                 more); announced again in the next pass",
+                v.networks.len(),
+                v.name,
+                v.rd,
+                self.waits.route_gone
+            );
+            tracing::warn!(%why, "routes not announced");
+            if let Some(vni) = v.vni {
+                report.not_served.insert(vni, why);
+            }
+        }
+        self.unannounced = short.iter().map(|v| v.name.clone()).collect();
     }
 }
 
@@ -755,34 +840,57 @@ fn moving_vrfs(resolved: &Resolved, final_view: &FrrView, previous: Option<&FrrV
         .collect()
 }
 
-/// A VRF whose route distinguisher changes in this pass.
-struct RdChange {
-    vrf: IfName,
-    old: String,
-    new: String,
-    /// Routes announced under the old RD before the change.
-    routes_before: usize,
+/// The VRFs an RD handover touches in this pass. bgpd keys a local type-5 route by RD and
+/// prefix, one path for every VRF: a VRF that withdraws under an RD while another announces
+/// the same prefix under it removes the other's route (FRR 10.3, node guest: two VPNs that
+/// swapped RDs and announce the same prefix, one of them lost it). So an RD is released
+/// (routes withdrawn, gone) before it is taken, and taken while silent.
+#[derive(Debug, Default, PartialEq)]
+struct RdHandover {
+    /// VRFs of the previous view whose RD changes or goes to another VRF (or that must
+    /// announce again): silenced first. A moving VRF is not: unmapped, it announces nothing.
+    releasing: Vec<IfName>,
+    /// The RDs those VRFs and moving ones give up, empty before any is taken.
+    released_rds: Vec<RtRd>,
+    /// VRFs of the final view that take a new RD or one another VRF held (or that must announce
+    /// again): their routes are checked under it at the end.
+    taking: Vec<IfName>,
+    /// The taking VRFs that are not moving: silent until their RD is set, then announced in a
+    /// step of their own (a moving VRF announces once its new VNI is mapped).
+    quiet: Vec<IfName>,
 }
 
-/// An RD changes in two steps: the VRF's routes are withdrawn under the old RD before any is
-/// announced under the new one. In one step, two VRFs that swap RDs (and announce the same
-/// prefix) replace each other's routes at the peer, which kept a stale route of the wrong VNI in
-/// one VRF and lost the other's (FRR 10.3, in the node guest). A moving VRF changes in its own
-/// order.
-fn rd_changes(previous: &FrrView, final_view: &FrrView, moving: &[IfName]) -> Vec<RdChange> {
-    final_view
+/// The handover from `previous` to `final_view`; the VRFs in `again` go through it even with
+/// their RD unchanged.
+fn rd_handover(previous: &FrrView, final_view: &FrrView, moving: &[IfName], again: &[IfName]) -> RdHandover {
+    let held_by_other =
+        |view: &FrrView, v: &FrrVrf| view.vrfs.iter().any(|o| o.rd == v.rd && o.name != v.name);
+    let changes = |other: &FrrView, v: &FrrVrf| other.vrf(&v.name).is_some_and(|o| o.rd != v.rd);
+    let released: Vec<&FrrVrf> = previous
         .vrfs
         .iter()
-        .filter(|v| !moving.contains(&v.name))
-        .filter_map(|v| {
-            previous.vrf(&v.name).filter(|p| p.rd != v.rd).map(|p| RdChange {
-                vrf: v.name.clone(),
-                old: p.rd.to_string(),
-                new: v.rd.to_string(),
-                routes_before: 0,
-            })
-        })
-        .collect()
+        .filter(|p| again.contains(&p.name) || changes(final_view, p) || held_by_other(final_view, p))
+        .collect();
+    let taking: Vec<IfName> = final_view
+        .vrfs
+        .iter()
+        .filter(|v| again.contains(&v.name) || changes(previous, v) || held_by_other(previous, v))
+        .map(|v| v.name.clone())
+        .collect();
+    RdHandover {
+        releasing: released
+            .iter()
+            .filter(|v| !moving.contains(&v.name))
+            .map(|v| v.name.clone())
+            .collect(),
+        released_rds: released.iter().map(|v| v.rd).collect(),
+        quiet: taking.iter().filter(|n| !moving.contains(n)).cloned().collect(),
+        taking,
+    }
+}
+
+fn names(vrfs: &[IfName]) -> String {
+    vrfs.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// Whether any of `tables` holds a route zebra installed from BGP.

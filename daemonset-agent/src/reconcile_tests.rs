@@ -1,5 +1,6 @@
 //! Pass-level tests against the fake kernel and a fake FRR.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -23,6 +24,45 @@ struct FakeFrr {
     fail_after: Option<usize>,
     /// What zebra maps (`None`: cannot tell).
     mappings: Option<std::collections::BTreeMap<u32, String>>,
+    /// A route bgpd does not announce although configured (RD, prefix), until it was announced
+    /// and then withdrawn once; `lost_for_good` keeps it lost.
+    lost: Option<(String, Prefix)>,
+    lost_for_good: bool,
+    lost_was_configured: bool,
+}
+
+/// Each BGP VRF of a rendered configuration: its RD and announced prefixes (none while its VNI
+/// is unmapped).
+fn bgp_vrfs(config: &str) -> BTreeMap<String, (String, BTreeSet<Prefix>)> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<(String, String, BTreeSet<Prefix>)> = None;
+    for line in config.lines() {
+        if let Some(vrf) = line
+            .strip_prefix("router bgp ")
+            .and_then(|l| l.split(" vrf ").nth(1))
+        {
+            current = Some((vrf.to_string(), String::new(), BTreeSet::new()));
+        } else if line == "exit" {
+            if let Some((vrf, rd, nets)) = current.take() {
+                let mapped = config.contains(&format!("\nvrf {vrf}\n vni "));
+                out.insert(vrf, (rd, if mapped { nets } else { BTreeSet::new() }));
+            }
+        } else if let Some((_, rd, nets)) = current.as_mut() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["rd", value] => *rd = value.to_string(),
+                ["network", p] => {
+                    let (addr, len) = p.split_once('/').unwrap();
+                    nets.insert(Prefix {
+                        addr: addr.parse().unwrap(),
+                        len: len.parse().unwrap(),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 impl FrrControl for FakeFrr {
@@ -54,6 +94,16 @@ impl FrrControl for FakeFrr {
             Ok(FrrOutcome::Unchanged)
         } else {
             self.running = config.to_string();
+            let announced = bgp_vrfs(config).into_values().any(|(rd, nets)| {
+                self.lost
+                    .as_ref()
+                    .is_some_and(|(r, p)| *r == rd && nets.contains(p))
+            });
+            if announced {
+                self.lost_was_configured = true;
+            } else if self.lost_was_configured && !self.lost_for_good {
+                self.lost = None;
+            }
             self.applied.push(config.to_string());
             self.deltas.push(delta.map(str::to_string));
             Ok(FrrOutcome::Applied {
@@ -70,8 +120,19 @@ impl FrrControl for FakeFrr {
     }
 
     #[allow(clippy::manual_async_fn)]
-    fn evpn_prefixes_under(&mut self, _rd: &str) -> impl Future<Output = Option<usize>> + Send {
-        async { Some(0) }
+    fn evpn_prefixes_under(&mut self, rd: &RtRd) -> impl Future<Output = Option<BTreeSet<Prefix>>> + Send {
+        let rd = rd.to_string();
+        let mut held: BTreeSet<Prefix> = bgp_vrfs(&self.running)
+            .into_values()
+            .filter(|(r, _)| *r == rd)
+            .flat_map(|(_, nets)| nets)
+            .collect();
+        if let Some((r, p)) = &self.lost
+            && *r == rd
+        {
+            held.remove(p);
+        }
+        async move { Some(held) }
     }
 
     #[allow(clippy::manual_async_fn)]
@@ -713,9 +774,9 @@ async fn a_vni_frr_does_not_map_is_reported_on_its_own_and_reapplied_in_full() {
     let rep = r.pass(&d).await;
     assert!(!rep.ok(), "an unmapped VNI is not a good pass");
     assert!(
-        rep.unmapped[&1001].contains("does not map VNI 1001 to vrf-blue"),
+        rep.not_served[&1001].contains("does not map VNI 1001 to vrf-blue"),
         "{:?}",
-        rep.unmapped
+        rep.not_served
     );
     assert_eq!(
         r.frr_knowledge(),
@@ -727,13 +788,253 @@ async fn a_vni_frr_does_not_map_is_reported_on_its_own_and_reapplied_in_full() {
     r.frr.mappings = Some([(1001, "adhoc".to_string())].into());
     let rep = r.pass(&d).await;
     assert!(
-        rep.unmapped[&1001].contains("FRR maps VNI 1001 to VRF adhoc"),
+        rep.not_served[&1001].contains("FRR maps VNI 1001 to VRF adhoc"),
         "{:?}",
-        rep.unmapped
+        rep.not_served
     );
 
     r.frr.mappings = Some([(1001, "vrf-blue".to_string())].into());
     let rep = r.pass(&d).await;
-    assert!(rep.ok() && rep.unmapped.is_empty(), "{:?}", rep.unmapped);
+    assert!(rep.ok() && rep.not_served.is_empty(), "{:?}", rep.not_served);
     assert_eq!(r.frr_knowledge(), FrrKnowledge::Holds);
+}
+
+/// VRFs `(name, vni, rd)`, each announcing its own pod and the prefix 10.0.9.0/24 every VPN
+/// uses (overlapping tenant address plans).
+fn vrfs_with_rds(vrfs: &[(&str, u32, &str)]) -> NodeModel {
+    let l3vnis: Vec<String> = vrfs
+        .iter()
+        .map(|(name, vni, rd)| {
+            format!(
+                r#"
+  - vni: {vni}
+    vrf: {name}
+    importTargets: ["65000:{vni}"]
+    exportTargets: ["65000:{vni}"]
+    routeDistinguisher: "{rd}"
+    endpoints: [{{ip: 10.0.0.{}}}]
+    prefixes: [{{prefix: 10.0.9.0/24}}]"#,
+                vni % 100
+            )
+        })
+        .collect();
+    parse_state(&format!("{EMPTY}l3vnis:{}\n", l3vnis.concat())).unwrap()
+}
+
+fn handover_reconciler() -> Reconciler<FakeKernel, FakeFrr> {
+    let mut r = reconciler();
+    for vni in [1, 3, 5] {
+        r.dp.add_pod(&format!("cali{vni}"), &format!("10.0.0.{vni}"));
+    }
+    r
+}
+
+/// Fails when, between two consecutive applied configurations, a VRF withdraws under an RD
+/// (silenced, its RD changed, or removed) while another VRF announces under it, or two VRFs
+/// announce under one RD: bgpd holds one path per RD and prefix for every VRF, so either can
+/// remove another VRF's route.
+fn assert_rds_handed_over_silently(applied: &[String]) {
+    for pair in applied.windows(2) {
+        let (before, after) = (bgp_vrfs(&pair[0]), bgp_vrfs(&pair[1]));
+        let context = || format!("\n{}\n---\n{}", pair[0], pair[1]);
+        let announcers = |view: &BTreeMap<String, (String, BTreeSet<Prefix>)>, rd: &str, not: &str| {
+            view.iter()
+                .filter(|(o, (r, n))| o.as_str() != not && r == rd && !n.is_empty())
+                .count()
+        };
+        for (vrf, (rd, nets)) in &before {
+            let withdraws =
+                !nets.is_empty() && after.get(vrf).is_none_or(|(r, n)| r != rd || !nets.is_subset(n));
+            assert!(
+                !withdraws || announcers(&before, rd, vrf) + announcers(&after, rd, vrf) == 0,
+                "{vrf} withdraws under {rd} while another VRF announces under it{}",
+                context()
+            );
+        }
+        for (vrf, (rd, _)) in &after {
+            assert!(
+                announcers(&after, rd, "") <= 1,
+                "two VRFs announce under {rd} ({vrf}){}",
+                context()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn swapped_rds_are_released_then_taken_while_silent() {
+    let mut r = handover_reconciler();
+    let first = vrfs_with_rds(&[
+        ("vrf-1001", 1001, "172.30.0.1:1"),
+        ("vrf-1003", 1003, "172.30.0.1:2"),
+    ]);
+    assert!(r.pass(&first).await.ok());
+    let swapped = vrfs_with_rds(&[
+        ("vrf-1001", 1001, "172.30.0.1:2"),
+        ("vrf-1003", 1003, "172.30.0.1:1"),
+    ]);
+    let from = r.frr.applied.len() - 1;
+    let rep = r.pass(&swapped).await;
+    assert!(
+        rep.ok() && rep.warnings.is_empty(),
+        "{:?} {:?}",
+        rep.warnings,
+        rep.not_served
+    );
+    assert_rds_handed_over_silently(&r.frr.applied[from..]);
+    let withdraw = position(&rep.trace, "frr: withdraw vrf-1001,vrf-1003 under the old RDs");
+    let gone = position(
+        &rep.trace,
+        "wait: routes under the old RDs 172.30.0.1:1,172.30.0.1:2 withdrawn: true",
+    );
+    let announce = position(&rep.trace, "frr: announce under the new RDs");
+    let checked = position(&rep.trace, "wait: every route announced under the new RDs: true");
+    assert!(
+        withdraw < gone && gone < announce && announce < checked,
+        "{}",
+        rep.trace.join("\n")
+    );
+    let now = bgp_vrfs(&r.frr.running);
+    assert_eq!(now["vrf-1001"].0, "172.30.0.1:2");
+    assert_eq!(
+        now["vrf-1001"].1.len(),
+        2,
+        "pod and shared prefix announced again"
+    );
+    assert_eq!(now["vrf-1003"].0, "172.30.0.1:1");
+
+    // nothing changes: no handover, no extra FRR step
+    let applied = r.frr.applied.len();
+    let rep = r.pass(&swapped).await;
+    assert!(
+        rep.ok() && !rep.trace.iter().any(|t| t.contains("withdraw")),
+        "{}",
+        rep.trace.join("\n")
+    );
+    assert_eq!(r.frr.applied.len(), applied);
+}
+
+#[tokio::test]
+async fn an_rd_is_taken_from_a_removed_vrf_or_with_a_vni_move_only_once_released() {
+    let mut r = handover_reconciler();
+    let first = vrfs_with_rds(&[
+        ("vrf-1001", 1001, "172.30.0.1:1"),
+        ("vrf-1003", 1003, "172.30.0.1:3"),
+    ]);
+    assert!(r.pass(&first).await.ok());
+
+    // vrf-1001 goes; a new VRF takes its RD in the same pass
+    let from = r.frr.applied.len() - 1;
+    let next = vrfs_with_rds(&[
+        ("vrf-1003", 1003, "172.30.0.1:3"),
+        ("vrf-1005", 1005, "172.30.0.1:1"),
+    ]);
+    let rep = r.pass(&next).await;
+    assert!(rep.ok() && rep.warnings.is_empty(), "{:?}", rep.warnings);
+    assert_rds_handed_over_silently(&r.frr.applied[from..]);
+    position(&rep.trace, "frr: withdraw vrf-1001 under the old RDs");
+    assert!(!bgp_vrfs(&r.frr.running).contains_key("vrf-1001"));
+
+    // vrf-1003 moves to VNI 1001 and takes vrf-1005's RD, which takes a fresh one
+    let from = r.frr.applied.len() - 1;
+    let mut moved = vrfs_with_rds(&[
+        ("vrf-1003", 1001, "172.30.0.1:1"),
+        ("vrf-1005", 1005, "172.30.0.1:5"),
+    ]);
+    moved.vrfs.sort_by(|a, b| a.name.cmp(&b.name));
+    let rep = r.pass(&moved).await;
+    assert!(rep.ok(), "{:?} {:?}", rep.kernel_errors, rep.warnings);
+    assert_rds_handed_over_silently(&r.frr.applied[from..]);
+    // the moving VRF gave its RD up by being unmapped; the withdrawal keeps it unmapped (it
+    // starts from what FRR holds), and its routes are checked under the new RD once mapped
+    let unmap = position(&rep.trace, "frr: unmap VNI of vrf-1003");
+    let withdraw = position(&rep.trace, "frr: withdraw vrf-1005 under the old RDs");
+    let gone = position(
+        &rep.trace,
+        "wait: routes under the old RDs 172.30.0.1:3,172.30.0.1:1 withdrawn: true",
+    );
+    let map = position(&rep.trace, "frr: map new VNI");
+    let checked = position(&rep.trace, "wait: every route announced under the new RDs: true");
+    assert!(
+        unmap < withdraw && withdraw < gone && gone < map && map < checked,
+        "{}",
+        rep.trace.join("\n")
+    );
+    let withdrawn = &r.frr.applied[from + 2];
+    assert!(!withdrawn.contains("\nvrf vrf-1003\n"), "{withdrawn}");
+}
+
+#[tokio::test]
+async fn a_route_frr_loses_in_a_handover_is_announced_again() {
+    let mut r = handover_reconciler();
+    let first = vrfs_with_rds(&[
+        ("vrf-1001", 1001, "172.30.0.1:1"),
+        ("vrf-1003", 1003, "172.30.0.1:2"),
+    ]);
+    assert!(r.pass(&first).await.ok());
+    let shared: Prefix = Prefix {
+        addr: "10.0.9.0".parse().unwrap(),
+        len: 24,
+    };
+    r.frr.lost = Some(("172.30.0.1:1".into(), shared));
+    let swapped = vrfs_with_rds(&[
+        ("vrf-1001", 1001, "172.30.0.1:2"),
+        ("vrf-1003", 1003, "172.30.0.1:1"),
+    ]);
+    let rep = r.pass(&swapped).await;
+    assert!(rep.ok(), "{:?}", rep.not_served);
+    let short = position(
+        &rep.trace,
+        "wait: every route announced under the new RDs: not vrf-1003",
+    );
+    let again = position(&rep.trace, "frr: announce vrf-1003 again");
+    let back = position(
+        &rep.trace,
+        "wait: every route announced again under the new RDs: true",
+    );
+    assert!(short < again && again < back, "{}", rep.trace.join("\n"));
+}
+
+#[tokio::test]
+async fn a_route_frr_never_announces_keeps_its_vni_not_ready_and_is_announced_again_next_pass() {
+    let mut r = handover_reconciler();
+    let first = vrfs_with_rds(&[
+        ("vrf-1001", 1001, "172.30.0.1:1"),
+        ("vrf-1003", 1003, "172.30.0.2:2"),
+    ]);
+    assert!(r.pass(&first).await.ok());
+    let shared = Prefix {
+        addr: "10.0.9.0".parse().unwrap(),
+        len: 24,
+    };
+    r.frr.lost = Some(("172.30.0.1:3".into(), shared));
+    r.frr.lost_for_good = true;
+    let changed = vrfs_with_rds(&[
+        ("vrf-1001", 1001, "172.30.0.1:3"),
+        ("vrf-1003", 1003, "172.30.0.2:2"),
+    ]);
+    let rep = r.pass(&changed).await;
+    assert!(!rep.ok());
+    assert!(
+        rep.not_served[&1001].contains("does not announce all 2 routes of vrf-1001 under RD 172.30.0.1:3"),
+        "{:?}",
+        rep.not_served
+    );
+    assert!(
+        !rep.not_served.contains_key(&1003),
+        "the other VPN is served: {:?}",
+        rep.not_served
+    );
+
+    // the next pass, with nothing changed, announces it again; FRR now does
+    r.frr.lost_for_good = false;
+    let rep = r.pass(&changed).await;
+    position(&rep.trace, "frr: withdraw vrf-1001 under the old RDs");
+    assert!(rep.ok(), "{:?} {}", rep.not_served, rep.trace.join("\n"));
+    let rep = r.pass(&changed).await;
+    assert!(
+        rep.ok() && !rep.trace.iter().any(|t| t.contains("withdraw")),
+        "{}",
+        rep.trace.join("\n")
+    );
 }

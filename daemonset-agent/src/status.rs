@@ -57,7 +57,7 @@ pub fn build_status(
         if !frr_ok {
             problems.push("FRR configuration not applied (see status.frr)".into());
         }
-        if let Some(why) = report.unmapped.get(&v.vni) {
+        if let Some(why) = report.not_served.get(&v.vni) {
             problems.push(why.clone());
         }
         if let Some(h) = desired.held_back.iter().find(|h| h.vni == v.vni) {

@@ -10,13 +10,15 @@
 //! is written to `config_file` first, so a restarted FRR boots into it. Every outcome is
 //! returned to the caller, which reports it (status, metric, log).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::process::Command;
+
+use crate::model::{Prefix, RtRd};
 
 /// Pause between retries of BGP VRF removals that bgpd refused (see `apply_delta`).
 const BGP_VRF_REMOVAL_RETRY: Duration = Duration::from_millis(250);
@@ -120,9 +122,9 @@ pub trait FrrControl: Send {
     ) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send;
     /// Whether zebra has learned the VXLAN device `ifname` with this VNI.
     fn zebra_knows_vxlan(&mut self, ifname: &str, vni: u32) -> impl Future<Output = bool> + Send;
-    /// How many EVPN type-5 routes bgpd holds under this (the node's own) RD; `None` when it
-    /// cannot tell.
-    fn evpn_prefixes_under(&mut self, rd: &str) -> impl Future<Output = Option<usize>> + Send;
+    /// The prefixes of the EVPN type-5 routes bgpd holds under this (the node's own) RD; `None`
+    /// when it cannot tell.
+    fn evpn_prefixes_under(&mut self, rd: &RtRd) -> impl Future<Output = Option<BTreeSet<Prefix>>> + Send;
     /// The L3 VNIs zebra maps, each to its VRF; `None` when it cannot tell.
     fn l3vni_mappings(&mut self) -> impl Future<Output = Option<BTreeMap<u32, String>>> + Send;
     /// Identity of the running zebra/bgpd (their pids); changes when FRR restarts, `None` when
@@ -347,6 +349,39 @@ fn parse_vrf_vni(out: &str) -> BTreeMap<u32, String> {
         .collect()
 }
 
+/// The prefixes of `show bgp l2vpn evpn route rd <rd> type prefix json`: FRR 10.3 prints
+/// `{"<rd>": {"rd": .., "[5]:[0]:[24]:[10.0.9.0]": {.., "paths": [..]}, ..}, "numPrefix": ..}`,
+/// and `{}` for an RD without routes. `None` when the output is not that JSON, or a route's
+/// key does not parse.
+fn parse_type5_prefixes(out: &str) -> Option<BTreeSet<Prefix>> {
+    let json: serde_json::Value = serde_json::from_str(out.trim()).ok()?;
+    let mut prefixes = BTreeSet::new();
+    for under_rd in json.as_object()?.values() {
+        let Some(routes) = under_rd.as_object() else {
+            continue; // numPrefix, numPaths
+        };
+        for (key, _) in routes.iter().filter(|(_, route)| route.get("paths").is_some()) {
+            prefixes.insert(type5_prefix(key)?);
+        }
+    }
+    Some(prefixes)
+}
+
+/// `[5]:[0]:[24]:[10.0.9.0]` -> 10.0.9.0/24.
+fn type5_prefix(text: &str) -> Option<Prefix> {
+    let fields: Vec<&str> = text
+        .strip_prefix("[5]:[")?
+        .strip_suffix(']')?
+        .split("]:[")
+        .collect();
+    let [_eth_tag, len, addr] = fields.as_slice() else {
+        return None;
+    };
+    let addr: std::net::IpAddr = addr.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    (len <= if addr.is_ipv4() { 32 } else { 128 }).then_some(Prefix { addr, len })
+}
+
 /// The part of `--test` output from the first "Lines To" header on (frr-reload logs above it).
 fn diff_section(out: &str) -> String {
     match out.find("Lines To") {
@@ -435,13 +470,11 @@ impl FrrControl for FrrReload {
         }
     }
 
-    fn evpn_prefixes_under(&mut self, rd: &str) -> impl Future<Output = Option<usize>> + Send {
-        let cmd = format!("show bgp l2vpn evpn route rd {rd} type prefix");
+    fn evpn_prefixes_under(&mut self, rd: &RtRd) -> impl Future<Output = Option<BTreeSet<Prefix>>> + Send {
+        let cmd = format!("show bgp l2vpn evpn route rd {rd} type prefix json");
         async move {
-            self.vtysh(&cmd)
-                .await
-                .ok()
-                .map(|out| out.lines().filter(|l| l.contains("[5]:")).count())
+            let out = self.vtysh(&cmd).await.ok()?;
+            parse_type5_prefixes(&out)
         }
     }
 
@@ -476,6 +509,33 @@ impl FrrControl for FrrReload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_type5_routes_under_an_rd() {
+        // as FRR 10.3 prints them (node guest): two routes, then an RD without any
+        let out = include_str!("testdata/frr-10.3-evpn-route-rd-type-prefix.json");
+        let prefix = |addr: &str, len| Prefix {
+            addr: addr.parse().unwrap(),
+            len,
+        };
+        assert_eq!(
+            parse_type5_prefixes(out),
+            Some([prefix("10.0.9.0", 24), prefix("10.0.0.84", 32)].into())
+        );
+        assert_eq!(parse_type5_prefixes("{}\n"), Some(BTreeSet::new()));
+        assert_eq!(
+            type5_prefix("[5]:[0]:[64]:[2001:db8:9::]"),
+            Some(prefix("2001:db8:9::", 64))
+        );
+        for bad in [
+            "",
+            "% Unknown command",
+            "[]",
+            r#"{"1:1": {"[5]:[0]:[33]:[10.0.0.1]": {"paths": []}}}"#,
+        ] {
+            assert_eq!(parse_type5_prefixes(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn reads_show_vrf_vni() {
