@@ -81,8 +81,21 @@ fn chart_lints_strict_with_default_and_custom_values() {
 
 #[test]
 fn values_schema_refuses_bad_values() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--set", "underlay.asn=0"], "/underlay/asn"),
+        (
+            &["--set", "apiServer.host=10.0.0.1"],
+            "apiServer.port is required",
+        ),
+        (
+            &[
+                "--set",
+                "apiServer.host=10.0.0.1",
+                "--set",
+                "apiServer.port=6443x",
+            ],
+            "/apiServer/port",
+        ),
         (
             &["--set", "underlay.neighbors[0].address=172.30.0.2"],
             "remoteAsn",
@@ -106,6 +119,36 @@ fn values_schema_refuses_bad_values() {
         assert!(!out.status.success(), "helm accepted {extra:?}");
         assert!(stderr.contains(needle), "{extra:?}: {needle:?} not in {stderr}");
     }
+}
+
+/// On a cluster without kube-proxy the operator and every agent are pointed at the apiserver
+/// itself; by default neither container names it (the in-cluster `kubernetes` Service).
+#[test]
+fn an_apiserver_address_reaches_the_operator_and_the_agent() {
+    let args = [
+        "template",
+        "t",
+        CHART,
+        "--set",
+        "apiServer.host=10.98.0.1",
+        "--set",
+        "apiServer.port=6443",
+    ];
+    let Some(out) = helm(&args) else { return };
+    let manifest = stdout_ok("helm template (apiServer)", out);
+    for kind in ["Deployment", "DaemonSet"] {
+        let doc = manifest
+            .split("\n---")
+            .find(|d| d.contains(&format!("\nkind: {kind}\n")))
+            .unwrap_or_else(|| panic!("no {kind} in {manifest}"));
+        assert!(
+            doc.contains("- name: KUBERNETES_SERVICE_HOST\n              value: \"10.98.0.1\"")
+                && doc.contains("- name: KUBERNETES_SERVICE_PORT\n              value: \"6443\""),
+            "{kind}: {doc}"
+        );
+    }
+    let defaults = render("t", "default", None).unwrap();
+    assert!(!defaults.contains("KUBERNETES_SERVICE_HOST"));
 }
 
 #[test]

@@ -31,3 +31,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "bgpvpn.agentServiceAccount" -}}
 {{- default (printf "%s-agent" (include "bgpvpn.fullname" .)) .Values.serviceAccount.agentName -}}
 {{- end -}}
+
+{{/* The apiserver's address for clusters without kube-proxy (the `kubernetes` Service's
+cluster IP routes nowhere there); empty: the in-cluster default. */}}
+{{- define "bgpvpn.apiServerEnv" -}}
+{{- with .Values.apiServer.host }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ . | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ required "apiServer.port is required with apiServer.host" $.Values.apiServer.port | quote }}
+{{- end }}
+{{- end -}}
