@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # guest-root.sh [path|versions] -- the node guest's root file system: a Debian trixie tree with
 # FRR 10, debootstrapped once into the cache and then only reused. Prints its path (`path`, the
-# default) or the versions of what it holds (`versions`).
+# default) or the versions of what it holds (`versions`). With ROOT_KIND=frr-image, the root of
+# the lab's FRR / agent / operator images instead (hack/testbed/node/images.sh): FRR 10 with
+# frr-reload.py and iproute2 from Debian's packages, nothing of the node.
 #
 #   * minbase first, then `apt-get install` inside the chroot with a policy-rc.d that starts no
 #     daemon (`debootstrap --include=frr,...` fails: systemd's pre-depends in one dpkg batch)
@@ -23,12 +25,19 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # images it builds without a registry
 PKGS=(frr frr-pythontools iproute2 iputils-ping curl python3 kmod procps psmisc ca-certificates etcd-server openssl
   containerd runc containernetworking-plugins busybox-static)
+KIND=${ROOT_KIND:-guest}
+case $KIND in
+  guest) PREFIX=$SUITE ;;
+  # frr-reload.py needs python3 (a dependency of frr-pythontools); procps: pgrep/ps for debugging
+  frr-image) PREFIX=frr-image-$SUITE; PKGS=(frr frr-pythontools iproute2 procps ca-certificates) ;;
+  *) echo "ROOT_KIND=$KIND: want guest or frr-image" >&2; exit 64 ;;
+esac
 log() { printf '[guest-root %4ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 # the last item: the layout version, raised when the tree's layout changes (3: node mount points)
 KEY=$(printf '%s\n' "$SUITE" "${PKGS[@]}" 3 | cksum | cut -d' ' -f1)
-ROOT=$CACHE/guest-root/$SUITE-$KEY
+ROOT=$CACHE/guest-root/$PREFIX-$KEY
 
 versions() {
   chroot "$ROOT" dpkg-query -W -f='${Package} ${Version}\n' frr iproute2 python3 etcd-server containerd runc \
@@ -44,10 +53,10 @@ build() {
       || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
   fi
   mkdir -p "$CACHE/guest-root"
-  local tmp=$CACHE/guest-root/.build-$SUITE-$KEY-$$
+  local tmp=$CACHE/guest-root/.build-$PREFIX-$KEY-$$
   # shellcheck disable=SC2064 # the path is fixed now
   trap "umount -R '$tmp/proc' 2>/dev/null; rm -rf '$tmp'" EXIT
-  rm -rf "$CACHE"/guest-root/.build-*   # leftovers of an interrupted build (we hold the lock)
+  rm -rf "$CACHE"/guest-root/.build-"$PREFIX"-*   # leftovers of an interrupted build (we hold the lock)
   log "debootstrap --variant=minbase $SUITE (once; about 2 minutes)"
   debootstrap --variant=minbase "$SUITE" "$tmp" "$MIRROR" >"$CACHE/guest-root/.debootstrap.log" 2>&1 \
     || { tail -20 "$CACHE/guest-root/.debootstrap.log" >&2; die "debootstrap $SUITE failed"; }
@@ -62,6 +71,11 @@ build() {
       --no-install-recommends ${PKGS[*]} && apt-get clean" >"$CACHE/guest-root/.apt.log" 2>&1 \
     || { tail -20 "$CACHE/guest-root/.apt.log" >&2; die "apt-get install in the $SUITE root failed"; }
   umount "$tmp/proc"
+  if [ "$KIND" = frr-image ]; then
+    # what an image does not need: documentation, locales, apt's lists and caches
+    rm -rf "$tmp"/usr/share/doc/* "$tmp"/usr/share/man/* "$tmp"/usr/share/locale/* "$tmp"/usr/share/info/* \
+      "$tmp"/var/lib/apt/lists/* "$tmp"/var/cache/apt/* "$tmp"/var/cache/debconf/*-old "$tmp"/var/log/*.log
+  fi
   # the guest mounts its own /run, /tmp, /var/log...: these are mount points, nothing else
   mkdir -p "$tmp/mnt/out" "$tmp/srv"
   # and where the node payload mounts the state of containerd, the kubelet and CNI (libcni's cache
@@ -74,7 +88,7 @@ build() {
 }
 
 mkdir -p "$CACHE"
-exec 9>"$CACHE/.guest-root.lock"; flock 9
+exec 9>"$CACHE/.guest-root-$KIND.lock"; flock 9
 if [ ! -x "$ROOT/usr/lib/frr/zebra" ]; then
   [ -z "${TESTBED_GUEST_ROOT_NO_BUILD:-}" ] || die "$ROOT is not built"
   build
