@@ -26,6 +26,7 @@ use crate::schema::*;
     printcolumn = r#"{"name":"VTEP","type":"string","jsonPath":".spec.underlay.vtepIp"}"#,
     printcolumn = r#"{"name":"L3VNIs","type":"integer","jsonPath":".status.programmedVnis"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"FRR","type":"string","priority":1,"jsonPath":".status.frrVersion"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -167,6 +168,9 @@ pub struct EvpnNodeStateStatus {
     /// Version of the agent that wrote this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    /// Version of the FRR the agent drives (`show version`), e.g. `10.3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frr_version: Option<String>,
 }
 
 /// Per-VNI result on a node.

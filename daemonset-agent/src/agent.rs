@@ -183,6 +183,8 @@ struct AgentLoop<D: Dataplane, F: FrrControl> {
     last_status: Option<EvpnNodeStateStatus>,
     /// The running FRR daemons, as last seen.
     fingerprint: Option<String>,
+    /// FRR's version, and the daemons it was read from (read again after a restart).
+    frr_version: Option<(Option<String>, String)>,
     backoff: Duration,
 }
 
@@ -277,7 +279,24 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
             self.last_frr = rep.frr.clone();
         }
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let st = build_status(d, &rep, self.last_frr.as_ref(), self.last_status.as_ref(), &now);
+        if self
+            .frr_version
+            .as_ref()
+            .is_none_or(|(of, _)| *of != self.fingerprint)
+            && self.fingerprint.is_some()
+        {
+            let version = self.rec.frr.version().await;
+            self.frr_version = version.map(|v| (self.fingerprint.clone(), v));
+        }
+        let frr_version = self.frr_version.as_ref().map(|(_, v)| v.as_str());
+        let st = build_status(
+            d,
+            &rep,
+            self.last_frr.as_ref(),
+            frr_version,
+            self.last_status.as_ref(),
+            &now,
+        );
         update_gauges(&self.metrics, &st, &rep);
         tracing::info!(
             trigger = self.trigger,
@@ -341,6 +360,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
         last_frr: None,
         last_status: None,
         fingerprint,
+        frr_version: None,
         backoff: Duration::from_secs(1),
     };
     tokio::pin!(shutdown);

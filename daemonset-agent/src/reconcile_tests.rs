@@ -136,6 +136,11 @@ impl FrrControl for FakeFrr {
     }
 
     #[allow(clippy::manual_async_fn)]
+    fn version(&mut self) -> impl Future<Output = Option<String>> + Send {
+        async { Some("10.3".to_string()) }
+    }
+
+    #[allow(clippy::manual_async_fn)]
     fn l3vni_mappings(
         &mut self,
     ) -> impl Future<Output = Option<std::collections::BTreeMap<u32, String>>> + Send {
@@ -476,8 +481,14 @@ async fn a_foreign_device_with_the_vrf_name_blocks_only_that_vrf() {
         &d,
         &rep,
         rep.frr.as_ref(),
+        Some("10.3"),
         None,
         &Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    assert_eq!(
+        st.frr_version.as_deref(),
+        Some("10.3"),
+        "FRR's version reaches the status"
     );
     assert!(!st.l3vnis[0].ready);
     assert!(st.l3vnis[0].message.as_deref().unwrap().contains("not managed"));
@@ -494,6 +505,7 @@ async fn endpoint_waits_for_the_cni_route_then_is_programmed() {
         &d,
         &rep,
         rep.frr.as_ref(),
+        Some("10.3"),
         None,
         &Time(k8s_openapi::jiff::Timestamp::now()),
     );
@@ -527,6 +539,7 @@ async fn endpoint_waits_for_the_cni_route_then_is_programmed() {
         &d,
         &rep,
         first_frr.as_ref(),
+        Some("10.3"),
         None,
         &Time(k8s_openapi::jiff::Timestamp::now()),
     );

@@ -9,11 +9,12 @@ use crate::reconcile::{FrrApply, FrrResult, PassReport};
 
 /// Builds the status of `desired` after `report`. `previous` keeps the conditions'
 /// `lastTransitionTime` while they do not flip; `last_frr` is the last FRR apply result seen
-/// (a pass that did not need FRR reports none).
+/// (a pass that did not need FRR reports none), `frr_version` what the running FRR says it is.
 pub fn build_status(
     desired: &NodeModel,
     report: &PassReport,
     last_frr: Option<&FrrResult>,
+    frr_version: Option<&str>,
     previous: Option<&EvpnNodeStateStatus>,
     now: &Time,
 ) -> EvpnNodeStateStatus {
@@ -158,5 +159,6 @@ pub fn build_status(
             message: f.message.clone(),
         }),
         agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        frr_version: frr_version.map(str::to_string),
     }
 }

@@ -125,6 +125,9 @@ pub trait FrrControl: Send {
     /// The prefixes of the EVPN type-5 routes bgpd holds under this (the node's own) RD; `None`
     /// when it cannot tell.
     fn evpn_prefixes_under(&mut self, rd: &RtRd) -> impl Future<Output = Option<BTreeSet<Prefix>>> + Send;
+    /// FRR's version (`show version`: `FRRouting 10.3 (...)` -> `10.3`); `None` when it
+    /// cannot tell.
+    fn version(&mut self) -> impl Future<Output = Option<String>> + Send;
     /// The L3 VNIs zebra maps, each to its VRF; `None` when it cannot tell.
     fn l3vni_mappings(&mut self) -> impl Future<Output = Option<BTreeMap<u32, String>>> + Send;
     /// Identity of the running zebra/bgpd (their pids); changes when FRR restarts, `None` when
@@ -337,6 +340,16 @@ fn refused_lines(out: &str) -> Vec<String> {
         .collect()
 }
 
+/// `FRRouting 10.3 (node-guest) on Linux(7.2.7).` -> `10.3`.
+fn parse_version(out: &str) -> Option<String> {
+    let line = out.lines().find(|l| l.starts_with("FRRouting "))?;
+    let version = line.split_whitespace().nth(1)?;
+    version
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-_+~".contains(c))
+        .then(|| version.to_string())
+}
+
 /// `show vrf vni` (columns `VRF VNI VxLAN-IF L3-SVI State Rmac`): VNI -> VRF.
 fn parse_vrf_vni(out: &str) -> BTreeMap<u32, String> {
     out.lines()
@@ -478,6 +491,13 @@ impl FrrControl for FrrReload {
         }
     }
 
+    async fn version(&mut self) -> Option<String> {
+        self.vtysh("show version")
+            .await
+            .ok()
+            .and_then(|out| parse_version(&out))
+    }
+
     async fn l3vni_mappings(&mut self) -> Option<BTreeMap<u32, String>> {
         self.vtysh("show vrf vni")
             .await
@@ -535,6 +555,16 @@ mod tests {
         ] {
             assert_eq!(parse_type5_prefixes(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn reads_the_version() {
+        // FRR 10.3 in the node guest
+        let out =
+            "FRRouting 10.3 (node-guest) on Linux(7.2.7).\nCopyright 1996-2005 Kunihiro Ishiguro, et al.\n";
+        assert_eq!(parse_version(out).as_deref(), Some("10.3"));
+        assert_eq!(parse_version("% Unknown command\n"), None);
+        assert_eq!(parse_version("FRRouting 10.3<script> (x)"), None);
     }
 
     #[test]
