@@ -13,8 +13,11 @@
 #   * kube-apiserver, kube-controller-manager and kubectl v1.37.2 (KUBE_VERSION), and v1.35.4 (the
 #     oldest supported: the CRD, controller and chart tiers run on it too), built from the
 #     k8s.io/kubernetes Go module with the machine's Go (~18 min cold each on 2 cores); the
-#     kubelet of v1.37.2 too, for the node guest (containerd, runc and CNI from the guest root)
-#   * the node guest's container images, built locally without a registry (hack/testbed/node/images.sh)
+#     kubelet and kube-scheduler of v1.37.2 too, for the node guest (containerd, runc and CNI from
+#     the guest root)
+#   * the node guest's container images, built locally without a registry (hack/testbed/node/images.sh),
+#     and the Debian root of the lab's FRR / agent / operator images (debootstrap, ~1 min cold; the
+#     images themselves are layered from the built binaries by the node test: lab-images.sh)
 #   * neutron-server + networking-bgpvpn and Keystone in venvs from PyPI (~1.5 min cold)
 # It prints the versions of every part it runs. Cache: ${TESTBED_CACHE:-~/.cache/bgpvpn-operator}.
 # As root every real-parts tier is required (a tier that cannot start fails the run); as non-root
@@ -43,9 +46,10 @@ if [ "$(id -u)" = 0 ]; then
   hack/dataplane/install-deps.sh
   log "hack/testbed/guest.sh prepare"
   hack/testbed/guest.sh prepare >/dev/null
-  hack/testbed/kube-apiserver.sh build   # with the kubelet of the node guest (e2e/tests/node.rs)
+  hack/testbed/kube-apiserver.sh build   # with the kubelet and kube-scheduler of the node guest (e2e/tests/node.rs)
   KUBE_VERSION=$OLDEST_KUBE hack/testbed/kube-apiserver.sh build kube-apiserver kube-controller-manager kubectl
   log "hack/testbed/node/images.sh: $(hack/testbed/node/images.sh)"
+  log "the lab images' Debian root: $(ROOT_KIND=frr-image hack/testbed/guest-root.sh)"
   log "hack/neutron/install.sh"
   hack/neutron/install.sh
   hack/testbed/versions.sh

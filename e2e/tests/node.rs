@@ -70,6 +70,10 @@ struct Bed {
     dir: PathBuf,
     kubectl: PathBuf,
     guest: Option<Child>,
+    /// When the guest was started.
+    booted: Instant,
+    /// Commands run on the node so far.
+    execs: u32,
 }
 
 impl Bed {
@@ -136,6 +140,23 @@ impl Bed {
         }
     }
 
+    /// Runs `script` (bash) on the node: its exit code and output (node.sh's exec channel; this
+    /// bed has no `kubectl exec`).
+    fn on_node(&mut self, script: &str) -> (i32, String) {
+        self.execs += 1;
+        let dir = self.out().join("exec");
+        let tmp = dir.join(format!("{}.sh.tmp", self.execs));
+        std::fs::write(&tmp, script).unwrap();
+        std::fs::rename(&tmp, dir.join(format!("{}.sh", self.execs))).unwrap();
+        let rc = dir.join(format!("{}.rc", self.execs));
+        if !poll(120, || rc.exists() || self.guest_exited().is_some()) || !rc.exists() {
+            self.fail(&format!("the node did not run {script:?}"));
+        }
+        let out = std::fs::read_to_string(dir.join(format!("{}.out", self.execs))).unwrap_or_default();
+        let code = std::fs::read_to_string(&rc).unwrap().trim().parse().unwrap_or(-1);
+        (code, out)
+    }
+
     fn guest_exited(&mut self) -> Option<std::process::ExitStatus> {
         self.guest.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
@@ -149,8 +170,29 @@ impl Bed {
                 println!("{l}");
             }
         }
+        // the containers' logs, as the node writes them (no `kubectl logs` here)
+        let mut logs = Vec::new();
+        let mut dirs = vec![self.out().join("pods")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else {
+                    logs.push(p);
+                }
+            }
+        }
+        logs.sort();
+        for p in logs {
+            let s = std::fs::read_to_string(&p).unwrap_or_default();
+            println!("---- {} (tail)", p.display());
+            for l in s.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev() {
+                println!("{l}");
+            }
+        }
         println!("---- kubectl describe nodes,pods");
-        println!("{}", text(&self.kubectl(&["describe", "nodes,pods"])));
+        println!("{}", text(&self.kubectl(&["describe", "nodes,pods", "-A"])));
         panic!("{what} (logs in {})", self.dir.display());
     }
 
@@ -219,10 +261,26 @@ fn poll(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-#[test]
-fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
+/// What a node bed starts besides the apiserver and the node.
+#[derive(Default)]
+struct NodeOptions {
+    /// kube-controller-manager and kube-scheduler: Deployments, DaemonSets, service accounts.
+    controllers: bool,
+    /// More OCI archives for the node's containerd.
+    extra_images: Vec<String>,
+    /// The guest's memory (guest.sh's default when `None`).
+    memory: Option<&'static str>,
+}
+
+/// One node bed at a time: two UML guests and their apiservers on two cores only slow each other.
+static ONE_BED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A netns with a tap, a real apiserver on it and the node guest on the other end, its kubelet
+/// registered and its Node Ready. `None`: skipped (not root, nothing built), said so.
+fn start_node(opts: NodeOptions) -> Option<Bed> {
     if !is_root() {
-        return skip("not running as root");
+        skip("not running as root");
+        return None;
     }
     let repo = bgpvpn_testkit::repo_root();
     let found = (|| {
@@ -235,7 +293,10 @@ fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
     })();
     let (kubelet, kubectl, versions, images) = match found {
         Ok(f) => f,
-        Err(e) => return skip(&e),
+        Err(e) => {
+            skip(&e);
+            return None;
+        }
     };
     println!("node guest: {versions}");
 
@@ -253,6 +314,8 @@ fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
         dir,
         kubectl,
         guest: None,
+        booted: Instant::now(),
+        execs: 0,
     };
     // the backstop if this binary is killed: the same cleanup once its PID is gone
     let watcher = format!(
@@ -291,6 +354,7 @@ fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
     ] {
         run_ok(Command::new("ip").args(&args));
     }
+    let controllers = if opts.controllers { "1" } else { "" };
     let o = Command::new("ip")
         .args(["netns", "exec", &bed.ns])
         .arg(repo.join("hack/testbed/kube-apiserver.sh"))
@@ -298,6 +362,11 @@ fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
         .arg(bed.kube())
         .env("KUBE_BIND_ADDRESS", HOST_IP)
         .env("KUBE_NODES", &bed.node)
+        .env("KUBE_CONTROLLER_MANAGER", controllers)
+        .env("KUBE_SCHEDULER", controllers)
+        // all of them: a real kubelet registers its Node tainted not-ready, and only the
+        // node-lifecycle controller lifts that
+        .env("KUBE_CONTROLLERS", if opts.controllers { "*" } else { "" })
         .stdin(Stdio::null())
         .output()
         .expect("kube-apiserver.sh start");
@@ -326,8 +395,9 @@ fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
     );
 
     let log = std::fs::File::create(bed.dir.join("guest.log")).unwrap();
-    let booted = Instant::now();
-    let guest = Command::new("ip")
+    bed.booted = Instant::now();
+    let mut guest = Command::new("ip");
+    guest
         .args(["netns", "exec", &bed.ns])
         .arg(repo.join("hack/testbed/guest.sh"))
         .arg("run")
@@ -338,14 +408,17 @@ fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
         .arg(format!("KUBELET={kubelet}"))
         .arg(format!("KUBELET_KUBECONFIG={}", kubelet_kubeconfig.display()))
         .arg(format!("IMAGES={images}"))
+        .arg(format!("EXTRA_IMAGES={}", opts.extra_images.join(" ")))
         .env("TAP", &tap)
         .env("GUEST_OUT", bed.out())
         .env("GUEST_TIMEOUT", "1800")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("guest.sh run");
+        .stderr(log);
+    if let Some(m) = opts.memory {
+        guest.env("GUEST_MEM", m);
+    }
+    let guest = guest.spawn().expect("guest.sh run");
     std::fs::write(bed.dir.join("guest.pid"), guest.id().to_string()).unwrap();
     bed.guest = Some(guest);
 
@@ -357,7 +430,7 @@ fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
     let kubelet_started = Instant::now();
     println!(
         "boot to kubelet started: {:.1} s",
-        (kubelet_started - booted).as_secs_f64()
+        (kubelet_started - bed.booted).as_secs_f64()
     );
 
     // kubectl wait watches: first for the Node to exist, then for its Ready condition
@@ -380,6 +453,15 @@ fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
         "jsonpath={.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion}",
     ]);
     assert!(info.contains("containerd://"), "node info: {info}");
+    Some(bed)
+}
+
+#[test]
+fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
+    let _one = ONE_BED.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(mut bed) = start_node(NodeOptions::default()) else {
+        return;
+    };
 
     let pod = format!(
         r#"{{"apiVersion": "v1", "kind": "Pod",
@@ -432,4 +514,188 @@ fn kubelet_registers_and_runs_a_pod_with_a_cni_address() {
     let t = Instant::now();
     bed.stop_guest();
     println!("node stopped in {:.1} s", t.elapsed().as_secs_f64());
+}
+
+/// The path and the lines of a script's output (`lab-images.sh`: the archive, then one line per
+/// image).
+fn lab_images(repo: &Path) -> Result<(String, Vec<String>), String> {
+    let agent = bgpvpn_testkit::built_binary("bgpvpn-agent");
+    let operator = bgpvpn_testkit::built_binary("bgpvpn-operator");
+    let out = script_out(
+        repo,
+        "hack/testbed/node/lab-images.sh",
+        &[&agent.display().to_string(), &operator.display().to_string()],
+    )?;
+    let mut lines = out.lines().map(str::to_string);
+    let archive = lines.next().ok_or("lab-images.sh printed nothing")?;
+    Ok((archive, lines.collect()))
+}
+
+const RELEASE: &str = "bgpvpn-operator";
+const RELEASE_NS: &str = "bgpvpn-system";
+
+/// The chart on the real node: `helm install` with the lab's images (FRR 10 from Debian's
+/// packages, the agent and the operator this build made). The operator Deployment and the agent
+/// DaemonSet run for real: scheduled, with service-account tokens, RBAC, probes, the FRR sidecar
+/// and the sockets they share. The agent reports its node Ready with the FRR configuration applied
+/// to its sidecar and that FRR's version, and the seed's pod, bound to vpn-1001 with the seed's own
+/// manifests, is programmed on the node.
+#[test]
+fn the_chart_runs_the_operator_and_the_agent_on_the_node() {
+    let _one = ONE_BED.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        return skip("not running as root");
+    }
+    let repo = bgpvpn_testkit::repo_root();
+    // fetched and built before any namespace is entered
+    let found = (|| {
+        let helm = script_out(&repo, "hack/testbed/get-helm.sh", &[])?;
+        let (archive, images) = lab_images(&repo)?;
+        Ok::<_, String>((helm, archive, images))
+    })();
+    let (helm, archive, images) = match found {
+        Ok(f) => f,
+        Err(e) => return skip(&e),
+    };
+    for line in &images {
+        println!("lab image: {line}");
+    }
+    let Some(mut bed) = start_node(NodeOptions {
+        controllers: true,
+        extra_images: vec![archive],
+        memory: Some("2G"),
+    }) else {
+        return;
+    };
+    let env = std::fs::read_to_string(bed.kube().join("env")).unwrap();
+    let url = env
+        .lines()
+        .find_map(|l| l.strip_prefix("KUBE_APISERVER_URL="))
+        .expect("KUBE_APISERVER_URL in env");
+    let port = url.rsplit(':').next().unwrap();
+
+    let values = format!(
+        "operator.image.repository=localhost/bgpvpn-operator,operator.image.tag=lab,\
+         operator.image.pullPolicy=Never,operator.replicas=1,\
+         agent.image.repository=localhost/bgpvpn-agent,agent.image.tag=lab,agent.image.pullPolicy=Never,\
+         frr.image.repository=localhost/bgpvpn-frr,frr.image.tag=lab,frr.image.pullPolicy=Never,\
+         apiServer.host={HOST_IP},apiServer.port={port}"
+    );
+    let t = Instant::now();
+    let o = Command::new("ip")
+        .args(["netns", "exec", &bed.ns, &helm, "install", RELEASE])
+        .arg(repo.join("charts/bgpvpn-operator"))
+        .args(["--namespace", RELEASE_NS, "--create-namespace", "--set", &values])
+        .arg("--kubeconfig")
+        .arg(bed.kube().join("kubeconfig"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("helm install");
+    if !o.status.success() {
+        bed.fail(&format!("helm install: {}", text(&o)));
+    }
+    println!("helm install: {:.1} s", t.elapsed().as_secs_f64());
+    let operator = format!("deployment/{RELEASE}-operator");
+    let agent = format!("daemonset/{RELEASE}-agent");
+    bed.wait(&[
+        "--for=condition=Available",
+        &operator,
+        "-n",
+        RELEASE_NS,
+        "--timeout=600s",
+    ]);
+    println!("operator Available: {:.1} s", t.elapsed().as_secs_f64());
+    bed.wait(&[
+        "--for=jsonpath={.status.numberReady}=1",
+        &agent,
+        "-n",
+        RELEASE_NS,
+        "--timeout=600s",
+    ]);
+    println!("agent pod Ready: {:.1} s", t.elapsed().as_secs_f64());
+    // the operator made the node's object; the agent, through its sidecar, applied FRR and said so
+    let state = format!("evpnnodestate/{}", bed.node);
+    bed.wait(&["--for=create", &state, "--timeout=300s"]);
+    bed.wait(&["--for=condition=FrrApplied", &state, "--timeout=300s"]);
+    bed.wait(&["--for=condition=Ready", &state, "--timeout=300s"]);
+    println!("node state Ready: {:.1} s", t.elapsed().as_secs_f64());
+    println!("{}", bed.kubectl_ok(&["get", "pods", "-A", "-o", "wide"]));
+    // read from the sidecar's daemons once the agent has seen them running
+    bed.wait(&["--for=jsonpath={.status.frrVersion}", &state, "--timeout=120s"]);
+    let frr = bed.kubectl_ok(&["get", &state, "-o", "jsonpath={.status.frrVersion}"]);
+    println!("the agent pod's FRR: {frr}");
+    assert!(frr.starts_with("10."), "FRR version {frr:?}");
+    let containers = bed.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        RELEASE_NS,
+        "-l",
+        "app.kubernetes.io/component=agent",
+        "-o",
+        "jsonpath={range .items[*].status.containerStatuses[*]}{.name}={.ready} {end}",
+    ]);
+    assert_eq!(containers.trim(), "agent=true frr=true", "agent pod containers");
+
+    // the seed's own manifests bind a pod of namespace demo to vpn-1001
+    for f in [
+        "00-namespace.yaml",
+        "10-bgpvpn-vni-1001.yaml",
+        "20-binding-vni-1001.yaml",
+    ] {
+        let path = repo.join("examples/seed").join(f);
+        bed.kubectl_ok(&["apply", "-f", &path.display().to_string()]);
+    }
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod",
+  "metadata": {"name": "web", "namespace": "demo", "labels": {"app": "web"}},
+  "spec": {"automountServiceAccountToken": false,
+    "containers": [{"name": "web", "image": "localhost/testbed-web:1", "imagePullPolicy": "Never",
+      "ports": [{"containerPort": 8080}],
+      "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1}}]}}"#;
+    // the ServiceAccount admission wants the namespace's account, which the controller-manager makes
+    bed.wait(&[
+        "--for=create",
+        "serviceaccount/default",
+        "-n",
+        "demo",
+        "--timeout=120s",
+    ]);
+    let manifest = bed.dir.join("demo-pod.json");
+    std::fs::write(&manifest, pod).unwrap();
+    let t = Instant::now();
+    bed.kubectl_ok(&["apply", "-f", &manifest.display().to_string()]);
+    bed.wait(&["--for=condition=Ready", "pod/web", "-n", "demo", "--timeout=600s"]);
+    let ip = bed.kubectl_ok(&["get", "pod/web", "-n", "demo", "-o", "jsonpath={.status.podIP}"]);
+    bed.wait(&[
+        "--for=jsonpath={.status.l3vnis[0].endpoints}=1",
+        &state,
+        "--timeout=300s",
+    ]);
+    bed.wait(&[
+        "--for=jsonpath={.status.l3vnis[0].ready}=true",
+        &state,
+        "--timeout=300s",
+    ]);
+    println!(
+        "pod {ip} bound to vpn-1001 and programmed on the node: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let vni = bed.kubectl_ok(&[
+        "get",
+        &state,
+        "-o",
+        "jsonpath={.status.l3vnis[0].vni} {.status.l3vnis[0].vrf}",
+    ]);
+    let (vni, vrf) = vni.split_once(' ').unwrap();
+    assert_eq!(vni, "1001");
+    // on the node itself: the VRF, its VXLAN device, and the pod's route in the VRF's table
+    let (rc, out) = bed.on_node(&format!(
+        "ip -d link show {vrf} && ip -br link show master {vrf} && ip route show vrf {vrf}"
+    ));
+    println!("on the node:\n{out}");
+    assert!(
+        rc == 0 && out.contains("vrf table") && out.contains(&format!("{ip} dev ")),
+        "the node's {vrf}: {out}"
+    );
+    println!("{}", bed.kubectl_ok(&["get", "evpnnodestates", "-o", "wide"]));
 }

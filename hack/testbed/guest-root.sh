@@ -35,8 +35,9 @@ esac
 log() { printf '[guest-root %4ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# the last item: the layout version, raised when the tree's layout changes (3: node mount points)
-KEY=$(printf '%s\n' "$SUITE" "${PKGS[@]}" 3 | cksum | cut -d' ' -f1)
+# the last item: the layout version, raised when the tree's layout changes (3: node mount points,
+# 4: the agent's state directory)
+KEY=$(printf '%s\n' "$SUITE" "${PKGS[@]}" 4 | cksum | cut -d' ' -f1)
 ROOT=$CACHE/guest-root/$PREFIX-$KEY
 
 versions() {
@@ -79,8 +80,8 @@ build() {
   # the guest mounts its own /run, /tmp, /var/log...: these are mount points, nothing else
   mkdir -p "$tmp/mnt/out" "$tmp/srv"
   # and where the node payload mounts the state of containerd, the kubelet and CNI (libcni's cache
-  # is always /var/lib/cni)
-  mkdir -p "$tmp/var/lib/containerd" "$tmp/var/lib/kubelet" "$tmp/var/lib/cni"
+  # is always /var/lib/cni), and of the agent the chart runs there (its hostPath)
+  mkdir -p "$tmp/var/lib/containerd" "$tmp/var/lib/kubelet" "$tmp/var/lib/cni" "$tmp/var/lib/bgpvpn-agent"
   : >"$tmp/etc/resolv.conf"
   echo "$SUITE" >"$tmp/etc/hostname"
   mv "$tmp" "$ROOT"

@@ -2,13 +2,14 @@
 # kube-apiserver.sh -- a real kube-apiserver (+ etcd, optionally kube-controller-manager) for
 # controller/operator tests, of the Kubernetes version in KUBE_VERSION (default v1.37.2).
 #
-#   kube-apiserver.sh build [name..] build kube-apiserver, kube-controller-manager, kubectl and kubelet
-#                                    (or only the named ones) from the k8s.io/kubernetes Go module at
+#   kube-apiserver.sh build [name..] build kube-apiserver, kube-controller-manager, kube-scheduler,
+#                                    kubectl and kubelet (or only the named ones) from the k8s.io/kubernetes Go module at
 #                                    $KUBE_VERSION (Go module proxy; cached by version and binary: only
 #                                    the missing ones are built, a second run is a no-op)
 #   kube-apiserver.sh start <rundir> start etcd + kube-apiserver on free ports, write
 #                                    <rundir>/kubeconfig and <rundir>/env, wait for /readyz;
-#                                    with KUBE_CONTROLLER_MANAGER=1 also kube-controller-manager
+#                                    with KUBE_CONTROLLER_MANAGER=1 also kube-controller-manager,
+#                                    with KUBE_SCHEDULER=1 also kube-scheduler
 #   kube-apiserver.sh stop  <rundir> stop the processes recorded in <rundir>/env
 #   kube-apiserver.sh kubectl        print the path of the kubectl of the same version (built by `build`)
 #   kube-apiserver.sh kubelet        print the path of the kubelet of the same version (built by `build`)
@@ -23,7 +24,9 @@
 #      EXTRA_CONTROLLER_MANAGER_FLAGS,
 #      KUBE_NODES="name ..." (kubelets that will register: for each a token of system:node:<name> in
 #      group system:nodes and <rundir>/kubelet-<name>.kubeconfig; the apiserver then authorizes
-#      with Node,RBAC and admits with NodeRestriction, as a cluster with real kubelets does).
+#      with Node,RBAC and admits with NodeRestriction, as a cluster with real kubelets does; with
+#      KUBE_CONTROLLER_MANAGER=1 too, which makes each namespace's `default` ServiceAccount and
+#      `kube-root-ca.crt`, also with ServiceAccount: the pods get service-account tokens).
 # Needs Go >= 1.21 on PATH for `build`, and root only when etcd-server/openssl/curl are missing.
 set -euo pipefail
 
@@ -36,6 +39,7 @@ KUBE_MINOR=${BASH_REMATCH[1]}
 STAGING_VERSION=v0.${BASH_REMATCH[1]}.${BASH_REMATCH[2]}
 KDIR=$CACHE/kube-$KUBE_VERSION
 BIN=$KDIR/kube-apiserver KCM_BIN=$KDIR/kube-controller-manager KUBECTL_BIN=$KDIR/kubectl KUBELET_BIN=$KDIR/kubelet
+SCHED_BIN=$KDIR/kube-scheduler
 GOMODCACHE_DIR=$CACHE/go-mod   # module downloads (and a fetched Go toolchain) are kept: ~0.8 GB a release
 PY=${PYTHON:-python3}
 
@@ -71,10 +75,10 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", b - a }'; }
 
 cmd_build() {
   apt_install etcd-server openssl curl   # runtime deps of `start`; a no-op when present
-  local all=(kube-apiserver kube-controller-manager kubectl kubelet) names=() n
+  local all=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet) names=() n
   [ $# = 0 ] || all=("$@")
   for n in "${all[@]}"; do
-    case $n in kube-apiserver|kube-controller-manager|kubectl|kubelet) ;; *) die "build: unknown binary $n" ;; esac
+    case $n in kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet) ;; *) die "build: unknown binary $n" ;; esac
   done
   # only what is missing: a cache from before kubelet was added gains kubelet alone (the
   # apiserver alone takes ~13 min cold)
@@ -217,6 +221,24 @@ start_controller_manager() {
   done
 }
 
+# Called by cmd_start once the apiserver is ready: kube-scheduler on a free loopback port, with
+# the admin's kubeconfig and no leader election.
+start_scheduler() {
+  [ -x "$SCHED_BIN" ] || die "no kube-scheduler $KUBE_VERSION in $KDIR: run '$0 build' first"
+  local SP
+  read -r SP < <(free_ports 127.0.0.1 1)
+  "$SCHED_BIN" --kubeconfig="$RUN/kubeconfig" \
+    --authentication-kubeconfig="$RUN/kubeconfig" --authorization-kubeconfig="$RUN/kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$SP" --leader-elect=false \
+    </dev/null >"$RUN/scheduler.log" 2>&1 &
+  SCHED_PID=$!
+  until [ "$(curl -sk "https://127.0.0.1:$SP/healthz" 2>/dev/null)" = ok ]; do
+    kill -0 "$SCHED_PID" 2>/dev/null || { tail -20 "$RUN/scheduler.log" >&2; die "kube-scheduler exited"; }
+    [ $SECONDS -lt $deadline ] || { tail -20 "$RUN/scheduler.log" >&2; die "scheduler not healthy after ${READY_TIMEOUT:-120}s"; }
+    sleep 0.2
+  done
+}
+
 cmd_start() {
   local RUN=${1:?usage: $0 start <rundir>}
   [ -x "$BIN" ] || die "no kube-apiserver $KUBE_VERSION in $KDIR: run '$0 build' first"
@@ -238,7 +260,10 @@ cmd_start() {
     echo "${node_tokens[-1]#*=},system:node:$node,system:node:$node,system:nodes" >>"$RUN/pki/tokens.csv"
   done
   # the Node authorizer limits a kubelet to its own Node and the objects of its pods
+  local NO_ADMIT=--disable-admission-plugins=ServiceAccount
   [ ${#node_tokens[@]} = 0 ] || { AUTHZ=Node,RBAC; ADMIT=--enable-admission-plugins=NodeRestriction; }
+  # pods that run get service-account tokens once the controller-manager makes the accounts
+  [ ${#node_tokens[@]} = 0 ] || [ "${KUBE_CONTROLLER_MANAGER:-}" != 1 ] || NO_ADMIT=""
   openssl genrsa -out "$RUN/pki/sa.key" 2048 2>/dev/null
   # Own CA + serving cert (SAN = bind address) so clients can verify TLS (kube-rs/rustls included)
   # instead of relying on insecure-skip-tls-verify.
@@ -252,15 +277,16 @@ cmd_start() {
     "subjectAltName=IP:$BIND,IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc") 2>/dev/null
 
   # On any failure below, kill what we started (by PID) -- never leave orphans behind.
-  ETCD_PID='' API_PID='' KCM_PID=''
-  trap 'kill $KCM_PID $API_PID $ETCD_PID 2>/dev/null || true' EXIT
+  ETCD_PID='' API_PID='' KCM_PID='' SCHED_PID=''
+  trap 'kill $SCHED_PID $KCM_PID $API_PID $ETCD_PID 2>/dev/null || true' EXIT
   etcd --name testbed --data-dir "$RUN/etcd-data" \
     --listen-client-urls "http://127.0.0.1:$EP" --advertise-client-urls "http://127.0.0.1:$EP" \
     --listen-peer-urls "http://127.0.0.1:$PP" --initial-advertise-peer-urls "http://127.0.0.1:$PP" \
     --initial-cluster "testbed=http://127.0.0.1:$PP" </dev/null >"$RUN/etcd.log" 2>&1 &
   ETCD_PID=$!
-  # --disable-admission-plugins=ServiceAccount: Pods need no ServiceAccount (none exists without the
-  # controller-manager). 1.37's lease endpoint reconciler refuses a loopback advertise address (1.35's
+  # --disable-admission-plugins=ServiceAccount unless kubelets and the controller-manager run:
+  # Pods need no ServiceAccount (none exists without the controller-manager), and without a
+  # kubelet no pod runs to use its token. 1.37's lease endpoint reconciler refuses a loopback advertise address (1.35's
   # does not): on loopback nobody reaches the apiserver through the `kubernetes` Service, so none.
   local RECONCILER=lease
   case $BIND in 127.*|::1) RECONCILER=none ;; esac
@@ -272,7 +298,7 @@ cmd_start() {
     --service-account-key-file="$RUN/pki/sa.key" --service-account-signing-key-file="$RUN/pki/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --api-audiences=https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range=10.96.0.0/16 --disable-admission-plugins=ServiceAccount \
+    --service-cluster-ip-range=10.96.0.0/16 $NO_ADMIT \
     --endpoint-reconciler-type="$RECONCILER" \
     ${EXTRA_APISERVER_FLAGS:-} </dev/null >"$RUN/apiserver.log" 2>&1 &
   API_PID=$!
@@ -307,6 +333,7 @@ EOF
   done
   local KCM_URL=''
   [ "${KUBE_CONTROLLER_MANAGER:-}" != 1 ] || start_controller_manager
+  [ "${KUBE_SCHEDULER:-}" != 1 ] || start_scheduler
   # sourceable by sh (set -a; . <rundir>/env) and readable by any test harness
   cat >"$RUN/env" <<EOF
 KUBECONFIG=$RUN/kubeconfig
@@ -319,8 +346,9 @@ KUBE_APISERVER_PID=$API_PID
 KUBE_VERSION=$KUBE_VERSION
 EOF
   [ -z "$KCM_PID" ] || printf 'KUBE_CONTROLLER_MANAGER_PID=%s\nKUBE_CONTROLLER_MANAGER_URL=%s\n' "$KCM_PID" "$KCM_URL" >>"$RUN/env"
+  [ -z "$SCHED_PID" ] || printf 'KUBE_SCHEDULER_PID=%s\n' "$SCHED_PID" >>"$RUN/env"
   trap - EXIT
-  log "ready after $((SECONDS - t0))s at $URL ($KUBE_VERSION; apiserver pid $API_PID, etcd pid $ETCD_PID${KCM_PID:+, controller-manager pid $KCM_PID}); env: $RUN/env"
+  log "ready after $((SECONDS - t0))s at $URL ($KUBE_VERSION; apiserver pid $API_PID, etcd pid $ETCD_PID${KCM_PID:+, controller-manager pid $KCM_PID}${SCHED_PID:+, scheduler pid $SCHED_PID}); env: $RUN/env"
 }
 
 stop_pid() {  # pid expected-comm
@@ -335,11 +363,13 @@ stop_pid() {  # pid expected-comm
 }
 
 cmd_stop() {
-  local RUN=${1:?usage: $0 stop <rundir>} ETCD_PID='' KUBE_APISERVER_PID='' KCM_PID=''
+  local RUN=${1:?usage: $0 stop <rundir>} ETCD_PID='' KUBE_APISERVER_PID='' KCM_PID='' SCHED_PID=''
   [ -f "$RUN/env" ] || { log "nothing to stop ($RUN/env missing)"; return 0; }
+  SCHED_PID=$(sed -n 's/^KUBE_SCHEDULER_PID=//p' "$RUN/env")
   KCM_PID=$(sed -n 's/^KUBE_CONTROLLER_MANAGER_PID=//p' "$RUN/env")
   ETCD_PID=$(sed -n 's/^ETCD_PID=//p' "$RUN/env")
   KUBE_APISERVER_PID=$(sed -n 's/^KUBE_APISERVER_PID=//p' "$RUN/env")
+  stop_pid "$SCHED_PID" kube-scheduler
   stop_pid "$KCM_PID" kube-controller-manager
   stop_pid "$KUBE_APISERVER_PID" kube-apiserver
   stop_pid "$ETCD_PID" etcd

@@ -6,9 +6,13 @@
 #
 # KEY=VALs: NODE_NAME, NODE_IP (on $GUEST_NIC, /24), KUBELET (the binary), KUBELET_KUBECONFIG
 # (token of system:node:<NODE_NAME>), IMAGES (hack/testbed/node/images.sh's directory),
-# POD_CIDR (this node's pod range, e.g. 10.244.0.0/24).
-# Writes to $OUT: containerd.log, kubelet.log and kubelet.started (the guest's uptime when the
-# kubelet was started); its own steps go to stdout (guest.sh keeps them in $OUT/.guest.log).
+# POD_CIDR (this node's pod range, e.g. 10.244.0.0/24); optional EXTRA_IMAGES (more OCI
+# archives to import, space separated: hack/testbed/node/lab-images.sh's).
+# Writes to $OUT: containerd.log, kubelet.log, kubelet.started (the guest's uptime when the
+# kubelet was started) and pods/ (the containers' logs: this bed has no `kubectl logs`); its own
+# steps go to stdout (guest.sh keeps them in $OUT/.guest.log). The host runs a command on the node
+# (no `kubectl exec` either) by writing $OUT/exec/<n>.sh (renamed into place): the node runs it
+# once and writes <n>.out, then <n>.rc.
 set -euo pipefail
 : "${NODE_NAME:?}" "${NODE_IP:?}" "${KUBELET:?}" "${KUBELET_KUBECONFIG:?}" "${IMAGES:?}" "${POD_CIDR:?}" "${GUEST_NIC:?TAP=}"
 up() { cut -d' ' -f1 /proc/uptime; }
@@ -24,14 +28,17 @@ trap stop EXIT
 
 ip addr add "$NODE_IP/24" dev "$GUEST_NIC"
 ip link set "$GUEST_NIC" up
-# overlayfs: containerd's snapshotter; bridge + veth: the CNI bridge plugin. The host reaches the
-# pods through this node: it forwards between the tap and the bridge
+# overlayfs: containerd's snapshotter; veth: the CNI ptp plugin; bridge: the agent's VRF bridges.
+# The host reaches the pods through this node: it forwards between the tap and the pods' veths
 for m in overlay bridge veth; do modprobe "$m"; done
 sysctl -qw net.ipv4.ip_forward=1
 # the root is read-only: the runtime's state lives in tmpfs (mount points made by guest-root.sh)
-for d in /var/lib/containerd /var/lib/kubelet /var/lib/cni; do mount -t tmpfs -o mode=755 tmpfs "$d"; done
+for d in /var/lib/containerd /var/lib/kubelet /var/lib/cni /var/lib/bgpvpn-agent; do
+  mount -t tmpfs -o mode=755 tmpfs "$d"
+done
 S=/run/node
-mkdir -p "$S/cni/net.d" /var/log/pods /var/log/containers
+mkdir -p "$S/cni/net.d" /var/log/pods /var/log/containers "$OUT/pods" "$OUT/exec"
+mount --bind "$OUT/pods" /var/log/pods
 # UML's /proc/cpuinfo has no "cpu MHz" line and no cpufreq in sysfs, and the kubelet's cAdvisor
 # refuses to start without a clock speed: give it one that says "unknown" (QEMU's has it already)
 if ! grep -q '^cpu MHz' /proc/cpuinfo; then
@@ -39,9 +46,11 @@ if ! grep -q '^cpu MHz' /proc/cpuinfo; then
   mount --bind "$S/cpuinfo" /proc/cpuinfo
 fi
 
+# ptp: a veth per pod and a host route to it, as routed CNIs (Calico, Kuryr's) do: the agent finds
+# a pod's interface by that route
 cat >"$S/cni/net.d/10-testbed.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "testbed", "plugins": [
-  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+  {"type": "ptp", "ipMasq": false, "mtu": 1450,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}}]}
 EOF
 cat >"$S/containerd.toml" <<EOF
@@ -70,7 +79,9 @@ until ctr -a "$SOCK" version >/dev/null 2>&1; do
   sleep 0.1
 done
 log "containerd ready"
-for i in pause web; do ctr -a "$SOCK" -n k8s.io images import "$IMAGES/$i.tar" >/dev/null || die "ctr images import $i.tar"; done
+for i in "$IMAGES/pause.tar" "$IMAGES/web.tar" ${EXTRA_IMAGES:-}; do
+  ctr -a "$SOCK" -n k8s.io images import "$i" >/dev/null || die "ctr images import $i"
+done
 log "images imported: $(ctr -a "$SOCK" -n k8s.io images ls -q | tr '\n' ' ')"
 
 : >"$S/resolv.conf"
@@ -102,6 +113,12 @@ up >"$OUT/kubelet.started"
 # the host decides when the node goes away
 # readdir, not a lookup: a hostfs lookup may answer from a cached negative dentry
 until ls "$OUT" | grep -x stop >/dev/null; do
+  for req in $(ls "$OUT/exec" | grep '^[0-9]*\.sh$'); do
+    n=${req%.sh}
+    ls "$OUT/exec" | grep -qx "$n.rc" && continue
+    rc=0; bash "$OUT/exec/$req" >"$OUT/exec/$n.out" 2>&1 || rc=$?
+    echo "$rc" >"$OUT/exec/$n.rc.tmp"; mv "$OUT/exec/$n.rc.tmp" "$OUT/exec/$n.rc"
+  done
   kill -0 "$KPID" 2>/dev/null || die "kubelet exited"
   kill -0 "$CPID" 2>/dev/null || die "containerd exited"
   sleep 0.2
