@@ -5,6 +5,8 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bgpvpn_crds::EvpnNodeStateStatus;
@@ -20,7 +22,7 @@ use crate::liveness::Liveness;
 use crate::metrics::{Metrics, StateLabels};
 use crate::model::{NodeModel, load_state_file};
 use crate::monitor;
-use crate::reconcile::{FrrResult, PassReport, Reconciler};
+use crate::reconcile::{FrrApply, FrrResult, PassReport, Reconciler};
 use crate::status::build_status;
 
 /// What the source of the desired state reports.
@@ -267,6 +269,27 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
         self.fingerprint = fp;
     }
 
+    /// On shutdown the dataplane and FRR stay as they are (a restarted agent adopts them), unless
+    /// `uninstalled` says the agent's DaemonSet is deleted: then the node is cleaned up.
+    async fn shut_down(&mut self, uninstalled: Option<&AtomicBool>) {
+        if !uninstalled.is_some_and(|u| u.load(Ordering::SeqCst)) {
+            tracing::info!("shutting down; the dataplane and FRR stay as they are");
+            return;
+        }
+        let Some(last) = self.desired.clone().or_else(|| self.rec.accepted.clone()) else {
+            tracing::info!("shutting down after an uninstall; nothing was programmed");
+            return;
+        };
+        let rep = self.rec.teardown(&last).await;
+        tracing::info!(
+            kernel_writes = rep.kernel_writes,
+            errors = ?rep.kernel_errors,
+            warnings = ?rep.warnings,
+            millis = rep.duration.as_millis() as u64,
+            "shutting down after an uninstall: the node's devices, routes and rules removed"
+        );
+    }
+
     fn on_frr_resync(&mut self) {
         self.rec.frr_recheck_due();
         self.pass_at(Instant::now(), "FRR resync");
@@ -275,8 +298,16 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
     /// Status, gauges and log of a pass; a failed pass is retried with backoff.
     async fn on_pass_done(&mut self, rep: PassReport) {
         let Some(d) = self.desired.as_ref() else { return };
-        if rep.frr.is_some() {
-            self.last_frr = rep.frr.clone();
+        if let Some(f) = &rep.frr {
+            self.last_frr = Some(f.clone());
+            // FRR took this pass's configuration: the daemons running now hold it. Without this,
+            // daemons first seen during the pass (the sidecar starting beside a new agent) read
+            // as a restart and got the whole configuration again (25 s in the node guest).
+            if f.result != FrrApply::Failed
+                && let Some(fp) = self.rec.frr.fingerprint()
+            {
+                self.fingerprint = Some(fp);
+            }
         }
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         if self
@@ -331,6 +362,13 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
 }
 
 /// Runs until `shutdown` resolves.
+/// How the loop ends: `signal` stops it; `uninstalled`, when it holds by then, makes it clean the
+/// node up first (see [`crate::k8s::watch_own_daemonset`]).
+pub struct Stop<S> {
+    pub signal: S,
+    pub uninstalled: Option<Arc<AtomicBool>>,
+}
+
 pub async fn run<D: Dataplane, F: FrrControl>(
     mut rec: Reconciler<D, F>,
     mut source: mpsc::Receiver<SourceEvent>,
@@ -338,8 +376,12 @@ pub async fn run<D: Dataplane, F: FrrControl>(
     timings: LoopTimings,
     metrics: Metrics,
     liveness: Liveness,
-    shutdown: impl Future<Output = ()>,
+    stop: Stop<impl Future<Output = ()>>,
 ) {
+    let Stop {
+        signal: shutdown,
+        uninstalled,
+    } = stop;
     rec.metrics = Some(metrics.clone());
     rec.liveness = Some(liveness.clone());
     let (monitor_task, mut kernel_events) = spawn_monitor();
@@ -375,7 +417,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
         };
         tokio::select! {
             _ = &mut shutdown => {
-                tracing::info!("shutting down; the dataplane and FRR stay as they are");
+                lp.shut_down(uninstalled.as_deref()).await;
                 break;
             }
             ev = source.recv() => if !lp.on_source(ev).await { break },
@@ -391,7 +433,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                 let rep = tokio::select! {
                     rep = lp.rec.pass(d) => rep,
                     _ = &mut shutdown => {
-                        tracing::info!("shutting down during a pass; the dataplane and FRR stay as they are");
+                        lp.shut_down(uninstalled.as_deref()).await;
                         break;
                     }
                 };

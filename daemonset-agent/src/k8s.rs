@@ -2,8 +2,12 @@
 //! write its status with server-side apply. When the API server is unreachable the watch only
 //! retries (with backoff): the dataplane keeps the last desired state and repairs continue.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bgpvpn_crds::{EvpnNodeState, EvpnNodeStateSpec, EvpnNodeStateStatus};
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -82,4 +86,32 @@ pub fn kube_status_writer(client: Client, node: String) -> StatusWriter {
             }
         })
     })
+}
+
+/// Whether the agent's own DaemonSet has been deleted (`helm uninstall`), as its watch last said:
+/// only a delete event or a deletion timestamp sets it, so an unreachable API server or a
+/// missing permission never reads as an uninstall. One object, in the agent's own namespace.
+pub fn watch_own_daemonset(client: Client, namespace: String, name: String) -> Arc<AtomicBool> {
+    let gone = Arc::new(AtomicBool::new(false));
+    let flag = gone.clone();
+    tokio::spawn(async move {
+        let api: Api<DaemonSet> = Api::namespaced(client, &namespace);
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+        while let Some(ev) = stream.next().await {
+            let deleted = match ev {
+                Ok(Event::Apply(ds)) | Ok(Event::InitApply(ds)) => ds.metadata.deletion_timestamp.is_some(),
+                Ok(Event::Delete(_)) => true,
+                Ok(Event::Init) | Ok(Event::InitDone) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "watching the agent's DaemonSet failed");
+                    continue;
+                }
+            };
+            if deleted && !flag.swap(true, Ordering::SeqCst) {
+                tracing::info!(%namespace, %name, "the agent's DaemonSet is deleted: the node is cleaned up at shutdown");
+            }
+        }
+    });
+    gone
 }

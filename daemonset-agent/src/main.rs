@@ -129,6 +129,22 @@ impl FrrArgs {
     }
 }
 
+/// `<namespace>/<name>`, both DNS labels.
+fn namespaced_name(s: &str) -> Result<(String, String), String> {
+    let label = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !p.starts_with('-')
+            && !p.ends_with('-')
+    };
+    match s.split_once('/') {
+        Some((ns, name)) if label(ns) && label(name) => Ok((ns.to_string(), name.to_string())),
+        _ => Err(format!("{s:?}: want <namespace>/<name>")),
+    }
+}
+
 #[derive(Args)]
 struct RunArgs {
     /// Read the desired state from this file (YAML or JSON, an EVPNNodeState or its spec);
@@ -139,6 +155,12 @@ struct RunArgs {
     /// This node's name (Kubernetes mode; from the downward API).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
+    /// The agent's own DaemonSet, `<namespace>/<name>` (Kubernetes mode): once it is deleted
+    /// (`helm uninstall`), the agent removes every device, route and rule it owns when it is
+    /// stopped. Without it, or for any other stop (upgrade, pod deleted, node drained), the
+    /// dataplane stays for the next agent to adopt.
+    #[arg(long, requires = "node_name", value_parser = namespaced_name)]
+    own_daemonset: Option<(String, String)>,
     /// Write the status (EvpnNodeStateStatus, JSON) here after each pass.
     #[arg(long)]
     status_file: Option<PathBuf>,
@@ -242,6 +264,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         });
     }
+    let mut uninstalled = None;
     let (source, status): (_, agent::StatusWriter) = match (&args.state_file, &args.node_name) {
         (Some(file), _) => {
             let status: agent::StatusWriter = match args.status_file.clone() {
@@ -258,6 +281,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .await
                 .context("Kubernetes client (in-cluster or KUBECONFIG)")?;
             tracing::info!(node, "watching this node's EVPNNodeState");
+            if let Some((namespace, name)) = &args.own_daemonset {
+                uninstalled = Some(k8s::watch_own_daemonset(
+                    client.clone(),
+                    namespace.clone(),
+                    name.clone(),
+                ));
+            }
             (
                 k8s::kube_source(client.clone(), node.clone()),
                 k8s::kube_status_writer(client, node.clone()),
@@ -271,7 +301,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         frr_resync: Duration::from_secs(args.frr_resync_secs),
         ..LoopTimings::default()
     };
-    agent::run(rec, source, status, timings, metrics, liveness, shutdown_signal()).await;
+    let stop = agent::Stop {
+        signal: shutdown_signal(),
+        uninstalled,
+    };
+    agent::run(rec, source, status, timings, metrics, liveness, stop).await;
     Ok(())
 }
 

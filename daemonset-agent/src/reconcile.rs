@@ -92,6 +92,21 @@ impl PassReport {
         }
     }
 
+    fn new(generation: Option<i64>) -> Self {
+        Self {
+            generation,
+            kernel_writes: 0,
+            kernel_errors: Vec::new(),
+            resolved: None,
+            frr: None,
+            moved: Vec::new(),
+            trace: Vec::new(),
+            warnings: Vec::new(),
+            not_served: BTreeMap::new(),
+            duration: Duration::ZERO,
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.kernel_errors.is_empty()
             && self.frr.as_ref().is_none_or(|f| f.result != FrrApply::Failed)
@@ -449,18 +464,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
     /// each in their safe order), the kernel in rounds, then FRR's final view and its checks.
     pub async fn pass(&mut self, desired: &NodeModel) -> PassReport {
         let started = Instant::now();
-        let mut report = PassReport {
-            generation: desired.generation,
-            kernel_writes: 0,
-            kernel_errors: Vec::new(),
-            resolved: None,
-            frr: None,
-            moved: Vec::new(),
-            trace: Vec::new(),
-            warnings: Vec::new(),
-            not_served: BTreeMap::new(),
-            duration: Duration::ZERO,
-        };
+        let mut report = PassReport::new(desired.generation);
         let observed = match self.dp.dump().await {
             Ok(s) => s,
             Err(e) => {
@@ -549,6 +553,36 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
         if frr_ok {
             self.apply_final_frr(&final_view, &moving, &handover, &mut report)
                 .await;
+        }
+        report.duration = started.elapsed();
+        report
+    }
+
+    /// The node cleaned up for an uninstall: every device, route and rule the agent owns
+    /// removed (the kernel step of a pass to `last` without its VRFs), and the persisted state
+    /// removed, so a new install starts afresh. FRR is left alone: its sidecar goes with the pod.
+    pub async fn teardown(&mut self, last: &NodeModel) -> PassReport {
+        let started = Instant::now();
+        let mut empty = last.clone();
+        empty.vrfs.clear();
+        empty.held_back.clear();
+        let mut report = PassReport::new(empty.generation);
+        match self.dp.dump().await {
+            Ok(observed) => {
+                let resolved = resolve(&empty, &observed, &self.settings, &self.pins);
+                self.kernel_rounds(&empty, observed, resolved, &mut report).await;
+            }
+            Err(e) => report.kernel_errors.push(e.to_string()),
+        }
+        for path in [&self.applied_path, &self.accepted_path, &self.pins_path]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = std::fs::remove_file(path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                report.warnings.push(format!("removing {}: {e}", path.display()));
+            }
         }
         report.duration = started.elapsed();
         report

@@ -346,6 +346,18 @@ async fn rbac_is_least_privilege() {
         ("list", "pods", false),
         ("get", "bgpvpns.bgpvpn.io", false),
         ("create", "vnibindings.bgpvpn.io", false),
+        // its own DaemonSet (an uninstall deletes it), read only, and no other
+        (
+            "watch",
+            &format!("daemonsets.apps/{release}-bgpvpn-operator-agent"),
+            true,
+        ),
+        (
+            "patch",
+            &format!("daemonsets.apps/{release}-bgpvpn-operator-agent"),
+            false,
+        ),
+        ("get", "daemonsets.apps/other", false),
     ] {
         assert_eq!(
             can_i(&agent, &ns, verb, resource),

@@ -157,6 +157,63 @@ impl Bed {
         (code, out)
     }
 
+    /// `helm <args>` against this bed's apiserver, in the release's namespace.
+    fn helm(&self, helm: &str, args: &[&str], repo: &Path) -> Output {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns, helm]).args(args);
+        if matches!(args.first(), Some(&"install") | Some(&"upgrade")) {
+            c.arg(repo.join("charts/bgpvpn-operator"));
+        }
+        c.args(["--namespace", RELEASE_NS, "--kubeconfig"])
+            .arg(self.kube().join("kubeconfig"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("helm")
+    }
+
+    /// The agent pod that replaced `old`, once it is Ready.
+    fn wait_new_agent(&mut self, old: &str) -> String {
+        let mut new = String::new();
+        if !poll(300, || {
+            new = agent_pod(self);
+            !new.is_empty() && new != old && !new.contains(' ')
+        }) {
+            self.fail(&format!("no agent pod replaced {old}"));
+        }
+        self.wait(&[
+            "--for=condition=Ready",
+            &format!("pod/{new}"),
+            "-n",
+            RELEASE_NS,
+            "--timeout=300s",
+        ]);
+        new
+    }
+
+    /// The first `pass done` line of an agent pod's log (the node writes the containers' logs).
+    fn first_pass(&mut self, pod: &str) -> String {
+        let pods = self.out().join("pods");
+        let mut line = None;
+        let found = poll(120, || {
+            line = std::fs::read_dir(&pods)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains(&format!("_{pod}_")))
+                .filter_map(|e| std::fs::read_to_string(e.path().join("agent/0.log")).ok())
+                .find_map(|log| {
+                    log.lines()
+                        .find(|l| l.contains(r#""message":"pass done""#))
+                        .map(str::to_string)
+                });
+            line.is_some()
+        });
+        if !found {
+            self.fail(&format!("no pass of {pod} in its log"));
+        }
+        line.unwrap()
+    }
+
     fn guest_exited(&mut self) -> Option<std::process::ExitStatus> {
         self.guest.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
@@ -582,15 +639,11 @@ fn the_chart_runs_the_operator_and_the_agent_on_the_node() {
          apiServer.host={HOST_IP},apiServer.port={port}"
     );
     let t = Instant::now();
-    let o = Command::new("ip")
-        .args(["netns", "exec", &bed.ns, &helm, "install", RELEASE])
-        .arg(repo.join("charts/bgpvpn-operator"))
-        .args(["--namespace", RELEASE_NS, "--create-namespace", "--set", &values])
-        .arg("--kubeconfig")
-        .arg(bed.kube().join("kubeconfig"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("helm install");
+    let o = bed.helm(
+        &helm,
+        &["install", RELEASE, "--create-namespace", "--set", &values],
+        &repo,
+    );
     if !o.status.success() {
         bed.fail(&format!("helm install: {}", text(&o)));
     }
@@ -698,4 +751,129 @@ fn the_chart_runs_the_operator_and_the_agent_on_the_node() {
         "the node's {vrf}: {out}"
     );
     println!("{}", bed.kubectl_ok(&["get", "evpnnodestates", "-o", "wide"]));
+
+    // What a node operator does, each in turn: the dataplane is adopted, never rebuilt
+    let vrf_index = |bed: &mut Bed| {
+        let (rc, out) = bed.on_node(&format!("cat /sys/class/net/{vrf}/ifindex"));
+        assert_eq!(rc, 0, "{vrf} on the node: {out}");
+        out.trim().to_string()
+    };
+    let index = vrf_index(&mut bed);
+
+    // 1. the agent pod deleted: the DaemonSet's next agent takes the node over without a write
+    let old = agent_pod(&bed);
+    let t = Instant::now();
+    bed.kubectl_ok(&["delete", "pod", &old, "-n", RELEASE_NS, "--wait=true"]);
+    println!("agent pod {old} deleted in {:.1} s", t.elapsed().as_secs_f64());
+    let new = bed.wait_new_agent(&old);
+    let first = bed.first_pass(&new);
+    println!(
+        "agent pod deleted, {new} Ready in {:.1} s; its first pass: {first}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(
+        first.contains(r#""kernel_writes":0"#),
+        "the new agent rewrote the node: {first}"
+    );
+    assert_eq!(vrf_index(&mut bed), index, "{vrf} was recreated");
+
+    // 2. the FRR sidecar killed: the kubelet restarts it, and the agent applies FRR again
+    // (the node's own vtysh cannot query the pod's zebra: the agent's status says what FRR holds)
+    let applied_before = bed.kubectl_ok(&["get", &state, "-o", "jsonpath={.status.frr.time}"]);
+    let (rc, out) = bed.on_node(
+        r#"set -u
+old=$(pgrep -x zebra) || { echo 'no zebra'; exit 2; }
+pid=$(pgrep -x watchfrr) || { echo 'no watchfrr'; exit 3; }
+t0=$(date +%s%N); kill -9 $pid
+until z=$(pgrep -x zebra) && [ "$z" != "$old" ] && pgrep -x bgpd >/dev/null; do
+  [ $(( ($(date +%s%N) - t0) / 1000000000 )) -lt 120 ] || { echo "FRR not back after 120 s"; exit 4; }
+  sleep 0.05
+done
+echo "zebra and bgpd running again after $(( ($(date +%s%N) - t0) / 1000000 )) ms""#,
+    );
+    let t = Instant::now();
+    println!("FRR sidecar killed: {}", out.trim());
+    assert_eq!(rc, 0, "FRR sidecar kill: {out}");
+    // the agent sees the new daemons and applies its configuration to them again
+    let mut applied = applied_before.clone();
+    if !poll(300, || {
+        applied = bed.kubectl_ok(&["get", &state, "-o", "jsonpath={.status.frr.time}"]);
+        applied != applied_before
+    }) {
+        bed.fail("the agent did not apply FRR again after the sidecar restart");
+    }
+    println!(
+        "the agent applied FRR to the restarted sidecar {:.1} s after FRR was back",
+        t.elapsed().as_secs_f64()
+    );
+    bed.wait(&["--for=condition=Ready", &state, "--timeout=300s"]);
+    assert_eq!(vrf_index(&mut bed), index, "{vrf} was recreated");
+
+    // 3. helm upgrade with a changed value: the agent rolls, the node stays programmed
+    let before = agent_pod(&bed);
+    let o = bed.helm(
+        &helm,
+        &[
+            "upgrade",
+            RELEASE,
+            "--reuse-values",
+            "--set",
+            "agent.logLevel=debug",
+        ],
+        &repo,
+    );
+    if !o.status.success() {
+        bed.fail(&format!("helm upgrade: {}", text(&o)));
+    }
+    let upgraded = bed.wait_new_agent(&before);
+    let level = bed.kubectl_ok(&[
+        "get",
+        "pod",
+        &upgraded,
+        "-n",
+        RELEASE_NS,
+        "-o",
+        r#"jsonpath={.spec.containers[?(@.name=="agent")].env[?(@.name=="RUST_LOG")].value}"#,
+    ]);
+    assert_eq!(level, "debug", "the upgraded agent's RUST_LOG");
+    let first = bed.first_pass(&upgraded);
+    assert!(
+        first.contains(r#""kernel_writes":0"#),
+        "the upgraded agent rewrote the node: {first}"
+    );
+    bed.wait(&["--for=condition=Ready", &state, "--timeout=300s"]);
+    assert_eq!(vrf_index(&mut bed), index, "{vrf} was recreated");
+    println!("helm upgrade: {upgraded} runs with RUST_LOG=debug, the node untouched");
+
+    // 4. helm uninstall: nothing the agent owned is left on the node
+    let o = bed.helm(&helm, &["uninstall", RELEASE, "--wait", "--timeout=300s"], &repo);
+    if !o.status.success() {
+        bed.fail(&format!("helm uninstall: {}", text(&o)));
+    }
+    let (rc, out) = bed.on_node(
+        "ip -d link show group 1650946166; ip -4 rule show | grep -w 'proto 232'; \
+         ip -6 rule show | grep -w 'proto 232'; \
+         ip -4 route show table all proto 232; ip -6 route show table all proto 232; \
+         pgrep -a -x 'bgpd|zebra|watchfrr'; ls -A /var/lib/bgpvpn-agent; true",
+    );
+    assert_eq!(rc, 0);
+    assert!(
+        out.trim().is_empty(),
+        "left on the node after helm uninstall:\n{out}"
+    );
+    println!("helm uninstall: no owned link, rule or route, no FRR daemon, no agent state left");
+}
+
+/// The agent pod's name (one node: one pod).
+fn agent_pod(bed: &Bed) -> String {
+    bed.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        RELEASE_NS,
+        "-l",
+        "app.kubernetes.io/component=agent",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ])
 }
