@@ -361,7 +361,6 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
     }
 }
 
-/// Runs until `shutdown` resolves.
 /// How the loop ends: `signal` stops it; `uninstalled`, when it holds by then, makes it clean the
 /// node up first (see [`crate::k8s::watch_own_daemonset`]).
 pub struct Stop<S> {
@@ -369,6 +368,7 @@ pub struct Stop<S> {
     pub uninstalled: Option<Arc<AtomicBool>>,
 }
 
+/// Runs until `stop.signal` resolves.
 pub async fn run<D: Dataplane, F: FrrControl>(
     mut rec: Reconciler<D, F>,
     mut source: mpsc::Receiver<SourceEvent>,
