@@ -678,16 +678,10 @@ fn the_chart_runs_the_operator_and_the_agent_on_the_node() {
     let frr = bed.kubectl_ok(&["get", &state, "-o", "jsonpath={.status.frrVersion}"]);
     println!("the agent pod's FRR: {frr}");
     assert!(frr.starts_with("10."), "FRR version {frr:?}");
-    let containers = bed.kubectl_ok(&[
-        "get",
-        "pods",
-        "-n",
-        RELEASE_NS,
-        "-l",
-        "app.kubernetes.io/component=agent",
-        "-o",
-        "jsonpath={range .items[*].status.containerStatuses[*]}{.name}={.ready} {end}",
-    ]);
+    let containers = agent_pods(
+        &bed,
+        "{range .items[*].status.containerStatuses[*]}{.name}={.ready} {end}",
+    );
     assert_eq!(containers.trim(), "agent=true frr=true", "agent pod containers");
 
     // the seed's own manifests bind a pod of namespace demo to vpn-1001
@@ -866,6 +860,11 @@ echo "zebra and bgpd running again after $(( ($(date +%s%N) - t0) / 1000000 )) m
 
 /// The agent pod's name (one node: one pod).
 fn agent_pod(bed: &Bed) -> String {
+    agent_pods(bed, "{.items[*].metadata.name}")
+}
+
+/// `jsonpath` of the release's agent pods.
+fn agent_pods(bed: &Bed, jsonpath: &str) -> String {
     bed.kubectl_ok(&[
         "get",
         "pods",
@@ -874,6 +873,6 @@ fn agent_pod(bed: &Bed) -> String {
         "-l",
         "app.kubernetes.io/component=agent",
         "-o",
-        "jsonpath={.items[*].metadata.name}",
+        &format!("jsonpath={jsonpath}"),
     ])
 }

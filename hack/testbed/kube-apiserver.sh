@@ -213,10 +213,16 @@ start_controller_manager() {
     ${EXTRA_CONTROLLER_MANAGER_FLAGS:-} </dev/null >"$RUN/controller-manager.log" 2>&1 &
   KCM_PID=$!
   KCM_URL="https://127.0.0.1:$CP"
-  # /healthz is served without authentication; its serving certificate is self-signed
-  until [ "$(curl -sk "$KCM_URL/healthz" 2>/dev/null)" = ok ]; do
-    kill -0 "$KCM_PID" 2>/dev/null || { tail -20 "$RUN/controller-manager.log" >&2; die "kube-controller-manager exited"; }
-    [ $SECONDS -lt $deadline ] || { tail -20 "$RUN/controller-manager.log" >&2; die "controller-manager not healthy after ${READY_TIMEOUT:-120}s"; }
+  wait_healthy "$KCM_URL" "$KCM_PID" controller-manager
+}
+
+# Until the component at url (pid, its log <rundir>/<name>.log) answers /healthz with ok: served
+# without authentication, its serving certificate self-signed. Uses cmd_start's deadline.
+wait_healthy() {
+  local url=$1 pid=$2 name=$3
+  until [ "$(curl -sk "$url/healthz" 2>/dev/null)" = ok ]; do
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$RUN/$name.log" >&2; die "kube-$name exited"; }
+    [ $SECONDS -lt $deadline ] || { tail -20 "$RUN/$name.log" >&2; die "$name not healthy after ${READY_TIMEOUT:-120}s"; }
     sleep 0.2
   done
 }
@@ -232,11 +238,7 @@ start_scheduler() {
     --bind-address=127.0.0.1 --secure-port="$SP" --leader-elect=false \
     </dev/null >"$RUN/scheduler.log" 2>&1 &
   SCHED_PID=$!
-  until [ "$(curl -sk "https://127.0.0.1:$SP/healthz" 2>/dev/null)" = ok ]; do
-    kill -0 "$SCHED_PID" 2>/dev/null || { tail -20 "$RUN/scheduler.log" >&2; die "kube-scheduler exited"; }
-    [ $SECONDS -lt $deadline ] || { tail -20 "$RUN/scheduler.log" >&2; die "scheduler not healthy after ${READY_TIMEOUT:-120}s"; }
-    sleep 0.2
-  done
+  wait_healthy "https://127.0.0.1:$SP" "$SCHED_PID" scheduler
 }
 
 cmd_start() {
