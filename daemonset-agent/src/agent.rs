@@ -23,7 +23,7 @@ use crate::metrics::{Metrics, StateLabels};
 use crate::model::{NodeModel, load_state_file};
 use crate::monitor;
 use crate::reconcile::{FrrApply, FrrResult, PassReport, Reconciler};
-use crate::status::build_status;
+use crate::status::{FrrObserved, build_status};
 
 /// What the source of the desired state reports.
 #[derive(Debug)]
@@ -264,7 +264,9 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
             self.due = Some(Instant::now());
             self.trigger = "FRR restart";
         } else {
+            // a pass writes the status: nothing is announced while they are gone
             tracing::warn!("FRR daemons are not running");
+            self.pass_at(Instant::now(), "FRR stopped");
         }
         self.fingerprint = fp;
     }
@@ -319,15 +321,12 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
             let version = self.rec.frr.version().await;
             self.frr_version = version.map(|v| (self.fingerprint.clone(), v));
         }
-        let frr_version = self.frr_version.as_ref().map(|(_, v)| v.as_str());
-        let st = build_status(
-            d,
-            &rep,
-            self.last_frr.as_ref(),
-            frr_version,
-            self.last_status.as_ref(),
-            &now,
-        );
+        let frr = FrrObserved {
+            applied: self.last_frr.as_ref(),
+            version: self.frr_version.as_ref().map(|(_, v)| v.as_str()),
+            running: self.rec.frr.fingerprint().is_some(),
+        };
+        let st = build_status(d, &rep, frr, self.last_status.as_ref(), &now);
         update_gauges(&self.metrics, &st, &rep);
         tracing::info!(
             trigger = self.trigger,

@@ -480,8 +480,11 @@ async fn a_foreign_device_with_the_vrf_name_blocks_only_that_vrf() {
     let st = crate::status::build_status(
         &d,
         &rep,
-        rep.frr.as_ref(),
-        Some("10.3"),
+        crate::status::FrrObserved {
+            applied: rep.frr.as_ref(),
+            version: Some("10.3"),
+            running: true,
+        },
         None,
         &Time(k8s_openapi::jiff::Timestamp::now()),
     );
@@ -504,8 +507,11 @@ async fn endpoint_waits_for_the_cni_route_then_is_programmed() {
     let st = crate::status::build_status(
         &d,
         &rep,
-        rep.frr.as_ref(),
-        Some("10.3"),
+        crate::status::FrrObserved {
+            applied: rep.frr.as_ref(),
+            version: Some("10.3"),
+            running: true,
+        },
         None,
         &Time(k8s_openapi::jiff::Timestamp::now()),
     );
@@ -538,14 +544,39 @@ async fn endpoint_waits_for_the_cni_route_then_is_programmed() {
     let st = crate::status::build_status(
         &d,
         &rep,
-        first_frr.as_ref(),
-        Some("10.3"),
+        crate::status::FrrObserved {
+            applied: first_frr.as_ref(),
+            version: Some("10.3"),
+            running: true,
+        },
         None,
         &Time(k8s_openapi::jiff::Timestamp::now()),
     );
     assert!(st.l3vnis[0].ready, "{:?}", st.l3vnis[0].message);
     assert_eq!(st.programmed_vnis, 1);
     assert!(bgpvpn_crds::conditions::is_true(&st.conditions, "Ready"));
+
+    // the same applied configuration, but bgpd died since: nothing is announced, so not Ready
+    let down = crate::status::build_status(
+        &d,
+        &rep,
+        crate::status::FrrObserved {
+            applied: first_frr.as_ref(),
+            version: Some("10.3"),
+            running: false,
+        },
+        Some(&st),
+        &Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    assert!(!down.l3vnis[0].ready);
+    assert!(down.l3vnis[0].message.as_deref().unwrap().contains("not running"));
+    assert_eq!(down.programmed_vnis, 0);
+    assert!(!bgpvpn_crds::conditions::is_true(&down.conditions, "Ready"));
+    let applied = down.conditions.iter().find(|c| c.type_ == "FrrApplied").unwrap();
+    assert_eq!(
+        (applied.status.as_str(), applied.reason.as_str()),
+        ("False", "DaemonsNotRunning")
+    );
 }
 
 #[tokio::test]

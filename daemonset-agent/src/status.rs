@@ -7,19 +7,31 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::model::NodeModel;
 use crate::reconcile::{FrrApply, FrrResult, PassReport};
 
+const FRR_NOT_RUNNING: &str = "FRR's zebra or bgpd is not running: nothing is announced; the configuration is applied again when they are back";
+
+/// What the agent knows about FRR when it writes a status.
+#[derive(Debug, Clone, Copy)]
+pub struct FrrObserved<'a> {
+    /// The last apply result seen (a pass that did not need FRR reports none).
+    pub applied: Option<&'a FrrResult>,
+    /// What the running FRR says it is.
+    pub version: Option<&'a str>,
+    /// zebra and bgpd run now. An apply that succeeded is not served by daemons that died since.
+    pub running: bool,
+}
+
 /// Builds the status of `desired` after `report`. `previous` keeps the conditions'
-/// `lastTransitionTime` while they do not flip; `last_frr` is the last FRR apply result seen
-/// (a pass that did not need FRR reports none), `frr_version` what the running FRR says it is.
+/// `lastTransitionTime` while they do not flip.
 pub fn build_status(
     desired: &NodeModel,
     report: &PassReport,
-    last_frr: Option<&FrrResult>,
-    frr_version: Option<&str>,
+    frr: FrrObserved<'_>,
     previous: Option<&EvpnNodeStateStatus>,
     now: &Time,
 ) -> EvpnNodeStateStatus {
     let generation = desired.generation;
-    let frr_ok = last_frr.is_some_and(|f| f.result != FrrApply::Failed);
+    let last_frr = frr.applied;
+    let frr_ok = frr.running && last_frr.is_some_and(|f| f.result != FrrApply::Failed);
     let kernel_ok = report.kernel_errors.is_empty();
     let mut l3vnis = Vec::new();
     for v in &desired.vrfs {
@@ -55,7 +67,9 @@ pub fn build_status(
         if !kernel_ok {
             problems.push("kernel programming failed (see conditions)".into());
         }
-        if !frr_ok {
+        if !frr.running {
+            problems.push(FRR_NOT_RUNNING.into());
+        } else if !frr_ok {
             problems.push("FRR configuration not applied (see status.frr)".into());
         }
         if let Some(why) = report.not_served.get(&v.vni) {
@@ -94,6 +108,7 @@ pub fn build_status(
         report.kernel_errors.join("; ")
     };
     let frr_msg = match last_frr {
+        _ if !frr.running => FRR_NOT_RUNNING.to_string(),
         Some(f) => format!(
             "{}{}",
             f.result.as_str(),
@@ -131,7 +146,11 @@ pub fn build_status(
         conditions::condition(
             types::FRR_APPLIED,
             frr_ok,
-            last_frr.map(|f| f.result.as_str()).unwrap_or("Pending"),
+            if frr.running {
+                last_frr.map(|f| f.result.as_str()).unwrap_or("Pending")
+            } else {
+                "DaemonsNotRunning"
+            },
             frr_msg,
             generation,
             now,
@@ -159,6 +178,6 @@ pub fn build_status(
             message: f.message.clone(),
         }),
         agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
-        frr_version: frr_version.map(str::to_string),
+        frr_version: frr.version.map(str::to_string),
     }
 }

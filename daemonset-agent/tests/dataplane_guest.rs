@@ -416,6 +416,21 @@ fn frr_restart(bed: &Bed) {
     bed.wait("node A's FRR daemons gone", 10, || {
         pids.iter().all(|p| !PathBuf::from(format!("/proc/{p}")).exists())
     });
+    let said_ready = |s: &bgpvpn_crds::EvpnNodeStateStatus| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    };
+    // what was applied is not announced by dead daemons: the status must not say Ready
+    bed.wait("the status says FRR is not running", 20, || {
+        bed.status().is_some_and(|s| {
+            !said_ready(&s)
+                && s.l3vnis.iter().all(|v| !v.ready)
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "FrrApplied" && c.reason == "DaemonsNotRunning")
+        })
+    });
     let t = Instant::now();
     // the bed's own FRR start (hack/lib/remote-cloud.sh), as bed.sh started it
     let lib = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hack/lib/remote-cloud.sh");
@@ -432,6 +447,9 @@ fn frr_restart(bed: &Bed) {
             .contains("router bgp 65001 vrf vrf-tenant")
     });
     bed.log(&format!("re-applied after {} ms", ms_since(t)));
+    bed.wait("Ready again after the FRR restart", 60, || {
+        bed.status().is_some_and(|s| said_ready(&s))
+    });
     bed.wait("route back at node B after the FRR restart", 90, || {
         bed.b_has_route(1003, POD_IP)
     });
