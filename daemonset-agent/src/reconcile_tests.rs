@@ -22,13 +22,31 @@ struct FakeFrr {
     fail_check: bool,
     /// Fail the apply after this many more successful ones.
     fail_after: Option<usize>,
-    /// What zebra maps (`None`: cannot tell).
+    /// What zebra maps, when set by a test; else what the running configuration maps.
     mappings: Option<std::collections::BTreeMap<u32, String>>,
+    /// zebra does not answer (`show vrf vni` fails).
+    zebra_silent: bool,
     /// A route bgpd does not announce although configured (RD, prefix), until it was announced
     /// and then withdrawn once; `lost_for_good` keeps it lost.
     lost: Option<(String, Prefix)>,
     lost_for_good: bool,
     lost_was_configured: bool,
+}
+
+/// The `vrf <name>` / ` vni <n>` pairs of a configuration: what zebra maps once it took it.
+fn vni_mappings(config: &str) -> BTreeMap<u32, String> {
+    let mut out = BTreeMap::new();
+    let mut vrf = None;
+    for line in config.lines() {
+        if let Some(name) = line.strip_prefix("vrf ") {
+            vrf = Some(name.to_string());
+        } else if let (Some(name), Some(vni)) = (&vrf, line.strip_prefix(" vni ")) {
+            out.insert(vni.trim().parse().unwrap(), name.clone());
+        } else if line == "exit-vrf" {
+            vrf = None;
+        }
+    }
+    out
 }
 
 /// Each BGP VRF of a rendered configuration: its RD and announced prefixes (none while its VNI
@@ -144,7 +162,11 @@ impl FrrControl for FakeFrr {
     fn l3vni_mappings(
         &mut self,
     ) -> impl Future<Output = Option<std::collections::BTreeMap<u32, String>>> + Send {
-        let mappings = self.mappings.clone();
+        let mappings = match &self.mappings {
+            _ if self.zebra_silent => None,
+            Some(set) => Some(set.clone()),
+            None => Some(vni_mappings(&self.running)),
+        };
         async move { mappings }
     }
 
@@ -1080,5 +1102,25 @@ async fn a_route_frr_never_announces_keeps_its_vni_not_ready_and_is_announced_ag
         rep.ok() && !rep.trace.iter().any(|t| t.contains("withdraw")),
         "{}",
         rep.trace.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn a_vni_is_not_served_while_zebra_does_not_answer() {
+    let mut r = reconciler();
+    let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
+    r.frr.zebra_silent = true;
+    let rep = r.pass(&d).await;
+    assert!(!rep.ok(), "an apply nobody can confirm is not done");
+    let why = rep.not_served.get(&1001).expect("VNI 1001 reported");
+    assert!(why.contains("cannot read zebra's VNI table"), "{why}");
+    // zebra answers again: the next pass applies FRR in full and the VNI is served
+    r.frr.zebra_silent = false;
+    let rep = r.pass(&d).await;
+    assert!(rep.ok(), "{:?}", rep.not_served);
+    assert_eq!(
+        r.frr.deltas.last(),
+        Some(&None),
+        "a full reload after the unknown state"
     );
 }

@@ -100,6 +100,16 @@ pub enum FrrError {
     },
     #[error("vtysh -f {file} failed (exit {code}): {output}")]
     Delta { file: String, code: i32, output: String },
+    /// vtysh exits 0 when it cannot open a daemon's vty socket: the daemon's lines are dropped.
+    #[error(
+        "vtysh -f {file} did not reach {daemons}: not running, or this process may not open its vty \
+         socket (group frrvty, mode 0770: the agent needs that group or CAP_DAC_OVERRIDE): {output}"
+    )]
+    Unreached {
+        file: String,
+        daemons: String,
+        output: String,
+    },
     #[error("vtysh -c {command:?} failed (exit {code}): {output}")]
     Vtysh {
         command: String,
@@ -178,6 +188,14 @@ impl FrrReload {
             let res = self.run(&self.settings.bindir.join("vtysh"), &args).await;
             let _ = std::fs::remove_file(&file);
             let (code, out) = res?;
+            let unreached = unreached_daemons(&out);
+            if !unreached.is_empty() {
+                return Err(FrrError::Unreached {
+                    file: file.display().to_string(),
+                    daemons: unreached.join(" and "),
+                    output: tail(&out),
+                });
+            }
             // vtysh reports a refused line on its output but may still exit 0 for some of them
             if code == 0
                 && !out
@@ -329,6 +347,31 @@ impl FrrReload {
         }
         Ok(out)
     }
+}
+
+/// The daemons every configuration goes to.
+const CONFIG_DAEMONS: [&str; 2] = ["zebra", "bgpd"];
+
+/// Which of [`CONFIG_DAEMONS`] `vtysh -f` did not send its configuration to. FRR 10's vtysh
+/// forks one child per daemon whose socket it could open and names it (`[<pid>|zebra] sending
+/// configuration`), then says it waits for them; one it could not open is skipped in silence.
+/// Output without that (another vtysh) tells nothing: nothing is reported then.
+fn unreached_daemons(out: &str) -> Vec<&'static str> {
+    let reached: BTreeSet<&str> = out
+        .lines()
+        .filter_map(|l| {
+            let (tag, said) = l.strip_prefix('[')?.split_once(']')?;
+            let (_pid, daemon) = tag.split_once('|')?;
+            said.trim().starts_with("sending configuration").then_some(daemon)
+        })
+        .collect();
+    if reached.is_empty() && !out.contains("Waiting for children to finish applying config") {
+        return Vec::new();
+    }
+    CONFIG_DAEMONS
+        .into_iter()
+        .filter(|d| !reached.contains(d))
+        .collect()
 }
 
 /// The configuration lines vtysh reports as refused (`line N: Failure to communicate[..] to
@@ -529,6 +572,26 @@ impl FrrControl for FrrReload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delta_that_reached_only_watchfrr_names_the_daemons_it_missed() {
+        // FRR 10.3's vtysh -f in the chart's agent container with only CAP_NET_ADMIN: the vty
+        // sockets are frr:frrvty 0770, so only root's watchfrr.vty opened, and it exited 0
+        let only_watchfrr = "[247|watchfrr] sending configuration\n[247|watchfrr] done\n\
+                             Waiting for children to finish applying config...\n";
+        assert_eq!(unreached_daemons(only_watchfrr), ["zebra", "bgpd"]);
+        assert_eq!(
+            unreached_daemons("Waiting for children to finish applying config...\n"),
+            ["zebra", "bgpd"]
+        );
+        // the same delta with CAP_DAC_OVERRIDE
+        let all = "[328|zebra] sending configuration\n[327|mgmtd] sending configuration\n\
+                   [342|watchfrr] sending configuration\n[334|bgpd] sending configuration\n\
+                   Waiting for children to finish applying config...\n[328|zebra] done\n[334|bgpd] done\n";
+        assert!(unreached_daemons(all).is_empty());
+        // a vtysh that does not name its children tells nothing
+        assert!(unreached_daemons("").is_empty());
+    }
 
     #[test]
     fn reads_the_type5_routes_under_an_rd() {
