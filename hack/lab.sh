@@ -1,41 +1,64 @@
 #!/usr/bin/env bash
 # hack/lab.sh -- the seed demo, end to end on real parts. Run as root on Debian 12 or later:
 #
-#     hack/lab.sh              # plain Kubernetes: kubectl apply/delete of examples/seed/
+#     hack/lab.sh              # a real Kubernetes node; kubectl apply/delete of examples/seed/
 #     hack/lab.sh --openstack  # the BGPVPN and the router association come from Neutron
+#     hack/lab.sh --process    # lighter: the agent as a plain process, the lab plays the kubelet
 #
 # It installs what it needs (hack/test.sh's installers), builds the operator and the agent, and
 # brings up:
-#   host netns bgpvpn-lab-<rand>: tap 10.99.0.1/24, etcd + kube-apiserver (v1.37.2), the operator
-#       (and, with --openstack, neutron-server + networking-bgpvpn)
+#   host netns bgpvpn-lab-<rand>: tap 10.99.0.1/24, etcd + kube-apiserver (v1.37.2) with the
+#       controller-manager and the scheduler (and, with --openstack, neutron-server +
+#       networking-bgpvpn)
 #   the node guest (hack/testbed/guest.sh: user-mode-linux 7.x or QEMU, a trixie root with
-#       FRR 10) on that tap, 10.99.0.2: the Kubernetes node
-#       lab-node-a (agent + FRR, pod web at 10.0.0.84:8080) and the remote cloud (its own FRR in
-#       another AS, vm1 and vm2 both at 20.0.0.100, on VNI 1001 and VNI 1003)
+#       FRR 10) on that tap, 10.99.0.2: the Kubernetes node lab-node-a (containerd, CNI, the
+#       kubelet: hack/lab/node-guest.sh) and the remote cloud (its own FRR in another AS, vm1 and
+#       vm2 both at 20.0.0.100, on VNI 1001 and VNI 1003)
+#   the chart (charts/bgpvpn-operator), installed with Helm, with images built here from the same
+#       binaries (hack/testbed/node/lab-images.sh): the operator Deployment and the agent
+#       DaemonSet with its FRR 10 sidecar run as pods on the node, as does the demo pod web,
+#       which CNI gives 10.0.0.84
 # and plays the story, printing each step and what it observed. Every observation is asserted:
 # the script exits non-zero as soon as one does not hold (e2e/tests/lab.rs runs it that way).
-# Everything it started is stopped on exit, Ctrl-C included. Every download happens in the first
-# step, from the host's own network, before the lab's namespace exists.
+# With --process (and, for now, with --openstack) the operator runs in the host netns and the
+# agent as a process in the guest, and the lab writes the Node and the Pod itself
+# (hack/lab/guest.sh). Everything it started is stopped on exit, Ctrl-C included. Every download
+# happens in the first step, from the host's own network, before the lab's namespace exists.
 #
-# Env: LAB_KEEP=1 keeps the run directory (logs); STEP_TIMEOUT (s, default 90);
+# Env: LAB_KEEP=1 keeps the run directory (logs); LAB_HOLD=1 keeps a failed lab up until its
+#      run directory's `hold` file is removed; STEP_TIMEOUT (s, default 90);
 #      GUEST_KERNEL=qemu boots the node guest on QEMU instead of user-mode-linux;
 #      OPERATOR_BIN / AGENT_BIN: use these binaries instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-MODE=kubernetes
-case ${1:-} in --openstack) MODE=openstack ;; "") ;; *) echo "usage: $0 [--openstack]" >&2; exit 64 ;; esac
+MODE=kubernetes NODE_KIND=kubelet
+for a in "$@"; do
+  case $a in
+    --openstack) MODE=openstack NODE_KIND=process ;;   # the chart's OpenStack sync wants Keystone; the lab's Neutron is noauth
+    --process) NODE_KIND=process ;;
+    *) echo "usage: $0 [--openstack] [--process]" >&2; exit 64 ;;
+  esac
+done
 [ "$(id -u)" = 0 ] || { echo "hack/lab.sh needs root (network namespaces, tap device, the node guest)" >&2; exit 1; }
 
 T0=$SECONDS
 log()  { printf '[lab %4ss] %s\n' $((SECONDS - T0)) "$*"; }
 step() { printf '\n[lab %4ss] ==== %s\n' $((SECONDS - T0)) "$*"; STEP_T0=$SECONDS; }
 ok()   { printf '[lab %4ss]   OK  %s (%ss)\n' $((SECONDS - T0)) "$*" $((SECONDS - STEP_T0)); }
-fail() { printf '[lab %4ss]   FAILED  %s\n' $((SECONDS - T0)) "$*"; diagnose; exit 1; }
+fail() {
+  printf '[lab %4ss]   FAILED  %s\n' $((SECONDS - T0)) "$*"
+  diagnose
+  if [ -n "${LAB_HOLD:-}" ]; then   # a developer's look at the failed lab before it goes
+    : >"$RUN/hold"; log "LAB_HOLD: the lab stays up until $RUN/hold is removed"
+    while [ -e "$RUN/hold" ]; do sleep 1; done
+  fi
+  exit 1
+}
 
 SFX=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
 NS=bgpvpn-lab-$SFX TAPIF=labtap0 HOST_IP=10.99.0.1 GUEST_IP=10.99.0.2 CHECK_PORT=9000
-NODE=lab-node-a
+NODE=lab-node-a POD_CIDR=10.244.0.0/24 RELEASE=bgpvpn-operator RELEASE_NS=bgpvpn-system
 RUN=$(mktemp -d /tmp/bgpvpn-lab.XXXXXX)   # not under /run or /var/tmp: the guest mounts its own there
 chmod 755 "$RUN"
 log "run directory $RUN"
@@ -43,8 +66,11 @@ OPERATOR_PID='' GUEST_PID='' NEUTRON_DIR=''
 
 cleanup() {
   set +e
-  [ -n "$GUEST_PID" ] && kill -0 "$GUEST_PID" 2>/dev/null && guest_ask shutdown >/dev/null 2>&1
-  for _ in $(seq 50); do [ -n "$GUEST_PID" ] && kill -0 "$GUEST_PID" 2>/dev/null || break; sleep 0.2; done
+  if [ -n "$GUEST_PID" ] && kill -0 "$GUEST_PID" 2>/dev/null; then
+    : >"$RUN/guest-out/stop"   # the kubelet node's way out (node.sh)
+    guest_ask shutdown >/dev/null 2>&1
+  fi
+  for _ in $(seq 150); do [ -n "$GUEST_PID" ] && kill -0 "$GUEST_PID" 2>/dev/null || break; sleep 0.2; done
   [ -n "$GUEST_PID" ] && kill "$GUEST_PID" 2>/dev/null
   if [ -n "$OPERATOR_PID" ] && kill "$OPERATOR_PID" 2>/dev/null; then
     for _ in $(seq 50); do kill -0 "$OPERATOR_PID" 2>/dev/null || break; sleep 0.2; done
@@ -83,15 +109,30 @@ diagnose() {
   set +e
   log "--- diagnostics"
   k get bgpvpn,vnibinding -A 2>&1; k get evpnnodestate -o yaml 2>&1 | tail -40
-  for c in agent-log remote-evpn remote-vrf-1001 remote-vrf-1003 node-links node-rules; do echo "# $c"; check "$c"; done
-  echo "# operator log"; tail -n 30 "$RUN/operator.log"
+  for c in agent-log frr-log remote-evpn remote-vrf-1001 remote-vrf-1003 node-links node-rules; do echo "# $c"; check "$c"; done
+  if [ "$NODE_KIND" = kubelet ]; then
+    for c in remote-bgp node-bgp node-frr-config; do echo "# $c"; check "$c"; done
+    k get pods -A -o wide 2>&1
+    echo "# operator log"; tail -n 30 "$RUN"/guest-out/pods/"$RELEASE_NS"_*-operator-*/operator/*.log
+    echo "# node guest"; tail -n 20 "$RUN/guest-out/.guest.log"
+  else
+    echo "# operator log"; tail -n 30 "$RUN/operator.log"
+  fi
 }
 
 # ------------------------------------------------------------------ install and build
 step "install the real parts and build (every download happens here, from the host's network)"
 hack/dataplane/install-deps.sh >/dev/null
 hack/testbed/guest.sh prepare >/dev/null
-hack/testbed/kube-apiserver.sh build kube-apiserver kubectl >/dev/null   # what the lab starts (no kubelet)
+if [ "$NODE_KIND" = kubelet ]; then
+  hack/testbed/kube-apiserver.sh build >/dev/null   # with the kubelet and the scheduler
+  KUBELET=$(hack/testbed/kube-apiserver.sh kubelet)
+  HELM=$(hack/testbed/get-helm.sh)
+  NODE_IMAGES=$(hack/testbed/node/images.sh)
+  ROOT_KIND=frr-image hack/testbed/guest-root.sh >/dev/null   # the Debian root of the lab's images
+else
+  hack/testbed/kube-apiserver.sh build kube-apiserver kubectl >/dev/null   # what the lab starts (no kubelet)
+fi
 KUBECTL=$(hack/testbed/kube-apiserver.sh kubectl)
 [ "$MODE" = kubernetes ] || hack/neutron/install.sh >/dev/null
 hack/testbed/versions.sh
@@ -100,10 +141,18 @@ if [ -z "${OPERATOR_BIN:-}" ] || [ -z "${AGENT_BIN:-}" ]; then   # the e2e test 
   TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   OPERATOR_BIN=$TARGET/debug/bgpvpn-operator AGENT_BIN=$TARGET/debug/bgpvpn-agent
 fi
-ok "kube-apiserver, the node guest (FRR 10), binaries"
+if [ "$NODE_KIND" = kubelet ]; then
+  LAB_IMAGES=$(hack/testbed/node/lab-images.sh "$AGENT_BIN" "$OPERATOR_BIN")
+  sed 1d <<<"$LAB_IMAGES" | while read -r ref layers bytes; do log "image $ref: $layers layers, $((bytes / 1000000)) MB"; done
+  ok "kube-apiserver, kubelet, helm, the node guest (FRR 10), binaries and their images"
+else
+  ok "kube-apiserver, the node guest (FRR 10), binaries"
+fi
 
 # ------------------------------------------------------------------ host side: apiserver + operator
-step "start kube-apiserver in network namespace $NS"
+if [ "$NODE_KIND" = kubelet ]; then
+  . hack/lab/kubelet-node.sh   # the story's first steps with a real node: it sets up to the pod
+else
 ip netns add "$NS"
 ip -n "$NS" link set lo up
 ip -n "$NS" tuntap add dev "$TAPIF" mode tap
@@ -267,6 +316,7 @@ until check ready >/dev/null 2>&1; do
   sleep 0.5
 done
 ok "guest up: node $NODE, remote cloud, check server on $GUEST_IP:$CHECK_PORT"
+fi
 LAB_START=$((SECONDS - T0))
 
 # ------------------------------------------------------------------ the story

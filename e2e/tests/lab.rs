@@ -1,6 +1,8 @@
 //! The seed story end to end: `hack/lab.sh` on real parts (kube-apiserver, operator, agent, FRR 10
 //! in the node guest), which asserts every observation and exits non-zero on the first that does
-//! not hold. Root only: it creates network namespaces, a tap device and the node guest
+//! not hold. By default the node guest is a real Kubernetes node (kubelet, containerd, CNI) and the
+//! chart runs there, installed with Helm; the OpenStack variant runs the agent as a process.
+//! Root only: it creates network namespaces, a tap device and the node guest
 //! (`hack/testbed/guest.sh`).
 
 use std::process::{Command, Stdio};
@@ -10,7 +12,8 @@ use bgpvpn_testkit::built_binary;
 /// One lab at a time: each boots a node guest, and two on 2 cores would only slow each other.
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn run_lab(args: &[&str]) {
+/// Runs `hack/lab.sh args`; asserts it passed, left nothing running and printed `expected` too.
+fn run_lab(args: &[&str], expected: &[&str]) {
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let is_root = Command::new("id")
         .arg("-u")
@@ -63,7 +66,10 @@ fn run_lab(args: &[&str]) {
         "OK  pod -> 20.0.0.100:8080 no longer answers",
         "OK  pod -> 20.0.0.100:8080: now the OTHER vm answers: hello from vm2",
         "the seed story held on real parts",
-    ] {
+    ]
+    .iter()
+    .chain(expected)
+    {
         assert!(stdout.contains(line), "missing {line:?}");
     }
 }
@@ -88,14 +94,22 @@ fn processes_using(dir: &str) -> Vec<String> {
     found
 }
 
+/// The README's main command: the chart's pods on a real node, the demo pod from CNI at 10.0.0.84.
 #[test]
-fn seed_story_with_kubectl() {
-    run_lab(&[]);
+fn seed_story_with_kubectl_on_a_real_node() {
+    run_lab(
+        &[],
+        &[
+            "Ready: kubelet v1.",
+            "operator and agent running; the agent pod's FRR: 10.",
+            "OK  web Running 10.0.0.84 on lab-node-a",
+        ],
+    );
 }
 
 /// The BGPVPNs and router associations are made in a real neutron-server and reach the cluster
 /// through the OpenStack sync; the pod's network is resolved through Kuryr's objects.
 #[test]
 fn seed_story_through_neutron_and_kuryr() {
-    run_lab(&["--openstack"]);
+    run_lab(&["--openstack"], &[]);
 }

@@ -75,6 +75,7 @@ cat >"$WORK/checks.json" <<EOF
   "remote-vrf-1003": ["ip", "-n", "$REMOTE", "route", "show", "vrf", "vrf-1003"],
   "remote-evpn": [$(vty_b "show bgp l2vpn evpn route type prefix")],
   "agent-log": ["tail", "-n", "40", "$WORK/agent.log"],
+  "frr-log": ["tail", "-n", "40", "$FRR_A_DIR/frr.log"],
   "node-links": ["ip", "-br", "link"],
   "node-rules": ["ip", "rule"]
 }

@@ -7,7 +7,9 @@
 # KEY=VALs: NODE_NAME, NODE_IP (on $GUEST_NIC, /24), KUBELET (the binary), KUBELET_KUBECONFIG
 # (token of system:node:<NODE_NAME>), IMAGES (hack/testbed/node/images.sh's directory),
 # POD_CIDR (this node's pod range, e.g. 10.244.0.0/24); optional EXTRA_IMAGES (more OCI
-# archives to import, space separated: hack/testbed/node/lab-images.sh's).
+# archives to import, space separated: hack/testbed/node/lab-images.sh's) and POD_IPS (pods that
+# get a fixed address from CNI instead of one from POD_CIDR, as Kuryr gives a pod its Neutron
+# port's: "namespace/name=ip/prefixlen ...").
 # Writes to $OUT: containerd.log, kubelet.log, kubelet.started (the guest's uptime when the
 # kubelet was started) and pods/ (the containers' logs: this bed has no `kubectl logs`); its own
 # steps go to stdout (guest.sh keeps them in $OUT/.guest.log). The host runs a command on the node
@@ -47,11 +49,16 @@ if ! grep -q '^cpu MHz' /proc/cpuinfo; then
 fi
 
 # ptp: a veth per pod and a host route to it, as routed CNIs (Calico, Kuryr's) do: the agent finds
-# a pod's interface by that route
+# a pod's interface by that route. IPAM is host-local, through testbed-ipam for POD_IPS.
+mkdir -p "$S/cni/bin"
+ln -s /usr/lib/cni/* "$S/cni/bin/"
+cp "$(dirname "$0")/testbed-ipam" "$S/cni/bin/testbed-ipam"
+PINNED=$(python3 -c 'import json,sys; print(json.dumps(dict(p.split("=", 1) for p in sys.argv[1:])))' ${POD_IPS:-})
 cat >"$S/cni/net.d/10-testbed.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "testbed", "plugins": [
   {"type": "ptp", "ipMasq": false, "mtu": 1450,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}}]}
+   "ipam": {"type": "testbed-ipam", "pinned": $PINNED,
+            "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}}]}
 EOF
 cat >"$S/containerd.toml" <<EOF
 version = 2
@@ -67,7 +74,7 @@ version = 2
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = "$S/cni/bin"
     conf_dir = "$S/cni/net.d"
 EOF
 log "containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}')"
