@@ -365,4 +365,32 @@ await "vm2 -> pod 10.0.0.84:8080 answers" ok vm2-to-pod 'hello from pod web'
 await "vm1 -> pod does not" fail vm1-to-pod '.*'
 k get bgpvpn,vnibinding,evpnnodestate -A
 
+if [ "$NODE_KIND" = kubelet ]; then
+  step "4. node operator: the agent pod is deleted during a flow (vm2 -> pod, one ping every 10 ms)"
+  agent_pod() { k get pods -n "$RELEASE_NS" -l app.kubernetes.io/component=agent -o jsonpath='{.items[*].metadata.name}'; }
+  OLD_AGENT=$(agent_pod)
+  check flow-start >/dev/null || fail "could not start the flow"
+  k delete pod -n "$RELEASE_NS" "$OLD_AGENT" --wait=true >/dev/null
+  deadline=$((SECONDS + 300))
+  until NEW_AGENT=$(agent_pod) && [ -n "$NEW_AGENT" ] && [ "$NEW_AGENT" != "$OLD_AGENT" ] && [[ $NEW_AGENT != *' '* ]]; do
+    [ $SECONDS -lt $deadline ] || fail "no agent pod replaced $OLD_AGENT"
+    sleep 0.5
+  done
+  await_k --for=condition=Ready "pod/$NEW_AGENT" -n "$RELEASE_NS" --timeout=300s
+  # the new agent has taken the node over once its first pass is done
+  deadline=$((SECONDS + 120))
+  until FIRST=$(grep -h -m1 'pass done' "$RUN"/guest-out/pods/"$RELEASE_NS"_"$NEW_AGENT"_*/agent/0.log 2>/dev/null); do
+    [ $SECONDS -lt $deadline ] || fail "no pass of $NEW_AGENT in its log"
+    sleep 0.5
+  done
+  FLOW=$(check flow-stop) || fail "could not stop the flow: $FLOW"
+  [[ $FLOW =~ ([0-9]+)\ packets\ transmitted,\ ([0-9]+)\ received ]] || fail "no ping summary: $FLOW"
+  SENT=${BASH_REMATCH[1]} GOT=${BASH_REMATCH[2]}
+  [ "$SENT" -gt 0 ] || fail "the flow sent nothing: $FLOW"
+  WRITES=$(sed -n 's/.*kernel_writes=\([0-9]*\).*/\1/p' <<<"$FIRST")
+  [ "$WRITES" = 0 ] || fail "the new agent's first pass wrote $WRITES kernel objects: $FIRST"
+  ok "agent pod $OLD_AGENT replaced by $NEW_AGENT: $GOT of $SENT pings answered ($((SENT - GOT)) lost while FRR, in the same pod, restarted), its first pass wrote 0 kernel objects"
+  await "vm2 -> pod 10.0.0.84:8080 still answers" ok vm2-to-pod 'hello from pod web'
+fi
+
 printf '\n[lab %4ss] the seed story held on real parts (lab up in %ss)\n' $((SECONDS - T0)) "$LAB_START"

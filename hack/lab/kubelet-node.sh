@@ -61,6 +61,7 @@ inns "$HELM" install "$RELEASE" charts/bgpvpn-operator --namespace "$RELEASE_NS"
   --kubeconfig "$RUN/kube/kubeconfig" --set "$VALUES" >/dev/null
 await_k --for=condition=Available "deployment/$RELEASE-operator" -n "$RELEASE_NS" --timeout=600s
 await_k --for=jsonpath='{.status.numberReady}'=1 "daemonset/$RELEASE-agent" -n "$RELEASE_NS" --timeout=600s
+await_k --for=create "evpnnodestate/$NODE" --timeout=300s
 await_k --for=condition=Ready "evpnnodestate/$NODE" --timeout=300s
 await_k --for=jsonpath='{.status.frrVersion}' "evpnnodestate/$NODE" --timeout=120s
 ok "operator and agent running; the agent pod's FRR: $(k get evpnnodestate "$NODE" -o jsonpath='{.status.frrVersion}')"

@@ -72,6 +72,8 @@ cat >"$WORK/checks.json" <<EOF
   "node-frr-config": ["$WORK/node-vtysh", "-c", "show running-config"],
   "agent-log": ["sh", "-c", "tail -n 40 /var/log/pods/*_*-agent-*/agent/*.log"],
   "frr-log": ["sh", "-c", "tail -n 40 /var/log/pods/*_*-agent-*/frr/*.log"],
+  "flow-start": ["sh", "-c", "ip netns exec $VM2 ping -i 0.01 -W 1 10.0.0.84 >$WORK/flow.log 2>&1 & echo \$! >$WORK/flow.pid"],
+  "flow-stop": ["sh", "-c", "kill -INT \$(cat $WORK/flow.pid) && while kill -0 \$(cat $WORK/flow.pid) 2>/dev/null; do sleep 0.1; done; tail -n 2 $WORK/flow.log"],
   "node-links": ["ip", "-br", "link"],
   "node-rules": ["ip", "rule"]
 }
