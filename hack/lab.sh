@@ -153,6 +153,7 @@ fi
 if [ "$NODE_KIND" = kubelet ]; then
   . hack/lab/kubelet-node.sh   # the story's first steps with a real node: it sets up to the pod
 else
+step "start kube-apiserver in network namespace $NS"
 ip netns add "$NS"
 ip -n "$NS" link set lo up
 ip -n "$NS" tuntap add dev "$TAPIF" mode tap

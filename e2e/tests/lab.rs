@@ -94,7 +94,8 @@ fn processes_using(dir: &str) -> Vec<String> {
     found
 }
 
-/// The README's main command: the chart's pods on a real node, the demo pod from CNI at 10.0.0.84.
+/// The README's main command: the chart's pods on a real node, the demo pod from CNI at 10.0.0.84,
+/// and the agent pod replaced during a flow without a kernel write.
 #[test]
 fn seed_story_with_kubectl_on_a_real_node() {
     run_lab(
@@ -103,6 +104,7 @@ fn seed_story_with_kubectl_on_a_real_node() {
             "Ready: kubelet v1.",
             "operator and agent running; the agent pod's FRR: 10.",
             "OK  web Running 10.0.0.84 on lab-node-a",
+            "its first pass wrote 0 kernel objects",
         ],
     );
 }
