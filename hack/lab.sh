@@ -150,15 +150,16 @@ else
 fi
 
 # ------------------------------------------------------------------ host side: apiserver + operator
-if [ "$NODE_KIND" = kubelet ]; then
-  . hack/lab/kubelet-node.sh   # the story's first steps with a real node: it sets up to the pod
-else
-step "start kube-apiserver in network namespace $NS"
+# the lab's network namespace and the tap the node guest attaches to
 ip netns add "$NS"
 ip -n "$NS" link set lo up
 ip -n "$NS" tuntap add dev "$TAPIF" mode tap
 ip -n "$NS" addr add "$HOST_IP/24" dev "$TAPIF"
 ip -n "$NS" link set "$TAPIF" up
+if [ "$NODE_KIND" = kubelet ]; then
+  . hack/lab/kubelet-node.sh   # the story's first steps with a real node: it sets up to the pod
+else
+step "start kube-apiserver in network namespace $NS"
 inns env KUBE_BIND_ADDRESS=$HOST_IP hack/testbed/kube-apiserver.sh start "$RUN/kube" 2>&1 | tail -1
 k apply -f crds/ >/dev/null
 k wait --for condition=established --timeout=60s crd/bgpvpns.bgpvpn.io crd/vnibindings.bgpvpn.io crd/evpnnodestates.bgpvpn.io >/dev/null

@@ -324,7 +324,7 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
         let frr = FrrObserved {
             applied: self.last_frr.as_ref(),
             version: self.frr_version.as_ref().map(|(_, v)| v.as_str()),
-            running: self.rec.frr.fingerprint().is_some(),
+            running: self.fingerprint.is_some(),
         };
         let st = build_status(d, &rep, frr, self.last_status.as_ref(), &now);
         update_gauges(&self.metrics, &st, &rep);

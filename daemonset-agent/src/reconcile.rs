@@ -426,13 +426,7 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
                 // nothing says these VNIs are served: what was applied may never have arrived
                 let why = "cannot read zebra's VNI table (vtysh show vrf vni failed: is zebra running, \
                            and may the agent open its vty socket?); re-applying FRR in full";
-                tracing::warn!("{why}");
-                report
-                    .trace
-                    .push("check: VNIs mapped in zebra: cannot tell".to_string());
-                report.not_served = wanted.keys().map(|vni| (*vni, why.to_string())).collect();
-                self.frr_knowledge = FrrKnowledge::Unknown;
-                return;
+                break wanted.keys().map(|vni| (*vni, why.to_string())).collect();
             };
             let wrong: BTreeMap<u32, String> = wanted
                 .iter()

@@ -588,9 +588,6 @@ fn lab_images(repo: &Path) -> Result<(String, Vec<String>), String> {
     Ok((archive, lines.collect()))
 }
 
-/// vtysh in the agent container's mount namespace (the sidecar's sockets, the agent's vtysh).
-const AGENT_VTYSH: &str = r#"a=$(for p in /proc/[0-9]*; do case $(tr '\0' ' ' <$p/cmdline 2>/dev/null) in "/usr/local/bin/bgpvpn-agent run "*) echo ${p#/proc/};; esac; done | head -1); nsenter -t "$a" -m -- vtysh"#;
-
 const RELEASE: &str = "bgpvpn-operator";
 const RELEASE_NS: &str = "bgpvpn-system";
 
@@ -750,8 +747,10 @@ fn the_chart_runs_the_operator_and_the_agent_on_the_node() {
     // and in the sidecar's FRR, asked from the agent container as the agent asks it: zebra maps
     // the VNI and bgpd has the VRF's instance (vtysh exits 0 having reached neither when the
     // agent may not open their sockets)
+    let agent_vtysh = repo.join("hack/testbed/node/agent-vtysh");
     let (rc, out) = bed.on_node(&format!(
-        "{AGENT_VTYSH} -c 'show vrf vni' -c 'show running-config'"
+        "{} -c 'show vrf vni' -c 'show running-config'",
+        agent_vtysh.display()
     ));
     println!("the sidecar's FRR:\n{out}");
     assert!(

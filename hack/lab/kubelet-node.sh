@@ -4,11 +4,6 @@
 # installed with Helm, and the demo pod web scheduled there with 10.0.0.84 from CNI.
 
 step "start kube-apiserver, the controller-manager and the scheduler in network namespace $NS"
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-ip -n "$NS" tuntap add dev "$TAPIF" mode tap
-ip -n "$NS" addr add "$HOST_IP/24" dev "$TAPIF"
-ip -n "$NS" link set "$TAPIF" up
 # the pods (the operator) reach the apiserver here; their answers go back through the node
 ip -n "$NS" route add "$POD_CIDR" via "$GUEST_IP"
 # every controller: a real kubelet registers its Node tainted not-ready, and only the

@@ -44,18 +44,6 @@ done
 echo "no pod network namespace holds $ip"; exit 3
 EOF
 chmod 755 "$WORK/in-pod"
-# the agent pod's FRR, asked from the agent container's mount namespace (its sockets and
-# vtysh.conf), as the agent asks it
-cat >"$WORK/node-vtysh" <<'EOF'
-#!/bin/sh
-for p in /proc/[0-9]*; do
-  case $(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) in
-    "/usr/local/bin/bgpvpn-agent run "*) exec nsenter -t "${p#/proc/}" -m -- vtysh "$@" ;;
-  esac
-done
-echo "no agent pod on this node"; exit 3
-EOF
-chmod 755 "$WORK/node-vtysh"
 vty_b() { printf '"vtysh", "-N", "%s", "--config_dir", "%s", "-c", "%s"' "$REMOTE" "$WORK" "$1"; }
 cat >"$WORK/checks.json" <<EOF
 {
@@ -68,8 +56,8 @@ cat >"$WORK/checks.json" <<EOF
   "remote-vrf-1003": ["ip", "-n", "$REMOTE", "route", "show", "vrf", "vrf-1003"],
   "remote-evpn": [$(vty_b "show bgp l2vpn evpn route type prefix")],
   "remote-bgp": [$(vty_b "show bgp summary")],
-  "node-bgp": ["$WORK/node-vtysh", "-c", "show bgp summary"],
-  "node-frr-config": ["$WORK/node-vtysh", "-c", "show running-config"],
+  "node-bgp": ["$HERE/../testbed/node/agent-vtysh", "-c", "show bgp summary"],
+  "node-frr-config": ["$HERE/../testbed/node/agent-vtysh", "-c", "show running-config"],
   "agent-log": ["sh", "-c", "tail -n 40 /var/log/pods/*_*-agent-*/agent/*.log"],
   "frr-log": ["sh", "-c", "tail -n 40 /var/log/pods/*_*-agent-*/frr/*.log"],
   "flow-start": ["sh", "-c", "ip netns exec $VM2 ping -i 0.01 -W 1 10.0.0.84 >$WORK/flow.log 2>&1 & echo \$! >$WORK/flow.pid"],
