@@ -26,7 +26,7 @@ frr_reload() {
 agent_start() {
   local n=$1 ns=$2 state=$3; shift 3
   ip netns exec "$ns" "$AGENT" run --state-file "$state" --status-file "$WORK/status.json" --state-dir "$WORK/agent-state" \
-    --frr-pathspace "$n" --frr-confdir "$WORK/$n" --frr-rundir "$WORK/$n/run" --frr-piddir "/run/frr/$n" \
+    --frr-pathspace "$n" --frr-confdir "$WORK/$n" --frr-rundir "$WORK/$n/run" --frr-statedir "/run/frr/$n" \
     --frr-preamble "$WORK/$n/preamble.conf" --metrics-addr 127.0.0.1:9469 "$@" >>"$WORK/agent.log" 2>&1 &
   echo $! >"$WORK/agent.pid"; PIDFILES+=("$WORK/agent.pid")
 }

@@ -109,7 +109,7 @@ run_step() {
   t=$(now); nsx "$N" "$AGENT" plan --state-file "$D/base.json" --no-frr --frr-confdir "$WORK/$N" >"$D/plan-nofrr.out" 2>&1 || true
   kv plan_nofrr "$t $(now)"
   t=$(now); nsx "$N" "$AGENT" plan --state-file "$D/base.json" --frr-pathspace "$N" --frr-confdir "$WORK/$N" --frr-rundir "$WORK/$N/run" \
-    --frr-piddir "/run/frr/$N" --frr-preamble "$WORK/$N/preamble.conf" >"$D/plan.out" 2>&1 || true
+    --frr-statedir "/run/frr/$N" --frr-preamble "$WORK/$N/preamble.conf" >"$D/plan.out" 2>&1 || true
   kv plan_frr "$t $(now)"
   log "[$tag] up done; incremental changes"
   gen=2

@@ -252,8 +252,8 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
         self.pass_at(Instant::now() + self.timings.debounce, trigger);
     }
 
-    fn on_frr_check(&mut self) {
-        let fp = self.rec.frr.fingerprint();
+    async fn on_frr_check(&mut self) {
+        let fp = self.rec.frr.fingerprint().await;
         if fp == self.fingerprint {
             return;
         }
@@ -303,10 +303,10 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
         if let Some(f) = &rep.frr {
             self.last_frr = Some(f.clone());
             // FRR took this pass's configuration: the daemons running now hold it. Without this,
-            // daemons first seen during the pass (the sidecar starting beside a new agent) read
+            // daemons first seen during the pass (FRR starting beside a new agent) read
             // as a restart and got the whole configuration again (25 s in the node guest).
             if f.result != FrrApply::Failed
-                && let Some(fp) = self.rec.frr.fingerprint()
+                && let Some(fp) = self.rec.frr.fingerprint().await
             {
                 self.fingerprint = Some(fp);
             }
@@ -387,7 +387,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
     let mut frr_check = ticker(timings.frr_check, true);
     let mut resync = ticker(timings.resync, false);
     let mut frr_resync = ticker(timings.frr_resync, false);
-    let fingerprint = rec.frr.fingerprint();
+    let fingerprint = rec.frr.fingerprint().await;
     tracing::info!(frr = ?fingerprint, "agent loop started");
     let mut lp = AgentLoop {
         rec,
@@ -421,7 +421,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
             }
             ev = source.recv() => if !lp.on_source(ev).await { break },
             Some(ev) = kernel_events.recv() => lp.on_kernel_event(ev),
-            _ = frr_check.tick() => lp.on_frr_check(),
+            _ = frr_check.tick() => lp.on_frr_check().await,
             _ = resync.tick() => lp.pass_at(Instant::now(), "resync"),
             _ = frr_resync.tick() => lp.on_frr_resync(),
             _ = timer => {

@@ -79,9 +79,11 @@ struct FrrArgs {
     /// Directory of the daemons' vty sockets [default: vtysh's].
     #[arg(long)]
     frr_vty_socket: Option<PathBuf>,
-    /// Directory of zebra.pid/bgpd.pid [default: /var/run/frr[/<pathspace>]].
-    #[arg(long)]
-    frr_piddir: Option<PathBuf>,
+    /// FRR's state directory, where its daemons' vty sockets tell whether they run
+    /// [default: /var/run/frr[/<pathspace>]]. FRR may run in another pod: a shared directory is
+    /// enough, no shared process namespace.
+    #[arg(long, alias = "frr-piddir")]
+    frr_statedir: Option<PathBuf>,
     /// Scratch directory for frr-reload [default: $TMPDIR].
     #[arg(long)]
     frr_rundir: Option<PathBuf>,
@@ -119,8 +121,9 @@ impl FrrArgs {
         s.timeout = std::time::Duration::from_secs(self.frr_timeout_secs);
         s.bindir = self.frr_bindir.clone();
         s.vty_socket = self.frr_vty_socket.clone();
-        if let Some(p) = &self.frr_piddir {
-            s.piddir = p.clone();
+        s.proc_sys = self.proc_sys_dir.clone();
+        if let Some(p) = &self.frr_statedir {
+            s.statedir = p.clone();
         }
         if let Some(r) = &self.frr_rundir {
             s.rundir = r.clone();

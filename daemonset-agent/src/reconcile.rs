@@ -563,7 +563,8 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
 
     /// The node cleaned up for an uninstall: every device, route and rule the agent owns
     /// removed (the kernel step of a pass to `last` without its VRFs), and the persisted state
-    /// removed, so a new install starts afresh. FRR is left alone: its sidecar goes with the pod.
+    /// and FRR's configuration file removed, so a new install starts afresh. The running FRR is
+    /// left alone: its router pod goes with the same uninstall.
     pub async fn teardown(&mut self, last: &NodeModel) -> PassReport {
         let started = Instant::now();
         let mut empty = last.clone();
@@ -586,6 +587,9 @@ impl<D: Dataplane, F: FrrControl> Reconciler<D, F> {
             {
                 report.warnings.push(format!("removing {}: {e}", path.display()));
             }
+        }
+        if let Err(e) = self.frr.remove_config_file() {
+            report.warnings.push(e.to_string());
         }
         report.duration = started.elapsed();
         report

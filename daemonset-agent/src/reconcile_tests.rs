@@ -31,6 +31,8 @@ struct FakeFrr {
     lost: Option<(String, Prefix)>,
     lost_for_good: bool,
     lost_was_configured: bool,
+    /// `remove_config_file` was called (an uninstall).
+    config_file_removed: bool,
 }
 
 /// The `vrf <name>` / ` vni <n>` pairs of a configuration: what zebra maps once it took it.
@@ -170,8 +172,14 @@ impl FrrControl for FakeFrr {
         async move { mappings }
     }
 
-    fn fingerprint(&mut self) -> Option<String> {
-        Some("zebra=1,bgpd=2".into())
+    fn remove_config_file(&mut self) -> Result<(), FrrError> {
+        self.config_file_removed = true;
+        Ok(())
+    }
+
+    #[allow(clippy::manual_async_fn)]
+    fn fingerprint(&mut self) -> impl Future<Output = Option<String>> + Send {
+        async { Some("zebra=1,bgpd=2".into()) }
     }
 }
 
@@ -268,6 +276,33 @@ async fn seed_from_scratch_then_second_pass_writes_nothing() {
     assert_eq!(rep.kernel_writes, 0, "second pass wrote: {:?}", r.dp.writes);
     assert!(r.dp.writes.is_empty());
     assert_eq!(r.frr.applied.len(), frr_before, "second pass touched FRR");
+}
+
+#[tokio::test]
+async fn an_uninstall_leaves_no_owned_object_and_no_frr_config_file() {
+    let mut r = reconciler();
+    let foreign = r.dp.add_foreign_link("tenant-x", LinkKind::Vrf { table: 100 });
+    let d = parse_state(&spec("vrf-blue", 1001, &["10.0.0.84"])).unwrap();
+    assert!(r.pass(&d).await.ok());
+    assert!(r.dp.state.link("vrf-blue").is_some());
+    let rep = r.teardown(&d).await;
+    assert!(rep.kernel_errors.is_empty() && rep.warnings.is_empty(), "{rep:?}");
+    let k = &r.dp.state;
+    assert!(k.links.iter().all(|l| l.group != LINK_GROUP), "owned links left");
+    assert!(
+        k.routes.iter().all(|r| r.protocol != ROUTE_PROTO),
+        "owned routes left"
+    );
+    assert!(
+        k.rules.iter().all(|r| r.protocol != ROUTE_PROTO),
+        "owned rules left"
+    );
+    assert!(
+        k.links.iter().any(|l| l.index == foreign),
+        "a foreign VRF was removed"
+    );
+    // a router pod that starts again on this node boots without the agent's configuration
+    assert!(r.frr.config_file_removed);
 }
 
 #[tokio::test]

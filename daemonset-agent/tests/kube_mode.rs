@@ -149,7 +149,7 @@ impl KubeBed {
                 &w,
                 "--frr-rundir",
                 &w,
-                "--frr-piddir",
+                "--frr-statedir",
                 &format!("/run/frr/{ps}"),
             ])
             .args([

@@ -81,7 +81,7 @@ fn chart_lints_strict_with_default_and_custom_values() {
 
 #[test]
 fn values_schema_refuses_bad_values() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--set", "underlay.asn=0"], "/underlay/asn"),
         (
             &["--set", "apiServer.host=10.0.0.1"],
@@ -110,6 +110,9 @@ fn values_schema_refuses_bad_values() {
             ],
             "/openstack/pollIntervalSeconds",
         ),
+        // FRR's node directories, mounted by two pods: absolute paths only
+        (&["--set", "frr.hostConfigDir=var/lib/frr"], "/frr/hostConfigDir"),
+        (&["--set", "frr.hostRunDir="], "/frr/hostRunDir"),
     ];
     for (extra, needle) in cases {
         let mut args = vec!["template", "t", CHART];

@@ -56,10 +56,11 @@ inns "$HELM" install "$RELEASE" charts/bgpvpn-operator --namespace "$RELEASE_NS"
   --kubeconfig "$RUN/kube/kubeconfig" --set "$VALUES" >/dev/null
 await_k --for=condition=Available "deployment/$RELEASE-operator" -n "$RELEASE_NS" --timeout=600s
 await_k --for=jsonpath='{.status.numberReady}'=1 "daemonset/$RELEASE-agent" -n "$RELEASE_NS" --timeout=600s
+await_k --for=jsonpath='{.status.numberReady}'=1 "daemonset/$RELEASE-router" -n "$RELEASE_NS" --timeout=600s
 await_k --for=create "evpnnodestate/$NODE" --timeout=300s
 await_k --for=condition=Ready "evpnnodestate/$NODE" --timeout=300s
 await_k --for=jsonpath='{.status.frrVersion}' "evpnnodestate/$NODE" --timeout=120s
-ok "operator and agent running; the agent pod's FRR: $(k get evpnnodestate "$NODE" -o jsonpath='{.status.frrVersion}')"
+ok "operator, agent and router running; the router pod's FRR: $(k get evpnnodestate "$NODE" -o jsonpath='{.status.frrVersion}')"
 
 step "tenant: namespace demo and its pod web (HTTP on 8080)"
 k apply -f examples/seed/00-namespace.yaml >/dev/null

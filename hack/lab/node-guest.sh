@@ -4,7 +4,7 @@
 #
 #   guest root namespace = Kubernetes node "$NODE_NAME": containerd, CNI and the kubelet
 #       (hack/testbed/node/node.sh), which runs what the apiserver schedules there: the chart's
-#       agent pod (host network, FRR 10 sidecar), the operator and the demo pod web, which CNI
+#       agent and router pods (host network; the router runs FRR 10), the operator and the demo pod web, which CNI
 #       gives 10.0.0.84. Underlay 172.30.0.1 on eth-u, $NODE_IP on the tap.
 #   netns "remote": the other cloud (AS 64999, underlay 172.30.0.2), its own FRR, vm1 20.0.0.100
 #       on VNI 1001 and vm2 20.0.0.100 on VNI 1003 (hack/lib/remote-cloud.sh).

@@ -91,7 +91,7 @@ frr_prepare() {
   chown -R frr:frr "$WORK/$n" "/run/frr/$n"
 }
 # frr_start <pathspace> <netns> [frr.conf] (default $WORK/<ps>/base.conf): FRR 10 the way the
-# chart's sidecar (frrinit/watchfrr) runs it: mgmtd first (zebra is its backend; vtysh refuses
+# chart's router pod (frrinit/watchfrr) runs it: mgmtd first (zebra is its backend; vtysh refuses
 # `vrf`/`vni` lines while it is down), zebra and bgpd without a config of their own, then the
 # integrated configuration pushed with `vtysh -b`.
 frr_start() {

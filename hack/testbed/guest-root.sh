@@ -37,7 +37,7 @@ die() { log "ERROR: $*"; exit 1; }
 
 # the last item: the layout version, raised when the tree's layout changes (3: node mount points,
 # 4: the agent's state directory)
-KEY=$(printf '%s\n' "$SUITE" "${PKGS[@]}" 4 | cksum | cut -d' ' -f1)
+KEY=$(printf '%s\n' "$SUITE" "${PKGS[@]}" 5 | cksum | cut -d' ' -f1)
 ROOT=$CACHE/guest-root/$PREFIX-$KEY
 
 versions() {
@@ -80,8 +80,9 @@ build() {
   # the guest mounts its own /run, /tmp, /var/log...: these are mount points, nothing else
   mkdir -p "$tmp/mnt/out" "$tmp/srv"
   # and where the node payload mounts the state of containerd, the kubelet and CNI (libcni's cache
-  # is always /var/lib/cni), and of the agent the chart runs there (its hostPath)
-  mkdir -p "$tmp/var/lib/containerd" "$tmp/var/lib/kubelet" "$tmp/var/lib/cni" "$tmp/var/lib/bgpvpn-agent"
+  # is always /var/lib/cni), and of the agent and the router the chart runs there (their hostPaths)
+  mkdir -p "$tmp/var/lib/containerd" "$tmp/var/lib/kubelet" "$tmp/var/lib/cni" "$tmp/var/lib/bgpvpn-agent" \
+    "$tmp/var/lib/bgpvpn-frr"
   : >"$tmp/etc/resolv.conf"
   echo "$SUITE" >"$tmp/etc/hostname"
   mv "$tmp" "$ROOT"

@@ -43,19 +43,22 @@ pub struct FrrSettings {
     pub pathspace: Option<String>,
     /// Directory of the daemons' vty sockets, when not the default.
     pub vty_socket: Option<PathBuf>,
-    /// Directory of `zebra.pid` and `bgpd.pid`.
-    pub piddir: PathBuf,
+    /// FRR's state directory (its `localstatedir`): the daemons' vty sockets, read to tell
+    /// whether they run, unless `vty_socket` names another.
+    pub statedir: PathBuf,
     /// Deadline of one frr-reload/vtysh run.
     pub timeout: Duration,
     /// Static lines put before the rendered configuration (operator settings such as `log`
     /// or `hostname` that frr-reload would otherwise remove). Never derived from the spec.
     pub preamble: String,
+    /// Where the node's sysctls are read (`net/ipv4/ip_forward`, ...).
+    pub proc_sys: PathBuf,
 }
 
 impl FrrSettings {
-    /// Debian's paths; `pathspace` also selects `/var/run/frr/<pathspace>` for the pid files.
+    /// Debian's paths; `pathspace` also selects the state directory `/var/run/frr/<pathspace>`.
     pub fn debian(pathspace: Option<String>) -> Self {
-        let piddir = match &pathspace {
+        let statedir = match &pathspace {
             Some(ps) => PathBuf::from("/var/run/frr").join(ps),
             None => PathBuf::from("/var/run/frr"),
         };
@@ -67,9 +70,10 @@ impl FrrSettings {
             rundir: std::env::temp_dir(),
             pathspace,
             vty_socket: None,
-            piddir,
+            statedir,
             timeout: Duration::from_secs(300),
             preamble: String::new(),
+            proc_sys: "/proc/sys".into(),
         }
     }
 }
@@ -140,9 +144,12 @@ pub trait FrrControl: Send {
     fn version(&mut self) -> impl Future<Output = Option<String>> + Send;
     /// The L3 VNIs zebra maps, each to its VRF; `None` when it cannot tell.
     fn l3vni_mappings(&mut self) -> impl Future<Output = Option<BTreeMap<u32, String>>> + Send;
-    /// Identity of the running zebra/bgpd (their pids); changes when FRR restarts, `None` when
-    /// they are not running.
-    fn fingerprint(&mut self) -> Option<String>;
+    /// Removes the configuration file `apply` writes (an uninstall), so an FRR that starts
+    /// again on this node boots without it.
+    fn remove_config_file(&mut self) -> Result<(), FrrError>;
+    /// Identity of the running zebra/bgpd (their vty sockets); changes when FRR restarts,
+    /// `None` when they are not running.
+    fn fingerprint(&mut self) -> impl Future<Output = Option<String>> + Send;
 }
 
 /// The real thing: frr-reload.py and vtysh.
@@ -225,11 +232,30 @@ impl FrrReload {
         }
     }
 
-    async fn full_reload(&self, file: &Path) -> Result<FrrOutcome, FrrError> {
-        let (changes, _) = self.test(file).await.map_err(|e| FrrError::Check(Box::new(e)))?;
+    /// frr-reload.py of `config` (already in `file`). FRR shows the node's forwarding sysctls
+    /// as configuration (`no ipv6 forwarding` while it is off), so a file without them would
+    /// make frr-reload "correct" the node's forwarding on every full apply (in a pod, where
+    /// /proc/sys is read-only, it fails and the difference stays: a full reload each time).
+    /// They go into the file for frr-reload only: FRR applies them when it boots, and by then
+    /// the node's forwarding may have changed.
+    async fn full_reload(&self, file: &Path, config: &str) -> Result<FrrOutcome, FrrError> {
+        let forwarding = KernelForwarding::read(&self.settings.proc_sys).lines();
+        if forwarding.is_empty() {
+            return self.reload_file(file).await;
+        }
+        write_file(file, &format!("{forwarding}{config}"))?;
+        let res = self.reload_file(file).await;
+        write_file(file, config)?;
+        res
+    }
+
+    async fn reload_file(&self, file: &Path) -> Result<FrrOutcome, FrrError> {
+        let (changes, diff) = self.test(file).await.map_err(|e| FrrError::Check(Box::new(e)))?;
         if changes == 0 {
             return Ok(FrrOutcome::Unchanged);
         }
+        // what FRR held that the agent did not expect: someone else's change, or a lost apply
+        tracing::info!(lines = changes, diff = %diff_head(&diff), "frr-reload.py: FRR differs from the configuration");
         let (code, out) = self
             .run(&self.settings.reload_script, &self.reload_args("reload", file))
             .await?;
@@ -268,7 +294,15 @@ impl FrrReload {
         a
     }
 
+    /// `program` with `args`: its exit code and its output, stdout then stderr.
     async fn run(&self, program: &Path, args: &[String]) -> Result<(i32, String), FrrError> {
+        let (code, mut text, stderr) = self.run_split(program, args).await?;
+        text.push_str(&stderr);
+        Ok((code, text))
+    }
+
+    /// `program` with `args`: its exit code, stdout and stderr.
+    async fn run_split(&self, program: &Path, args: &[String]) -> Result<(i32, String, String), FrrError> {
         let cmd = format!("{} {}", program.display(), args.join(" "));
         let child = Command::new(program)
             .args(args)
@@ -288,9 +322,11 @@ impl FrrReload {
                 secs: self.settings.timeout.as_secs(),
             })?
             .map_err(|source| FrrError::Spawn { cmd, source })?;
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        Ok((out.status.code().unwrap_or(-1), text))
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 
     /// `frr-reload.py --test` of `config` against the running configuration: the difference
@@ -300,10 +336,12 @@ impl FrrReload {
             .settings
             .rundir
             .join(format!("bgpvpn-agent-plan-{}.conf", std::process::id()));
+        // as `full_reload` compares: with the node's forwarding as FRR shows it
         write_file(
             &file,
             &format!(
-                "{}{}{config}",
+                "{}{}{}{config}",
+                KernelForwarding::read(&self.settings.proc_sys).lines(),
                 self.settings.preamble,
                 hostname_line(&self.settings.preamble)
             ),
@@ -314,17 +352,18 @@ impl FrrReload {
     }
 
     async fn test(&self, file: &Path) -> Result<(usize, String), FrrError> {
-        let (code, out) = self
-            .run(&self.settings.reload_script, &self.reload_args("test", file))
+        let (code, stdout, stderr) = self
+            .run_split(&self.settings.reload_script, &self.reload_args("test", file))
             .await?;
         if code != 0 {
             return Err(FrrError::Reload {
                 step: "test",
                 code,
-                output: tail(&out),
+                output: tail(&(stdout + &stderr)),
             });
         }
-        let diff = diff_section(&out);
+        // the difference is on stdout; frr-reload logs on stderr
+        let diff = diff_section(&stdout);
         Ok((
             diff.lines()
                 .filter(|l| !l.trim().is_empty() && !l.starts_with("Lines To") && !l.starts_with("===="))
@@ -446,6 +485,54 @@ fn diff_section(out: &str) -> String {
     }
 }
 
+/// The node's IP forwarding, as FRR 10 shows it in its running configuration: nothing while it
+/// is on, `no ip forwarding` / `no ipv6 forwarding` while it is off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelForwarding {
+    /// `None`: unreadable (no such sysctl, IPv6 disabled): nothing said about it.
+    pub ipv4: Option<bool>,
+    pub ipv6: Option<bool>,
+}
+
+impl KernelForwarding {
+    pub fn read(proc_sys: &Path) -> Self {
+        let on = |key: &str| match std::fs::read_to_string(proc_sys.join(key)) {
+            Ok(v) => Some(v.trim() != "0"),
+            Err(_) => None,
+        };
+        Self {
+            ipv4: on("net/ipv4/ip_forward"),
+            ipv6: on("net/ipv6/conf/all/forwarding"),
+        }
+    }
+
+    /// The lines FRR shows for this state.
+    pub fn lines(&self) -> String {
+        let mut out = String::new();
+        if self.ipv4 == Some(false) {
+            out.push_str("no ip forwarding\n");
+        }
+        if self.ipv6 == Some(false) {
+            out.push_str("no ipv6 forwarding\n");
+        }
+        out
+    }
+}
+
+/// The first lines of a `--test` difference, for the log (a full difference may be thousands).
+fn diff_head(diff: &str) -> String {
+    const SHOWN: usize = 24;
+    let lines: Vec<&str> = diff
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("===="))
+        .collect();
+    let mut head = lines[..lines.len().min(SHOWN)].join(" | ");
+    if lines.len() > SHOWN {
+        head.push_str(&format!(" | ... {} more", lines.len() - SHOWN));
+    }
+    head
+}
+
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(8)..].join(" | ")
@@ -496,6 +583,7 @@ impl FrrControl for FrrReload {
         );
         let delta = delta.map(str::to_string);
         async move {
+            // the file FRR boots into: never a forwarding line (see `full_reload`)
             write_file(&file, &config)?;
             match delta.as_deref() {
                 Some("") => return Ok(FrrOutcome::Unchanged),
@@ -513,7 +601,7 @@ impl FrrControl for FrrReload {
                 },
                 None => {}
             }
-            self.full_reload(&file).await
+            self.full_reload(&file, &config).await
         }
     }
 
@@ -548,24 +636,66 @@ impl FrrControl for FrrReload {
             .map(|out| parse_vrf_vni(&out))
     }
 
-    fn fingerprint(&mut self) -> Option<String> {
+    fn remove_config_file(&mut self) -> Result<(), FrrError> {
+        let path = &self.settings.config_file;
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(FrrError::Write {
+                path: path.display().to_string(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn fingerprint(&mut self) -> Option<String> {
+        let dir = self
+            .settings
+            .vty_socket
+            .as_ref()
+            .unwrap_or(&self.settings.statedir);
         let mut parts = Vec::new();
         // FRR 10 runs mgmtd in front of zebra: a restarted mgmtd has lost the vrf/vni config too
         for (daemon, required) in [("mgmtd", false), ("zebra", true), ("bgpd", true)] {
-            let Ok(pid) = std::fs::read_to_string(self.settings.piddir.join(format!("{daemon}.pid"))) else {
-                if required {
-                    return None;
-                }
-                continue;
-            };
-            let pid = pid.trim();
-            // a pid file outlives a killed daemon
-            if pid.is_empty() || !Path::new("/proc").join(pid).exists() {
-                return None;
+            match daemon_identity(&dir.join(format!("{daemon}.vty"))).await {
+                DaemonSocket::Listening(id) => parts.push(format!("{daemon}={id}")),
+                DaemonSocket::Absent if !required => {}
+                DaemonSocket::Absent | DaemonSocket::Dead => return None,
             }
-            parts.push(format!("{daemon}={pid}"));
         }
         Some(parts.join(","))
+    }
+}
+
+/// What a daemon's vty socket says about the daemon.
+#[derive(Debug, PartialEq, Eq)]
+enum DaemonSocket {
+    /// No socket: the daemon never ran here.
+    Absent,
+    /// The socket outlived its daemon (nobody listens on it).
+    Dead,
+    /// A daemon listens; the id (the socket's inode and time) is new with each daemon start.
+    Listening(String),
+}
+
+/// A daemon's liveness and identity from its vty socket. Unlike a pid, this holds across pods:
+/// FRR may run in another pod (its own pid namespace) that shares only the directory.
+async fn daemon_identity(socket: &Path) -> DaemonSocket {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = tokio::fs::metadata(socket).await else {
+        return DaemonSocket::Absent;
+    };
+    let connect = tokio::net::UnixStream::connect(socket);
+    match tokio::time::timeout(Duration::from_secs(1), connect).await {
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) =>
+        {
+            DaemonSocket::Dead
+        }
+        // connected; or busy (a full backlog) or slow: someone listens either way
+        _ => DaemonSocket::Listening(format!("{}.{}", meta.ino(), meta.ctime_nsec())),
     }
 }
 
@@ -591,6 +721,50 @@ mod tests {
         assert!(unreached_daemons(all).is_empty());
         // a vtysh that does not name its children tells nothing
         assert!(unreached_daemons("").is_empty());
+    }
+
+    #[test]
+    fn the_nodes_forwarding_is_shown_as_frr_shows_it() {
+        let dir = std::env::temp_dir().join(format!("bgpvpn-agent-sysctl-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("net/ipv4")).unwrap();
+        std::fs::create_dir_all(dir.join("net/ipv6/conf/all")).unwrap();
+        let set = |v4: &str, v6: &str| {
+            std::fs::write(dir.join("net/ipv4/ip_forward"), v4).unwrap();
+            std::fs::write(dir.join("net/ipv6/conf/all/forwarding"), v6).unwrap();
+            KernelForwarding::read(&dir).lines()
+        };
+        // FRR 10.3 in the node guest: `show running-config` for each state
+        assert_eq!(set("1\n", "1\n"), "");
+        assert_eq!(set("1\n", "0\n"), "no ipv6 forwarding\n");
+        assert_eq!(set("0\n", "0\n"), "no ip forwarding\nno ipv6 forwarding\n");
+        // IPv6 disabled on the node: its sysctls are absent, FRR is told nothing about it
+        std::fs::remove_dir_all(dir.join("net/ipv6")).unwrap();
+        assert_eq!(KernelForwarding::read(&dir).lines(), "no ip forwarding\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_daemon_is_told_by_its_vty_socket() {
+        let dir = std::env::temp_dir().join(format!("bgpvpn-agent-vty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("zebra.vty");
+        let _ = std::fs::remove_file(&socket);
+        assert_eq!(daemon_identity(&socket).await, DaemonSocket::Absent);
+        let first = tokio::net::UnixListener::bind(&socket).unwrap();
+        let DaemonSocket::Listening(id) = daemon_identity(&socket).await else {
+            panic!("a listening socket reads as not running");
+        };
+        // a killed daemon leaves its socket file behind
+        drop(first);
+        assert_eq!(daemon_identity(&socket).await, DaemonSocket::Dead);
+        // a restarted one binds a new socket there
+        std::fs::remove_file(&socket).unwrap();
+        let _second = tokio::net::UnixListener::bind(&socket).unwrap();
+        let DaemonSocket::Listening(again) = daemon_identity(&socket).await else {
+            panic!("the restarted daemon reads as not running");
+        };
+        assert_ne!(id, again, "a restart must change the identity");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -401,7 +401,7 @@ impl Bed {
             &w,
             "--frr-rundir",
             &format!("{w}/{a}/run"),
-            "--frr-piddir",
+            "--frr-statedir",
             &format!("/run/frr/{a}"),
             "--frr-preamble",
             &format!("{w}/{a}/preamble.conf"),

@@ -45,7 +45,7 @@ base.tree(root, skip={"proc", "sys", "dev", "run", "tmp", "mnt", "srv"})
 base = base.bytes()
 
 # Like upstream's docker-start: watchfrr, in the foreground, starts and watches the daemons the
-# daemons file lists (the chart's sidecar script installs that file first).
+# daemons file lists (the chart's router script installs that file first).
 frr = Layer()
 for d in ["usr", "usr/lib", "usr/lib/frr"]:
     frr.dir(d)

@@ -35,7 +35,7 @@ ip link set "$GUEST_NIC" up
 for m in overlay bridge veth; do modprobe "$m"; done
 sysctl -qw net.ipv4.ip_forward=1
 # the root is read-only: the runtime's state lives in tmpfs (mount points made by guest-root.sh)
-for d in /var/lib/containerd /var/lib/kubelet /var/lib/cni /var/lib/bgpvpn-agent; do
+for d in /var/lib/containerd /var/lib/kubelet /var/lib/cni /var/lib/bgpvpn-agent /var/lib/bgpvpn-frr; do
   mount -t tmpfs -o mode=755 tmpfs "$d"
 done
 S=/run/node
