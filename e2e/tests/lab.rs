@@ -94,17 +94,18 @@ fn processes_using(dir: &str) -> Vec<String> {
     found
 }
 
-/// The README's main command: the chart's pods on a real node, the demo pod from CNI at 10.0.0.84,
-/// and the agent pod replaced during a flow without a kernel write.
+/// The README's main command: the chart's pods on a real node (FRR in the router pod), the demo
+/// pod from CNI at 10.0.0.84, and the agent pod replaced during a flow without a kernel write and
+/// without a lost ping.
 #[test]
 fn seed_story_with_kubectl_on_a_real_node() {
     run_lab(
         &[],
         &[
             "Ready: kubelet v1.",
-            "operator and agent running; the agent pod's FRR: 10.",
+            "operator, agent and router running; the router pod's FRR: 10.",
             "OK  web Running 10.0.0.84 on lab-node-a",
-            "its first pass wrote 0 kernel objects",
+            "pings answered, its first pass wrote 0 kernel objects",
         ],
     );
 }
