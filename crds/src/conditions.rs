@@ -12,6 +12,8 @@ pub mod types {
     pub const CONFLICT: &str = "Conflict";
     /// The last FRR configuration apply succeeded (EVPNNodeState).
     pub const FRR_APPLIED: &str = "FrrApplied";
+    /// Every underlay BGP session of the node is established (EVPNNodeState).
+    pub const BGP_ESTABLISHED: &str = "BgpEstablished";
     /// The kernel devices, routes and rules match the spec (EVPNNodeState).
     pub const DATAPLANE_PROGRAMMED: &str = "DataplaneProgrammed";
     /// The object mirrors a Neutron resource and the last sync succeeded.

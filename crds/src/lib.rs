@@ -26,8 +26,8 @@ pub mod validate;
 pub use bgpvpn::{AllowedNamespaces, Bgpvpn, BgpvpnSpec, BgpvpnStatus, VpnType};
 pub use binding::{VniBinding, VniBindingSpec, VniBindingStatus};
 pub use node_state::{
-    Endpoint, EvpnNodeState, EvpnNodeStateSpec, EvpnNodeStateStatus, FrrApplyStatus, L3Vni, L3VniStatus,
-    Neighbor, RoutedPrefix, Underlay,
+    BgpSessionStatus, Endpoint, EvpnNodeState, EvpnNodeStateSpec, EvpnNodeStateStatus, FrrApplyStatus, L3Vni,
+    L3VniStatus, Neighbor, RoutedPrefix, Underlay,
 };
 
 /// API group of every kind here.

@@ -26,6 +26,7 @@ use crate::schema::*;
     printcolumn = r#"{"name":"VTEP","type":"string","jsonPath":".spec.underlay.vtepIp"}"#,
     printcolumn = r#"{"name":"L3VNIs","type":"integer","jsonPath":".status.programmedVnis"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Sessions","type":"string","jsonPath":".status.sessionsEstablished"}"#,
     printcolumn = r#"{"name":"FRR","type":"string","priority":1,"jsonPath":".status.frrVersion"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -171,6 +172,35 @@ pub struct EvpnNodeStateStatus {
     /// Version of the FRR the agent drives (`show version`), e.g. `10.3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frr_version: Option<String>,
+    /// The node's underlay BGP sessions, as its FRR last reported them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_STATUS_ITEMS))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["peer"]))]
+    pub bgp_sessions: Vec<BgpSessionStatus>,
+    /// Established sessions of all, e.g. `1/2`; unset while FRR has not been asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions_established: Option<String>,
+}
+
+/// One underlay BGP session of the node.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpSessionStatus {
+    /// The neighbor's address, or the interface of an unnumbered session.
+    pub peer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_asn: Option<u32>,
+    /// FRR's session state: `Established`, `Active`, `Connect`, `Idle`, `OpenSent`, `OpenConfirm`.
+    pub state: String,
+    /// When the session came up, while it is `Established`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub established_since: Option<Time>,
+    /// EVPN routes accepted from the neighbor.
+    #[serde(default)]
+    pub prefixes_received: u32,
+    /// The BFD session's state (`Up`, `Down`, `Init`, `AdminDown`) when BFD is on for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<String>,
 }
 
 /// Per-VNI result on a node.

@@ -17,13 +17,14 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
 use crate::frr::reload::FrrControl;
+use crate::frr::sessions::BgpSession;
 use crate::kernel::Dataplane;
 use crate::liveness::Liveness;
 use crate::metrics::{Metrics, StateLabels};
 use crate::model::{NodeModel, load_state_file};
 use crate::monitor;
 use crate::reconcile::{FrrApply, FrrResult, PassReport, Reconciler};
-use crate::status::{FrrObserved, build_status};
+use crate::status::{FrrObserved, build_status, with_sessions};
 
 /// What the source of the desired state reports.
 #[derive(Debug)]
@@ -49,8 +50,10 @@ pub struct LoopTimings {
     /// which also catches hand edits. Slower than a kernel resync (seconds at a thousand VNIs),
     /// and FRR changes have no event, so it has its own, longer period.
     pub frr_resync: Duration,
-    /// Period of the FRR restart check (pid files).
+    /// Period of the FRR restart check (the daemons' vty sockets).
     pub frr_check: Duration,
+    /// Period of the BGP session poll (`show bgp neighbors json`, one vtysh run).
+    pub bgp_poll: Duration,
     /// Longest delay between retries of a failed pass.
     pub max_backoff: Duration,
 }
@@ -62,6 +65,7 @@ impl Default for LoopTimings {
             resync: Duration::from_secs(30),
             frr_resync: Duration::from_secs(300),
             frr_check: Duration::from_secs(1),
+            bgp_poll: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
         }
     }
@@ -187,6 +191,8 @@ struct AgentLoop<D: Dataplane, F: FrrControl> {
     fingerprint: Option<String>,
     /// FRR's version, and the daemons it was read from (read again after a restart).
     frr_version: Option<(Option<String>, String)>,
+    /// The underlay BGP sessions as last read (`None`: FRR did not tell).
+    sessions: Option<Vec<BgpSession>>,
     backoff: Duration,
 }
 
@@ -292,6 +298,34 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
         );
     }
 
+    /// Reads the BGP sessions; a change goes to the status (and the log) at once.
+    async fn on_bgp_poll(&mut self) {
+        let sessions = match self.fingerprint {
+            Some(_) => self.rec.frr.bgp_sessions().await,
+            None => None,
+        };
+        if sessions == self.sessions {
+            return;
+        }
+        for s in sessions.iter().flatten() {
+            let before = self.sessions.iter().flatten().find(|b| b.peer == s.peer);
+            if before.is_none_or(|b| b.state != s.state) {
+                if s.established() {
+                    tracing::info!(peer = %s.peer, "BGP session established");
+                } else {
+                    tracing::warn!(peer = %s.peer, state = %s.state, last_reset = ?s.last_reset, "BGP session not established");
+                }
+            }
+        }
+        self.metrics.sessions(sessions.as_deref().unwrap_or_default());
+        self.sessions = sessions;
+        if let Some(st) = &self.last_status {
+            let now = Time(k8s_openapi::jiff::Timestamp::now());
+            let st = with_sessions(st, self.sessions.as_deref(), &now);
+            self.write(st).await;
+        }
+    }
+
     fn on_frr_resync(&mut self) {
         self.rec.frr_recheck_due();
         self.pass_at(Instant::now(), "FRR resync");
@@ -325,6 +359,7 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
             applied: self.last_frr.as_ref(),
             version: self.frr_version.as_ref().map(|(_, v)| v.as_str()),
             running: self.fingerprint.is_some(),
+            sessions: self.sessions.as_deref(),
         };
         let st = build_status(d, &rep, frr, self.last_status.as_ref(), &now);
         update_gauges(&self.metrics, &st, &rep);
@@ -387,6 +422,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
     let mut frr_check = ticker(timings.frr_check, true);
     let mut resync = ticker(timings.resync, false);
     let mut frr_resync = ticker(timings.frr_resync, false);
+    let mut bgp_poll = ticker(timings.bgp_poll, true);
     let fingerprint = rec.frr.fingerprint().await;
     tracing::info!(frr = ?fingerprint, "agent loop started");
     let mut lp = AgentLoop {
@@ -402,6 +438,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
         last_status: None,
         fingerprint,
         frr_version: None,
+        sessions: None,
         backoff: Duration::from_secs(1),
     };
     tokio::pin!(shutdown);
@@ -424,6 +461,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
             _ = frr_check.tick() => lp.on_frr_check().await,
             _ = resync.tick() => lp.pass_at(Instant::now(), "resync"),
             _ = frr_resync.tick() => lp.on_frr_resync(),
+            _ = bgp_poll.tick() => lp.on_bgp_poll().await,
             _ = timer => {
                 lp.due = None;
                 let Some(d) = lp.desired.as_ref() else { continue };

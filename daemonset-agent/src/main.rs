@@ -189,6 +189,10 @@ struct RunArgs {
     /// FRR resync period (a full `frr-reload.py --test`), in seconds.
     #[arg(long, default_value_t = 300)]
     frr_resync_secs: u64,
+    /// BGP session poll period (`show bgp neighbors json`), in seconds: a session that goes
+    /// down shows in the status within this.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    bgp_poll_secs: u64,
     #[command(flatten)]
     frr: FrrArgs,
 }
@@ -302,6 +306,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         debounce: Duration::from_millis(args.debounce_ms),
         resync: Duration::from_secs(args.resync_secs),
         frr_resync: Duration::from_secs(args.frr_resync_secs),
+        bgp_poll: Duration::from_secs(args.bgp_poll_secs),
         ..LoopTimings::default()
     };
     let stop = agent::Stop {

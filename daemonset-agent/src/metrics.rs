@@ -22,6 +22,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: String,
 }
@@ -45,8 +50,12 @@ pub struct Metrics {
     pub endpoints: Family<StateLabels, Gauge>,
     /// Self-repairs: passes started by a netlink event about an owned object.
     pub repairs: Counter<u64, AtomicU64>,
-    /// FRR restarts seen (zebra/bgpd pid change).
+    /// FRR restarts seen (a new zebra/bgpd vty socket).
     pub frr_restarts: Counter<u64, AtomicU64>,
+    /// Per underlay BGP neighbor: 1 while the session is established.
+    pub bgp_session_established: Family<PeerLabels, Gauge>,
+    /// Per underlay BGP neighbor: EVPN routes accepted from it.
+    pub bgp_session_prefixes: Family<PeerLabels, Gauge>,
 }
 
 impl Metrics {
@@ -61,6 +70,8 @@ impl Metrics {
         let endpoints = Family::<StateLabels, Gauge>::default();
         let repairs = Counter::default();
         let frr_restarts = Counter::default();
+        let bgp_session_established = Family::<PeerLabels, Gauge>::default();
+        let bgp_session_prefixes = Family::<PeerLabels, Gauge>::default();
         registry.register(
             "netlink_ops",
             "Kernel writes (rtnetlink and sysctl) by operation and result",
@@ -94,6 +105,16 @@ impl Metrics {
             "FRR daemon restarts detected",
             frr_restarts.clone(),
         );
+        registry.register(
+            "bgp_session_established",
+            "1 while the underlay BGP session with the peer is established",
+            bgp_session_established.clone(),
+        );
+        registry.register(
+            "bgp_session_prefixes_received",
+            "EVPN routes accepted from the underlay BGP peer",
+            bgp_session_prefixes.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             netlink_ops,
@@ -105,6 +126,23 @@ impl Metrics {
             endpoints,
             repairs,
             frr_restarts,
+            bgp_session_established,
+            bgp_session_prefixes,
+        }
+    }
+
+    /// The session gauges for exactly these sessions (a removed neighbor's series go).
+    pub fn sessions(&self, sessions: &[crate::frr::sessions::BgpSession]) {
+        self.bgp_session_established.clear();
+        self.bgp_session_prefixes.clear();
+        for s in sessions {
+            let peer = PeerLabels { peer: s.peer.clone() };
+            self.bgp_session_established
+                .get_or_create(&peer)
+                .set(i64::from(s.established()));
+            self.bgp_session_prefixes
+                .get_or_create(&peer)
+                .set(i64::from(s.prefixes_received));
         }
     }
 

@@ -172,6 +172,11 @@ impl FrrControl for FakeFrr {
         async move { mappings }
     }
 
+    #[allow(clippy::manual_async_fn)]
+    fn bgp_sessions(&mut self) -> impl Future<Output = Option<Vec<crate::frr::sessions::BgpSession>>> + Send {
+        async { Some(Vec::new()) }
+    }
+
     fn remove_config_file(&mut self) -> Result<(), FrrError> {
         self.config_file_removed = true;
         Ok(())
@@ -541,6 +546,7 @@ async fn a_foreign_device_with_the_vrf_name_blocks_only_that_vrf() {
             applied: rep.frr.as_ref(),
             version: Some("10.3"),
             running: true,
+            sessions: None,
         },
         None,
         &Time(k8s_openapi::jiff::Timestamp::now()),
@@ -568,6 +574,7 @@ async fn endpoint_waits_for_the_cni_route_then_is_programmed() {
             applied: rep.frr.as_ref(),
             version: Some("10.3"),
             running: true,
+            sessions: None,
         },
         None,
         &Time(k8s_openapi::jiff::Timestamp::now()),
@@ -605,6 +612,7 @@ async fn endpoint_waits_for_the_cni_route_then_is_programmed() {
             applied: first_frr.as_ref(),
             version: Some("10.3"),
             running: true,
+            sessions: None,
         },
         None,
         &Time(k8s_openapi::jiff::Timestamp::now()),
@@ -621,6 +629,7 @@ async fn endpoint_waits_for_the_cni_route_then_is_programmed() {
             applied: first_frr.as_ref(),
             version: Some("10.3"),
             running: false,
+            sessions: None,
         },
         Some(&st),
         &Time(k8s_openapi::jiff::Timestamp::now()),

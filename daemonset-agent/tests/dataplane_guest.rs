@@ -220,7 +220,7 @@ fn seed_demo_in_the_node_guest_with_frr() {
             bed.wait("ext serves", 10, || ext_ok(bed));
 
             let generation = unbind(bed);
-            bed.start_agent(&[]);
+            bed.start_agent(&["--bgp-poll-secs", "1"]);
             bed.wait("agent up: status Ready for the underlay-only state", 60, || {
                 bed.status_is(generation, true)
             });
@@ -228,6 +228,7 @@ fn seed_demo_in_the_node_guest_with_frr() {
                 bed.vty(&bed.a, &["show bgp neighbors 172.30.0.2"])
                     .contains("BGP state = Established")
             });
+            underlay_session_state(bed);
             bed.check("no state: the pod cannot reach 20.0.0.100", no_vm(bed));
             bed.check("no state: the pod reaches ext on a main-table route", ext_ok(bed));
 
@@ -410,6 +411,71 @@ fn seed_demo_in_the_node_guest_with_frr() {
             agent_restart_under_traffic(bed);
         },
     );
+}
+
+/// `neighbor 172.30.0.1 shutdown` on node B, or its removal.
+fn node_b_shuts_the_session(bed: &Bed, shut: bool) {
+    let line = format!("{}neighbor 172.30.0.1 shutdown", if shut { "" } else { "no " });
+    bed.vty(&bed.b, &["conf t", "router bgp 64999", &line]);
+}
+
+/// The underlay session in the status and the metrics: established, then shut down by node B
+/// (a down session must show, with the peer's state), then back.
+fn underlay_session_state(bed: &Bed) {
+    let sessions = |bed: &Bed| {
+        bed.status().map(|s| {
+            let c = s.conditions.iter().find(|c| c.type_ == "BgpEstablished").cloned();
+            (s.sessions_established, s.bgp_sessions, c)
+        })
+    };
+    let is = |bed: &Bed, summary: &str, state: &str, condition: &str| {
+        sessions(bed).is_some_and(|(sum, list, c)| {
+            sum.as_deref() == Some(summary)
+                && list.len() == 1
+                && list[0].peer == "172.30.0.2"
+                && list[0].remote_asn == Some(64999)
+                && list[0].state == state
+                && c.is_some_and(|c| c.status == condition)
+        })
+    };
+    let established_metric =
+        |bed: &Bed| metric(bed, r#"bgpvpn_agent_bgp_session_established{peer="172.30.0.2"}"#);
+    bed.wait("status: session 1/1, 172.30.0.2 Established", 30, || {
+        is(bed, "1/1", "Established", "True")
+    });
+    bed.check(
+        "status: the session's time of establishment",
+        sessions(bed).is_some_and(|(_, l, _)| l[0].established_since.is_some()),
+    );
+    bed.check(
+        "metric: session established",
+        established_metric(bed) == Some(1.0),
+    );
+    node_b_shuts_the_session(bed, true);
+    bed.wait(
+        "node B shut the session: status 0/1, BgpEstablished False",
+        30,
+        || {
+            sessions(bed).is_some_and(|(sum, list, c)| {
+                sum.as_deref() == Some("0/1")
+                    && list.len() == 1
+                    && list[0].state != "Established"
+                    && list[0].established_since.is_none()
+                    && c.is_some_and(|c| {
+                        c.status == "False" && c.reason == "SessionsDown" && c.message.contains("172.30.0.2")
+                    })
+            })
+        },
+    );
+    bed.log(&format!("the down session in the status: {:?}", sessions(bed)));
+    bed.check(
+        "metric: session not established",
+        established_metric(bed) == Some(0.0),
+    );
+    node_b_shuts_the_session(bed, false);
+    bed.wait("session back: status 1/1", 60, || {
+        is(bed, "1/1", "Established", "True")
+    });
 }
 
 /// Node A's FRR killed and started again with only its base configuration: the agent puts its

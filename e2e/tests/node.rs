@@ -636,7 +636,8 @@ fn the_chart_runs_the_operator_and_the_agent_on_the_node() {
          operator.image.pullPolicy=Never,operator.replicas=1,\
          agent.image.repository=localhost/bgpvpn-agent,agent.image.tag=lab,agent.image.pullPolicy=Never,\
          frr.image.repository=localhost/bgpvpn-frr,frr.image.tag=lab,frr.image.pullPolicy=Never,\
-         apiServer.host={HOST_IP},apiServer.port={port}"
+         apiServer.host={HOST_IP},apiServer.port={port},\
+         underlay.neighbors[0].address={HOST_IP},underlay.neighbors[0].remoteAsn=64999"
     );
     let t = Instant::now();
     let o = bed.helm(
@@ -774,7 +775,47 @@ fn the_chart_runs_the_operator_and_the_agent_on_the_node() {
     ));
     println!("the router's FRR:\n{out}");
     assert_eq!(rc, 0, "FRR in the router pod does not hold {vrf}: {out}");
-    println!("{}", bed.kubectl_ok(&["get", "evpnnodestates", "-o", "wide"]));
+    // the underlay neighbor (the host, where no BGP speaker listens) never answers: a down
+    // session shows in `kubectl get ens` and in its condition
+    bed.wait(&[
+        "--for=jsonpath={.status.sessionsEstablished}=0/1",
+        &state,
+        "--timeout=120s",
+    ]);
+    let table = bed.kubectl_ok(&["get", "ens", "-o", "wide"]);
+    println!("{table}");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let column = header
+        .iter()
+        .position(|h| *h == "SESSIONS")
+        .expect("a SESSIONS column");
+    assert_eq!(row.get(column), Some(&"0/1"), "kubectl get ens:\n{table}");
+    let session = bed.kubectl_ok(&[
+        "get",
+        &state,
+        "-o",
+        r#"jsonpath={.status.bgpSessions[0].peer} {.status.bgpSessions[0].state} {.status.conditions[?(@.type=="BgpEstablished")].reason}"#,
+    ]);
+    println!("the down session: {session}");
+    let fields: Vec<&str> = session.split_whitespace().collect();
+    assert!(
+        fields.len() == 3
+            && fields[0] == HOST_IP
+            && fields[1] != "Established"
+            && fields[2] == "SessionsDown",
+        "the down session in the status: {session}"
+    );
 
     // What a node operator does, each in turn: the dataplane is adopted, never rebuilt
     let vrf_index = |bed: &mut Bed| {

@@ -60,6 +60,8 @@ await_k --for=jsonpath='{.status.numberReady}'=1 "daemonset/$RELEASE-router" -n 
 await_k --for=create "evpnnodestate/$NODE" --timeout=300s
 await_k --for=condition=Ready "evpnnodestate/$NODE" --timeout=300s
 await_k --for=jsonpath='{.status.frrVersion}' "evpnnodestate/$NODE" --timeout=120s
+# the underlay session with the remote cloud's router, as the status reports it
+await_k --for=jsonpath='{.status.sessionsEstablished}'=1/1 "evpnnodestate/$NODE" --timeout=120s
 ok "operator, agent and router running; the router pod's FRR: $(k get evpnnodestate "$NODE" -o jsonpath='{.status.frrVersion}')"
 
 step "tenant: namespace demo and its pod web (HTTP on 8080)"

@@ -17,6 +17,7 @@
 pub mod claims;
 pub mod delta;
 pub mod reload;
+pub mod sessions;
 
 use std::net::Ipv4Addr;
 

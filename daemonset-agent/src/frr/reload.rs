@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
+use super::sessions::{BgpSession, parse_bgp_sessions};
 use crate::model::{Prefix, RtRd};
 
 /// Pause between retries of BGP VRF removals that bgpd refused (see `apply_delta`).
@@ -144,6 +145,8 @@ pub trait FrrControl: Send {
     fn version(&mut self) -> impl Future<Output = Option<String>> + Send;
     /// The L3 VNIs zebra maps, each to its VRF; `None` when it cannot tell.
     fn l3vni_mappings(&mut self) -> impl Future<Output = Option<BTreeMap<u32, String>>> + Send;
+    /// The underlay BGP sessions; `None` when FRR does not tell.
+    fn bgp_sessions(&mut self) -> impl Future<Output = Option<Vec<BgpSession>>> + Send;
     /// Removes the configuration file `apply` writes (an uninstall), so an FRR that starts
     /// again on this node boots without it.
     fn remove_config_file(&mut self) -> Result<(), FrrError>;
@@ -634,6 +637,13 @@ impl FrrControl for FrrReload {
             .await
             .ok()
             .map(|out| parse_vrf_vni(&out))
+    }
+
+    async fn bgp_sessions(&mut self) -> Option<Vec<BgpSession>> {
+        self.vtysh("show bgp neighbors json")
+            .await
+            .ok()
+            .and_then(|out| parse_bgp_sessions(&out))
     }
 
     fn remove_config_file(&mut self) -> Result<(), FrrError> {
