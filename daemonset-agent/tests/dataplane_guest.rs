@@ -620,3 +620,115 @@ fn agent_restart_under_traffic(bed: &mut Bed) {
     );
     bed.check("healthz", bed.healthz() == 200);
 }
+
+const POD_IP6: &str = "2001:db8:84::84";
+const VM_IP6: &str = "2001:db8:20::100";
+
+/// `ip` (and `cmd`) of a /128 behind a veth whose other end is `host_if` in `node`, routed
+/// by `ip -6 route` there: the IPv6 half of rc_wire (a static neighbour for the gateway, as
+/// Calico does it).
+fn wire6(bed: &Bed, node: &str, host_if: &str, workload: &str, ip: &str, vrf: Option<&str>) {
+    let mac = |ns: &str, dev: &str| {
+        bed.run(ns, &format!("cat /sys/class/net/{dev}/address"))
+            .trim()
+            .to_string()
+    };
+    let (host_mac, workload_mac) = (mac(node, host_if), mac(workload, "eth0"));
+    bed.run(workload, &format!("ip -6 addr add {ip}/128 dev eth0 nodad"));
+    bed.run(
+        workload,
+        &format!("ip -6 neigh replace fe80::1 lladdr {host_mac} dev eth0 nud permanent"),
+    );
+    bed.run(workload, "ip -6 route add default via fe80::1 dev eth0");
+    let table = vrf.map(|v| format!(" vrf {v}")).unwrap_or_default();
+    bed.run(node, &format!("ip -6 route add {ip}/128 dev {host_if}{table}"));
+    bed.run(
+        node,
+        &format!("ip -6 neigh replace {ip} lladdr {workload_mac} dev {host_if} nud permanent"),
+    );
+}
+
+fn pings(bed: &Bed, from: &str, to: &str) -> bool {
+    bed.succeeds(from, &format!("ping -6 -c 1 -W 2 {to}"))
+}
+
+/// Issue 17 item 1: a pod's IPv6 address (/128) in an L3 VNI next to its IPv4 one, reached from
+/// an IPv6 VM of the remote cloud and reaching it, over the IPv4 underlay (type-5 routes with
+/// IPv6 prefixes); the unbind withdraws it.
+#[test]
+fn ipv6_pod_endpoint_and_a_remote_ipv6_vm_reach_each_other() {
+    scenario(
+        "ipv6_pod_endpoint_and_a_remote_ipv6_vm_reach_each_other",
+        BedSpec::default(),
+        |bed| {
+            let (pod, vm) = (pod(bed), bed.vm(1001));
+            wire6(bed, &bed.a.clone(), "cali-p1", &pod, POD_IP6, None);
+            // the remote cloud's VM 1001 gets an IPv6 address, announced like its IPv4 one
+            wire6(bed, &bed.b.clone(), "h-vm1001", &vm, VM_IP6, Some("vrf-1001"));
+            bed.run(&bed.b, "sysctl -qw net.ipv6.conf.all.forwarding=1");
+            bed.vty(
+                &bed.b,
+                &[
+                    "conf t",
+                    "router bgp 64999 vrf vrf-1001",
+                    "address-family ipv6 unicast",
+                    "redistribute kernel",
+                    "exit-address-family",
+                    "address-family l2vpn evpn",
+                    "advertise ipv6 unicast",
+                ],
+            );
+            bed.start_agent(&[]);
+            let generation = bed.write_state(EvpnNodeStateSpec {
+                underlay: bed.underlay(),
+                l3vnis: vec![l3vni(
+                    "vrf-tenant",
+                    1001,
+                    "172.30.0.1:1001",
+                    &[(POD_IP, "demo/web"), (POD_IP6, "demo/web")],
+                )],
+            });
+            bed.wait("status Ready with both endpoints", 60, || {
+                bed.status_is(generation, true)
+                    && bed
+                        .status()
+                        .is_some_and(|s| s.l3vnis.first().is_some_and(|v| v.endpoints == 2))
+            });
+            let b_has = |bed: &Bed, prefix: &str| {
+                bed.run(&bed.b, "ip -6 route show vrf vrf-1001")
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(prefix))
+            };
+            bed.wait("node B learned the pod's IPv6 address in vrf-1001", 60, || {
+                b_has(bed, POD_IP6)
+            });
+            bed.wait("node A's VRF learned the VM's IPv6 address", 60, || {
+                bed.run(&bed.a, "ip -6 route show vrf vrf-tenant")
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(VM_IP6))
+            });
+            bed.log(&format!(
+                "node A vrf-tenant (IPv6):\n{}",
+                bed.run(&bed.a, "ip -6 route show vrf vrf-tenant")
+            ));
+            bed.wait("pod -> VM over IPv6", 30, || pings(bed, &pod, VM_IP6));
+            bed.wait("VM -> pod over IPv6", 30, || pings(bed, &vm, POD_IP6));
+            bed.check("and IPv4 beside it: pod -> VM", pod_reaches_vm(bed, 1001));
+            bed.check("idempotent FRR with IPv6 announced", frr_is_idempotent(bed));
+            bed.check("idempotent kernel with IPv6", plan_is_empty(bed));
+
+            let generation = unbind(bed);
+            bed.wait("unbound: node B withdrew the pod's IPv6 address", 60, || {
+                !b_has(bed, POD_IP6)
+            });
+            bed.wait("unbound: the VM no longer reaches the pod", 30, || {
+                !pings(bed, &vm, POD_IP6)
+            });
+            bed.wait(
+                &format!("unbound: status Ready for generation {generation}"),
+                30,
+                || bed.status_is(generation, true),
+            );
+        },
+    );
+}
