@@ -623,6 +623,9 @@ fn agent_restart_under_traffic(bed: &mut Bed) {
 
 const POD_IP6: &str = "2001:db8:84::84";
 const VM_IP6: &str = "2001:db8:20::100";
+/// A prefix routed behind the pod (its next hop), and an address of it the pod holds.
+const ROUTED6: &str = "2001:db8:99::/64";
+const ROUTED6_ADDR: &str = "2001:db8:99::1";
 
 /// `ip` (and `cmd`) of a /128 behind a veth whose other end is `host_if` in `node`, routed
 /// by `ip -6 route` there: the IPv6 half of rc_wire (a static neighbour for the gateway, as
@@ -652,17 +655,18 @@ fn pings(bed: &Bed, from: &str, to: &str) -> bool {
     bed.succeeds(from, &format!("ping -6 -c 1 -W 2 {to}"))
 }
 
-/// Issue 17 item 1: a pod's IPv6 address (/128) in an L3 VNI next to its IPv4 one, reached from
-/// an IPv6 VM of the remote cloud and reaching it, over the IPv4 underlay (type-5 routes with
-/// IPv6 prefixes); the unbind withdraws it.
+/// Issue 17 item 1: a pod's IPv6 address (/128) in an L3 VNI next to its IPv4 one, and an IPv6
+/// prefix routed behind the pod, reached from an IPv6 VM of the remote cloud and reaching it,
+/// over the IPv4 underlay (type-5 routes with IPv6 prefixes); the unbind withdraws both.
 #[test]
-fn ipv6_pod_endpoint_and_a_remote_ipv6_vm_reach_each_other() {
+fn ipv6_pod_endpoint_and_routed_prefix_and_a_remote_ipv6_vm() {
     scenario(
-        "ipv6_pod_endpoint_and_a_remote_ipv6_vm_reach_each_other",
+        "ipv6_pod_endpoint_and_routed_prefix_and_a_remote_ipv6_vm",
         BedSpec::default(),
         |bed| {
             let (pod, vm) = (pod(bed), bed.vm(1001));
             wire6(bed, &bed.a.clone(), "cali-p1", &pod, POD_IP6, None);
+            bed.run(&pod, &format!("ip -6 addr add {ROUTED6_ADDR}/128 dev lo"));
             // the remote cloud's VM 1001 gets an IPv6 address, announced like its IPv4 one
             wire6(bed, &bed.b.clone(), "h-vm1001", &vm, VM_IP6, Some("vrf-1001"));
             bed.run(&bed.b, "sysctl -qw net.ipv6.conf.all.forwarding=1");
@@ -679,14 +683,19 @@ fn ipv6_pod_endpoint_and_a_remote_ipv6_vm_reach_each_other() {
                 ],
             );
             bed.start_agent(&[]);
+            let mut vni = l3vni(
+                "vrf-tenant",
+                1001,
+                "172.30.0.1:1001",
+                &[(POD_IP, "demo/web"), (POD_IP6, "demo/web")],
+            );
+            vni.prefixes = vec![bgpvpn_crds::RoutedPrefix {
+                prefix: ROUTED6.into(),
+                next_hop: Some(POD_IP6.into()),
+            }];
             let generation = bed.write_state(EvpnNodeStateSpec {
                 underlay: bed.underlay(),
-                l3vnis: vec![l3vni(
-                    "vrf-tenant",
-                    1001,
-                    "172.30.0.1:1001",
-                    &[(POD_IP, "demo/web"), (POD_IP6, "demo/web")],
-                )],
+                l3vnis: vec![vni],
             });
             bed.wait("status Ready with both endpoints", 60, || {
                 bed.status_is(generation, true)
@@ -713,14 +722,24 @@ fn ipv6_pod_endpoint_and_a_remote_ipv6_vm_reach_each_other() {
             ));
             bed.wait("pod -> VM over IPv6", 30, || pings(bed, &pod, VM_IP6));
             bed.wait("VM -> pod over IPv6", 30, || pings(bed, &vm, POD_IP6));
+            bed.wait("node B learned the routed IPv6 prefix", 60, || {
+                b_has(bed, ROUTED6)
+            });
+            bed.wait(
+                "VM -> an address of the routed prefix, and its answer back",
+                30,
+                || pings(bed, &vm, ROUTED6_ADDR),
+            );
             bed.check("and IPv4 beside it: pod -> VM", pod_reaches_vm(bed, 1001));
             bed.check("idempotent FRR with IPv6 announced", frr_is_idempotent(bed));
             bed.check("idempotent kernel with IPv6", plan_is_empty(bed));
 
             let generation = unbind(bed);
-            bed.wait("unbound: node B withdrew the pod's IPv6 address", 60, || {
-                !b_has(bed, POD_IP6)
-            });
+            bed.wait(
+                "unbound: node B withdrew the pod's IPv6 address and prefix",
+                60,
+                || !b_has(bed, POD_IP6) && !b_has(bed, ROUTED6),
+            );
             bed.wait("unbound: the VM no longer reaches the pod", 30, || {
                 !pings(bed, &vm, POD_IP6)
             });
