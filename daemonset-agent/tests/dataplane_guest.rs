@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bgpvpn_crds::EvpnNodeStateSpec;
+use bgpvpn_crds::{EvpnNodeStateSpec, Neighbor, Underlay};
 use guest::{AGENT_HTTP, Bed, BedSpec, VM_IP, l3vni, path_str, scenario};
 
 const POD_IP: &str = "10.0.0.84";
@@ -748,6 +748,76 @@ fn ipv6_pod_endpoint_and_routed_prefix_and_a_remote_ipv6_vm() {
                 30,
                 || bed.status_is(generation, true),
             );
+        },
+    );
+}
+
+/// Issue 17 item 1: the EVPN session runs over the IPv6 underlay (node A's only neighbour is
+/// node B's IPv6 address) while the VTEPs stay IPv4: the routes and the seed's traffic flow as
+/// over IPv4, and the status reports the IPv6 session.
+#[test]
+fn the_evpn_session_runs_over_an_ipv6_underlay() {
+    scenario(
+        "the_evpn_session_runs_over_an_ipv6_underlay",
+        BedSpec::default(),
+        |bed| {
+            bed.run(&bed.a, "ip -6 addr add fd00:30::1/64 dev eth-u nodad");
+            bed.run(&bed.b, "ip -6 addr add fd00:30::2/64 dev eth-u nodad");
+            bed.vty(
+                &bed.b,
+                &[
+                    "conf t",
+                    "router bgp 64999",
+                    "neighbor 172.30.0.1 shutdown",
+                    "neighbor fd00:30::1 remote-as 65001",
+                    "address-family l2vpn evpn",
+                    "neighbor fd00:30::1 activate",
+                ],
+            );
+            let underlay = Underlay {
+                neighbors: vec![Neighbor {
+                    address: Some("fd00:30::2".into()),
+                    interface: None,
+                    remote_asn: 64999,
+                    bfd: false,
+                }],
+                ..bed.underlay()
+            };
+            bed.start_agent(&["--bgp-poll-secs", "1"]);
+            let generation = bed.write_state(EvpnNodeStateSpec {
+                underlay,
+                l3vnis: vec![l3vni(
+                    "vrf-tenant",
+                    1001,
+                    "172.30.0.1:1001",
+                    &[(POD_IP, "demo/web")],
+                )],
+            });
+            bed.wait("status Ready", 60, || bed.status_is(generation, true));
+            bed.wait(
+                "the IPv6 session in the status: fd00:30::2 Established, 1/1",
+                60,
+                || {
+                    bed.status().is_some_and(|s| {
+                        s.sessions_established.as_deref() == Some("1/1")
+                            && s.bgp_sessions
+                                .iter()
+                                .any(|x| x.peer == "fd00:30::2" && x.state == "Established")
+                    })
+                },
+            );
+            bed.wait(
+                "node B learned 10.0.0.84 in vrf-1001 over the IPv6 session",
+                60,
+                || bed.b_has_route(1001, POD_IP),
+            );
+            bed.log(&format!(
+                "node B vrf-1001: {}",
+                bed.run(&bed.b, "ip route show vrf vrf-1001")
+            ));
+            bed.wait("pod -> VM of VNI 1001", 30, || pod_reaches_vm(bed, 1001));
+            bed.wait("VM of VNI 1001 -> pod:8080", 30, || vm_reaches_pod(bed, 1001));
+            bed.check("idempotent FRR", frr_is_idempotent(bed));
         },
     );
 }
