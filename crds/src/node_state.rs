@@ -50,7 +50,8 @@ pub struct Underlay {
     /// BGP router id (IPv4).
     #[schemars(regex(pattern = IP_PATTERN), length(max = IP_MAX_LEN))]
     pub router_id: String,
-    /// Source address of the VXLAN tunnels; also advertised as the EVPN next hop.
+    /// Source address of the VXLAN tunnels (IPv4: FRR 10.3's EVPN takes no IPv6 VTEP); also
+    /// advertised as the EVPN next hop. The BGP sessions may run over IPv6.
     #[schemars(regex(pattern = IP_PATTERN), length(max = IP_MAX_LEN))]
     pub vtep_ip: String,
     /// BGP peers carrying the `l2vpn evpn` address family.

@@ -821,3 +821,51 @@ fn the_evpn_session_runs_over_an_ipv6_underlay() {
         },
     );
 }
+
+/// An IPv6 VTEP, which FRR 10.3's EVPN cannot use (measured: zebra showed the VNI's local VTEP
+/// as 0.0.0.0, bgpd kept announcing the IPv4 router id as next hop, no packet passed), is
+/// refused with a clear status, and the node keeps the dataplane it had.
+#[test]
+fn an_ipv6_vtep_is_refused_and_the_dataplane_kept() {
+    scenario(
+        "an_ipv6_vtep_is_refused_and_the_dataplane_kept",
+        BedSpec::default(),
+        |bed| {
+            bed.start_agent(&[]);
+            let generation = bind(bed, 1001);
+            bed.wait("bound: pod -> VM of VNI 1001", 60, || {
+                bed.status_is(generation, true) && pod_reaches_vm(bed, 1001)
+            });
+            bed.write_state(EvpnNodeStateSpec {
+                underlay: Underlay {
+                    vtep_ip: "fd00:30::1".into(),
+                    ..bed.underlay()
+                },
+                l3vnis: vec![l3vni(
+                    "vrf-tenant",
+                    1001,
+                    "172.30.0.1:1001",
+                    &[(POD_IP, "demo/web")],
+                )],
+            });
+            bed.wait("status: Ready False, the IPv6 VTEP named", 30, || {
+                bed.status().is_some_and(|s| {
+                    s.conditions.iter().any(|c| {
+                        c.type_ == "Ready"
+                            && c.status == "False"
+                            && c.reason == "InvalidSpec"
+                            && c.message.contains("an IPv6 VTEP is not supported")
+                    })
+                })
+            });
+            bed.check("the VXLAN device kept its IPv4 source", {
+                bed.run(&bed.a, "ip -d link show bvvx-1001")
+                    .contains("local 172.30.0.1 ")
+            });
+            bed.check(
+                "the pod still reaches the VM of VNI 1001",
+                pod_reaches_vm(bed, 1001),
+            );
+        },
+    );
+}

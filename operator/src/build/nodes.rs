@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use bgpvpn_crds::model::{IfName, NodeStateFindings, ParsedNodeState, RtRd};
+use bgpvpn_crds::model::{IfName, NodeStateFindings, ParsedNodeState, RtRd, check_vtep};
 use bgpvpn_crds::validate::{RouteTargetOrDistinguisher, ValidBgpvpn};
 use bgpvpn_crds::{Endpoint, EvpnNodeState, EvpnNodeStateSpec, L3Vni, RoutedPrefix, Underlay};
 use k8s_openapi::api::core::v1::Node;
@@ -152,6 +152,7 @@ pub fn node_underlay(node: &Node, config: &UnderlayConfig) -> Result<Underlay, S
             .or(internal.first().copied())
             .ok_or_else(|| format!("no InternalIP address and no {ANNOTATION_VTEP_IP} annotation"))?,
     };
+    check_vtep(vtep).map_err(|why| format!("the node's VTEP: {why}"))?;
     let asn = match annotations.get(ANNOTATION_ASN) {
         Some(s) => s.trim().parse::<u32>().ok().filter(|a| *a > 0).ok_or_else(|| {
             format!("annotation {ANNOTATION_ASN}: {s:?} is not an AS number (1..4294967295)")

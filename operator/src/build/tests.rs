@@ -584,6 +584,14 @@ fn node_underlay_from_addresses_and_annotations() {
     world.nodes[0]["metadata"]["annotations"] = json!({"bgpvpn.io/asn": "zero"});
     let plan = world.plan();
     assert!(plan.kept_nodes["n1"].contains("bgpvpn.io/asn"));
+    // an IPv6 VTEP: FRR 10.3's EVPN cannot use it, so the node is reported, not programmed
+    world.nodes[0]["metadata"]["annotations"] = json!({"bgpvpn.io/vtep-ip": "fd00:30::1"});
+    let plan = world.plan();
+    assert!(
+        plan.kept_nodes["n1"].contains("an IPv6 VTEP is not supported"),
+        "{:?}",
+        plan.kept_nodes
+    );
     let b = &plan.bindings[&key("demo", "web")];
     assert_eq!(b.nodes, ["n1", "n2", "n3"]);
     let ready = cond(&b.conditions, "Ready");
