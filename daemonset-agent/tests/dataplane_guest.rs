@@ -869,3 +869,71 @@ fn an_ipv6_vtep_is_refused_and_the_dataplane_kept() {
         },
     );
 }
+
+/// Issue 17 item 2, one uplink: with `bfd: true` on the neighbour, BFD takes a session whose
+/// peer went silent down long before BGP's hold time (180 s) would; the status shows the
+/// session and its BFD state, down and then up again. The detection time is printed.
+#[test]
+fn bfd_takes_a_silent_underlay_session_down() {
+    scenario(
+        "bfd_takes_a_silent_underlay_session_down",
+        BedSpec::default(),
+        |bed| {
+            // bfdd beside both nodes' FRR (the bed starts mgmtd, zebra and bgpd; the chart's
+            // router runs bfdd too), its pid where the bed's cleanup finds it
+            for node in [bed.a.clone(), bed.b.clone()] {
+                let pid_file = format!("/run/frr/{node}/bfdd.pid");
+                // daemonized with its output closed: nothing keeps the command's pipes open
+                let start = format!("/usr/lib/frr/bfdd -N {node} -d -P 0 -i {pid_file} >/dev/null 2>&1");
+                bed.sh(&node, &["sh", "-c", &start]);
+                bed.wait(&format!("bfdd of {node} listening"), 20, || {
+                    PathBuf::from(format!("/run/frr/{node}/bfdd.vty")).exists()
+                });
+                let pid = std::fs::read_to_string(&pid_file).unwrap();
+                std::fs::write(bed.work.join("pids").join(format!("bfdd-{node}.pid")), pid).unwrap();
+            }
+            bed.vty(&bed.b, &["conf t", "router bgp 64999", "neighbor 172.30.0.1 bfd"]);
+            let mut underlay = bed.underlay();
+            underlay.neighbors[0].bfd = true;
+            bed.start_agent(&["--bgp-poll-secs", "1"]);
+            let generation = bed.write_state(EvpnNodeStateSpec {
+                underlay,
+                l3vnis: vec![l3vni(
+                    "vrf-tenant",
+                    1001,
+                    "172.30.0.1:1001",
+                    &[(POD_IP, "demo/web")],
+                )],
+            });
+            let session = |bed: &Bed| {
+                bed.status()
+                    .and_then(|s| s.bgp_sessions.into_iter().find(|x| x.peer == "172.30.0.2"))
+                    .map(|x| (x.state, x.bfd))
+            };
+            let up = |bed: &Bed| session(bed) == Some(("Established".into(), Some("Up".into())));
+            bed.wait("status Ready", 60, || bed.status_is(generation, true));
+            bed.wait("status: the session Established, BFD Up", 60, || up(bed));
+            bed.wait("pod -> VM of VNI 1001", 30, || pod_reaches_vm(bed, 1001));
+
+            // node B's uplink goes silent: no link change, every packet it sends lost
+            bed.run(&bed.b, "modprobe sch_netem");
+            let t = Instant::now();
+            bed.run(&bed.b, "tc qdisc add dev eth-u root netem loss 100%");
+            bed.wait("node A's bgpd took the session down", 30, || {
+                !bed.vty(&bed.a, &["show bgp neighbors 172.30.0.2"])
+                    .contains("BGP state = Established")
+            });
+            bed.log(&format!(
+                "MEASURED: peer silent -> session down at node A after {} ms (BFD; BGP hold time 180 s)",
+                ms_since(t)
+            ));
+            bed.wait("status: the session down, its BFD state Down", 30, || {
+                session(bed)
+                    .is_some_and(|(state, bfd)| state != "Established" && bfd.as_deref() == Some("Down"))
+            });
+            bed.run(&bed.b, "tc qdisc del dev eth-u root");
+            bed.wait("the session and BFD up again", 120, || up(bed));
+            bed.wait("pod -> VM of VNI 1001 again", 60, || pod_reaches_vm(bed, 1001));
+        },
+    );
+}

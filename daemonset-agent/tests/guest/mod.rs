@@ -324,11 +324,23 @@ impl Bed {
             "{}",
             std::fs::read_to_string(self.status_path()).unwrap_or_default()
         );
-        println!("---- agent log (tail)");
-        let log = std::fs::read_to_string(self.agent_log()).unwrap_or_default();
-        for l in log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev() {
-            println!("{l}");
-        }
+        let tail = |title: &str, path: PathBuf, lines: usize| {
+            println!("---- {title} (tail)");
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            for l in text
+                .lines()
+                .rev()
+                .take(lines)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                println!("{l}");
+            }
+        };
+        tail("agent log", self.agent_log(), 60);
+        // a daemon that died says why here (FRR's crash handler logs the signal and a backtrace)
+        tail("node A's FRR log", self.work.join(&self.a).join("frr.log"), 40);
     }
 
     pub fn state_path(&self) -> PathBuf {
