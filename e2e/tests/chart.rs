@@ -551,3 +551,63 @@ async fn an_agent_writes_only_its_own_nodes_status() {
         .await
         .expect("another writer of node B's status");
 }
+
+/// The router pods (FRR) restart only when what FRR runs changes: a new chart version or an
+/// agent value leaves their pod template as it was, an FRR value does not.
+#[test]
+fn only_frr_changes_restart_the_router_pods() {
+    let router_template = |chart: &str, extra: &[&str]| -> Option<String> {
+        let mut args = vec!["template", "t", chart, "--namespace", "ns"];
+        args.extend(extra);
+        let manifest = stdout_ok("helm template", helm(&args)?);
+        let doc = manifest
+            .split("\n---")
+            .find(|d| d.contains("kind: DaemonSet") && d.contains("name: t-bgpvpn-operator-router"))
+            .expect("the router DaemonSet")
+            .to_string();
+        let ds: serde_yaml::Value = serde_yaml::from_str(&doc).unwrap();
+        Some(serde_yaml::to_string(&ds["spec"]["template"]).unwrap())
+    };
+    let Some(base) = router_template(CHART, &[]) else {
+        return;
+    };
+    // the same chart under another version
+    let copy = tempfile::tempdir().unwrap();
+    let bumped = copy.path().join("bgpvpn-operator");
+    let cp = Command::new("cp")
+        .args(["-r", CHART, &bumped.display().to_string()])
+        .current_dir(repo_root())
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let chart_yaml = bumped.join("Chart.yaml");
+    let text = std::fs::read_to_string(&chart_yaml).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("version:") {
+                "version: 99.0.0"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&chart_yaml, text + "\n").unwrap();
+    let bumped = bumped.display().to_string();
+    assert_eq!(
+        router_template(&bumped, &[]).unwrap(),
+        base,
+        "a chart version restarted FRR"
+    );
+    assert_eq!(
+        router_template(CHART, &["--set", "agent.logLevel=debug"]).unwrap(),
+        base,
+        "an agent value restarted FRR"
+    );
+    assert_ne!(
+        router_template(CHART, &["--set", "frr.image.tag=10.4.0"]).unwrap(),
+        base,
+        "a new FRR image must roll the router pods"
+    );
+}
