@@ -143,6 +143,8 @@ fn update_gauges(m: &Metrics, status: &EvpnNodeStateStatus, rep: &PassReport) {
 
 /// The most a status write may take (the Kubernetes client's own request deadline).
 const STATUS_WRITE_DEADLINE: Duration = Duration::from_secs(300);
+/// Longest wait for `show bgp neighbors`: a bgpd busy with a large apply must not hold up passes.
+const BGP_POLL_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Restarts the netlink monitor whenever it fails, until the receiver is gone.
 fn spawn_monitor() -> (
@@ -300,8 +302,18 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
 
     /// Reads the BGP sessions; a change goes to the status (and the log) at once.
     async fn on_bgp_poll(&mut self) {
+        self.liveness.progress(BGP_POLL_DEADLINE);
         let sessions = match self.fingerprint {
-            Some(_) => self.rec.frr.bgp_sessions().await,
+            Some(_) => match tokio::time::timeout(BGP_POLL_DEADLINE, self.rec.frr.bgp_sessions()).await {
+                Ok(sessions) => sessions,
+                Err(_) => {
+                    tracing::warn!(
+                        secs = BGP_POLL_DEADLINE.as_secs(),
+                        "bgpd did not list its sessions in time; the status keeps the last reading"
+                    );
+                    return;
+                }
+            },
             None => None,
         };
         if sessions == self.sessions {
