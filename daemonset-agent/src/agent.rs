@@ -558,3 +558,133 @@ pub async fn serve_http(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::frr::reload::{FrrError, FrrOutcome};
+    use crate::kernel::fake::FakeKernel;
+    use crate::model::{NodeSettings, Prefix, RtRd};
+
+    /// An FRR whose bgpd lists `sessions` after `delay`; nothing else of it is used here.
+    struct Bgpd {
+        delay: Duration,
+        sessions: Vec<BgpSession>,
+    }
+
+    #[allow(clippy::manual_async_fn)]
+    impl FrrControl for Bgpd {
+        fn apply(
+            &mut self,
+            _config: &str,
+            _delta: Option<&str>,
+        ) -> impl Future<Output = Result<FrrOutcome, FrrError>> + Send {
+            async { Ok(FrrOutcome::Unchanged) }
+        }
+        fn zebra_knows_vxlan(&mut self, _ifname: &str, _vni: u32) -> impl Future<Output = bool> + Send {
+            async { true }
+        }
+        fn evpn_prefixes_under(
+            &mut self,
+            _rd: &RtRd,
+        ) -> impl Future<Output = Option<BTreeSet<Prefix>>> + Send {
+            async { None }
+        }
+        fn version(&mut self) -> impl Future<Output = Option<String>> + Send {
+            async { Some("10.3".into()) }
+        }
+        fn l3vni_mappings(&mut self) -> impl Future<Output = Option<BTreeMap<u32, String>>> + Send {
+            async { Some(BTreeMap::new()) }
+        }
+        fn bgp_sessions(&mut self) -> impl Future<Output = Option<Vec<BgpSession>>> + Send {
+            let (delay, sessions) = (self.delay, self.sessions.clone());
+            async move {
+                tokio::time::sleep(delay).await;
+                Some(sessions)
+            }
+        }
+        fn remove_config_file(&mut self) -> Result<(), FrrError> {
+            Ok(())
+        }
+        fn fingerprint(&mut self) -> impl Future<Output = Option<String>> + Send {
+            async { Some("zebra=1,bgpd=2".into()) }
+        }
+    }
+
+    fn session(state: &str) -> BgpSession {
+        BgpSession {
+            peer: "172.30.0.2".into(),
+            remote_asn: Some(64999),
+            state: state.into(),
+            established_epoch: None,
+            prefixes_received: 0,
+            bfd: None,
+            last_reset: None,
+        }
+    }
+
+    /// The loop after a first status, with `bgpd`; `written` collects what it writes.
+    fn agent_loop(bgpd: Bgpd, written: Arc<Mutex<Vec<EvpnNodeStateStatus>>>) -> AgentLoop<FakeKernel, Bgpd> {
+        let sink = written.clone();
+        AgentLoop {
+            rec: Reconciler::new(FakeKernel::new(), bgpd, NodeSettings::default()),
+            write_status: Box::new(move |st| {
+                sink.lock().unwrap().push(st);
+                Box::pin(async { true })
+            }),
+            timings: LoopTimings::default(),
+            metrics: Metrics::new(),
+            liveness: Liveness::new(Duration::from_secs(60)),
+            desired: None,
+            due: None,
+            trigger: "test",
+            last_frr: None,
+            last_status: Some(EvpnNodeStateStatus::default()),
+            fingerprint: Some("zebra=1,bgpd=2".into()),
+            frr_version: None,
+            sessions: Some(vec![session("Established")]),
+            backoff: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_change_is_written_at_once() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let bgpd = Bgpd {
+            delay: Duration::from_millis(300),
+            sessions: vec![session("Active")],
+        };
+        let mut lp = agent_loop(bgpd, written.clone());
+        lp.on_bgp_poll().await;
+        let first = written.lock().unwrap().clone();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].sessions_established.as_deref(), Some("0/1"));
+        assert_eq!(first[0].bgp_sessions[0].state, "Active");
+        // the same reading again writes nothing
+        lp.on_bgp_poll().await;
+        assert_eq!(written.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bgpd_that_does_not_answer_holds_the_loop_up_at_most_the_poll_deadline() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let bgpd = Bgpd {
+            delay: Duration::from_secs(3600),
+            sessions: vec![session("Active")],
+        };
+        let mut lp = agent_loop(bgpd, written.clone());
+        let started = tokio::time::Instant::now();
+        lp.on_bgp_poll().await;
+        assert_eq!(
+            started.elapsed(),
+            BGP_POLL_DEADLINE,
+            "the poll waited past its deadline"
+        );
+        // nothing written, the last reading kept
+        assert!(written.lock().unwrap().is_empty());
+        assert_eq!(lp.sessions, Some(vec![session("Established")]));
+    }
+}
