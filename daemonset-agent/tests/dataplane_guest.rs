@@ -937,3 +937,107 @@ fn bfd_takes_a_silent_underlay_session_down() {
         },
     );
 }
+
+/// Issue 17 item 3: a BGPVPN's localPref travels with its routes to an iBGP peer and decides
+/// between two paths. Node A (made iBGP with node B, AS 64999) announces one prefix from two VRFs
+/// whose routes node B imports into one VRF; the path with the higher localPref is best, and
+/// swapping the two localPrefs swaps the best path.
+#[test]
+fn local_pref_reaches_an_ibgp_peer_and_picks_the_path() {
+    scenario(
+        "local_pref_reaches_an_ibgp_peer_and_picks_the_path",
+        BedSpec::default(),
+        |bed| {
+            bed.vty(
+                &bed.b,
+                &[
+                    "conf t",
+                    "router bgp 64999",
+                    "neighbor 172.30.0.1 remote-as 64999",
+                ],
+            );
+            // the shared prefix, routed in node A's main table
+            bed.run(&bed.a, "ip route add 10.0.9.0/24 dev cali-p1");
+            let underlay = Underlay {
+                asn: 64999,
+                ..bed.underlay()
+            };
+            let two = move |lp_a: u32, lp_b: u32| {
+                let vrf = |name: &str, vni: u32, lp: u32| {
+                    let mut v = l3vni(name, vni, &format!("172.30.0.1:{vni}"), &[]);
+                    // both export to node B's vrf-1001
+                    v.export_targets = vec!["65000:1001".into()];
+                    v.local_pref = Some(lp);
+                    v.prefixes = vec![bgpvpn_crds::RoutedPrefix {
+                        prefix: "10.0.9.0/24".into(),
+                        next_hop: None,
+                    }];
+                    v
+                };
+                EvpnNodeStateSpec {
+                    underlay: underlay.clone(),
+                    l3vnis: vec![vrf("vrf-a", 1001, lp_a), vrf("vrf-b", 1003, lp_b)],
+                }
+            };
+            // node B's paths to 10.0.9.0/24 in vrf-1001: (RD, localPref, best)
+            let paths = |bed: &Bed| -> Vec<(String, u64, bool)> {
+                let out = bed.vty(&bed.b, &["show bgp l2vpn evpn route type prefix json"]);
+                let json: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+                let mut found = Vec::new();
+                for (rd, routes) in json.as_object().into_iter().flatten() {
+                    let Some(route) = routes.get("[5]:[0]:[24]:[10.0.9.0]") else {
+                        continue;
+                    };
+                    for path in route["paths"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|p| p.as_array().cloned().unwrap_or_else(|| vec![p.clone()]))
+                    {
+                        found.push((
+                            rd.clone(),
+                            path["locPrf"].as_u64().unwrap_or(0),
+                            path["bestpath"].as_bool().unwrap_or(false),
+                        ));
+                    }
+                }
+                found.sort();
+                found
+            };
+            bed.start_agent(&[]);
+            let generation = bed.write_state(two(200, 100));
+            bed.wait("status Ready", 60, || bed.status_is(generation, true));
+            bed.wait("node B holds both paths, localPref 200 and 100", 60, || {
+                let p = paths(bed);
+                p.len() == 2 && p.iter().any(|x| x.1 == 200) && p.iter().any(|x| x.1 == 100)
+            });
+            bed.log(&format!("node B's paths (RD, localPref, best): {:?}", paths(bed)));
+            let best = |bed: &Bed| bed.vty(&bed.b, &["show bgp vrf vrf-1001 ipv4 unicast 10.0.9.0/24 json"]);
+            bed.wait(
+                "node B's vrf-1001 picks localPref 200 (vrf-a's route)",
+                30,
+                || {
+                    let v: serde_json::Value = serde_json::from_str(&best(bed)).unwrap_or_default();
+                    v["paths"].as_array().into_iter().flatten().any(|p| {
+                        p["bestpath"]["overall"].as_bool() == Some(true) && p["locPrf"].as_u64() == Some(200)
+                    })
+                },
+            );
+            let generation = bed.write_state(two(100, 300));
+            bed.wait("status Ready after the swap", 60, || {
+                bed.status_is(generation, true)
+            });
+            bed.wait(
+                "node B's vrf-1001 now picks localPref 300 (vrf-b's route)",
+                60,
+                || {
+                    let v: serde_json::Value = serde_json::from_str(&best(bed)).unwrap_or_default();
+                    v["paths"].as_array().into_iter().flatten().any(|p| {
+                        p["bestpath"]["overall"].as_bool() == Some(true) && p["locPrf"].as_u64() == Some(300)
+                    })
+                },
+            );
+            bed.log(&format!("after the swap: {}", best(bed)));
+        },
+    );
+}
