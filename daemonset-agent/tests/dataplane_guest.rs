@@ -23,8 +23,14 @@ const EXT_IP: &str = "192.168.50.2";
 const OWNED_GROUP: &str = "1650946166";
 
 fn bind(bed: &mut Bed, vni: u32) -> i64 {
+    let underlay = bed.underlay();
+    bind_over(bed, underlay, vni)
+}
+
+/// The pod bound to `vni` (VRF vrf-tenant) over `underlay`.
+fn bind_over(bed: &mut Bed, underlay: Underlay, vni: u32) -> i64 {
     bed.write_state(EvpnNodeStateSpec {
-        underlay: bed.underlay(),
+        underlay,
         l3vnis: vec![l3vni(
             "vrf-tenant",
             vni,
@@ -784,15 +790,7 @@ fn the_evpn_session_runs_over_an_ipv6_underlay() {
                 ..bed.underlay()
             };
             bed.start_agent(&["--bgp-poll-secs", "1"]);
-            let generation = bed.write_state(EvpnNodeStateSpec {
-                underlay,
-                l3vnis: vec![l3vni(
-                    "vrf-tenant",
-                    1001,
-                    "172.30.0.1:1001",
-                    &[(POD_IP, "demo/web")],
-                )],
-            });
+            let generation = bind_over(bed, underlay, 1001);
             bed.wait("status Ready", 60, || bed.status_is(generation, true));
             bed.wait(
                 "the IPv6 session in the status: fd00:30::2 Established, 1/1",
@@ -836,18 +834,11 @@ fn an_ipv6_vtep_is_refused_and_the_dataplane_kept() {
             bed.wait("bound: pod -> VM of VNI 1001", 60, || {
                 bed.status_is(generation, true) && pod_reaches_vm(bed, 1001)
             });
-            bed.write_state(EvpnNodeStateSpec {
-                underlay: Underlay {
-                    vtep_ip: "fd00:30::1".into(),
-                    ..bed.underlay()
-                },
-                l3vnis: vec![l3vni(
-                    "vrf-tenant",
-                    1001,
-                    "172.30.0.1:1001",
-                    &[(POD_IP, "demo/web")],
-                )],
-            });
+            let ipv6_vtep = Underlay {
+                vtep_ip: "fd00:30::1".into(),
+                ..bed.underlay()
+            };
+            bind_over(bed, ipv6_vtep, 1001);
             bed.wait("status: Ready False, the IPv6 VTEP named", 30, || {
                 bed.status().is_some_and(|s| {
                     s.conditions.iter().any(|c| {
@@ -896,15 +887,7 @@ fn bfd_takes_a_silent_underlay_session_down() {
             let mut underlay = bed.underlay();
             underlay.neighbors[0].bfd = true;
             bed.start_agent(&["--bgp-poll-secs", "1"]);
-            let generation = bed.write_state(EvpnNodeStateSpec {
-                underlay,
-                l3vnis: vec![l3vni(
-                    "vrf-tenant",
-                    1001,
-                    "172.30.0.1:1001",
-                    &[(POD_IP, "demo/web")],
-                )],
-            });
+            let generation = bind_over(bed, underlay, 1001);
             let session = |bed: &Bed| {
                 bed.status()
                     .and_then(|s| s.bgp_sessions.into_iter().find(|x| x.peer == "172.30.0.2"))
@@ -1013,15 +996,18 @@ fn local_pref_reaches_an_ibgp_peer_and_picks_the_path() {
             });
             bed.log(&format!("node B's paths (RD, localPref, best): {:?}", paths(bed)));
             let best = |bed: &Bed| bed.vty(&bed.b, &["show bgp vrf vrf-1001 ipv4 unicast 10.0.9.0/24 json"]);
+            // node B's vrf-1001 chose the path with this localPref
+            let picks = |bed: &Bed, local_pref: u64| {
+                let v: serde_json::Value = serde_json::from_str(&best(bed)).unwrap_or_default();
+                v["paths"].as_array().into_iter().flatten().any(|p| {
+                    p["bestpath"]["overall"].as_bool() == Some(true)
+                        && p["locPrf"].as_u64() == Some(local_pref)
+                })
+            };
             bed.wait(
                 "node B's vrf-1001 picks localPref 200 (vrf-a's route)",
                 30,
-                || {
-                    let v: serde_json::Value = serde_json::from_str(&best(bed)).unwrap_or_default();
-                    v["paths"].as_array().into_iter().flatten().any(|p| {
-                        p["bestpath"]["overall"].as_bool() == Some(true) && p["locPrf"].as_u64() == Some(200)
-                    })
-                },
+                || picks(bed, 200),
             );
             let generation = bed.write_state(two(100, 300));
             bed.wait("status Ready after the swap", 60, || {
@@ -1030,12 +1016,7 @@ fn local_pref_reaches_an_ibgp_peer_and_picks_the_path() {
             bed.wait(
                 "node B's vrf-1001 now picks localPref 300 (vrf-b's route)",
                 60,
-                || {
-                    let v: serde_json::Value = serde_json::from_str(&best(bed)).unwrap_or_default();
-                    v["paths"].as_array().into_iter().flatten().any(|p| {
-                        p["bestpath"]["overall"].as_bool() == Some(true) && p["locPrf"].as_u64() == Some(300)
-                    })
-                },
+                || picks(bed, 300),
             );
             bed.log(&format!("after the swap: {}", best(bed)));
         },
