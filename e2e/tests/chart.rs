@@ -81,7 +81,7 @@ fn chart_lints_strict_with_default_and_custom_values() {
 
 #[test]
 fn values_schema_refuses_bad_values() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--set", "underlay.asn=0"], "/underlay/asn"),
         (
             &["--set", "apiServer.host=10.0.0.1"],
@@ -109,6 +109,15 @@ fn values_schema_refuses_bad_values() {
                 "openstack.pollIntervalSeconds=0",
             ],
             "/openstack/pollIntervalSeconds",
+        ),
+        (
+            &[
+                "--set",
+                "openstack.evpnRouters.enabled=true",
+                "--set",
+                "openstack.evpnRouters.bgpAsn=0",
+            ],
+            "/openstack/evpnRouters/bgpAsn",
         ),
         // FRR's node directories, mounted by two pods: absolute paths only
         (&["--set", "frr.hostConfigDir=var/lib/frr"], "/frr/hostConfigDir"),
@@ -195,6 +204,13 @@ fn rendered_operator_config_is_accepted_by_the_operator() {
             .map(|doc| serde_yaml::from_str::<serde_yaml::Value>(doc).unwrap_or(serde_yaml::Value::Null))
             .find(|doc| doc["kind"] == "ConfigMap" && doc["data"]["config.yaml"].is_string())
             .expect("the chart renders the operator's ConfigMap");
+        let config = configmap["data"]["config.yaml"].as_str().unwrap();
+        // a 4-byte AS stays an integer
+        assert_eq!(
+            values.is_some(),
+            config.contains("evpnRouters:\n    bgpAsn: 4200000099"),
+            "{config}"
+        );
         check_operator_config(
             &format!("chart {values:?}"),
             configmap["data"]["config.yaml"].as_str().unwrap(),

@@ -384,6 +384,112 @@ async fn follows_neutron_through_its_api() {
     }
 }
 
+/// A cluster without Kuryr (its CRDs absent): the admin's network label maps a namespace to a
+/// Neutron network; a network association of it, and a router association of a router with an
+/// interface on it, bind the whole namespace. Another project's namespace on the same network
+/// stays unbound.
+#[tokio::test]
+async fn without_kuryr_the_admins_network_label_maps_namespaces() {
+    init_logs();
+    let client = bgpvpn_testkit::client_or_skip!();
+    let neutron = neutron_or_skip!();
+    let _serial = SERIAL.lock().await;
+    uninstall_kuryr_crds(&client).await;
+    delete_owned(&client).await;
+    let os = NeutronApi::noauth(&neutron.url);
+    os.delete_all_bgpvpns().await;
+
+    let (net_a, net_b) = (os.network("10.30.0.0/24").await, os.network("10.40.0.0/24").await);
+    let router = os.router().await;
+    os.router_interface(&router, &net_b).await;
+    let vni = unique_vni();
+    let vpn_id = os
+        .bgpvpn(
+            json!({"name": "no kuryr", "type": "l3", "vni": vni, "route_targets": [format!("64512:{vni}")]}),
+        )
+        .await;
+    let na = os
+        .associate(&vpn_id, "network", json!({"network_id": net_a}))
+        .await;
+    let ra = os
+        .associate(&vpn_id, "router", json!({"router_id": router}))
+        .await;
+    let ns_a = network_namespace(&client, &os.project, &net_a).await;
+    let ns_b = network_namespace(&client, &os.project, &net_b).await;
+    let foreign = network_namespace(&client, "another-project", &net_a).await;
+    let unlabelled = project_namespace(&client, &os.project).await;
+
+    let metrics = Arc::new(SyncMetrics::default());
+    let mut sync = syncer(&client, &neutron.url, &metrics);
+    let report = sync.pass().await.unwrap();
+    assert_eq!(report.created, 3, "{report:?}");
+    let name = mapping::vpn_name(&vpn_id);
+    let mut want = vec![ns_a.clone(), ns_b.clone()];
+    want.sort();
+    assert_eq!(
+        get_vpn(&client, &name)
+            .await
+            .unwrap()
+            .spec
+            .allowed_namespaces
+            .names,
+        want
+    );
+    for (ns, association) in [(&ns_a, &na), (&ns_b, &ra)] {
+        let b = get_binding(&client, ns, &mapping::binding_name(association))
+            .await
+            .unwrap_or_else(|| panic!("no binding in {ns}"));
+        // the whole namespace: every pod of it
+        assert_eq!(b.spec.pod_selector, Some(Default::default()), "{ns}");
+        assert!(b.spec.network_id.is_none() && b.spec.router_id.is_none());
+        validate_binding(&b.spec).unwrap();
+    }
+    for ns in [&foreign, &unlabelled] {
+        let there = Api::<VniBinding>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        assert!(there.items.is_empty(), "{ns}: {:?}", there.items);
+    }
+    poll(
+        "a NamespaceNotMapped Event naming the other project's namespace",
+        TIMEOUT,
+        || async {
+            let warned = events(&client, "default", &name, "NamespaceNotMapped").await;
+            warned
+                .iter()
+                .any(|e| e.note.as_deref().unwrap_or("").contains(&foreign))
+                .then_some(())
+        },
+    )
+    .await;
+    // a second pass writes nothing
+    let again = sync.pass().await.unwrap();
+    assert!(!again.changed(), "{again:?}");
+
+    // the admin takes the label away: the binding goes
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .patch(
+            &ns_a,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"labels": {"bgpvpn.io/openstack-network-id": null}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let r = sync.pass().await.unwrap();
+    assert_eq!(r.deleted, 1, "{r:?}");
+    assert!(
+        get_binding(&client, &ns_a, &mapping::binding_name(&na))
+            .await
+            .is_none()
+    );
+
+    os_cleanup(&os, &mut sync, &client).await;
+    install_kuryr_crds(&client).await;
+}
+
 #[tokio::test]
 async fn measures_neutron_change_to_cr_change() {
     init_logs();

@@ -16,6 +16,17 @@
 //! | network association (`network_id`) | one `VNIBinding` `os-<association id>` with `spec.networkId` in every namespace whose `KuryrNetwork` has `status.netId` = that network |
 //! | port association (`port_id`, `routes`) | one `VNIBinding` `os-<association id>` with `spec.portId` in the namespace of the `KuryrPort` (the pod) that has a vif with that id; the `prefix` routes become `spec.advertisePrefixes`, advertised only within the mirrored BGPVPN's `spec.allowedPrefixes`: the sync neither sets nor owns that field, the cluster admin sets it (Neutron tenants choose port routes) |
 //! | the namespaces bound | `spec.allowedNamespaces.names` of the BGPVPN: exactly those namespaces (`all` is false, no selector). Namespaces are never labelled by the sync; the names are a list the sync owns beside the admin's selector. |
+//! | router `<id>` with `evpn_vni` (Neutron 2026.2's own EVPN; only with `evpnRouters` set) | `BGPVPN` `os-evpn-<id>`: `vni` = `evpn_vni`, `routeTargets` = [`<bgpAsn & 0xffff>:<vni>`] (the route target bgpd derives for an L3VNI without one, as Neutron's FRR driver leaves it: `router bgp <as> vrf <vrf>` + `vni` with no `route-target`), no route distinguisher (FRR derives one on each side); one `VNIBinding` `os-evpn-<id>` in every namespace behind the router's networks (its `network:router_interface*` ports) |
+//!
+//! # Which namespaces a network reaches
+//!
+//! Kuryr's `KuryrNetwork` (`status.netId`, `status.routerId`) and `KuryrPort` say where pods'
+//! Neutron ports are; such a binding names the Neutron object (`spec.networkId`, `spec.routerId`,
+//! `spec.portId`). Without Kuryr (retired upstream; its CRDs absent is not an error), the admin
+//! says it with the Namespace label `bgpvpn.io/openstack-network-id=<network id>`: the namespace
+//! stands for that network, and a network association of it, or a router association or EVPN
+//! router with an interface on it, binds the whole namespace (`podSelector: {}`). Where both
+//! say something about a namespace, Kuryr's answer is used. A port association needs Kuryr.
 //!
 //! # Which namespaces a project reaches
 //!
@@ -100,11 +111,18 @@ pub const PROJECT_ID_ANNOTATION: &str = "bgpvpn.io/openstack-project-id";
 /// Namespace label, set by the cluster admin: the OpenStack project (id) the namespace belongs
 /// to. An association reaches only the namespaces mapped to its project.
 pub const NAMESPACE_PROJECT_LABEL: &str = "bgpvpn.io/openstack-project-id";
-/// Annotation: the Neutron name of the bgpvpn.
+/// Namespace label the cluster admin sets to the Neutron network the namespace's pods are on,
+/// for clusters without Kuryr (the namespace then stands for that network).
+pub const NAMESPACE_NETWORK_LABEL: &str = "bgpvpn.io/openstack-network-id";
+/// What kind of Neutron object a `BGPVPN` mirrors, when it is not a networking-bgpvpn bgpvpn.
+pub const SOURCE_ANNOTATION: &str = "bgpvpn.io/openstack-source";
+/// [`SOURCE_ANNOTATION`] of a router of Neutron's own EVPN (`evpn_vni`).
+pub const SOURCE_EVPN_ROUTER: &str = "evpn-router";
+/// Annotation: the Neutron name of the bgpvpn (or router).
 pub const NAME_ANNOTATION: &str = "bgpvpn.io/openstack-name";
 /// Annotation: the Neutron association a binding mirrors.
 pub const ASSOCIATION_ID_ANNOTATION: &str = "bgpvpn.io/openstack-association-id";
-/// Annotation: `router`, `network` or `port`.
+/// Annotation: `router`, `network`, `port` or `evpn-router`.
 pub const ASSOCIATION_TYPE_ANNOTATION: &str = "bgpvpn.io/openstack-association-type";
 
 /// The `openstack:` section of the operator configuration. Absent = sync off.
@@ -122,6 +140,8 @@ pub const ASSOCIATION_TYPE_ANNOTATION: &str = "bgpvpn.io/openstack-association-t
 ///   requestTimeoutSeconds: 10    # per HTTP request; default 10
 ///   pageSize: 200                # Neutron `limit`; default 200
 ///   maxBackoffSeconds: 120       # retry backoff cap after failures; default 120
+///   evpnRouters:                 # optional: mirror Neutron 2026.2's EVPN routers (evpn_vni)
+///     bgpAsn: 64999              # [ovn_evpn] bgp_as of the cloud's OVN agents
 /// ```
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -138,6 +158,18 @@ pub struct SyncConfig {
     pub page_size: Option<u32>,
     #[serde(default)]
     pub max_backoff_seconds: Option<u64>,
+    /// Mirror the routers of Neutron's own EVPN (2026.2, `evpn_vni`) too.
+    #[serde(default)]
+    pub evpn_routers: Option<EvpnRoutersConfig>,
+}
+
+/// The part of Neutron's EVPN that its API does not show.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EvpnRoutersConfig {
+    /// The AS of the cloud's EVPN routers: `[ovn_evpn] bgp_as` of its OVN agents. Their FRR
+    /// derives each router's route target from it.
+    pub bgp_asn: u32,
 }
 
 /// Where the `clouds.yaml` is.
@@ -188,6 +220,9 @@ impl SyncConfig {
             if value == Some(0) {
                 return Err(format!("openstack.{field} must be at least 1"));
             }
+        }
+        if self.evpn_routers.as_ref().is_some_and(|e| e.bgp_asn == 0) {
+            return Err("openstack.evpnRouters.bgpAsn must be an AS number (1..4294967295)".into());
         }
         if self.page_size == Some(0) {
             return Err("openstack.pageSize must be at least 1".into());

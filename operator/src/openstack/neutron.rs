@@ -11,7 +11,7 @@
 //! objects alone. Only an item without a usable id fails the snapshot (its objects could not be
 //! told apart).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bgpvpn_crds::VpnType;
@@ -131,7 +131,8 @@ impl Neutron {
         let mut marker: Option<String> = None;
         let mut seen_markers = BTreeSet::new();
         for _ in 0..MAX_PAGES {
-            let mut query = format!("{path}?limit={}", self.page_size);
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let mut query = format!("{path}{sep}limit={}", self.page_size);
             if let Some(m) = &marker {
                 query.push_str("&marker=");
                 query.push_str(&urlencode(m));
@@ -226,9 +227,79 @@ impl Neutron {
             .buffered(CONCURRENCY)
             .try_collect()
             .await?;
-        Ok(Snapshot { bgpvpns: entries })
+        Ok(Snapshot {
+            bgpvpns: entries,
+            ..Default::default()
+        })
+    }
+
+    /// The routers with an `evpn_vni` (Neutron 2026.2's `evpn` extension), each parsed on its
+    /// own. A Neutron without that extension is a configuration mistake, not an empty answer.
+    pub async fn evpn_routers(&self) -> Result<Vec<FetchedRouter>, SyncError> {
+        match self.get("/v2.0/extensions/evpn").await {
+            Ok(_) => {}
+            Err(e) if e.kind == Kind::Status(404) => {
+                return Err(SyncError::new(
+                    Stage::Config,
+                    Kind::Other,
+                    "openstack.evpnRouters is set, but this Neutron has no `evpn` extension \
+                     (it needs Neutron 2026.2 with the evpn service plugin)",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        let path = "/v2.0/routers?fields=id&fields=name&fields=project_id&fields=tenant_id&fields=evpn_vni";
+        let raw = self.list(path, "routers").await?;
+        let mut ids = BTreeSet::new();
+        let mut out = Vec::new();
+        for (i, item) in raw.iter().enumerate() {
+            let id = item_id(item)
+                .map_err(|m| err(Kind::BadResponse, format!("GET /v2.0/routers: item {i}: {m}")))?;
+            if !ids.insert(id.clone()) {
+                return Err(err(
+                    Kind::BadResponse,
+                    format!("GET /v2.0/routers: router {id} listed twice"),
+                ));
+            }
+            match parse_evpn_router(item) {
+                Ok(None) => {}
+                Ok(Some(router)) => out.push(FetchedRouter {
+                    id,
+                    result: Ok(router),
+                }),
+                Err(problems) => out.push(FetchedRouter {
+                    id,
+                    result: Err(problems),
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The networks each router has an interface on (its `network:router_interface*` ports).
+    pub async fn router_interfaces(&self) -> Result<RouterInterfaces, SyncError> {
+        let owners: String = ROUTER_INTERFACE_OWNERS
+            .iter()
+            .map(|o| format!("device_owner={o}&"))
+            .collect();
+        let path =
+            format!("/v2.0/ports?{owners}fields=id&fields=device_id&fields=device_owner&fields=network_id");
+        let raw = self.list(&path, "ports").await?;
+        parse_router_interfaces(&raw).map_err(|m| {
+            err(
+                Kind::BadResponse,
+                format!("GET /v2.0/ports (router interfaces): {m}"),
+            )
+        })
     }
 }
+
+/// The `device_owner`s of a router's interface on a tenant network (legacy, DVR, HA).
+pub const ROUTER_INTERFACE_OWNERS: [&str; 3] = [
+    "network:router_interface",
+    "network:router_interface_distributed",
+    "network:ha_router_replicated_interface",
+];
 
 fn join(base: &str, path_and_query: &str) -> String {
     // a catalog URL may or may not end with "/" or carry the version already
@@ -281,10 +352,48 @@ fn item_id(item: &Value) -> Result<String, String> {
     }
 }
 
-/// All of Neutron's bgpvpns, each parsed on its own.
+/// All of Neutron's bgpvpns, each parsed on its own, and (when they are read) its EVPN routers
+/// and the networks behind its routers.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub bgpvpns: Vec<Fetched>,
+    pub evpn_routers: Vec<FetchedRouter>,
+    pub router_interfaces: RouterInterfaces,
+}
+
+/// One router with an `evpn_vni`, or what was wrong with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FetchedRouter {
+    /// The router id (lower case).
+    pub id: String,
+    pub result: Result<EvpnRouter, Vec<String>>,
+}
+
+/// A router of Neutron's own EVPN (`evpn_vni` set), fields checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvpnRouter {
+    pub id: String,
+    pub name: String,
+    pub project_id: String,
+    pub vni: u32,
+}
+
+/// The networks behind each router, from its interface ports.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RouterInterfaces {
+    /// Router id → network ids (lower case).
+    pub networks: BTreeMap<String, BTreeSet<String>>,
+    /// Routers with an interface port that could not be read: what they reach is not known.
+    pub unreadable: BTreeMap<String, Vec<String>>,
+}
+
+impl RouterInterfaces {
+    pub fn of(&self, router_id: &str) -> Result<Option<&BTreeSet<String>>, &[String]> {
+        match self.unreadable.get(router_id) {
+            Some(problems) => Err(problems),
+            None => Ok(self.networks.get(router_id)),
+        }
+    }
 }
 
 /// One bgpvpn and its associations, or what was wrong with them.
@@ -575,6 +684,78 @@ pub fn parse_bgpvpn(item: &Value) -> Result<Bgpvpn, Vec<String>> {
     })
 }
 
+/// Parses one item of `GET /v2.0/routers`: `None` for a router without `evpn_vni` (`null`).
+/// A missing `evpn_vni` key is a problem: the policy may hide it from these credentials.
+pub fn parse_evpn_router(item: &Value) -> Result<Option<EvpnRouter>, Vec<String>> {
+    let mut f = Fields::new(
+        item,
+        format!("router {}", item.get("id").and_then(Value::as_str).unwrap_or("?")),
+    )?;
+    let id = f.uuid("id");
+    let name = f.opt_string("name").unwrap_or_default();
+    let vni = f.opt_int(
+        "evpn_vni",
+        1,
+        16_777_215,
+        Some("do these credentials see the evpn extension's fields (admin)?"),
+    );
+    let project_id = match f
+        .opt_string("project_id")
+        .or_else(|| item.get("tenant_id").and_then(Value::as_str).map(str::to_string))
+    {
+        Some(p) if !p.is_empty() => p,
+        _ => {
+            f.problem("project_id is missing".into());
+            String::new()
+        }
+    };
+    let evpn = !matches!(f.obj.get("evpn_vni"), Some(Value::Null));
+    let router = vni.map(|vni| EvpnRouter {
+        id,
+        name,
+        project_id,
+        vni,
+    });
+    match f.finish(router) {
+        // a router that is not EVPN's: its other fields do not concern the sync
+        _ if !evpn => Ok(None),
+        other => other,
+    }
+}
+
+/// Router interface ports → the networks of each router. A port without a usable id or
+/// router id fails the listing (it could not be attributed); a bad network id makes only its
+/// router's interfaces unknown.
+pub fn parse_router_interfaces(ports: &[Value]) -> Result<RouterInterfaces, String> {
+    let mut out = RouterInterfaces::default();
+    for (i, port) in ports.iter().enumerate() {
+        item_id(port).map_err(|m| format!("item {i}: {m}"))?;
+        let router = match port.get("device_id") {
+            Some(Value::String(r)) if is_uuid(r) => r.to_ascii_lowercase(),
+            other => return Err(format!("item {i}: device_id {other:?} is not a router id (UUID)")),
+        };
+        match port.get("device_owner").and_then(Value::as_str) {
+            Some(o) if ROUTER_INTERFACE_OWNERS.contains(&o) => {}
+            // the filter was not applied: not an interface
+            _ => continue,
+        }
+        match port.get("network_id") {
+            Some(Value::String(n)) if is_uuid(n) => {
+                out.networks
+                    .entry(router)
+                    .or_default()
+                    .insert(n.to_ascii_lowercase());
+            }
+            other => out
+                .unreadable
+                .entry(router)
+                .or_default()
+                .push(format!("interface port {i}: network_id {other:?} is not a UUID")),
+        }
+    }
+    Ok(out)
+}
+
 pub fn parse_router_association(item: &Value) -> Result<RouterAssociation, Vec<String>> {
     let mut f = Fields::new(
         item,
@@ -825,6 +1006,51 @@ mod tests {
         assert!(p[0].contains("lists router"), "{p:?}");
         let ok = assemble(b, &[json!({"id": ID, "router_id": R})], &[], &[]).unwrap();
         assert_eq!(ok.routers.len(), 1);
+    }
+
+    #[test]
+    fn evpn_routers_parse_and_others_are_skipped() {
+        let r = parse_evpn_router(&json!({"id": R, "name": "r1", "project_id": "p1", "evpn_vni": 1001}))
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.vni, r.project_id.as_str(), r.id.as_str()), (1001, "p1", R));
+        // not an EVPN router: nothing else of it matters
+        assert_eq!(
+            parse_evpn_router(&json!({"id": R, "evpn_vni": null, "project_id": 7})).unwrap(),
+            None
+        );
+        let hidden = parse_evpn_router(&json!({"id": R, "project_id": "p1"})).unwrap_err();
+        assert!(hidden[0].contains("evpn_vni is missing"), "{hidden:?}");
+        let bad = parse_evpn_router(&json!({"id": R, "evpn_vni": 16_777_216}))
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            bad.contains("evpn_vni 16777216 is outside") && bad.contains("project_id is missing"),
+            "{bad}"
+        );
+    }
+
+    #[test]
+    fn router_interfaces_by_router() {
+        const N: &str = "1f3b5a8e-6a0e-4c39-9d0b-0a1b2c3d4e5f";
+        let port = |id: &str, router: &str, owner: &str, net: Value| json!({"id": id, "device_id": router, "device_owner": owner, "network_id": net});
+        let got = parse_router_interfaces(&[
+            port(ID, R, "network:router_interface", json!(N)),
+            port(
+                ID,
+                R,
+                "network:ha_router_replicated_interface",
+                json!(N.to_uppercase()),
+            ),
+            port(ID, ID, "network:router_interface_distributed", json!("nope")),
+            port(ID, ID, "compute:nova", json!(N)),
+        ])
+        .unwrap();
+        assert_eq!(got.of(R).unwrap().unwrap(), &BTreeSet::from([N.to_string()]));
+        assert!(got.of(ID).unwrap_err()[0].contains("network_id"));
+        assert_eq!(got.of("other").unwrap(), None);
+        let unattributable = parse_router_interfaces(&[port(ID, "", "network:router_interface", json!(N))]);
+        assert!(unattributable.unwrap_err().contains("device_id"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bgpvpn_crds::conditions::{self, types::SYNCED};
+use bgpvpn_crds::validate::is_uuid;
 use bgpvpn_crds::{Bgpvpn, BgpvpnSpec, VniBinding};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret as KubeSecret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -428,48 +429,55 @@ impl Syncer {
         Ok(n)
     }
 
-    /// The namespaces the admin mapped to an OpenStack project (label
-    /// [`NAMESPACE_PROJECT_LABEL`]), with the project in lower case.
-    async fn namespace_projects(&self) -> Result<mapping::NamespaceProjects, SyncError> {
-        let lp = ListParams::default().labels(NAMESPACE_PROJECT_LABEL);
-        let (namespaces, _) = list_guarded::<Namespace>(&self.client, &lp)
+    /// What the admin's Namespace labels say: the project of a namespace
+    /// ([`NAMESPACE_PROJECT_LABEL`]) and the Neutron network of its pods
+    /// ([`NAMESPACE_NETWORK_LABEL`]). A network label that is not a UUID is logged and ignored.
+    async fn admin_mapping(&self) -> Result<mapping::AdminMapping, SyncError> {
+        let (namespaces, _) = list_guarded::<Namespace>(&self.client, &ListParams::default())
             .await
-            .map_err(kube_err("list the namespaces mapped to OpenStack projects"))?;
-        Ok(namespaces
-            .iter()
-            .filter_map(|ns| {
-                let project = ns
-                    .labels()
-                    .get(NAMESPACE_PROJECT_LABEL)?
-                    .trim()
-                    .to_ascii_lowercase();
-                (!project.is_empty()).then(|| (ns.name_any(), project))
-            })
-            .collect())
+            .map_err(kube_err("list the namespaces mapped to OpenStack"))?;
+        let mut admin = mapping::AdminMapping::default();
+        for ns in &namespaces {
+            let label = |key: &str| {
+                ns.labels()
+                    .get(key)
+                    .map(|v| v.trim().to_ascii_lowercase())
+                    .filter(|v| !v.is_empty())
+            };
+            if let Some(project) = label(NAMESPACE_PROJECT_LABEL) {
+                admin.projects.insert(ns.name_any(), project);
+            }
+            match label(NAMESPACE_NETWORK_LABEL) {
+                Some(network) if is_uuid(&network) => {
+                    admin.networks.insert(ns.name_any(), network);
+                }
+                Some(network) => tracing::warn!(
+                    namespace = %ns.name_any(),
+                    "the Namespace label {NAMESPACE_NETWORK_LABEL}={network:?} is not a Neutron network id (UUID): ignored"
+                ),
+                None => {}
+            }
+        }
+        Ok(admin)
     }
 
-    /// The Kuryr objects, and those that cannot be read.
+    /// The Kuryr objects, and those that cannot be read. Without the Kuryr CRDs, Kuryr says
+    /// nothing: networks reach namespaces only through the admin's labels.
     async fn kuryr(&self) -> Result<(KuryrIndex, Vec<UnreadableObject>), SyncError> {
-        let missing = |what: &'static str| {
-            move |e: kube::Error| {
-                if is_status(&e, 404) {
-                    SyncError::new(
-                        Stage::Kubernetes,
-                        Kind::Status(404),
-                        format!("the {what} CRD (openstack.org/v1) is not installed: is Kuryr deployed?"),
-                    )
-                } else {
-                    SyncError::kube(&format!("list {what}"), e)
-                }
-            }
-        };
         let lp = ListParams::default();
-        let (nets, mut unreadable) = list_guarded::<KuryrNetwork>(&self.client, &lp)
-            .await
-            .map_err(missing("KuryrNetwork"))?;
-        let (ports, bad_ports) = list_guarded::<KuryrPort>(&self.client, &lp)
-            .await
-            .map_err(missing("KuryrPort"))?;
+        let nets = list_guarded::<KuryrNetwork>(&self.client, &lp).await;
+        let ports = list_guarded::<KuryrPort>(&self.client, &lp).await;
+        let ((nets, mut unreadable), (ports, bad_ports)) = match (nets, ports) {
+            (Ok(n), Ok(p)) => (n, p),
+            (Err(e), _) | (_, Err(e)) if is_status(&e, 404) => {
+                tracing::debug!(
+                    "the Kuryr CRDs are not installed: only the admin's namespace labels map networks"
+                );
+                return Ok((KuryrIndex::default(), Vec::new()));
+            }
+            (Err(e), _) => return Err(SyncError::kube("list KuryrNetwork", e)),
+            (_, Err(e)) => return Err(SyncError::kube("list KuryrPort", e)),
+        };
         unreadable.extend(bad_ports);
         let mut index = KuryrIndex::new(&nets, &ports);
         // what an unreadable object says is not known: what the sync owns there is kept
@@ -481,15 +489,24 @@ impl Syncer {
 
     async fn try_pass(&mut self) -> Result<CycleReport, SyncError> {
         let neutron = self.neutron().await?;
-        let snapshot = neutron.snapshot().await?;
+        let mut snapshot = neutron.snapshot().await?;
         let (kuryr, mut unreadable) = self.kuryr().await?;
+        let admin = self.admin_mapping().await?;
+        let evpn_asn = self.config.evpn_routers.as_ref().map(|e| e.bgp_asn);
+        if evpn_asn.is_some() {
+            snapshot.evpn_routers = neutron.evpn_routers().await?;
+        }
+        // Kuryr says which router a namespace's network is behind; otherwise Neutron's router
+        // interfaces do
+        if evpn_asn.is_some() || !admin.networks.is_empty() {
+            snapshot.router_interfaces = neutron.router_interfaces().await?;
+        }
         let (owned_vpns, bad_vpns) = list_guarded::<Bgpvpn>(&self.client, &owned_selector())
             .await
             .map_err(kube_err("list owned BGPVPNs"))?;
         let (labelled_bindings, bad_bindings) = list_guarded::<VniBinding>(&self.client, &owned_selector())
             .await
             .map_err(kube_err("list owned VNIBindings"))?;
-        let projects = self.namespace_projects().await?;
         // Everything is read: from here on, nothing aborts the pass.
 
         // The label is only a filter: a tenant can put it on a binding of its own. A binding is
@@ -506,7 +523,7 @@ impl Syncer {
             .collect();
         unreadable.extend(bad_vpns);
         unreadable.extend(bad_bindings);
-        let mut desired = mapping::desired(&snapshot, &kuryr, &projects);
+        let mut desired = mapping::desired(&snapshot, &kuryr, &admin, evpn_asn);
         desired
             .uncertain_namespaces
             .extend(unreadable_bindings.iter().map(|(ns, _)| ns.clone()));
@@ -517,7 +534,7 @@ impl Syncer {
             let mapped = desired
                 .vpns
                 .get(&b.spec.bgpvpn)
-                .is_some_and(|v| projects.get(&ns).is_some_and(|p| v.projects.contains(p)));
+                .is_some_and(|v| admin.projects.get(&ns).is_some_and(|p| v.projects.contains(p)));
             if desired.uncertain_namespaces.contains(&ns)
                 && !desired.bindings.contains_key(&(ns.clone(), b.name_any()))
                 && mapped
@@ -526,7 +543,7 @@ impl Syncer {
             }
         }
         let report = CycleReport {
-            bgpvpns: snapshot.bgpvpns.len(),
+            bgpvpns: snapshot.bgpvpns.len() + snapshot.evpn_routers.len(),
             invalid: desired.invalid.iter().map(|p| p.neutron_id.clone()).collect(),
             unsupported: desired.unsupported.iter().map(|p| p.message.clone()).collect(),
             ..Default::default()

@@ -288,6 +288,17 @@ impl NeutronApi {
         .await
     }
 
+    /// Plugs `network` into `router` (a new port on it, added as a router interface).
+    pub async fn router_interface(&self, router: &str, network: &str) {
+        let port = self.port(network).await;
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v2.0/routers/{router}/add_router_interface"),
+            Some(json!({"port_id": port})),
+        )
+        .await;
+    }
+
     pub async fn port(&self, network: &str) -> String {
         self.create(
             "/v2.0/ports",
@@ -379,6 +390,36 @@ pub fn unique_vni() -> u32 {
 /// Installs the Kuryr CRDs from the shared fixture, as Kuryr's deployment would.
 pub async fn install_kuryr_crds(client: &Client) {
     bgpvpn_testkit::apply_crd_file(client, &fixture("kuryr-crds.yaml")).await;
+}
+
+/// Deletes the Kuryr CRDs (and so every Kuryr object) and waits until they are gone, as on a
+/// cluster that never ran Kuryr. [`install_kuryr_crds`] brings them back.
+pub async fn uninstall_kuryr_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in ["kuryrnetworks.openstack.org", "kuryrports.openstack.org"] {
+        let _ = api.delete(name, &Default::default()).await;
+        poll(&format!("CRD {name} gone"), Duration::from_secs(60), || {
+            let api = api.clone();
+            async move { api.get_opt(name).await.unwrap().is_none().then_some(()) }
+        })
+        .await;
+    }
+}
+
+/// A new namespace of project `project` whose pods the admin says are on Neutron network
+/// `network` (the Namespace label for clusters without Kuryr).
+pub async fn network_namespace(client: &Client, project: &str, network: &str) -> String {
+    let name = bgpvpn_testkit::unique_name("os");
+    let labels = json!({PROJECT_LABEL: project, "bgpvpn.io/openstack-network-id": network});
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    name
 }
 
 pub use bgpvpn_testkit::kuryr_api;
