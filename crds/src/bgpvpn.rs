@@ -142,6 +142,13 @@ impl BgpvpnSpec {
     }
 }
 
+/// The route target bgpd derives for an L3VNI that is given none (`vrf` + `vni` without
+/// `route-target`, as Neutron 2026.2's FRR driver configures its EVPN routers): the low 16 bits
+/// of the AS, then the VNI (bgpd's `form_auto_rt`, without `autort rfc8365-compatible`).
+pub fn frr_auto_route_target(asn: u32, vni: u32) -> String {
+    format!("{}:{vni}", asn & 0xFFFF)
+}
+
 fn merge_unique(first: &[String], second: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(first.len() + second.len());
     for rt in first.iter().chain(second) {

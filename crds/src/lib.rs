@@ -23,7 +23,7 @@ pub mod node_state;
 pub mod schema;
 pub mod validate;
 
-pub use bgpvpn::{AllowedNamespaces, Bgpvpn, BgpvpnSpec, BgpvpnStatus, VpnType};
+pub use bgpvpn::{AllowedNamespaces, Bgpvpn, BgpvpnSpec, BgpvpnStatus, VpnType, frr_auto_route_target};
 pub use binding::{VniBinding, VniBindingSpec, VniBindingStatus};
 pub use node_state::{
     BgpSessionStatus, Endpoint, EvpnNodeState, EvpnNodeStateSpec, EvpnNodeStateStatus, FrrApplyStatus, L3Vni,

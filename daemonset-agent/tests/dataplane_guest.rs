@@ -1022,3 +1022,113 @@ fn local_pref_reaches_an_ibgp_peer_and_picks_the_path() {
         },
     );
 }
+
+/// Node B's `vrf-1001` as Neutron 2026.2's own EVPN configures a router with `evpn_vni` 1001
+/// (the commands its FRR driver renders, recorded from neutron 29: no route target, so bgpd
+/// derives one). The BGPVPN the OpenStack sync mirrors from such a router carries
+/// `frr_auto_route_target(bgp_as, vni)`: node B's routes carry exactly that target, and with it
+/// the pod and the VM reach each other both ways; with the bed's own targets node A does not
+/// import node B's routes.
+#[test]
+fn a_neutron_evpn_router_is_reached_with_the_route_target_frr_derives() {
+    scenario(
+        "a_neutron_evpn_router_is_reached_with_the_route_target_frr_derives",
+        BedSpec::default(),
+        |bed| {
+            let rendered = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../operator/tests/fixtures/openstack/neutron-29/frr-add-evpn-router.conf");
+            let rendered = std::fs::read_to_string(&rendered).expect("Neutron's rendered FRR commands");
+            // node B's FRR boots into its config with vrf-1001 as Neutron's driver renders it
+            // (a fresh start: bgpd derives an instance's targets when it is made)
+            let base = std::fs::read_to_string(bed.work.join(&bed.b).join("base.conf")).unwrap();
+            let mut own_vrf = false;
+            let mut conf = String::new();
+            for line in base.lines() {
+                if line == "router bgp 64999 vrf vrf-1001" {
+                    own_vrf = true;
+                }
+                if !own_vrf {
+                    conf.push_str(line);
+                    conf.push('\n');
+                }
+                if own_vrf && line == "exit" {
+                    own_vrf = false;
+                }
+            }
+            assert!(conf.len() < base.len(), "no vrf-1001 stanza in node B's {base}");
+            conf.push_str(&rendered);
+            let conf_file = bed.work.join(&bed.b).join("neutron.conf");
+            std::fs::write(&conf_file, &conf).unwrap();
+            let lib = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hack/lib/remote-cloud.sh");
+            let restarted = Command::new("bash")
+                .args([
+                    "-c",
+                    r#"set -e; . "$0"; WORK=$1; frr_stop "$2"; chown frr:frr "$3"; frr_start "$2" "$2" "$3""#,
+                ])
+                .arg(&lib)
+                .arg(&bed.work)
+                .arg(&bed.b)
+                .arg(&conf_file)
+                .status()
+                .unwrap();
+            assert!(restarted.success(), "node B's FRR restart");
+            let derived = bgpvpn_crds::frr_auto_route_target(64999, 1001);
+            bed.log(&format!(
+                "node B's vrf-1001 as Neutron configures it:\n{}",
+                bed.vty(&bed.b, &["show bgp vrf vrf-1001 vni"])
+            ));
+
+            bed.start_agent(&[]);
+            // with the bed's targets (65000:1001) node A does not import the VM's route. (Node B
+            // does import the pod's: bgpd matches an auto-derived import target on the VNI alone,
+            // whatever the AS, so a Neutron router accepts any target <AS>:<its VNI>.)
+            let mut spec = EvpnNodeStateSpec {
+                underlay: bed.underlay(),
+                l3vnis: vec![l3vni(
+                    "vrf-tenant",
+                    1001,
+                    "172.30.0.1:1001",
+                    &[(POD_IP, "demo/web")],
+                )],
+            };
+            let generation = bed.write_state(spec.clone());
+            bed.wait("status Ready", 60, || bed.status_is(generation, true));
+            // what node B's vrf-1001 puts on the wire: the VM's route with the derived target
+            let vm_route = "[5]:[0]:[32]:[20.0.0.100]";
+            let vm_route_at_a = |bed: &Bed| {
+                let out = bed.vty(&bed.a, &["show bgp l2vpn evpn route type prefix json"]);
+                let json: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+                let mut communities = Vec::new();
+                for routes in json.as_object().into_iter().flatten().map(|(_, r)| r) {
+                    let paths = routes.get(vm_route).map(|r| r["paths"].to_string());
+                    communities.extend(paths);
+                }
+                communities
+            };
+            bed.wait("node A holds the VM's type-5 route", 60, || {
+                vm_route_at_a(bed).iter().any(|p| p.contains("RT:64999:1001"))
+            });
+            let vm_in_a = |bed: &Bed| bed.vty(&bed.a, &["show ip route vrf vrf-tenant 20.0.0.100/32"]);
+            assert!(
+                !vm_in_a(bed).contains("20.0.0.100/32"),
+                "imported without a matching route target: {}",
+                vm_in_a(bed)
+            );
+            assert!(!pod_reaches_vm(bed, 1001));
+
+            // the mirrored BGPVPN's target
+            spec.l3vnis[0].import_targets = vec![derived.clone()];
+            spec.l3vnis[0].export_targets = vec![derived.clone()];
+            let generation = bed.write_state(spec);
+            bed.wait("status Ready with the derived target", 60, || {
+                bed.status_is(generation, true)
+            });
+            bed.wait("pod -> VM 1001 (Neutron's router)", 60, || {
+                pod_reaches_vm(bed, 1001)
+            });
+            bed.wait("VM 1001 -> pod", 30, || vm_reaches_pod(bed, 1001));
+            assert!(vm_in_a(bed).contains("20.0.0.100/32"), "{}", vm_in_a(bed));
+            assert!(frr_is_idempotent(bed) && plan_is_empty(bed));
+        },
+    );
+}

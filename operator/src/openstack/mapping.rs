@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bgpvpn_crds::validate::{parse_cidr, validate_bgpvpn, validate_binding};
-use bgpvpn_crds::{AllowedNamespaces, BgpvpnSpec, VniBindingSpec};
+use bgpvpn_crds::{AllowedNamespaces, BgpvpnSpec, VniBindingSpec, frr_auto_route_target};
 
 use super::neutron::{EvpnRouter, FullBgpvpn, PortRoute, RouterInterfaces, Snapshot};
 use super::*;
@@ -541,12 +541,6 @@ fn map_one(full: &FullBgpvpn, reach: &Reach) -> Result<Mapped, String> {
     ))
 }
 
-/// The route target FRR derives for an L3VNI when none is configured, as Neutron's FRR driver
-/// leaves it: the low 16 bits of the AS, then the VNI (bgpd's `form_auto_rt`).
-pub fn evpn_auto_route_target(asn: u32, vni: u32) -> String {
-    format!("{}:{vni}", asn & 0xFFFF)
-}
-
 /// A router of Neutron's own EVPN → a BGPVPN with its VNI and the route target its FRR
 /// derives, bound in the namespaces behind the router's networks. The route distinguisher is
 /// left to this side's FRR, as Neutron leaves its own to FRR.
@@ -566,7 +560,7 @@ fn map_evpn_router(router: &EvpnRouter, asn: u32, reach: &Reach) -> Result<Mappe
     let spec = BgpvpnSpec {
         vpn_type: bgpvpn_crds::VpnType::L3,
         vni: router.vni,
-        route_targets: vec![evpn_auto_route_target(asn, router.vni)],
+        route_targets: vec![frr_auto_route_target(asn, router.vni)],
         import_targets: vec![],
         export_targets: vec![],
         route_distinguishers: vec![],
@@ -911,7 +905,7 @@ mod tests {
             Some(ROUTER)
         );
         assert!(d.invalid.is_empty() && d.unmapped.is_empty(), "{d:?}");
-        assert_eq!(evpn_auto_route_target(64999, 1003), "64999:1003");
+        assert_eq!(frr_auto_route_target(64999, 1003), "64999:1003");
 
         // a namespace of another project is not bound, and said so
         let mut other = with_network_labels();
