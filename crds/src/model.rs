@@ -200,6 +200,8 @@ pub struct UnderlayModel {
     pub router_id: Ipv4Addr,
     pub vtep_ip: IpAddr,
     pub neighbors: Vec<NeighborModel>,
+    /// IPv4 unicast with the neighbours (see `Underlay::ipv4_unicast`).
+    pub ipv4_unicast: bool,
 }
 
 /// A local pod in a VRF.
@@ -393,6 +395,7 @@ impl From<&UnderlayModel> for Underlay {
             router_id: u.router_id.to_string(),
             vtep_ip: u.vtep_ip.to_string(),
             neighbors: u.neighbors.iter().map(Neighbor::from).collect(),
+            ipv4_unicast: u.ipv4_unicast,
         }
     }
 }
@@ -522,6 +525,7 @@ impl ParsedNodeState {
                 router_id,
                 vtep_ip,
                 neighbors,
+                ipv4_unicast: u.ipv4_unicast,
             }),
             _ => Err(errors),
         };
@@ -910,6 +914,7 @@ mod tests {
                     remote_asn: 64999,
                     bfd: false,
                 }],
+                ipv4_unicast: false,
             },
             l3vnis: vec![L3Vni {
                 bgpvpn: "vpn-a".into(),

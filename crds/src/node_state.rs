@@ -58,6 +58,11 @@ pub struct Underlay {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub neighbors: Vec<Neighbor>,
+    /// Also run IPv4 unicast with every neighbour: announce the VTEP address (/32) and install
+    /// the neighbours' routes, ECMP across them (BGP as the underlay's routing, as in a
+    /// leaf-spine fabric). Off: the node reaches the other VTEPs by its own routing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv4_unicast: bool,
 }
 
 /// One BGP peer: by address, or by interface (BGP unnumbered). Exactly one of the two is set.

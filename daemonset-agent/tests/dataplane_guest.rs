@@ -864,6 +864,20 @@ fn an_ipv6_vtep_is_refused_and_the_dataplane_kept() {
 /// Issue 17 item 2, one uplink: with `bfd: true` on the neighbour, BFD takes a session whose
 /// peer went silent down long before BGP's hold time (180 s) would; the status shows the
 /// session and its BFD state, down and then up again. The detection time is printed.
+/// bfdd beside the FRR of `node` (netns = FRR pathspace), its pid where the bed's cleanup
+/// finds it.
+fn start_bfdd(bed: &Bed, node: &str) {
+    let pid_file = format!("/run/frr/{node}/bfdd.pid");
+    // daemonized with its output closed: nothing keeps the command's pipes open
+    let start = format!("/usr/lib/frr/bfdd -N {node} -d -P 0 -i {pid_file} >/dev/null 2>&1");
+    bed.sh(node, &["sh", "-c", &start]);
+    bed.wait(&format!("bfdd of {node} listening"), 20, || {
+        PathBuf::from(format!("/run/frr/{node}/bfdd.vty")).exists()
+    });
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    std::fs::write(bed.work.join("pids").join(format!("bfdd-{node}.pid")), pid).unwrap();
+}
+
 #[test]
 fn bfd_takes_a_silent_underlay_session_down() {
     scenario(
@@ -873,15 +887,7 @@ fn bfd_takes_a_silent_underlay_session_down() {
             // bfdd beside both nodes' FRR (the bed starts mgmtd, zebra and bgpd; the chart's
             // router runs bfdd too), its pid where the bed's cleanup finds it
             for node in [bed.a.clone(), bed.b.clone()] {
-                let pid_file = format!("/run/frr/{node}/bfdd.pid");
-                // daemonized with its output closed: nothing keeps the command's pipes open
-                let start = format!("/usr/lib/frr/bfdd -N {node} -d -P 0 -i {pid_file} >/dev/null 2>&1");
-                bed.sh(&node, &["sh", "-c", &start]);
-                bed.wait(&format!("bfdd of {node} listening"), 20, || {
-                    PathBuf::from(format!("/run/frr/{node}/bfdd.vty")).exists()
-                });
-                let pid = std::fs::read_to_string(&pid_file).unwrap();
-                std::fs::write(bed.work.join("pids").join(format!("bfdd-{node}.pid")), pid).unwrap();
+                start_bfdd(bed, &node);
             }
             bed.vty(&bed.b, &["conf t", "router bgp 64999", "neighbor 172.30.0.1 bfd"]);
             let mut underlay = bed.underlay();
@@ -1129,6 +1135,312 @@ fn a_neutron_evpn_router_is_reached_with_the_route_target_frr_derives() {
             bed.wait("VM 1001 -> pod", 30, || vm_reaches_pod(bed, 1001));
             assert!(vm_in_a(bed).contains("20.0.0.100/32"), "{}", vm_in_a(bed));
             assert!(frr_is_idempotent(bed) && plan_is_empty(bed));
+        },
+    );
+}
+
+/// A router of the fabric in netns `name` (made by the caller, named `*-<sfx>` so the bed's
+/// cleanup removes it): FRR (the bed's own start, `conf` after its preamble) and bfdd, every
+/// pid where the bed's cleanup finds it.
+fn start_router(bed: &Bed, name: &str, conf: &str) {
+    let conf_file = bed.work.join(format!("{name}.conf"));
+    std::fs::write(&conf_file, conf).unwrap();
+    let lib = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hack/lib/remote-cloud.sh");
+    let started = Command::new("bash")
+        .args([
+            "-c",
+            r#"set -e; . "$0"; WORK=$1; frr_prepare "$2"; cat "$3" >>"$WORK/$2/base.conf"; frr_start "$2" "$2""#,
+        ])
+        .arg(&lib)
+        .arg(&bed.work)
+        .arg(name)
+        .arg(&conf_file)
+        .status()
+        .unwrap();
+    assert!(started.success(), "FRR of {name}");
+    for daemon in ["mgmtd", "zebra", "bgpd"] {
+        let pid = std::fs::read_to_string(format!("/run/frr/{name}/{daemon}.pid")).unwrap();
+        std::fs::write(bed.work.join("pids").join(format!("{daemon}-{name}.pid")), pid).unwrap();
+    }
+    start_bfdd(bed, name);
+}
+
+/// The FRR of a ToR: eBGP with node A below (BFD) and node B beyond, IPv4 unicast and EVPN
+/// with both; EVPN routes keep their VTEP next hop.
+fn tor_conf(asn: u32, id: &str, node_a: &str, node_b: &str) -> String {
+    format!(
+        "router bgp {asn}
+ bgp router-id {id}
+ no bgp ebgp-requires-policy
+ no bgp default ipv4-unicast
+ neighbor {node_a} remote-as 65001
+ neighbor {node_a} bfd
+ neighbor {node_a} timers connect 1
+ neighbor {node_b} remote-as 64999
+ neighbor {node_b} timers connect 1
+ address-family ipv4 unicast
+  neighbor {node_a} activate
+  neighbor {node_b} activate
+ exit-address-family
+ address-family l2vpn evpn
+  neighbor {node_a} activate
+  neighbor {node_b} activate
+  neighbor {node_a} attribute-unchanged next-hop
+  neighbor {node_b} attribute-unchanged next-hop
+ exit-address-family
+exit
+"
+    )
+}
+
+/// The next hops of `node`'s main-table route to `dst`.
+fn next_hops(bed: &Bed, node: &str, dst: &str) -> Vec<String> {
+    let out = bed.run(node, &format!("ip -j route show {dst}"));
+    let routes: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let mut hops = Vec::new();
+    for r in routes.as_array().into_iter().flatten() {
+        match r["nexthops"].as_array() {
+            Some(list) => hops.extend(
+                list.iter()
+                    .filter_map(|h| h["gateway"].as_str().map(String::from)),
+            ),
+            None => hops.extend(r["gateway"].as_str().map(String::from)),
+        }
+    }
+    hops.sort();
+    hops
+}
+
+/// Transmitted packets of `dev` in `node`.
+fn tx_packets(bed: &Bed, node: &str, dev: &str) -> u64 {
+    bed.run(node, &format!("cat /sys/class/net/{dev}/statistics/tx_packets"))
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Issue 17 item 2: node A behind two ToRs of different ASes, BGP as the underlay's routing
+/// (`ipv4Unicast`), BFD on both uplinks. Node B's VTEP is reached over both (ECMP, in the
+/// kernel); the uplink that carries the pod's flow goes silent (no link change): BFD takes its
+/// sessions down, the routes through it go, and the flow goes on over the other uplink.
+/// Restored, both paths come back.
+#[test]
+fn two_tors_with_ecmp_and_bfd_keep_a_flow_when_one_uplink_goes_silent() {
+    scenario(
+        "two_tors_with_ecmp_and_bfd_keep_a_flow_when_one_uplink_goes_silent",
+        BedSpec::default(),
+        |bed| {
+            let (a, b) = (bed.a.clone(), bed.b.clone());
+            let tors = [format!("tor1-{}", bed.sfx), format!("tor2-{}", bed.sfx)];
+            let ip = |args: &str| {
+                let ok = Command::new("ip").args(args.split_whitespace()).status().unwrap();
+                assert!(ok.success(), "ip {args}");
+            };
+            // the direct link goes; each node keeps its VTEP address on lo
+            bed.run(&a, "ip link del eth-u");
+            bed.run(&a, "ip addr add 172.30.0.1/32 dev lo");
+            bed.run(&b, "ip addr add 172.30.0.2/32 dev lo");
+            bed.run(&b, "sysctl -qw net.ipv4.ip_forward=1");
+            for (i, tor) in tors.iter().enumerate() {
+                let n = i + 1;
+                ip(&format!("netns add {tor}"));
+                bed.run(tor, "ip link set lo up");
+                bed.run(tor, "sysctl -qw net.ipv4.ip_forward=1");
+                bed.run(
+                    &a,
+                    &format!("ip link add up{n} type veth peer name to-a netns {tor}"),
+                );
+                bed.run(
+                    &b,
+                    &format!("ip link add up{n} type veth peer name to-b netns {tor}"),
+                );
+                bed.run(&a, &format!("ip addr add 10.91.{n}.1/30 dev up{n}"));
+                bed.run(&b, &format!("ip addr add 10.92.{n}.1/30 dev up{n}"));
+                bed.run(tor, &format!("ip addr add 10.91.{n}.2/30 dev to-a"));
+                bed.run(tor, &format!("ip addr add 10.92.{n}.2/30 dev to-b"));
+                for (ns, dev) in [
+                    (a.as_str(), format!("up{n}")),
+                    (b.as_str(), format!("up{n}")),
+                    (tor.as_str(), "to-a".to_string()),
+                    (tor.as_str(), "to-b".to_string()),
+                ] {
+                    bed.run(ns, &format!("ip link set {dev} up"));
+                }
+                let conf = tor_conf(
+                    65100 + n as u32,
+                    &format!("10.91.{n}.2"),
+                    &format!("10.91.{n}.1"),
+                    &format!("10.92.{n}.1"),
+                );
+                start_router(bed, tor, &conf);
+            }
+            // node B (the remote cloud's gateway) moves to the ToRs, announcing its VTEP
+            bed.vty(
+                &b,
+                &[
+                    "conf t",
+                    "router bgp 64999",
+                    "no neighbor 172.30.0.1",
+                    "bgp bestpath as-path multipath-relax",
+                    "neighbor 10.92.1.2 remote-as 65101",
+                    "neighbor 10.92.2.2 remote-as 65102",
+                    "address-family ipv4 unicast",
+                    "network 172.30.0.2/32",
+                    "neighbor 10.92.1.2 activate",
+                    "neighbor 10.92.2.2 activate",
+                    "exit-address-family",
+                    "address-family l2vpn evpn",
+                    "neighbor 10.92.1.2 activate",
+                    "neighbor 10.92.2.2 activate",
+                ],
+            );
+            start_bfdd(bed, &a);
+            let tor = |n: u32, asn: u32| Neighbor {
+                address: Some(format!("10.91.{n}.2")),
+                interface: None,
+                remote_asn: asn,
+                bfd: true,
+            };
+            let underlay = Underlay {
+                neighbors: vec![tor(1, 65101), tor(2, 65102)],
+                ipv4_unicast: true,
+                ..bed.underlay()
+            };
+            bed.start_agent(&["--bgp-poll-secs", "1"]);
+            let generation = bind_over(bed, underlay, 1001);
+            bed.wait("status Ready", 60, || bed.status_is(generation, true));
+            let sessions = |bed: &Bed| bed.status().and_then(|s| s.sessions_established);
+            bed.wait("status: both uplink sessions Established (2/2)", 90, || {
+                sessions(bed).as_deref() == Some("2/2")
+            });
+            let both = vec!["10.91.1.2".to_string(), "10.91.2.2".to_string()];
+            bed.wait("node A reaches node B's VTEP over both ToRs (ECMP)", 60, || {
+                next_hops(bed, &a, "172.30.0.2") == both
+            });
+            bed.wait("node B reaches node A's VTEP over both ToRs", 60, || {
+                next_hops(bed, &b, "172.30.0.1").len() == 2
+            });
+            bed.wait("pod -> VM 1001 through the fabric", 60, || {
+                pod_reaches_vm(bed, 1001)
+            });
+            bed.wait("VM 1001 -> pod", 30, || vm_reaches_pod(bed, 1001));
+            assert!(
+                frr_is_idempotent(bed),
+                "the agent's FRR config with ipv4Unicast is FRR's own"
+            );
+
+            // a 10 ms ping flow; the uplink that carries it goes silent both ways
+            let ping_log = bed.work.join("ecmp-ping.log");
+            let before = [tx_packets(bed, &a, "up1"), tx_packets(bed, &a, "up2")];
+            let ping = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &pod(bed),
+                    "ping",
+                    "-D",
+                    "-i",
+                    "0.01",
+                    "-c",
+                    "1500",
+                    "-W",
+                    "1",
+                    VM_IP,
+                ])
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&ping_log).unwrap())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            bed.record_pid("ecmp-ping", ping.id());
+            let replies = || {
+                std::fs::read_to_string(&ping_log)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("bytes from"))
+                    .count()
+            };
+            bed.wait("the ping runs", 20, || replies() >= 100);
+            let sent = [
+                tx_packets(bed, &a, "up1") - before[0],
+                tx_packets(bed, &a, "up2") - before[1],
+            ];
+            let (used, other) = if sent[0] >= sent[1] { (1, 2) } else { (2, 1) };
+            bed.log(&format!(
+                "the flow leaves node A by up{used} ({sent:?} packets sent on up1, up2)"
+            ));
+            let cut_tor = &tors[used - 1];
+            bed.run(&a, "modprobe sch_netem");
+            let t = Instant::now();
+            let at_cut = replies();
+            bed.run(&a, &format!("tc qdisc add dev up{used} root netem loss 100%"));
+            bed.run(cut_tor, "tc qdisc add dev to-a root netem loss 100%");
+            let cut_peer = format!("10.91.{used}.2");
+            bed.wait("node A's bgpd took the silent uplink's session down", 30, || {
+                !bed.vty(&a, &[&format!("show bgp neighbors {cut_peer}")])
+                    .contains("BGP state = Established")
+            });
+            let detected = ms_since(t);
+            bed.wait(
+                "node A's route to node B's VTEP keeps only the other ToR",
+                30,
+                || next_hops(bed, &a, "172.30.0.2") == [format!("10.91.{other}.2")],
+            );
+            bed.wait(
+                "the flow goes on over the other uplink, the first still silent",
+                30,
+                || replies() >= at_cut + 50,
+            );
+            bed.wait("status: 1/2 sessions", 30, || {
+                sessions(bed).as_deref() == Some("1/2")
+            });
+            let mut ping = ping;
+            let ended = Instant::now();
+            while ping.try_wait().unwrap().is_none() {
+                assert!(ended.elapsed() < Duration::from_secs(60), "the ping did not end");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let log = std::fs::read_to_string(&ping_log).unwrap();
+            let summary = log
+                .lines()
+                .find(|l| l.contains("packets transmitted"))
+                .unwrap_or("")
+                .to_string();
+            let count = |word: &str| {
+                summary
+                    .split(',')
+                    .find(|part| part.contains(word))
+                    .and_then(|part| part.split_whitespace().next()?.parse::<u64>().ok())
+            };
+            let (tx, rx) = (count("transmitted").unwrap_or(0), count("received").unwrap_or(0));
+            // the outage: the longest silence between two answers (ping -D stamps each)
+            let stamps: Vec<f64> = log
+                .lines()
+                .filter(|l| l.contains("bytes from"))
+                .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+                .collect();
+            let gap_ms = stamps.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max) * 1000.0;
+            bed.log(&format!(
+                "MEASURED: uplink up{used} silent -> BFD took its session down at node A after {detected} ms; the flow's longest silence {gap_ms:.0} ms; pings lost: {} of {tx}",
+                tx - rx
+            ));
+            assert!(rx > 0, "ping: {summary}");
+
+            // restored: BFD and the sessions come back, and so does the second path
+            let t = Instant::now();
+            bed.run(&a, &format!("tc qdisc del dev up{used} root"));
+            bed.run(cut_tor, "tc qdisc del dev to-a root");
+            bed.wait("status: both sessions Established again", 120, || {
+                sessions(bed).as_deref() == Some("2/2")
+            });
+            bed.wait("node A reaches node B's VTEP over both ToRs again", 60, || {
+                next_hops(bed, &a, "172.30.0.2") == both
+            });
+            bed.log(&format!(
+                "MEASURED: uplink restored -> both paths back after {} ms",
+                ms_since(t)
+            ));
+            bed.wait("pod -> VM 1001", 30, || pod_reaches_vm(bed, 1001));
         },
     );
 }

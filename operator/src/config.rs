@@ -62,6 +62,10 @@ pub struct UnderlayConfig {
     pub asn: u32,
     #[serde(default)]
     pub neighbors: Vec<Neighbor>,
+    /// IPv4 unicast with the neighbours too: BGP as the underlay's routing (the VTEP announced,
+    /// the fabric's routes installed, ECMP across the neighbours).
+    #[serde(default)]
+    pub ipv4_unicast: bool,
 }
 
 fn default_debounce_millis() -> u64 {

@@ -23,7 +23,11 @@ use crate::model::{Prefix, RtRd};
 /// The lines that bring FRR from `from` to `to`, or `None` when the change is outside what an
 /// incremental apply covers. An empty string means the views configure the same thing.
 pub fn delta(from: &FrrView, to: &FrrView) -> Option<String> {
-    if from.asn != to.asn || from.router_id != to.router_id || from.neighbors != to.neighbors {
+    if from.asn != to.asn
+        || from.router_id != to.router_id
+        || from.neighbors != to.neighbors
+        || from.announced_vtep != to.announced_vtep
+    {
         return None;
     }
     let mut out = Lines::default();

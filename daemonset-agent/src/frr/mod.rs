@@ -19,7 +19,7 @@ pub mod delta;
 pub mod reload;
 pub mod sessions;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +45,10 @@ pub struct FrrView {
     pub asn: u32,
     pub router_id: Ipv4Addr,
     pub neighbors: Vec<NeighborModel>,
+    /// The VTEP address announced to the neighbours in IPv4 unicast, when BGP is the
+    /// underlay's routing (`underlay.ipv4Unicast`).
+    #[serde(default)]
+    pub announced_vtep: Option<IpAddr>,
     /// Sorted by name.
     pub vrfs: Vec<FrrVrf>,
 }
@@ -71,6 +75,7 @@ impl FrrView {
             asn: d.underlay.asn,
             router_id: d.underlay.router_id,
             neighbors: d.underlay.neighbors.clone(),
+            announced_vtep: d.underlay.ipv4_unicast.then_some(d.underlay.vtep_ip),
             vrfs,
         }
     }
@@ -154,6 +159,11 @@ pub fn render(view: &FrrView) -> String {
     w.push(format!(" bgp router-id {}", view.router_id));
     w.push(" no bgp ebgp-requires-policy");
     w.push(" no bgp default ipv4-unicast");
+    if view.announced_vtep.is_some() {
+        // ECMP across uplinks to routers of different ASes (two ToRs): their paths differ in
+        // the first AS
+        w.push(" bgp bestpath as-path multipath-relax");
+    }
     for n in &view.neighbors {
         match &n.peer {
             Peer::Address(a) => w.push(format!(" neighbor {a} remote-as {}", n.remote_asn)),
@@ -162,6 +172,15 @@ pub fn render(view: &FrrView) -> String {
         if n.bfd {
             w.push(format!(" neighbor {} bfd", peer(n)));
         }
+    }
+    if let Some(vtep) = view.announced_vtep {
+        w.push(" !");
+        w.push(" address-family ipv4 unicast");
+        w.push(format!("  network {}", Prefix::host(vtep)));
+        for n in &view.neighbors {
+            w.push(format!("  neighbor {} activate", peer(n)));
+        }
+        w.push(" exit-address-family");
     }
     w.push(" !");
     w.push(" address-family l2vpn evpn");

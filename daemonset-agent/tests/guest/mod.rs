@@ -367,6 +367,7 @@ impl Bed {
                 remote_asn: 64999,
                 bfd: false,
             }],
+            ipv4_unicast: false,
         }
     }
 

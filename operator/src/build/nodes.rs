@@ -180,6 +180,7 @@ pub fn node_underlay(node: &Node, config: &UnderlayConfig) -> Result<Underlay, S
         router_id: router_id.to_string(),
         vtep_ip: vtep.to_string(),
         neighbors,
+        ipv4_unicast: config.ipv4_unicast,
     })
 }
 

@@ -82,6 +82,7 @@ fn config() -> Config {
             remote_asn: 65000,
             bfd: false,
         }],
+        ipv4_unicast: false,
     })
 }
 
@@ -572,6 +573,12 @@ fn node_underlay_from_addresses_and_annotations() {
         plan.nodes["n2"].spec.underlay.neighbors.is_empty(),
         "a node does not peer with itself"
     );
+    assert!(!n1.ipv4_unicast);
+    // BGP as the underlay's routing reaches every node
+    let mut with_unicast = config();
+    with_unicast.underlay.ipv4_unicast = true;
+    let unicast = plan(&world.view(), &with_unicast);
+    assert!(unicast.nodes.values().all(|n| n.spec.underlay.ipv4_unicast));
     assert!(!plan.nodes.contains_key("n3"));
     assert!(
         plan.kept_nodes["n3"].contains("no IPv4 InternalIP"),
