@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# keystone.sh -- a real Keystone 29.1.0 (OpenStack 2026.1) identity API, for testing the OpenStack
+# keystone.sh -- a real Keystone 30.0.0 (OpenStack 2026.2) identity API, for testing the OpenStack
 # sync's token flow (clouds.yaml, password and application credentials, catalog, renewal).
 #
 #   keystone.sh setup <dir>   venv from PyPI (cached), config, SQLite schema, fernet keys, and
@@ -17,10 +17,10 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bgpvpn-operator}
-PKGS=(keystone==29.1.0 gunicorn)
-# the same 2026.1 upper-constraints as neutron: the dependency set that release was tested with
-CONSTRAINTS=$HERE/../testbed/upper-constraints-2026.1.txt
-VENV=$CACHE/keystone-29.1.0
+PKGS=(keystone==30.0.0 gunicorn)
+# the same 2026.2 upper-constraints as neutron: the dependency set that release was tested with
+CONSTRAINTS=$HERE/../testbed/upper-constraints-2026.2.txt
+VENV=$CACHE/keystone-30.0.0
 PY=${PYTHON:-python3}
 
 log() { printf '[keystone %4ss] %s\n' "$SECONDS" "$*" >&2; }

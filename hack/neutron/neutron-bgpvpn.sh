@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# neutron-bgpvpn.sh -- a real neutron-server 28.0.2 (OpenStack 2026.1) API with networking-bgpvpn
-# 24.0.0, for testing the OpenStack sync against the genuine REST API.
+# neutron-bgpvpn.sh -- a real neutron-server 29.0.0 (OpenStack 2026.2) API with networking-bgpvpn
+# 25.0.0, for testing the OpenStack sync against the genuine REST API.
 # Adapted from the shared test-bed recipe (same cached venv): adds the
 # Keystone mode (NEUTRON_AUTH=keystone) and runs gunicorn without its control socket.
 #
@@ -20,11 +20,12 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bgpvpn-operator}
-PKGS=(neutron==28.0.2 networking-bgpvpn==24.0.0 gunicorn)
-# OpenStack's upper-constraints for 2026.1 pins every transitive dependency to the set that release
-# was tested with; without it pip resolves to newer libraries that neutron 28 was never run against.
-CONSTRAINTS=$HERE/../testbed/upper-constraints-2026.1.txt
-VENV=$CACHE/neutron-28.0.2-bgpvpn-24.0.0
+PKGS=(neutron==29.0.0 networking-bgpvpn==25.0.0 gunicorn)
+# OpenStack's upper-constraints for 2026.2 pin every transitive dependency to the set that release
+# was tested with; without them pip resolves to newer libraries that neutron 29 was never run
+# against. (Derived from 2026.1's: see the file's header.)
+CONSTRAINTS=$HERE/../testbed/upper-constraints-2026.2.txt
+VENV=$CACHE/neutron-29.0.0-bgpvpn-25.0.0
 PY=${PYTHON:-python3}
 
 log() { printf '[neutron-bgpvpn %4ss] %s\n' "$SECONDS" "$*" >&2; }

@@ -577,7 +577,7 @@ fn node_underlay_from_addresses_and_annotations() {
     // BGP as the underlay's routing reaches every node
     let mut with_unicast = config();
     with_unicast.underlay.ipv4_unicast = true;
-    let unicast = plan(&world.view(), &with_unicast);
+    let unicast = super::plan(&world.view(), &with_unicast);
     assert!(unicast.nodes.values().all(|n| n.spec.underlay.ipv4_unicast));
     assert!(!plan.nodes.contains_key("n3"));
     assert!(
