@@ -8,14 +8,20 @@
 #   neutron-bgpvpn.sh start <dir>   gunicorn on a free loopback port; writes <dir>/endpoint
 #   neutron-bgpvpn.sh stop  <dir>   stop the server started by `start`
 #
-# API only: ML2 with no mechanism drivers and no agents (ports stay "unbound"), noauth (identity
-# comes from X-Project-Id / X-Roles headers, no Keystone) unless NEUTRON_AUTH=keystone at setup
-# (then keystonemiddleware checks tokens against KEYSTONE_URL with the service user KEYSTONE_USER /
-# KEYSTONE_PASSWORD of project KEYSTONE_PROJECT, domain Default), fake RPC transport (no RabbitMQ),
-# SQLite. The BGPVPN service driver is a no-op that stores everything and enables the vni,
-# local_pref and port-association extensions (the stock "Dummy" driver rejects them).
-# Env: TESTBED_CACHE, PYTHON (>= 3.10; default python3), PIP_CACHE_DIR (default: in the cache),
-#      READY_TIMEOUT (s, default 120).
+# Default (NEUTRON_BACKEND=api): API only, ML2 with no mechanism drivers and no agents (ports stay
+# "unbound"). NEUTRON_BACKEND=ovn at setup: ML2/OVN (mechanism driver ovn, geneve tenant networks,
+# the ovn-router L3 plugin) plus Neutron 29's EVPN service plugin (`evpn`: routers' evpn_vni,
+# add_router_interface's advertise_host), against an OVN NB/SB + ovn-northd that `start` brings up
+# in <dir>/ovn with ./ovn.sh (Debian's ovn-central; no ovn-controller, no datapath) and `stop`
+# stops again.
+# Both: noauth (identity comes from X-Project-Id / X-Roles headers, no Keystone) unless
+# NEUTRON_AUTH=keystone at setup (then keystonemiddleware checks tokens against KEYSTONE_URL with
+# the service user KEYSTONE_USER / KEYSTONE_PASSWORD of project KEYSTONE_PROJECT, domain Default),
+# fake RPC transport (no RabbitMQ), SQLite. The BGPVPN service driver is a no-op that stores
+# everything and enables the vni, local_pref and port-association extensions (the stock "Dummy"
+# driver rejects them).
+# Env: TESTBED_CACHE, PYTHON (>= 3.11; default python3), PIP_CACHE_DIR (default: in the cache),
+#      READY_TIMEOUT (s, default 120), NEUTRON_BACKEND (api|ovn, at setup).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -71,12 +77,20 @@ class NoopFullDriver(driver_api.BGPVPNDriverRC):
     more_supported_extension_aliases = (
         driver_api.BGPVPNDriverRC.more_supported_extension_aliases + [bgpvpn_vni_def.ALIAS])
 EOF
-  local AUTH=${NEUTRON_AUTH:-noauth}
+  local AUTH=${NEUTRON_AUTH:-noauth} BACKEND=${NEUTRON_BACKEND:-api} PLUGINS=router,bgpvpn
   case $AUTH in noauth|keystone) ;; *) die "NEUTRON_AUTH must be noauth or keystone" ;; esac
+  case $BACKEND in
+    api) ;;
+    # ovn-router (OVNL3RouterPlugin) instead of router: EVPN routers must have the OVN provider
+    ovn) PLUGINS=ovn-router,evpn,bgpvpn
+         [ ${#D} -le 60 ] || die "NEUTRON_BACKEND=ovn: path too long for OVN's unix sockets: $D" ;;
+    *) die "NEUTRON_BACKEND must be api or ovn" ;;
+  esac
+  echo "$BACKEND" >"$D/backend"
   cat >"$D/etc/neutron.conf" <<EOF
 [DEFAULT]
 core_plugin = ml2
-service_plugins = router,bgpvpn
+service_plugins = $PLUGINS
 auth_strategy = $AUTH
 api_paste_config = $VENV/etc/neutron/api-paste.ini
 # oslo.messaging in-memory driver: no RabbitMQ, RPC casts to (absent) agents go nowhere
@@ -111,6 +125,7 @@ project_name = ${KEYSTONE_PROJECT:-admin}
 project_domain_name = Default
 EOF
   fi
+  if [ "$BACKEND" = api ]; then
   # "local" tenant networks need no segmentation pool and no agent; no mechanism drivers.
   cat >"$D/etc/ml2_conf.ini" <<EOF
 [ml2]
@@ -125,6 +140,30 @@ flat_networks = *
 [ml2_type_vxlan]
 vni_ranges = 1:1000
 EOF
+  else
+  # ML2/OVN: the OVN driver takes geneve (tenant) and flat (provider) networks; port_security is
+  # the extension driver OVN expects. The NB/SB sockets are those of `ovn.sh start $D/ovn`.
+  cat >"$D/etc/ml2_conf.ini" <<EOF
+[ml2]
+type_drivers = geneve,flat
+tenant_network_types = geneve
+mechanism_drivers = ovn
+extension_drivers = port_security
+overlay_ip_version = 4
+
+[ml2_type_geneve]
+vni_ranges = 1:65536
+max_header_size = 38
+
+[ml2_type_flat]
+flat_networks = *
+
+[ovn]
+ovn_nb_connection = unix:$D/ovn/ovnnb_db.sock
+ovn_sb_connection = unix:$D/ovn/ovnsb_db.sock
+ovn_metadata_enabled = false
+EOF
+  fi
   if [ ! -f "$D/neutron.db" ]; then
     # The alembic migrations use ALTER operations SQLite lacks, so build the schema from the
     # models (as neutron's own unit tests do; bgpvpn's head imports neutron's) and then stamp the
@@ -149,14 +188,26 @@ cmd_start() {
   [ -f "$D/etc/neutron.conf" ] || die "run '$0 setup $D' first"
   D=$(cd "$D" && pwd)
   [ -f "$D/neutron.pid" ] && kill -0 "$(cat "$D/neutron.pid")" 2>/dev/null && die "already running ($D/neutron.pid)"
+  local env=()
+  if [ "$(cat "$D/backend" 2>/dev/null)" = ovn ]; then
+    "$HERE/ovn.sh" start "$D/ovn"
+    OVN_STOP=$(printf '%q stop %q' "$HERE/ovn.sh" "$D/ovn")
+    trap "$OVN_STOP" EXIT
+    # The OVN driver's hash ring wants the API worker count, which neutron reads from uwsgi,
+    # mod_wsgi or else $ASGI_WORKERS ("The Neutron API workers count is zero" without it); and it
+    # writes its start time to $TMPDIR/neutron_start_time<ppid>: keep that in <dir>.
+    mkdir -p "$D/state/tmp"
+    env=(ASGI_WORKERS=1 TMPDIR="$D/state/tmp")
+  fi
   PORT=$(free_port)        # not 9696: parallel runs must not clash
   # one worker: SQLite + neutron's in-process state do not like concurrent processes; threads suffice
-  OS_NEUTRON_CONFIG_DIR="$D/etc" OS_NEUTRON_CONFIG_FILES="neutron.conf;ml2_conf.ini" \
+  env "${env[@]}" OS_NEUTRON_CONFIG_DIR="$D/etc" OS_NEUTRON_CONFIG_FILES="neutron.conf;ml2_conf.ini" \
     "$VENV/bin/gunicorn" --no-control-socket --chdir "$D/app" -b "127.0.0.1:$PORT" -w 1 -k gthread --threads 4 --timeout 120 --graceful-timeout 2 \
     neutron_api_wsgi:application </dev/null >"$D/log/neutron.log" 2>&1 &
   PID=$!
   echo "$PID" >"$D/neutron.pid"
-  trap 'kill "$PID" 2>/dev/null || true' EXIT      # on failure: stop what we started
+  # on failure: stop what we started
+  trap 'kill "$PID" 2>/dev/null || true; eval "${OVN_STOP:-}"' EXIT
   local deadline=$((SECONDS + ${READY_TIMEOUT:-120})) t0=$SECONDS
   # in keystone mode an unauthenticated request gets 401, which also proves the API is up
   until [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v2.0/bgpvpn/bgpvpns") =~ ^(200|401)$ ]]; do
@@ -171,7 +222,7 @@ cmd_start() {
 
 cmd_stop() {
   local D=${1:?usage: $0 stop <dir>} PID
-  [ -f "$D/neutron.pid" ] || { log "nothing to stop"; return 0; }
+  [ -f "$D/neutron.pid" ] || { log "nothing to stop"; stop_ovn "$D"; return 0; }
   PID=$(cat "$D/neutron.pid")
   # only signal the PID if it is still our gunicorn (PIDs get reused); TERM stops master + worker
   if tr '\0' ' ' <"/proc/$PID/cmdline" 2>/dev/null | grep "gunicorn.*neutron_api_wsgi" >/dev/null; then
@@ -186,7 +237,10 @@ cmd_stop() {
   fi
   rm -f "$D/neutron.pid" "$D/endpoint"
   log "stopped"
+  stop_ovn "$D"      # after neutron: its OVN driver would log reconnect errors
 }
+
+stop_ovn() { [ "$(cat "$1/backend" 2>/dev/null)" != ovn ] || "$HERE/ovn.sh" stop "$1/ovn"; }
 
 case ${1:-} in
   setup) cmd_setup "${2:-}" ;;
