@@ -13,7 +13,8 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 RUNS=${RUNS:-20} POLL_MS=${POLL_MS:-20} AGENT_POLL_MS=${AGENT_POLL_MS:-20}
 A=cA-$SFX B=cB-$SFX POD=cpod-$SFX VM=cvm-$SFX
-trap 'rc=$?; cp "$WORK/agent.log" "$OUT/conv-agent.log" 2>/dev/null; guest_cleanup; exit $rc' EXIT
+# the agent's log and both nodes' FRR logs (a daemon that died says so there) outlive the guest
+trap 'rc=$?; cp "$WORK/agent.log" "$OUT/conv-agent.log" 2>/dev/null; for n in "$A" "$B"; do cp "$WORK/$n/frr.log" "$OUT/frr-$n.log" 2>/dev/null; done; guest_cleanup; exit $rc' EXIT
 trap 'exit 130' INT TERM
 rc_need_vrf
 log "guest kernel $(uname -r), namespaces *-$SFX"

@@ -1030,6 +1030,43 @@ mod tests {
         );
     }
 
+    /// The answers of a real neutron-server 29.0.0 with the evpn service plugin over OVN
+    /// (`hack/neutron/record-evpn-fixtures.py`).
+    fn recorded(name: &str) -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/openstack/neutron-29")
+            .join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str::<Value>(&text).unwrap()["body"].clone()
+    }
+
+    #[test]
+    fn neutron_29s_routers_and_interfaces_parse() {
+        let routers = recorded("routers-fields.json");
+        let parsed: Vec<Option<EvpnRouter>> = routers["routers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| parse_evpn_router(r).unwrap())
+            .collect();
+        let evpn: Vec<(&str, u32)> = parsed
+            .iter()
+            .flatten()
+            .map(|r| (r.name.as_str(), r.vni))
+            .collect();
+        // an explicit VNI, an auto-allocated one, and a router without EVPN (skipped)
+        assert_eq!(evpn, [("r-evpn-1001", 1001), ("r-evpn-auto", 1)]);
+        assert_eq!(parsed.iter().filter(|r| r.is_none()).count(), 1);
+        let ports = recorded("ports-router-interface.json");
+        let interfaces = parse_router_interfaces(ports["ports"].as_array().unwrap()).unwrap();
+        let r1001 = parsed.iter().flatten().find(|r| r.vni == 1001).unwrap();
+        assert!(
+            !interfaces.of(&r1001.id).unwrap().unwrap().is_empty(),
+            "{interfaces:?}"
+        );
+        assert!(interfaces.unreadable.is_empty());
+    }
+
     #[test]
     fn router_interfaces_by_router() {
         const N: &str = "1f3b5a8e-6a0e-4c39-9d0b-0a1b2c3d4e5f";
