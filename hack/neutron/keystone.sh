@@ -11,7 +11,7 @@
 # The admin password is in <dir>/admin-password (mode 600). SQLite in WAL mode (without it, API
 # writes fail with "database is locked": a reader's open transaction blocks the commit), fernet
 # tokens, no memcached.
-# Env: TESTBED_CACHE, PYTHON (>= 3.10; default python3), PIP_CACHE_DIR (default: in the cache),
+# Env: TESTBED_CACHE, PYTHON (>= 3.11; default python3), PIP_CACHE_DIR (default: in the cache),
 #      KEYSTONE_TOKEN_EXPIRATION (token lifetime in s, default 3600), READY_TIMEOUT (s, default 60).
 set -euo pipefail
 

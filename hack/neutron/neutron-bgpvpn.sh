@@ -14,7 +14,8 @@
 # add_router_interface's advertise_host), against an OVN NB/SB + ovn-northd that `start` brings up
 # in <dir>/ovn with ./ovn.sh (Debian's ovn-central; no ovn-controller, no datapath) and `stop`
 # stops again.
-# Both: noauth (identity comes from X-Project-Id / X-Roles headers, no Keystone) unless
+# Both: noauth (no Keystone; every request is admin whatever X-Project-Id / X-Roles say, and a
+# create must name its project_id in the body: roles/policies need keystone mode) unless
 # NEUTRON_AUTH=keystone at setup (then keystonemiddleware checks tokens against KEYSTONE_URL with
 # the service user KEYSTONE_USER / KEYSTONE_PASSWORD of project KEYSTONE_PROJECT, domain Default),
 # fake RPC transport (no RabbitMQ), SQLite. The BGPVPN service driver is a no-op that stores
@@ -59,11 +60,42 @@ cmd_setup() {
 
   # gunicorn entry point: neutron.server._init_configuration() hands sys.argv[1:] to oslo.config,
   # which would choke on gunicorn's own options -> hide them while importing the app.
-  cat >"$D/app/neutron_api_wsgi.py" <<'EOF'
-import sys
+  local AUTH=${NEUTRON_AUTH:-noauth} BACKEND=${NEUTRON_BACKEND:-api} PLUGINS=router,bgpvpn
+  case $AUTH in noauth|keystone) ;; *) die "NEUTRON_AUTH must be noauth or keystone" ;; esac
+  case $BACKEND in
+    api) ;;
+    # ovn-router (OVNL3RouterPlugin) instead of router: EVPN routers must have the OVN provider
+    ovn) PLUGINS=ovn-router,evpn,bgpvpn
+         [ ${#D} -le 60 ] || die "NEUTRON_BACKEND=ovn: path too long for OVN's unix sockets: $D" ;;
+    *) die "NEUTRON_BACKEND must be api or ovn" ;;
+  esac
+  echo "$BACKEND" >"$D/backend"
+  {
+    echo 'import sys'
+    # ML2/OVN writes to the DB from its OVSDB event threads (hash ring heartbeats, port status)
+    # while requests run; see testbed_sqlite.py
+    [ "$BACKEND" = ovn ] && echo 'import testbed_sqlite  # noqa: F401'
+    cat <<'EOF'
 _argv, sys.argv = sys.argv, [sys.argv[0]]
 from neutron.wsgi.api import application  # noqa: E402,F401  (config from OS_NEUTRON_CONFIG_*)
 sys.argv = _argv
+EOF
+  } >"$D/app/neutron_api_wsgi.py"
+  cat >"$D/app/testbed_sqlite.py" <<'EOF'
+# SQLite under ML2/OVN (NEUTRON_BACKEND=ovn): the OVN driver's OVSDB event threads write to the
+# DB (hash ring heartbeats, port status) while API requests run. A transaction that read first
+# and then writes after another connection committed gets "database is locked" at once (in WAL
+# mode: SQLITE_BUSY_SNAPSHOT; the DB is in WAL mode so that readers never wait). That is what
+# MySQL calls a deadlock: map it to oslo.db's DBDeadlock, so that neutron's DB retry decorators
+# run the transaction again, as they do on MySQL.
+from oslo_db import exception
+from oslo_db.sqlalchemy import exc_filters
+from sqlalchemy import exc as sqla_exc
+
+
+@exc_filters.filters("sqlite", sqla_exc.OperationalError, r".*database is locked")
+def _sqlite_locked_as_deadlock(error, match, engine_name, is_disconnect):
+    raise exception.DBDeadlock(error)
 EOF
   # No-op BGPVPN driver = networking_bgpvpn's own unit-test driver (TestBgpvpnDriverWithVni):
   # BGPVPNDriverRC persists everything and advertises local_pref/ports/port-associations; adding the
@@ -77,16 +109,6 @@ class NoopFullDriver(driver_api.BGPVPNDriverRC):
     more_supported_extension_aliases = (
         driver_api.BGPVPNDriverRC.more_supported_extension_aliases + [bgpvpn_vni_def.ALIAS])
 EOF
-  local AUTH=${NEUTRON_AUTH:-noauth} BACKEND=${NEUTRON_BACKEND:-api} PLUGINS=router,bgpvpn
-  case $AUTH in noauth|keystone) ;; *) die "NEUTRON_AUTH must be noauth or keystone" ;; esac
-  case $BACKEND in
-    api) ;;
-    # ovn-router (OVNL3RouterPlugin) instead of router: EVPN routers must have the OVN provider
-    ovn) PLUGINS=ovn-router,evpn,bgpvpn
-         [ ${#D} -le 60 ] || die "NEUTRON_BACKEND=ovn: path too long for OVN's unix sockets: $D" ;;
-    *) die "NEUTRON_BACKEND must be api or ovn" ;;
-  esac
-  echo "$BACKEND" >"$D/backend"
   cat >"$D/etc/neutron.conf" <<EOF
 [DEFAULT]
 core_plugin = ml2
@@ -141,15 +163,17 @@ flat_networks = *
 vni_ranges = 1:1000
 EOF
   else
-  # ML2/OVN: the OVN driver takes geneve (tenant) and flat (provider) networks; port_security is
-  # the extension driver OVN expects. The NB/SB sockets are those of `ovn.sh start $D/ovn`.
+  # ML2/OVN as deployed (geneve project networks, flat provider networks, port_security); the
+  # minimum that works is less: type geneve, mechanism ovn, the geneve ranges, max_header_size
+  # >= 38 (below, the driver refuses to start: "Geneve max_header_size set too low for OVN (30
+  # vs 38)", and gunicorn restarts the worker forever) and the NB/SB connections, which are
+  # those of `ovn.sh start $D/ovn`.
   cat >"$D/etc/ml2_conf.ini" <<EOF
 [ml2]
 type_drivers = geneve,flat
 tenant_network_types = geneve
 mechanism_drivers = ovn
 extension_drivers = port_security
-overlay_ip_version = 4
 
 [ml2_type_geneve]
 vni_ranges = 1:65536
@@ -161,7 +185,6 @@ flat_networks = *
 [ovn]
 ovn_nb_connection = unix:$D/ovn/ovnnb_db.sock
 ovn_sb_connection = unix:$D/ovn/ovnsb_db.sock
-ovn_metadata_enabled = false
 EOF
   fi
   if [ ! -f "$D/neutron.db" ]; then
@@ -175,6 +198,9 @@ head.get_metadata().create_all(sa.create_engine("sqlite:///" + sys.argv[1]))
 EOF
     "$VENV/bin/neutron-db-manage" --config-file "$D/etc/neutron.conf" --config-file "$D/etc/ml2_conf.ini" \
       stamp heads >"$D/log/db-manage.log" 2>&1 || { cat "$D/log/db-manage.log" >&2; die "stamp heads failed"; }
+    # WAL (persistent in the file): readers do not block the OVN driver's writers, nor they them
+    [ "$BACKEND" = api ] || "$VENV/bin/python" -c \
+      'import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL")' "$D/neutron.db"
   fi
   log "set up $D"
 }
@@ -210,7 +236,7 @@ cmd_start() {
   trap 'kill "$PID" 2>/dev/null || true; eval "${OVN_STOP:-}"' EXIT
   local deadline=$((SECONDS + ${READY_TIMEOUT:-120})) t0=$SECONDS
   # in keystone mode an unauthenticated request gets 401, which also proves the API is up
-  until [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v2.0/bgpvpn/bgpvpns") =~ ^(200|401)$ ]]; do
+  until [[ $(curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v2.0/bgpvpn/bgpvpns") =~ ^(200|401)$ ]]; do
     kill -0 "$PID" 2>/dev/null || { tail -20 "$D/log/neutron.log" >&2; die "neutron-server exited"; }
     [ $SECONDS -lt $deadline ] || { tail -20 "$D/log/neutron.log" >&2; die "not ready after ${READY_TIMEOUT:-120}s"; }
     sleep 0.2

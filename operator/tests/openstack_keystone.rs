@@ -3,7 +3,7 @@
 //! * On recorded answers of a real Keystone 29.1.0 (`tests/fixtures/openstack/keystone-token-*.json`,
 //!   recorded by `hack/neutron/record-keystone-fixtures.py`): parsing, catalog lookup, the admin
 //!   check and 401, through [`Keystone`] against a tiny server that replays them.
-//! * On real parts: a real Keystone 29.1.0 (`hack/neutron/keystone.sh`, SQLite, fernet, tokens
+//! * On real parts: a real Keystone 30.0.0 (`hack/neutron/keystone.sh`, SQLite, fernet, tokens
 //!   valid for 20 s) in front of a real neutron-server in Keystone mode (keystonemiddleware), and
 //!   the real kube-apiserver. The sync reads a clouds.yaml Secret, issues tokens (password and
 //!   application credential), finds Neutron in the catalog by region and interface, renews the

@@ -1,5 +1,5 @@
-//! The OpenStack sync on real parts: a real neutron-server 28.0.2 with the networking-bgpvpn
-//! 24.0.0 service plugin (noauth, SQLite; `hack/neutron/neutron-bgpvpn.sh`) and the real
+//! The OpenStack sync on real parts: a real neutron-server 29.0.0 with the networking-bgpvpn
+//! 25.0.0 service plugin (noauth, SQLite; `hack/neutron/neutron-bgpvpn.sh`) and the real
 //! kube-apiserver (testkit). Neutron is changed through its own REST API; the tests
 //! assert the BGPVPN / VNIBinding objects that appear, change and disappear, that hand-made
 //! objects are never touched, and that nothing is deleted while Neutron is down. Error answers

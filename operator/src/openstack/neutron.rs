@@ -924,7 +924,7 @@ mod tests {
     const R: &str = "0f3b5a8e-6a0e-4c39-9d0b-0a1b2c3d4e5f";
 
     fn vpn() -> Value {
-        // as neutron-server 28.0.2 + networking-bgpvpn 24.0.0 answer an admin
+        // as neutron-server 28.0.2 + networking-bgpvpn 24.0.0 answered an admin (unchanged in 29 + 25)
         json!({"id": ID, "tenant_id": "0123", "networks": [], "routers": [R], "ports": [], "name": "v1", "type": "l3",
                "route_targets": ["64512:1"], "route_distinguishers": [], "import_targets": [], "export_targets": [],
                "vni": 1001, "local_pref": null, "project_id": "0123"})
