@@ -546,64 +546,105 @@ fn frr_restart(bed: &Bed) {
 
 /// The agent stopped and started again during a 10 ms ping: no packet lost, and the new agent
 /// adopts what is there without writing.
+/// `ping -D -i 0.01 -c <count>` from the pod to the VM, its output in the bed's work dir.
+struct PingFlow {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+/// What a finished ping flow saw.
+struct PingResult {
+    sent: u32,
+    received: u32,
+    summary: String,
+    /// The longest time between two answers (`-D` stamps each).
+    longest_silence_ms: f64,
+}
+
+impl PingFlow {
+    fn start(bed: &Bed, name: &str, count: u32) -> Self {
+        let log = bed.work.join(format!("{name}.log"));
+        let count = count.to_string();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &pod(bed),
+                "ping",
+                "-D",
+                "-i",
+                "0.01",
+                "-c",
+                &count,
+                "-W",
+                "1",
+                VM_IP,
+            ])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        bed.record_pid(name, child.id());
+        Self { child, log }
+    }
+
+    fn answers(text: &str) -> impl Iterator<Item = &str> {
+        text.lines().filter(|l| l.contains("bytes from"))
+    }
+
+    fn replies(&self) -> usize {
+        Self::answers(&std::fs::read_to_string(&self.log).unwrap_or_default()).count()
+    }
+
+    /// Waits for the ping to end (at most 60 s).
+    fn finish(mut self) -> PingResult {
+        let ended = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(ended.elapsed() < Duration::from_secs(60), "the ping did not end");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let text = std::fs::read_to_string(&self.log).unwrap();
+        let summary = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or("")
+            .to_string();
+        let count = |word: &str| {
+            summary
+                .split(',')
+                .find(|part| part.contains(word))
+                .and_then(|part| part.split_whitespace().next()?.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        let stamps: Vec<f64> = Self::answers(&text)
+            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+            .collect();
+        PingResult {
+            sent: count("transmitted"),
+            received: count("received"),
+            longest_silence_ms: stamps.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max) * 1000.0,
+            summary,
+        }
+    }
+}
+
 fn agent_restart_under_traffic(bed: &mut Bed) {
     bed.log("restart the agent during ping -i 0.01");
-    let ping_log = bed.work.join("ping.log");
-    let ping = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &pod(bed),
-            "ping",
-            "-i",
-            "0.01",
-            "-c",
-            "700",
-            "-W",
-            "1",
-            VM_IP,
-        ])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&ping_log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    bed.record_pid("ping", ping.id());
-    let replies = || {
-        std::fs::read_to_string(&ping_log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("bytes from"))
-            .count()
-    };
-    bed.wait("the ping runs", 10, || replies() >= 50);
+    let ping = PingFlow::start(bed, "ping", 700);
+    bed.wait("the ping runs", 10, || ping.replies() >= 50);
     bed.stop_agent();
     bed.check("no agent process left before the restart", agents_running() == 0);
     let mark = bed.agent_log_len();
     bed.start_agent(&[]);
-    let mut ping = ping;
-    let ended = Instant::now();
-    while ping.try_wait().unwrap().is_none() {
-        assert!(ended.elapsed() < Duration::from_secs(60), "the ping did not end");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let log = std::fs::read_to_string(&ping_log).unwrap();
-    let summary = log
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or("")
-        .to_string();
-    bed.log(&format!("ping: {summary}"));
-    let count = |word: &str| {
-        summary
-            .split(',')
-            .find(|part| part.contains(word))
-            .and_then(|part| part.split_whitespace().next()?.parse::<u32>().ok())
-    };
-    let (sent, received) = (count("transmitted"), count("received"));
+    let flow = ping.finish();
+    bed.log(&format!("ping: {}", flow.summary));
     bed.check(
-        &format!("no ping lost across the agent restart ({received:?}/{sent:?})"),
-        sent.is_some_and(|s| s > 0) && sent == received,
+        &format!(
+            "no ping lost across the agent restart ({}/{})",
+            flow.received, flow.sent
+        ),
+        flow.sent > 0 && flow.sent == flow.received,
     );
     bed.wait("the restarted agent finished its first pass", 30, || {
         bed.agent_log_since(mark).contains("pass done")
@@ -1330,37 +1371,9 @@ fn two_tors_with_ecmp_and_bfd_keep_a_flow_when_one_uplink_goes_silent() {
             );
 
             // a 10 ms ping flow; the uplink that carries it goes silent both ways
-            let ping_log = bed.work.join("ecmp-ping.log");
             let before = [tx_packets(bed, &a, "up1"), tx_packets(bed, &a, "up2")];
-            let ping = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &pod(bed),
-                    "ping",
-                    "-D",
-                    "-i",
-                    "0.01",
-                    "-c",
-                    "1500",
-                    "-W",
-                    "1",
-                    VM_IP,
-                ])
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(&ping_log).unwrap())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            bed.record_pid("ecmp-ping", ping.id());
-            let replies = || {
-                std::fs::read_to_string(&ping_log)
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|l| l.contains("bytes from"))
-                    .count()
-            };
-            bed.wait("the ping runs", 20, || replies() >= 100);
+            let ping = PingFlow::start(bed, "ecmp-ping", 1500);
+            bed.wait("the ping runs", 20, || ping.replies() >= 100);
             let sent = [
                 tx_packets(bed, &a, "up1") - before[0],
                 tx_packets(bed, &a, "up2") - before[1],
@@ -1372,7 +1385,7 @@ fn two_tors_with_ecmp_and_bfd_keep_a_flow_when_one_uplink_goes_silent() {
             let cut_tor = &tors[used - 1];
             bed.run(&a, "modprobe sch_netem");
             let t = Instant::now();
-            let at_cut = replies();
+            let at_cut = ping.replies();
             bed.run(&a, &format!("tc qdisc add dev up{used} root netem loss 100%"));
             bed.run(cut_tor, "tc qdisc add dev to-a root netem loss 100%");
             let cut_peer = format!("10.91.{used}.2");
@@ -1389,42 +1402,18 @@ fn two_tors_with_ecmp_and_bfd_keep_a_flow_when_one_uplink_goes_silent() {
             bed.wait(
                 "the flow goes on over the other uplink, the first still silent",
                 30,
-                || replies() >= at_cut + 50,
+                || ping.replies() >= at_cut + 50,
             );
             bed.wait("status: 1/2 sessions", 30, || {
                 sessions(bed).as_deref() == Some("1/2")
             });
-            let mut ping = ping;
-            let ended = Instant::now();
-            while ping.try_wait().unwrap().is_none() {
-                assert!(ended.elapsed() < Duration::from_secs(60), "the ping did not end");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let log = std::fs::read_to_string(&ping_log).unwrap();
-            let summary = log
-                .lines()
-                .find(|l| l.contains("packets transmitted"))
-                .unwrap_or("")
-                .to_string();
-            let count = |word: &str| {
-                summary
-                    .split(',')
-                    .find(|part| part.contains(word))
-                    .and_then(|part| part.split_whitespace().next()?.parse::<u64>().ok())
-            };
-            let (tx, rx) = (count("transmitted").unwrap_or(0), count("received").unwrap_or(0));
-            // the outage: the longest silence between two answers (ping -D stamps each)
-            let stamps: Vec<f64> = log
-                .lines()
-                .filter(|l| l.contains("bytes from"))
-                .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
-                .collect();
-            let gap_ms = stamps.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max) * 1000.0;
+            let flow = ping.finish();
+            let (tx, rx, gap_ms) = (flow.sent, flow.received, flow.longest_silence_ms);
             bed.log(&format!(
                 "MEASURED: uplink up{used} silent -> BFD took its session down at node A after {detected} ms; the flow's longest silence {gap_ms:.0} ms; pings lost: {} of {tx}",
                 tx - rx
             ));
-            assert!(rx > 0, "ping: {summary}");
+            assert!(rx > 0, "ping: {}", flow.summary);
 
             // restored: BFD and the sessions come back, and so does the second path
             let t = Instant::now();

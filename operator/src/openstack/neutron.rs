@@ -598,6 +598,23 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The owner: `project_id`, or the older `tenant_id`; required.
+    fn project_id(&mut self) -> String {
+        let id = self.opt_string("project_id").or_else(|| {
+            self.obj
+                .get("tenant_id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        match id {
+            Some(p) if !p.is_empty() => p,
+            _ => {
+                self.problem("project_id is missing".into());
+                String::new()
+            }
+        }
+    }
+
     fn opt_bool(&mut self, key: &str) -> Option<bool> {
         match self.obj.get(key) {
             None | Some(Value::Null) => None,
@@ -634,16 +651,7 @@ pub fn parse_bgpvpn(item: &Value) -> Result<Bgpvpn, Vec<String>> {
     let mut f = Fields::new(item, "bgpvpn".into())?;
     let id = f.uuid("id");
     let name = f.opt_string("name").unwrap_or_default();
-    let project_id = match f
-        .opt_string("project_id")
-        .or_else(|| item.get("tenant_id").and_then(Value::as_str).map(str::to_string))
-    {
-        Some(p) if !p.is_empty() => p,
-        _ => {
-            f.problem("project_id is missing".into());
-            String::new()
-        }
-    };
+    let project_id = f.project_id();
     let vpn_type = match f.string("type").as_str() {
         "l3" => VpnType::L3,
         "l2" => VpnType::L2,
@@ -699,16 +707,7 @@ pub fn parse_evpn_router(item: &Value) -> Result<Option<EvpnRouter>, Vec<String>
         16_777_215,
         Some("do these credentials see the evpn extension's fields (admin)?"),
     );
-    let project_id = match f
-        .opt_string("project_id")
-        .or_else(|| item.get("tenant_id").and_then(Value::as_str).map(str::to_string))
-    {
-        Some(p) if !p.is_empty() => p,
-        _ => {
-            f.problem("project_id is missing".into());
-            String::new()
-        }
-    };
+    let project_id = f.project_id();
     let evpn = !matches!(f.obj.get("evpn_vni"), Some(Value::Null));
     let router = vni.map(|vni| EvpnRouter {
         id,
