@@ -5,8 +5,6 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bgpvpn_crds::EvpnNodeStateStatus;
@@ -18,6 +16,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
 use crate::frr::reload::FrrControl;
 use crate::frr::sessions::BgpSession;
+use crate::k8s::OwnDaemonSet;
 use crate::kernel::Dataplane;
 use crate::liveness::Liveness;
 use crate::metrics::{Metrics, StateLabels};
@@ -281,8 +280,12 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
 
     /// On shutdown the dataplane and FRR stay as they are (a restarted agent adopts them), unless
     /// `uninstalled` says the agent's DaemonSet is deleted: then the node is cleaned up.
-    async fn shut_down(&mut self, uninstalled: Option<&AtomicBool>) {
-        if !uninstalled.is_some_and(|u| u.load(Ordering::SeqCst)) {
+    async fn shut_down(&mut self, uninstalled: Option<&OwnDaemonSet>) {
+        let deleted = match uninstalled {
+            Some(own) => own.deleted().await,
+            None => false,
+        };
+        if !deleted {
             tracing::info!("shutting down; the dataplane and FRR stay as they are");
             return;
         }
@@ -408,10 +411,10 @@ impl<D: Dataplane, F: FrrControl> AgentLoop<D, F> {
 }
 
 /// How the loop ends: `signal` stops it; `uninstalled`, when it holds by then, makes it clean the
-/// node up first (see [`crate::k8s::watch_own_daemonset`]).
+/// node up first (see [`OwnDaemonSet`]).
 pub struct Stop<S> {
     pub signal: S,
-    pub uninstalled: Option<Arc<AtomicBool>>,
+    pub uninstalled: Option<OwnDaemonSet>,
 }
 
 /// Runs until `stop.signal` resolves.
@@ -465,7 +468,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
         };
         tokio::select! {
             _ = &mut shutdown => {
-                lp.shut_down(uninstalled.as_deref()).await;
+                lp.shut_down(uninstalled.as_ref()).await;
                 break;
             }
             ev = source.recv() => if !lp.on_source(ev).await { break },
@@ -482,7 +485,7 @@ pub async fn run<D: Dataplane, F: FrrControl>(
                 let rep = tokio::select! {
                     rep = lp.rec.pass(d) => rep,
                     _ = &mut shutdown => {
-                        lp.shut_down(uninstalled.as_deref()).await;
+                        lp.shut_down(uninstalled.as_ref()).await;
                         break;
                     }
                 };
@@ -562,7 +565,7 @@ pub async fn serve_http(
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
     use crate::frr::reload::{FrrError, FrrOutcome};

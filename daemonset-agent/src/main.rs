@@ -289,7 +289,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .context("Kubernetes client (in-cluster or KUBECONFIG)")?;
             tracing::info!(node, "watching this node's EVPNNodeState");
             if let Some((namespace, name)) = &args.own_daemonset {
-                uninstalled = Some(k8s::watch_own_daemonset(
+                uninstalled = Some(k8s::OwnDaemonSet::watch(
                     client.clone(),
                     namespace.clone(),
                     name.clone(),

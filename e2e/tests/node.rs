@@ -143,13 +143,19 @@ impl Bed {
     /// Runs `script` (bash) on the node: its exit code and output (node.sh's exec channel; this
     /// bed has no `kubectl exec`).
     fn on_node(&mut self, script: &str) -> (i32, String) {
+        self.on_node_within(script, 60)
+    }
+
+    /// [`Self::on_node`] for a script bounded by itself to `secs`: the node gets a minute more,
+    /// so the script's own message is what a slow node reports.
+    fn on_node_within(&mut self, script: &str, secs: u64) -> (i32, String) {
         self.execs += 1;
         let dir = self.out().join("exec");
         let tmp = dir.join(format!("{}.sh.tmp", self.execs));
         std::fs::write(&tmp, script).unwrap();
         std::fs::rename(&tmp, dir.join(format!("{}.sh", self.execs))).unwrap();
         let rc = dir.join(format!("{}.rc", self.execs));
-        if !poll(120, || rc.exists() || self.guest_exited().is_some()) || !rc.exists() {
+        if !poll(secs + 60, || rc.exists() || self.guest_exited().is_some()) || !rc.exists() {
             self.fail(&format!("the node did not run {script:?}"));
         }
         let out = std::fs::read_to_string(dir.join(format!("{}.out", self.execs))).unwrap_or_default();
@@ -862,8 +868,9 @@ fn the_chart_runs_the_operator_and_the_agent_on_the_node() {
 
     // 2. the router's FRR killed: the kubelet restarts it, and it boots into the configuration
     // the agent wrote to the node's directory (the time from the kill is printed, not asserted)
-    let (rc, out) = bed.on_node(&format!(
-        r#"set -u
+    let (rc, out) = bed.on_node_within(
+        &format!(
+            r#"set -u
 old=$(pgrep -x zebra) || {{ echo 'no zebra'; exit 2; }}
 pid=$(pgrep -x watchfrr) || {{ echo 'no watchfrr'; exit 3; }}
 t0=$(date +%s%N); kill -9 $pid
@@ -878,7 +885,9 @@ until {frr_holds_vrf}; do
   sleep 0.05
 done
 echo "zebra and bgpd running again after $up ms, holding {vrf} with VNI {vni} after $(ms) ms""#
-    ));
+        ),
+        120,
+    );
     println!("FRR router killed: {}", out.trim());
     assert_eq!(rc, 0, "FRR router kill: {out}");
     bed.wait(&["--for=condition=Ready", &state, "--timeout=300s"]);
@@ -928,6 +937,19 @@ echo "zebra and bgpd running again after $up ms, holding {vrf} with VNI {vni} af
     let o = bed.helm(&helm, &["uninstall", RELEASE, "--wait", "--timeout=300s"], &repo);
     if !o.status.success() {
         bed.fail(&format!("helm uninstall: {}", text(&o)));
+    }
+    // `--wait` waits for the DaemonSets, not for their pods (background cascade): each agent
+    // cleans its node up when its pod is stopped
+    for component in ["agent", "router"] {
+        let mut left = String::new();
+        if !poll(120, || {
+            left = release_pods(&bed, component, "{.items[*].metadata.name}");
+            left.is_empty()
+        }) {
+            bed.fail(&format!(
+                "{component} pods left 120 s after helm uninstall: {left}"
+            ));
+        }
     }
     let (rc, out) = bed.on_node(
         "ip -d link show group 1650946166; ip -4 rule show | grep -w 'proto 232'; \
